@@ -1,0 +1,1 @@
+//! `cargo compat-check` (see issue: not implemented yet).

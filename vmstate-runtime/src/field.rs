@@ -1,0 +1,146 @@
+//! Field codecs: how one Rust field goes on the wire.
+//!
+//! [`Field`] is implemented for `bool`, the fixed-width integers (big-endian), [`Timer`],
+//! [`Unused<N>`], fixed arrays of any `Field`, and every struct that derives `VmState` with
+//! `#[vmstate(nested)]`. Byte buffers (`#[vmstate(buffer)]`), variable arrays and the `equal`
+//! check are handled by the generated code through [`crate::__private`].
+
+use crate::context::{LoadCx, SaveCx};
+use crate::error::Result;
+use crate::reader::Reader;
+use crate::schema::Kind;
+use crate::writer::Writer;
+
+/// A type that can be a field of a `VmState` struct.
+pub trait Field {
+    /// The codec and shape, for the static description.
+    const KIND: Kind;
+
+    /// Writes the value.
+    ///
+    /// # Errors
+    /// Writer errors; hook errors of nested structs.
+    fn save_field<W: Writer + ?Sized>(&mut self, w: &mut W, cx: &mut SaveCx<'_>) -> Result<()>;
+
+    /// Reads the value in place.
+    ///
+    /// # Errors
+    /// Any decode error, with offset.
+    fn load_field<R: Reader + ?Sized>(&mut self, r: &mut R, cx: &mut LoadCx<'_>) -> Result<()>;
+}
+
+macro_rules! int_field {
+    ($($t:ty => $k:ident),*) => {$(
+        impl Field for $t {
+            const KIND: Kind = Kind::$k;
+            #[inline]
+            fn save_field<W: Writer + ?Sized>(&mut self, w: &mut W, _: &mut SaveCx<'_>) -> Result<()> {
+                w.write_all(&self.to_be_bytes())
+            }
+            #[inline]
+            fn load_field<R: Reader + ?Sized>(&mut self, r: &mut R, _: &mut LoadCx<'_>) -> Result<()> {
+                *self = <$t>::from_be_bytes(r.read_array()?);
+                Ok(())
+            }
+        }
+    )*};
+}
+int_field!(u8 => U8, u16 => U16, u32 => U32, u64 => U64, i8 => I8, i16 => I16, i32 => I32, i64 => I64);
+
+impl Field for bool {
+    const KIND: Kind = Kind::Bool;
+    #[inline]
+    fn save_field<W: Writer + ?Sized>(&mut self, w: &mut W, _: &mut SaveCx<'_>) -> Result<()> {
+        w.write_u8(u8::from(*self))
+    }
+    /// Any non-zero byte is `true`, as in QEMU.
+    #[inline]
+    fn load_field<R: Reader + ?Sized>(&mut self, r: &mut R, _: &mut LoadCx<'_>) -> Result<()> {
+        *self = r.read_u8()? != 0;
+        Ok(())
+    }
+}
+
+/// A timer's migrated state: its expiry time in ns on the timer's clock, or not armed.
+/// On the wire: be64, all ones when not armed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Timer {
+    /// Expiry in ns, `None` when not armed.
+    pub expire_ns: Option<u64>,
+}
+
+impl Timer {
+    /// A timer armed to fire at `ns`.
+    #[must_use]
+    pub const fn armed(ns: u64) -> Self {
+        Timer {
+            expire_ns: Some(ns),
+        }
+    }
+
+    /// A timer that is not armed.
+    #[must_use]
+    pub const fn disarmed() -> Self {
+        Timer { expire_ns: None }
+    }
+
+    /// Whether the timer is armed.
+    #[must_use]
+    pub const fn is_armed(&self) -> bool {
+        self.expire_ns.is_some()
+    }
+}
+
+impl Field for Timer {
+    const KIND: Kind = Kind::Timer;
+    #[inline]
+    fn save_field<W: Writer + ?Sized>(&mut self, w: &mut W, _: &mut SaveCx<'_>) -> Result<()> {
+        w.write_be64(self.expire_ns.unwrap_or(u64::MAX))
+    }
+    #[inline]
+    fn load_field<R: Reader + ?Sized>(&mut self, r: &mut R, _: &mut LoadCx<'_>) -> Result<()> {
+        let v = r.read_be64()?;
+        self.expire_ns = (v != u64::MAX).then_some(v);
+        Ok(())
+    }
+}
+
+/// `N` bytes of padding that keep the layout after a field was removed: zeros on save,
+/// skipped on load (QEMU's `VMSTATE_UNUSED`). A zero-sized Rust field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Unused<const N: usize>;
+
+impl<const N: usize> Field for Unused<N> {
+    #[allow(clippy::cast_possible_truncation)]
+    const KIND: Kind = Kind::Unused { len: N as u32 };
+    #[inline]
+    fn save_field<W: Writer + ?Sized>(&mut self, w: &mut W, _: &mut SaveCx<'_>) -> Result<()> {
+        w.write_zeros(N)
+    }
+    #[inline]
+    fn load_field<R: Reader + ?Sized>(&mut self, r: &mut R, _: &mut LoadCx<'_>) -> Result<()> {
+        r.skip(N as u64)
+    }
+}
+
+impl<T: Field, const N: usize> Field for [T; N] {
+    #[allow(clippy::cast_possible_truncation)]
+    const KIND: Kind = Kind::Array {
+        elem: &T::KIND,
+        len: N as u32,
+    };
+    #[inline]
+    fn save_field<W: Writer + ?Sized>(&mut self, w: &mut W, cx: &mut SaveCx<'_>) -> Result<()> {
+        for (i, e) in self.iter_mut().enumerate() {
+            e.save_field(w, cx).map_err(|err| err.at_index(i))?;
+        }
+        Ok(())
+    }
+    #[inline]
+    fn load_field<R: Reader + ?Sized>(&mut self, r: &mut R, cx: &mut LoadCx<'_>) -> Result<()> {
+        for (i, e) in self.iter_mut().enumerate() {
+            e.load_field(r, cx).map_err(|err| err.at_index(i))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,287 @@
+//! Readers: where a load takes its bytes from.
+//!
+//! The [`Reader`] trait has a small required core (`take`, `peek`, `position`); everything else
+//! (big-endian integers, counted strings, capped skips) is provided on top of it. Only fallible
+//! accessors exist: the stream is untrusted.
+//!
+//! | reader | source | copies |
+//! |---|---|---|
+//! | [`SliceReader`] | a byte slice in memory | none: `take` borrows from the slice |
+//! | [`IoReader`] | any [`std::io::Read`] (socket, file, pipe) | into one scratch buffer, capped by [`limits::MAX_TAKE`](crate::limits::MAX_TAKE) |
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::limits;
+
+/// A source of stream bytes.
+pub trait Reader {
+    /// Returns the next `n` bytes and advances past them.
+    ///
+    /// # Errors
+    /// [`ErrorKind::UnexpectedEof`] when fewer than `n` bytes remain, or an I/O error.
+    fn take(&mut self, n: usize) -> Result<&[u8]>;
+
+    /// Returns the next `n` bytes without advancing, or `None` when fewer remain.
+    ///
+    /// # Errors
+    /// Only I/O errors.
+    fn peek(&mut self, n: usize) -> Result<Option<&[u8]>>;
+
+    /// The offset of the next byte from the start of the stream.
+    fn position(&self) -> u64;
+
+    /// Reads one byte.
+    ///
+    /// # Errors
+    /// End of input or I/O.
+    #[inline]
+    fn read_u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    /// Reads `N` bytes into an array.
+    ///
+    /// # Errors
+    /// End of input or I/O.
+    #[inline]
+    fn read_array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    /// Reads a big-endian u16.
+    ///
+    /// # Errors
+    /// End of input or I/O.
+    #[inline]
+    fn read_be16(&mut self) -> Result<u16> {
+        Ok(u16::from_be_bytes(self.read_array()?))
+    }
+
+    /// Reads a big-endian u32.
+    ///
+    /// # Errors
+    /// End of input or I/O.
+    #[inline]
+    fn read_be32(&mut self) -> Result<u32> {
+        Ok(u32::from_be_bytes(self.read_array()?))
+    }
+
+    /// Reads a big-endian u64.
+    ///
+    /// # Errors
+    /// End of input or I/O.
+    #[inline]
+    fn read_be64(&mut self) -> Result<u64> {
+        Ok(u64::from_be_bytes(self.read_array()?))
+    }
+
+    /// Reads a counted string (`u8 len` + bytes) into an owned `String`, replacing invalid UTF-8.
+    ///
+    /// # Errors
+    /// End of input or I/O.
+    fn read_counted_str(&mut self) -> Result<String> {
+        let len = self.read_u8()? as usize;
+        let bytes = self.take(len)?;
+        Ok(String::from_utf8_lossy(bytes).into_owned())
+    }
+
+    /// Skips `n` bytes in bounded chunks (no allocation sized by `n`).
+    ///
+    /// # Errors
+    /// End of input or I/O.
+    fn skip(&mut self, mut n: u64) -> Result<()> {
+        while n > 0 {
+            let chunk = n.min(limits::SKIP_CHUNK as u64);
+            // `chunk` fits usize: it is at most SKIP_CHUNK.
+            self.take(usize::try_from(chunk).unwrap_or(limits::SKIP_CHUNK))?;
+            n -= chunk;
+        }
+        Ok(())
+    }
+}
+
+/// Zero-copy reader over a byte slice.
+#[derive(Debug, Clone)]
+pub struct SliceReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+    base: u64,
+}
+
+impl<'a> SliceReader<'a> {
+    /// A reader over `data`; offsets start at 0.
+    #[must_use]
+    pub fn new(data: &'a [u8]) -> Self {
+        SliceReader {
+            data,
+            pos: 0,
+            base: 0,
+        }
+    }
+
+    /// A reader over `data` whose first byte is at stream offset `base` (for error offsets).
+    #[must_use]
+    pub fn with_base(data: &'a [u8], base: u64) -> Self {
+        SliceReader { data, pos: 0, base }
+    }
+
+    /// The bytes not read yet.
+    #[must_use]
+    pub fn remaining(&self) -> &'a [u8] {
+        &self.data[self.pos..]
+    }
+
+    /// Returns the next `n` bytes with the slice's lifetime.
+    ///
+    /// # Errors
+    /// [`ErrorKind::UnexpectedEof`].
+    pub fn take_slice(&mut self, n: usize) -> Result<&'a [u8]> {
+        let avail = self.data.len() - self.pos;
+        if n > avail {
+            return Err(Error::new(
+                ErrorKind::UnexpectedEof {
+                    needed: n as u64,
+                    available: avail as u64,
+                },
+                self.position(),
+            ));
+        }
+        let s = &self.data[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+}
+
+impl Reader for SliceReader<'_> {
+    #[inline]
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        self.take_slice(n)
+    }
+
+    #[inline]
+    fn peek(&mut self, n: usize) -> Result<Option<&[u8]>> {
+        Ok(self.data.get(self.pos..self.pos.saturating_add(n)))
+    }
+
+    #[inline]
+    fn position(&self) -> u64 {
+        self.base + self.pos as u64
+    }
+
+    fn skip(&mut self, n: u64) -> Result<()> {
+        let avail = (self.data.len() - self.pos) as u64;
+        if n > avail {
+            return Err(Error::new(
+                ErrorKind::UnexpectedEof {
+                    needed: n,
+                    available: avail,
+                },
+                self.position(),
+            ));
+        }
+        // n <= avail <= usize::MAX
+        self.pos += usize::try_from(n).unwrap_or(0);
+        Ok(())
+    }
+}
+
+/// Reader over any [`std::io::Read`], with a scratch buffer for `take` and `peek`.
+///
+/// A single `take` is limited to [`limits::MAX_TAKE`] bytes; larger regions are read in pieces by
+/// the callers (RAM pages, skips).
+#[derive(Debug)]
+pub struct IoReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    /// Start of unread data in `buf`.
+    start: usize,
+    /// End of valid data in `buf`.
+    end: usize,
+    pos: u64,
+    eof: bool,
+}
+
+impl<R: std::io::Read> IoReader<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
+        IoReader {
+            inner,
+            buf: vec![0; 64 * 1024],
+            start: 0,
+            end: 0,
+            pos: 0,
+            eof: false,
+        }
+    }
+
+    /// Gives back the inner reader. Buffered, unread bytes are lost.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
+    /// Makes at least `n` bytes available in the buffer if the source has them.
+    fn fill(&mut self, n: usize) -> Result<usize> {
+        if n > limits::MAX_TAKE {
+            return Err(Error::new(
+                ErrorKind::LengthTooLarge {
+                    len: n as u64,
+                    limit: limits::MAX_TAKE as u64,
+                },
+                self.pos,
+            ));
+        }
+        if self.end - self.start >= n {
+            return Ok(self.end - self.start);
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() < n {
+            self.buf.resize(n, 0);
+        }
+        while self.end < n && !self.eof {
+            match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(k) => self.end += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::new(ErrorKind::Io(e.kind()), self.pos)),
+            }
+        }
+        Ok(self.end - self.start)
+    }
+}
+
+impl<R: std::io::Read> Reader for IoReader<R> {
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        let avail = self.fill(n)?;
+        if avail < n {
+            return Err(Error::new(
+                ErrorKind::UnexpectedEof {
+                    needed: n as u64,
+                    available: avail as u64,
+                },
+                self.pos,
+            ));
+        }
+        let s = self.start;
+        self.start += n;
+        self.pos += n as u64;
+        Ok(&self.buf[s..s + n])
+    }
+
+    fn peek(&mut self, n: usize) -> Result<Option<&[u8]>> {
+        let avail = self.fill(n)?;
+        if avail < n {
+            return Ok(None);
+        }
+        Ok(Some(&self.buf[self.start..self.start + n]))
+    }
+
+    fn position(&self) -> u64 {
+        self.pos
+    }
+}

@@ -1,0 +1,496 @@
+//! The static description of a [`VmState`](crate::VmState) type, emitted by the derive as a
+//! `const`.
+//!
+//! It is exactly what the generated save/load code does, as data: every field with its codec,
+//! size, version (`since`) and gate, every subsection with its version and gate, the pinned
+//! versions per machine type, and the source location of each declaration. The vmdesc writer,
+//! the generic tooling and the compat checker read it; [`StructSchema::to_json`] gives a stable
+//! JSON dump.
+
+use serde::Serialize;
+
+/// A source location (`file!()`, `line!()`, `column!()` of the declaration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Location {
+    /// Source file, relative to the crate's workspace as rustc prints it.
+    pub file: &'static str,
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column.
+    pub column: u32,
+}
+
+/// A machine-type version such as `7.2` (family-independent, like QEMU's `hw_compat_7_2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct MachineVersion {
+    /// Major number.
+    pub major: u16,
+    /// Minor number.
+    pub minor: u16,
+}
+
+impl MachineVersion {
+    /// `major.minor`.
+    #[must_use]
+    pub const fn new(major: u16, minor: u16) -> Self {
+        MachineVersion { major, minor }
+    }
+
+    /// Parses `"7.2"`.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        let (a, b) = s.split_once('.')?;
+        if a.is_empty() || b.is_empty() || !a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        Some(MachineVersion {
+            major: a.parse().ok()?,
+            minor: b.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for MachineVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// A comparison in a machine gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CmpOp {
+    /// `>=`
+    Ge,
+    /// `>`
+    Gt,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+}
+
+impl CmpOp {
+    /// Applies the comparison.
+    #[must_use]
+    pub fn eval<T: Ord>(self, a: T, b: T) -> bool {
+        match self {
+            CmpOp::Ge => a >= b,
+            CmpOp::Gt => a > b,
+            CmpOp::Lt => a < b,
+            CmpOp::Le => a <= b,
+            CmpOp::Eq => a == b,
+            CmpOp::Ne => a != b,
+        }
+    }
+
+    /// The operator as written.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CmpOp::Ge => ">=",
+            CmpOp::Gt => ">",
+            CmpOp::Lt => "<",
+            CmpOp::Le => "<=",
+            CmpOp::Eq => "==",
+            CmpOp::Ne => "!=",
+        }
+    }
+}
+
+/// When a field, subsection or section is present. The static parts (machine, prop) can be
+/// evaluated per machine type without running code; `Pred` is a runtime predicate on the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    /// The machine type's version compared with `version`.
+    Machine {
+        /// The comparison.
+        op: CmpOp,
+        /// The version compared with.
+        version: MachineVersion,
+    },
+    /// A boolean compat property of this device is on.
+    Prop {
+        /// Property name.
+        name: &'static str,
+    },
+    /// A runtime predicate `fn(&Self) -> bool` (its path as written).
+    Pred {
+        /// The path as written, e.g. `Self::fifo_nonempty`.
+        path: &'static str,
+    },
+    /// All of these.
+    All(&'static [Gate]),
+    /// Any of these.
+    Any(&'static [Gate]),
+    /// Not this.
+    Not(&'static Gate),
+}
+
+/// A gate evaluated statically for one machine type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Presence {
+    /// Never sent.
+    Never,
+    /// Sent depending on runtime state.
+    Maybe,
+    /// Always sent.
+    Always,
+}
+
+impl Gate {
+    /// Evaluates the static parts; runtime predicates count as [`Presence::Maybe`].
+    pub fn presence(&self, machine: MachineVersion, prop: &dyn Fn(&str) -> bool) -> Presence {
+        match self {
+            Gate::Machine { op, version } => {
+                if op.eval(machine, *version) {
+                    Presence::Always
+                } else {
+                    Presence::Never
+                }
+            }
+            Gate::Prop { name } => {
+                if prop(name) {
+                    Presence::Always
+                } else {
+                    Presence::Never
+                }
+            }
+            Gate::Pred { .. } => Presence::Maybe,
+            Gate::All(gs) => {
+                let mut r = Presence::Always;
+                for g in *gs {
+                    match g.presence(machine, prop) {
+                        Presence::Never => return Presence::Never,
+                        Presence::Maybe => r = Presence::Maybe,
+                        Presence::Always => {}
+                    }
+                }
+                r
+            }
+            Gate::Any(gs) => {
+                let mut r = Presence::Never;
+                for g in *gs {
+                    match g.presence(machine, prop) {
+                        Presence::Always => return Presence::Always,
+                        Presence::Maybe => r = Presence::Maybe,
+                        Presence::Never => {}
+                    }
+                }
+                r
+            }
+            Gate::Not(g) => match g.presence(machine, prop) {
+                Presence::Always => Presence::Never,
+                Presence::Never => Presence::Always,
+                Presence::Maybe => Presence::Maybe,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn list(f: &mut std::fmt::Formatter<'_>, name: &str, gs: &[Gate]) -> std::fmt::Result {
+            write!(f, "{name}(")?;
+            for (i, g) in gs.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{g}")?;
+            }
+            f.write_str(")")
+        }
+        match self {
+            Gate::Machine { op, version } => write!(f, "machine {} \"{version}\"", op.as_str()),
+            Gate::Prop { name } => write!(f, "prop(\"{name}\")"),
+            Gate::Pred { path } => write!(f, "pred({path})"),
+            Gate::All(gs) => list(f, "all", gs),
+            Gate::Any(gs) => list(f, "any", gs),
+            Gate::Not(g) => write!(f, "not({g})"),
+        }
+    }
+}
+
+/// A field's codec and shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Kind {
+    /// `bool`, one byte 0/1.
+    Bool,
+    /// `u8`.
+    U8,
+    /// be16.
+    U16,
+    /// be32.
+    U32,
+    /// be64.
+    U64,
+    /// `i8`.
+    I8,
+    /// be16, two's complement.
+    I16,
+    /// be32, two's complement.
+    I32,
+    /// be64, two's complement.
+    I64,
+    /// be64 expiry in ns, all ones = not armed.
+    Timer,
+    /// Raw bytes of a fixed length.
+    Buffer {
+        /// Bytes.
+        len: u32,
+    },
+    /// Zero bytes on save, skipped on load.
+    Unused {
+        /// Bytes.
+        len: u32,
+    },
+    /// A fixed array.
+    Array {
+        /// Element kind.
+        elem: &'static Kind,
+        /// Element count.
+        len: u32,
+    },
+    /// A variable array whose count is an earlier field (not repeated on the wire).
+    VArray {
+        /// Element kind.
+        elem: &'static Kind,
+        /// The earlier field holding the count.
+        count_field: &'static str,
+        /// Declared maximum count.
+        max: u32,
+    },
+    /// Raw bytes whose length is an earlier field (QEMU's VBUFFER).
+    VBuffer {
+        /// The earlier field holding the length.
+        len_field: &'static str,
+        /// Declared maximum length.
+        max: u32,
+    },
+    /// A nested struct, inline, at its own current version.
+    Struct {
+        /// The nested struct's description.
+        #[serde(rename = "struct")]
+        schema: &'static StructSchema,
+    },
+}
+
+impl Kind {
+    /// The codec name QEMU uses in the vmdesc `"type"` (element type for arrays).
+    #[must_use]
+    pub fn vmdesc_type(&self) -> &'static str {
+        match self {
+            Kind::Bool => "bool",
+            Kind::U8 => "uint8",
+            Kind::U16 => "uint16",
+            Kind::U32 => "uint32",
+            Kind::U64 => "uint64",
+            Kind::I8 => "int8",
+            Kind::I16 => "int16",
+            Kind::I32 => "int32",
+            Kind::I64 => "int64",
+            Kind::Timer => "timer",
+            Kind::Buffer { .. } | Kind::VBuffer { .. } => "buffer",
+            Kind::Unused { .. } => "unused_buffer",
+            Kind::Array { elem, .. } | Kind::VArray { elem, .. } => elem.vmdesc_type(),
+            Kind::Struct { .. } => "struct",
+        }
+    }
+
+    /// The vmdesc type of an `equal` field of this kind.
+    #[must_use]
+    pub fn vmdesc_equal_type(&self) -> &'static str {
+        match self {
+            Kind::U8 => "uint8 equal",
+            Kind::U16 => "uint16 equal",
+            Kind::I32 => "int32 equal",
+            Kind::U32 => "uint32 equal",
+            Kind::I64 | Kind::U64 => "int64 equal",
+            other => other.vmdesc_type(),
+        }
+    }
+
+    /// Bytes on the wire when fixed (no subsections inside, no variable parts).
+    #[must_use]
+    pub fn fixed_size(&self) -> Option<u64> {
+        Some(match self {
+            Kind::Bool | Kind::U8 | Kind::I8 => 1,
+            Kind::U16 | Kind::I16 => 2,
+            Kind::U32 | Kind::I32 => 4,
+            Kind::U64 | Kind::I64 | Kind::Timer => 8,
+            Kind::Buffer { len } | Kind::Unused { len } => u64::from(*len),
+            Kind::Array { elem, len } => elem.fixed_size()? * u64::from(*len),
+            Kind::VArray { .. } | Kind::VBuffer { .. } => return None,
+            Kind::Struct { schema } => schema.fixed_size()?,
+        })
+    }
+
+    /// Whether QEMU would write this as one compressed vmdesc entry (`array_len`).
+    #[must_use]
+    pub fn compressible(&self) -> bool {
+        match self {
+            Kind::Struct { schema } => schema.compressible(),
+            Kind::Array { elem, .. } | Kind::VArray { elem, .. } => elem.compressible(),
+            _ => true,
+        }
+    }
+}
+
+/// One field of a struct or subsection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FieldSchema {
+    /// The field's name in vmdesc and dumps (the Rust name, or `rename`).
+    pub name: &'static str,
+    /// The name as written in the vmdesc (duplicates get `[k]`, e.g. `unused[1]`).
+    pub vmdesc_name: &'static str,
+    /// The Rust field name.
+    pub rust_name: &'static str,
+    /// Codec and shape.
+    pub kind: &'static Kind,
+    /// Present only when the stream version is at least this (0 = always).
+    pub since: u32,
+    /// Present only when this gate holds (QEMU's `field_exists`).
+    pub gate: Option<&'static Gate>,
+    /// On load the value must equal the local one (QEMU's `_EQUAL`).
+    pub equal: bool,
+    /// Allowed range of an integer field, checked on load (inclusive bounds).
+    pub range: Option<(i128, i128)>,
+    /// The default used when absent, as written in the source (`None`: always present).
+    pub default: Option<&'static str>,
+    /// Where the field is declared.
+    pub location: Location,
+}
+
+/// A named subsection: sent after the struct's fields when its gate holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SubsectionSchema {
+    /// The subsection name, `<parent>/<child>`.
+    pub name: &'static str,
+    /// Its version (written in its header).
+    pub version: u32,
+    /// Oldest version accepted on load.
+    pub min_version: u32,
+    /// When it is sent (`None`: always).
+    pub gate: Option<&'static Gate>,
+    /// Its fields, in wire order.
+    pub fields: &'static [FieldSchema],
+    /// Where it is declared.
+    pub location: Location,
+}
+
+/// "Machine types older than `below` are saved at `version`".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Pin {
+    /// Machine types with a version below this one use the pinned version.
+    pub below: MachineVersion,
+    /// The section version to write for them.
+    pub version: u32,
+    /// Where it is declared.
+    pub location: Location,
+}
+
+/// A boolean device property that compat tables can set per machine type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PropSchema {
+    /// Property name.
+    pub name: &'static str,
+    /// Value when no compat entry sets it.
+    pub default: bool,
+}
+
+/// The description of one `VmState` struct (a QEMU vmsd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StructSchema {
+    /// The vmsd name (the section name for top-level structs).
+    pub name: &'static str,
+    /// The Rust type name.
+    pub rust_name: &'static str,
+    /// Current version.
+    pub version: u32,
+    /// Oldest version accepted on load.
+    pub min_version: u32,
+    /// Only usable nested inside another struct (saved at its own version).
+    pub nested: bool,
+    /// Save/load order among sections; higher goes first.
+    pub priority: i32,
+    /// When the whole section is sent (`None`: always).
+    pub gate: Option<&'static Gate>,
+    /// Machine-pinned older versions.
+    pub pins: &'static [Pin],
+    /// Declared compat properties.
+    pub props: &'static [PropSchema],
+    /// Fields, in wire order.
+    pub fields: &'static [FieldSchema],
+    /// Subsections, in emission order.
+    pub subsections: &'static [SubsectionSchema],
+    /// Names of the hooks that are set (`pre_save`, `post_load`, …).
+    pub hooks: &'static [&'static str],
+    /// Where the struct is declared.
+    pub location: Location,
+}
+
+impl StructSchema {
+    /// Fixed wire size when no field is versioned, gated or variable and there are no
+    /// subsections.
+    #[must_use]
+    pub fn fixed_size(&self) -> Option<u64> {
+        if !self.subsections.is_empty() {
+            return None;
+        }
+        let mut n = 0;
+        for f in self.fields {
+            if f.since != 0 || f.gate.is_some() {
+                return None;
+            }
+            n += f.kind.fixed_size()?;
+        }
+        Some(n)
+    }
+
+    /// QEMU's `vmsd_can_compress` for an array of this struct.
+    #[must_use]
+    pub fn compressible(&self) -> bool {
+        self.subsections.is_empty()
+            && self
+                .fields
+                .iter()
+                .all(|f| f.gate.is_none() && f.kind.compressible())
+    }
+
+    /// The section version written for a machine type of version `machine`
+    /// (the lowest matching pin, or the current version).
+    #[must_use]
+    pub fn version_for(&self, machine: MachineVersion) -> u32 {
+        let mut v = self.version;
+        let mut best: Option<MachineVersion> = None;
+        for p in self.pins {
+            if machine < p.below && best.is_none_or(|b| p.below < b) {
+                best = Some(p.below);
+                v = p.version;
+            }
+        }
+        v
+    }
+
+    /// The default value of a declared property.
+    #[must_use]
+    pub fn prop_default(&self, name: &str) -> Option<bool> {
+        self.props.iter().find(|p| p.name == name).map(|p| p.default)
+    }
+
+    /// A stable JSON dump of this description (for tools and baselines).
+    ///
+    /// # Panics
+    /// Never: the schema types serialize infallibly.
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
