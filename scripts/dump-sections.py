@@ -18,6 +18,10 @@ otherwise a heuristic looks for the next plausible section header.
 
 --hex IDSTR prints the whole section (header, payload, footer) as hex for each
 section whose idstr equals IDSTR.  --json prints a machine-readable list.
+--facts IDSTR,... prints a Markdown block (as used in tests/golden/qemu72/
+FACTS.md): the section table, full hex of the sections of the named devices
+with the subsection names found in them, their vmdesc objects copied
+verbatim from the stream, and the EOF/vmdesc framing bytes.
 
 Only the Python standard library is needed.  This is our own code; it does
 not depend on QEMU's scripts.
@@ -286,18 +290,130 @@ def parse(data, desc=None, with_footers=None):
     return items
 
 
+def vmdesc_raw_devices(data):
+    """Yield (name, instance_id, raw_text) for every vmdesc device, with the
+    exact bytes QEMU wrote (key order and spacing preserved)."""
+    off, desc = find_vmdesc(data)
+    if off is None:
+        return
+    text = data[off + 5:].decode()
+    key = '"devices": ['
+    i = text.index(key) + len(key)
+    dec = json.JSONDecoder()
+    while text[i] != "]":
+        obj, end = dec.raw_decode(text, i)
+        yield obj["name"], obj["instance_id"], text[i:end]
+        i = end
+        if text.startswith(", ", i):
+            i += 2
+
+
+def subsection_names(desc, prefix=""):
+    """Names of all subsections in a vmdesc object, depth first, in order."""
+    out = []
+    for f in desc.get("fields", []):
+        if "struct" in f:
+            out += subsection_names(f["struct"])
+    for sub in desc.get("subsections", []):
+        out.append(sub["vmsd_name"])
+        out += subsection_names(sub)
+    return out
+
+
+def facts(path, data, items, devnames, desc):
+    import os
+    name = os.path.basename(path)
+    o = []
+    cfg = [i for i in items if i["kind"] == "CONFIG"]
+    o.append("### %s\n" % name)
+    o.append("- size: %d bytes; machine in config section: %s" % (
+        len(data), cfg[0]["machine"] if cfg else "(no configuration section)"))
+    footers = any("footer_offset" in i for i in items)
+    o.append("- section footers: %s" % ("yes" if footers else "no"))
+    vm = [i for i in items if i["kind"] == "VMDESC"]
+    eof = [i for i in items if i["kind"] == "EOF"][0]
+    if vm:
+        v = vm[0]
+        o.append("- EOF byte at %d, then `%s` (0x06 + be32 %d), JSON %d..%d (last byte of file), "
+                 "JSON ends with `%s`" % (
+                     eof["offset"], data[v["offset"]:v["offset"] + 5].hex(" "), v["json_len"],
+                     v["offset"] + 5, len(data) - 1, data[-4:].decode()))
+    else:
+        o.append("- EOF byte at %d is the last byte of the file (no vmdesc)" % eof["offset"])
+    o.append("")
+    o.append("| offset | type | id | idstr | inst | ver | payload | notes |")
+    o.append("|---|---|---|---|---|---|---|---|")
+    for it in items:
+        k = it["kind"]
+        if k in ("FULL", "START", "PART", "END"):
+            notes = []
+            if "ram_zero_pages" in it:
+                notes.append("RAM: %d zero + %d normal pages" % (it["ram_zero_pages"],
+                                                              it["ram_normal_pages"]))
+            if "ram_blocks" in it:
+                notes.append("MEM_SIZE blocks: " + ", ".join(
+                    "%s 0x%x" % (b["name"], b["length"]) for b in it["ram_blocks"]))
+            if it.get("length_guessed"):
+                notes.append("length found by header scan (vmdesc of another stream)")
+            o.append("| %d | %s `%s` | %d | %s | %s | %s | %d | %s |" % (
+                it["offset"], k, it["type_byte"][2:], it["section_id"],
+                "`%s`" % it["idstr"] if "idstr" in it else "",
+                it.get("instance_id", ""), it.get("version", ""), it["payload_len"],
+                "; ".join(notes)))
+        elif k == "CONFIG":
+            o.append("| %d | CONFIG `07` | | `%s` | | | | %d bytes incl. type byte |" % (
+                it["offset"], it["machine"], it["bytes"]))
+        elif k == "HEADER":
+            o.append("| 0 | magic+version | | | | | | `%s` |" % data[:8].hex(" "))
+        elif k == "EOF":
+            o.append("| %d | EOF `00` | | | | | | |" % it["offset"])
+        elif k == "VMDESC":
+            o.append("| %d | VMDESC `06` | | | | | %d | JSON |" % (it["offset"], it["json_len"]))
+    o.append("")
+    raw = {(n, i): t for n, i, t in vmdesc_raw_devices(data)}
+    devs = {}
+    if desc:
+        for d in desc.get("devices", []):
+            devs[(d["name"], d["instance_id"])] = d
+    for it in items:
+        if it.get("idstr") not in devnames:
+            continue
+        key = (it["idstr"], it["instance_id"])
+        sec = data[it["offset"]:it["offset"] + it["bytes"]]
+        subs = subsection_names(devs[key]) if key in devs else []
+        o.append("**%s instance %d** at offset %d, %d bytes (payload %d); subsections: %s\n" % (
+            it["idstr"], it["instance_id"], it["offset"], len(sec), it["payload_len"],
+            ", ".join("`%s`" % x for x in subs) or "none"))
+        o.append("```")
+        for j in range(0, len(sec), 16):
+            o.append("%08x: %s" % (it["offset"] + j, sec[j:j + 16].hex(" ")))
+        o.append("```")
+        if key in raw:
+            o.append("vmdesc object (verbatim):\n")
+            o.append("```json")
+            o.append(raw[key])
+            o.append("```")
+        o.append("")
+    return "\n".join(o)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("stream")
     ap.add_argument("--desc-from", help="take the vmdesc from this other stream")
     ap.add_argument("--hex", action="append", default=[], metavar="IDSTR")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--facts", metavar="IDSTR,...")
     a = ap.parse_args()
     data = open(a.stream, "rb").read()
     desc = None
     if a.desc_from:
         desc = find_vmdesc(open(a.desc_from, "rb").read())[1]
     items = parse(data, desc)
+    if a.facts:
+        print(facts(a.stream, data, items, a.facts.split(","),
+                    desc or find_vmdesc(data)[1]))
+        return
     if a.json:
         json.dump(items, sys.stdout, indent=1)
         print()

@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import pty
+import signal
 import socket
 import subprocess
 import sys
@@ -157,8 +158,10 @@ def main():
 
     argv = list(argv) + ["-qmp", "unix:%s,server=on,wait=off" % qmp_path]
     errf = open(errpath, "wb")
+    # Own process group, so that helpers QEMU spawns (the `cat` of an exec:
+    # migration URI) can be cleaned up with it.
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=errf)
+                            stderr=errf, start_new_session=True)
     rc = 0
     q = None
     try:
@@ -215,6 +218,10 @@ def main():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)   # leftovers in QEMU's group only
+        except OSError:
+            pass
         errf.close()
         with open(errpath, "rb") as f:
             err = f.read().decode(errors="replace")

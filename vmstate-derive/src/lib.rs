@@ -1,9 +1,25 @@
-//! `#[derive(VmState)]`. Use it through `vmstate-runtime`, which re-exports it.
+//! `#[derive(VmState)]`. Use it through `vmstate-runtime`, which re-exports it and documents the
+//! attributes.
+//!
+//! The derive works in three stages: parse attributes (`internals/attr.rs`), build and check the
+//! intermediate representation (`internals/ast.rs`, `internals/check.rs`), and generate code
+//! (`ser.rs`, `de.rs`, `schema.rs`). Errors are accumulated and reported together, each spanned
+//! at the offending tokens; on error a stub impl is emitted so users see only the real mistakes.
+
+mod de;
+mod dummy;
+mod expand;
+mod fallback;
+mod gate;
+mod internals;
+mod schema;
+mod ser;
+
 use proc_macro::TokenStream;
 
-/// Derives `VmState`.
+/// Derives `vmstate_runtime::VmState` (see the `vmstate-runtime` crate docs for the attributes).
 #[proc_macro_derive(VmState, attributes(vmstate))]
 pub fn derive_vmstate(input: TokenStream) -> TokenStream {
-    let _ = input;
-    TokenStream::new()
+    let input = syn::parse_macro_input!(input as syn::DeriveInput);
+    expand::derive(&input).into()
 }

@@ -290,7 +290,11 @@ impl fmt::Display for Error {
             sep = " ";
         }
         if let Some(s) = &self.0.section {
-            write!(f, "{sep}in section `{}` instance {}", s.idstr, s.instance_id)?;
+            write!(
+                f,
+                "{sep}in section `{}` instance {}",
+                s.idstr, s.instance_id
+            )?;
             if let Some(v) = s.version {
                 write!(f, " (v{v})")?;
             }

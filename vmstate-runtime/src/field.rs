@@ -12,6 +12,11 @@ use crate::schema::Kind;
 use crate::writer::Writer;
 
 /// A type that can be a field of a `VmState` struct.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a vmstate field",
+    label = "no VMState codec for this type",
+    note = "fields are bool, u8..u64, i8..i64, Timer, Unused<N>, fixed arrays of these, or structs that derive VmState with #[vmstate(nested)]"
+)]
 pub trait Field {
     /// The codec and shape, for the static description.
     const KIND: Kind;

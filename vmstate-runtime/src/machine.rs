@@ -131,8 +131,12 @@ impl MachineType {
     #[must_use]
     pub fn framing(&self) -> Framing {
         Framing {
-            configuration: self.compat("migration", "send-configuration").unwrap_or(true),
-            footers: self.compat("migration", "send-section-footer").unwrap_or(true),
+            configuration: self
+                .compat("migration", "send-configuration")
+                .unwrap_or(true),
+            footers: self
+                .compat("migration", "send-section-footer")
+                .unwrap_or(true),
             vmdesc: self.compat("migration", "send-vmdesc").unwrap_or(true),
         }
     }
@@ -251,7 +255,14 @@ impl MachineCatalog {
     #[must_use]
     pub fn qemu_pc() -> Self {
         let mut i440 = Vec::new();
-        for (maj, mins) in [(2u16, 2..=12u16), (3, 0..=1), (4, 0..=2), (5, 0..=2), (6, 0..=2), (7, 0..=2)] {
+        for (maj, mins) in [
+            (2u16, 2..=12u16),
+            (3, 0..=1),
+            (4, 0..=2),
+            (5, 0..=2),
+            (6, 0..=2),
+            (7, 0..=2),
+        ] {
             for m in mins {
                 i440.push(format!("{maj}.{m}"));
             }

@@ -26,10 +26,22 @@ pub const SUBSECTION: u8 = 0x05;
 #[inline]
 pub fn check_version(version: u32, min: u32, max: u32, pos: u64) -> Result<()> {
     if version > max {
-        return Err(Error::new(ErrorKind::VersionTooNew { found: version, max }, pos));
+        return Err(Error::new(
+            ErrorKind::VersionTooNew {
+                found: version,
+                max,
+            },
+            pos,
+        ));
     }
     if version < min {
-        return Err(Error::new(ErrorKind::VersionTooOld { found: version, min }, pos));
+        return Err(Error::new(
+            ErrorKind::VersionTooOld {
+                found: version,
+                min,
+            },
+            pos,
+        ));
     }
     Ok(())
 }
@@ -68,7 +80,11 @@ pub fn save_hook<E: Display>(r: std::result::Result<(), E>, what: &str) -> Resul
 /// # Errors
 /// Writer errors.
 #[inline]
-pub fn write_subsection_header<W: Writer + ?Sized>(w: &mut W, name: &str, version: u32) -> Result<()> {
+pub fn write_subsection_header<W: Writer + ?Sized>(
+    w: &mut W,
+    name: &str,
+    version: u32,
+) -> Result<()> {
     w.write_u8(SUBSECTION)?;
     w.write_counted_str(name)?;
     w.write_be32(version)
@@ -283,18 +299,19 @@ where
     W: Writer + ?Sized,
 {
     let n = count.as_count().unwrap_or(u64::MAX);
-    let elems = usize::try_from(n)
-        .ok()
-        .filter(|_| n <= u64::from(max))
-        .and_then(|n| v.elems_mut(n))
-        .ok_or_else(|| {
-            Error::without_offset(ErrorKind::SaveFailed {
-                message: format!(
+    let elems =
+        usize::try_from(n)
+            .ok()
+            .filter(|_| n <= u64::from(max))
+            .and_then(|n| v.elems_mut(n))
+            .ok_or_else(|| {
+                Error::without_offset(ErrorKind::SaveFailed {
+                    message: format!(
                     "count {} is negative, above the maximum {max} or above the number of elements",
                     count.as_count().map_or_else(|| "<0".to_owned(), |c| c.to_string())
                 ),
-            })
-        })?;
+                })
+            })?;
     for (i, e) in elems.iter_mut().enumerate() {
         e.save_field(w, cx).map_err(|err| err.at_index(i))?;
     }
@@ -418,7 +435,13 @@ pub fn load_equal<T: Field + IntValue, R: Reader + ?Sized>(
 /// # Errors
 /// `InvalidValue`.
 #[inline]
-pub fn check_range<T: IntValue>(v: T, lo: i128, hi: i128, text: &'static str, pos: u64) -> Result<()> {
+pub fn check_range<T: IntValue>(
+    v: T,
+    lo: i128,
+    hi: i128,
+    text: &'static str,
+    pos: u64,
+) -> Result<()> {
     let x = v.to_i128();
     if x < lo || x > hi {
         return Err(Error::new(

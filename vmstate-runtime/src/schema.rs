@@ -482,7 +482,10 @@ impl StructSchema {
     /// The default value of a declared property.
     #[must_use]
     pub fn prop_default(&self, name: &str) -> Option<bool> {
-        self.props.iter().find(|p| p.name == name).map(|p| p.default)
+        self.props
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.default)
     }
 
     /// A stable JSON dump of this description (for tools and baselines).

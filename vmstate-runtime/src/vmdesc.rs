@@ -144,7 +144,8 @@ impl DescBuilder {
         }
     }
 
-    /// A field was written from `start` to `end`, with `n` elements (1 for a scalar).
+    /// A field was written from `start` to `end`; `n` is the element count of a variable array
+    /// (ignored otherwise).
     pub fn field(&mut self, fs: &FieldSchema, n: u64, start: u64, end: u64) {
         let Some(top) = self.stack.last_mut() else {
             return;
@@ -171,6 +172,13 @@ impl DescBuilder {
             });
             return;
         }
+        // Element count: fixed arrays from the kind (2D arrays flattened), variable arrays from
+        // the runtime count times the flattened inner length.
+        let n = match fs.kind {
+            Kind::Array { .. } => flat_len(fs.kind),
+            Kind::VArray { elem, .. } => n.saturating_mul(flat_len(elem)),
+            _ => n,
+        };
         if n == 0 {
             return;
         }
@@ -211,6 +219,13 @@ impl DescBuilder {
     pub fn finish(&mut self) -> Option<DescStruct> {
         self.stack.clear();
         self.finished.take()
+    }
+}
+
+fn flat_len(k: &Kind) -> u64 {
+    match k {
+        Kind::Array { elem, len } => u64::from(*len).saturating_mul(flat_len(elem)),
+        _ => 1,
     }
 }
 
@@ -360,7 +375,9 @@ fn parse_struct(v: &serde_json::Value, depth: usize) -> Result<DescStruct> {
     if depth > crate::limits::MAX_VMDESC_DEPTH {
         return Err(bad("nesting too deep"));
     }
-    let o = v.as_object().ok_or_else(|| bad("vmsd description is not an object"))?;
+    let o = v
+        .as_object()
+        .ok_or_else(|| bad("vmsd description is not an object"))?;
     let vmsd_name = o
         .get("vmsd_name")
         .and_then(|v| v.as_str())
@@ -436,7 +453,9 @@ fn parse_struct(v: &serde_json::Value, depth: usize) -> Result<DescStruct> {
 pub fn parse_vmdesc(json: &[u8]) -> Result<Vmdesc> {
     let v: serde_json::Value =
         serde_json::from_slice(json).map_err(|e| bad(format!("not JSON: {e}")))?;
-    let o = v.as_object().ok_or_else(|| bad("top level is not an object"))?;
+    let o = v
+        .as_object()
+        .ok_or_else(|| bad("top level is not an object"))?;
     let page_size = o
         .get("page_size")
         .and_then(serde_json::Value::as_u64)
@@ -448,7 +467,9 @@ pub fn parse_vmdesc(json: &[u8]) -> Result<Vmdesc> {
         .and_then(|d| d.as_array())
         .ok_or_else(|| bad("missing `devices` array"))?;
     for d in ds {
-        let dobj = d.as_object().ok_or_else(|| bad("device is not an object"))?;
+        let dobj = d
+            .as_object()
+            .ok_or_else(|| bad("device is not an object"))?;
         let name = dobj
             .get("name")
             .and_then(|v| v.as_str())

@@ -1,0 +1,71 @@
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use crate::internals::{ast::Container, Ctxt};
+use crate::{de, dummy, fallback, schema, ser};
+
+pub fn derive(input: &syn::DeriveInput) -> TokenStream {
+    let cx = Ctxt::new();
+    let cont = Container::from_ast(&cx, input);
+    if let Err(e) = cx.check() {
+        return fallback::expand(input, e);
+    }
+    let Some(cont) = cont else {
+        return fallback::expand(input, syn::Error::new_spanned(input, "invalid input"));
+    };
+    let ident = cont.ident;
+    let schema = schema::expand(&cont);
+    let save = ser::expand(&cont);
+    let load = de::expand(&cont);
+    let needed = ser::expand_section_needed(&cont);
+    let nested = if cont.nested {
+        let name = &cont.name;
+        let version = cont.version;
+        quote! {
+            #[automatically_derived]
+            impl _vmstate::__private::Field for #ident {
+                const KIND: _vmstate::__private::Kind = _vmstate::__private::Kind::Struct {
+                    schema: <Self as _vmstate::__private::VmState>::SCHEMA,
+                };
+                #[inline]
+                fn save_field<__W: _vmstate::__private::Writer + ?::core::marker::Sized>(
+                    &mut self,
+                    __w: &mut __W,
+                    __cx: &mut _vmstate::__private::SaveCx<'_>,
+                ) -> _vmstate::__private::Result<()> {
+                    if let ::core::option::Option::Some(__d) = __cx.desc() {
+                        __d.struct_begin(#name, #version, _vmstate::__private::Writer::position(__w));
+                    }
+                    <Self as _vmstate::__private::VmState>::save_state(self, __w, #version, __cx)?;
+                    if let ::core::option::Option::Some(__d) = __cx.desc() {
+                        __d.struct_end(_vmstate::__private::Writer::position(__w));
+                    }
+                    ::core::result::Result::Ok(())
+                }
+                #[inline]
+                fn load_field<__R: _vmstate::__private::Reader + ?::core::marker::Sized>(
+                    &mut self,
+                    __r: &mut __R,
+                    __cx: &mut _vmstate::__private::LoadCx<'_>,
+                ) -> _vmstate::__private::Result<()> {
+                    <Self as _vmstate::__private::VmState>::load_state(self, __r, #version, __cx)
+                }
+            }
+            #[automatically_derived]
+            impl _vmstate::__private::NestedState for #ident {}
+        }
+    } else {
+        quote! {}
+    };
+    let body = quote! {
+        #[automatically_derived]
+        impl _vmstate::__private::VmState for #ident {
+            const SCHEMA: &'static _vmstate::__private::StructSchema = &#schema;
+            #save
+            #load
+            #needed
+        }
+        #nested
+    };
+    dummy::wrap_in_const(cont.attrs.crate_path.as_ref(), body)
+}

@@ -1,0 +1,410 @@
+//! Cross-cutting rules. Each function is one rule, with the reason for it. All of them run, so
+//! several mistakes are reported at once.
+
+use syn::{Type, TypeArray};
+
+use super::ast::{Container, Field, Style};
+use super::attr::Gate;
+use super::ctxt::Ctxt;
+
+pub fn check(cx: &Ctxt, c: &Container) {
+    check_versions(cx, c);
+    check_since(cx, c);
+    check_nested(cx, c);
+    check_defaults(cx, c);
+    check_skip_conflicts(cx, c);
+    check_counts(cx, c);
+    check_subsections(cx, c);
+    check_props(cx, c);
+    check_pins(cx, c);
+    check_field_types(cx, c);
+    check_value_checks(cx, c);
+}
+
+/// `minimum_version ≤ version`: otherwise no stream could ever be loaded.
+fn check_versions(cx: &Ctxt, c: &Container) {
+    if let Some(m) = &c.attrs.min_version {
+        if m.value > c.version {
+            cx.error_spanned_by(
+                &m.tokens,
+                format!(
+                    "minimum_version {} is greater than version {}",
+                    m.value, c.version
+                ),
+            );
+        }
+    }
+}
+
+/// `since ≤ version` of the vmsd the field belongs to (the struct, or its subsection): a field
+/// newer than the version written would never be sent.
+fn check_since(cx: &Ctxt, c: &Container) {
+    for f in c.fields.iter().filter(|f| !f.skipped()) {
+        let Some(s) = &f.attrs.since else { continue };
+        let (limit, what) = match f.sub {
+            Some(i) => (
+                c.attrs.subsections[i].version,
+                format!("subsection `{}`", c.attrs.subsections[i].name.value()),
+            ),
+            None => (c.version, format!("`{}`", c.name)),
+        };
+        if s.value.0 > limit {
+            cx.error_spanned_by(
+                &s.tokens,
+                format!(
+                    "since = {} is greater than the version {limit} of {what}; raise `version` or lower `since`",
+                    s.value.0
+                ),
+            );
+        }
+        if s.value.0 == 0 {
+            cx.error_spanned_by(&s.tokens, "since = 0 has no effect; remove it");
+        }
+    }
+}
+
+/// Nested structs are saved and loaded at their own current version (QEMU's nested-struct
+/// semantics): per-field `since` there would never take effect, and section-level settings have
+/// no section to apply to.
+fn check_nested(cx: &Ctxt, c: &Container) {
+    if !c.nested {
+        return;
+    }
+    for f in c.fields.iter().filter(|f| f.sub.is_none()) {
+        if let Some(s) = &f.attrs.since {
+            cx.error_spanned_by(
+                &s.tokens,
+                "`since` has no effect inside a nested struct: QEMU saves and loads nested structs at their own current version, never the stream version; gate the field with `when = ...` or move it into a subsection",
+            );
+        }
+    }
+    if let Some(p) = &c.attrs.priority {
+        cx.error_spanned_by(
+            &p.tokens,
+            "`priority` applies to sections; a nested struct has none",
+        );
+    }
+    if let Some(w) = &c.attrs.when {
+        cx.error_spanned_by(&w.tokens, "a section gate (`when` on the struct) applies to sections; a nested struct has none; gate the field that holds it instead");
+    }
+    for p in &c.attrs.pins {
+        cx.error_spanned_by(
+            &p.tokens,
+            "`pin` applies to sections; a nested struct is always saved at its own version",
+        );
+    }
+}
+
+/// Every field that is not always present needs a declared value for when it is absent, and a
+/// `default` on an always-present field is a mistake (it would never be used).
+fn check_defaults(cx: &Ctxt, c: &Container) {
+    for f in c.fields.iter().filter(|f| !f.skipped()) {
+        if f.conditional() && f.attrs.default.is_none() {
+            let why = if let Some(s) = &f.attrs.since {
+                format!("since = {}", s.value.0)
+            } else if f.attrs.when.is_some() {
+                "it has a `when` gate".to_owned()
+            } else {
+                "it is in a subsection".to_owned()
+            };
+            cx.error_spanned_by(
+                f.ident,
+                format!(
+                    "field `{}` is not always present ({why}); add `default` or `default = <expr>` for streams without it",
+                    f.ident
+                ),
+            );
+        }
+        if !f.conditional() {
+            if let Some(d) = &f.attrs.default {
+                cx.error_spanned_by(
+                    &d.tokens,
+                    format!(
+                        "`default` is never used: field `{}` is always present",
+                        f.ident
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// `skip` means "not migrated": any other attribute on the field would be ignored.
+fn check_skip_conflicts(cx: &Ctxt, c: &Container) {
+    for f in c.fields.iter().filter(|f| f.skipped()) {
+        let a = &f.attrs;
+        let others = [
+            ("since", a.since.as_ref().map(|s| &s.tokens)),
+            ("when", a.when.as_ref().map(|s| &s.tokens)),
+            ("default", a.default.as_ref().map(|s| &s.tokens)),
+            ("rename", a.rename.as_ref().map(|s| &s.tokens)),
+            ("buffer", a.buffer.as_ref().map(|s| &s.tokens)),
+            ("count", a.count.as_ref().map(|s| &s.tokens)),
+            ("max", a.max.as_ref().map(|s| &s.tokens)),
+            ("equal", a.equal.as_ref().map(|s| &s.tokens)),
+            ("range", a.range.as_ref().map(|s| &s.tokens)),
+            ("subsection", a.subsection.as_ref().map(|s| &s.tokens)),
+        ];
+        for (name, t) in others {
+            if let Some(t) = t {
+                cx.error_spanned_by(
+                    t,
+                    format!(
+                        "`skip` cannot be combined with `{name}`: a skipped field is not migrated"
+                    ),
+                );
+            }
+        }
+    }
+    for f in c.fields.iter().filter(|f| !f.skipped()) {
+        if let (Some(e), Some(b)) = (&f.attrs.equal, &f.attrs.buffer) {
+            let _ = b;
+            cx.error_spanned_by(&e.tokens, "`equal` cannot be combined with `buffer`");
+        }
+    }
+}
+
+/// A variable array's count must be declared with a maximum, and must be a migrated field that
+/// comes earlier on the wire: QEMU does not repeat the count, the loader reads it first and
+/// checks it against the maximum before any element (CVE-2013-4527 class).
+fn check_counts(cx: &Ctxt, c: &Container) {
+    for (i, f) in c.fields.iter().enumerate().filter(|(_, f)| !f.skipped()) {
+        match (&f.attrs.count, &f.attrs.max) {
+            (Some(cnt), None) => cx.error_spanned_by(
+                &cnt.tokens,
+                format!(
+                    "variable array `{}` needs a declared maximum: add `max = N`",
+                    f.ident
+                ),
+            ),
+            (None, Some(m)) => cx.error_spanned_by(
+                &m.tokens,
+                "`max` applies to variable arrays; add `count = <earlier field>`",
+            ),
+            _ => {}
+        }
+        let count = match &f.style {
+            Style::VArray { count, .. } => count,
+            Style::VBuffer { len, .. } => len,
+            _ => continue,
+        };
+        let tokens = &f.attrs.count.as_ref().expect("count set").tokens;
+        match c.fields.iter().position(|g| g.ident == count) {
+            None => cx.error_spanned_by(tokens, format!("count field `{count}` does not exist in this struct")),
+            Some(j) if j >= i => cx.error_spanned_by(
+                tokens,
+                format!("count field `{count}` must be declared before `{}`: the loader reads the count first", f.ident),
+            ),
+            Some(j) => {
+                let g = &c.fields[j];
+                if g.skipped() {
+                    cx.error_spanned_by(tokens, format!("count field `{count}` is `skip`ped, so the destination would not know it; migrate it"));
+                } else if g.sub.is_some() && g.sub != f.sub {
+                    cx.error_spanned_by(tokens, format!("count field `{count}` is in another subsection, so it is not on the wire before `{}`", f.ident));
+                }
+            }
+        }
+    }
+}
+
+/// Subsection names follow QEMU's loader rule (they must start with the parent's name; we
+/// require the `<parent>/<child>` convention), are unique, have fields, and every field names a
+/// declared subsection.
+fn check_subsections(cx: &Ctxt, c: &Container) {
+    let prefix = format!("{}/", c.name);
+    for (i, s) in c.attrs.subsections.iter().enumerate() {
+        let n = s.name.value();
+        if n.is_empty() {
+            continue;
+        }
+        if !n.starts_with(&prefix) || n.len() == prefix.len() {
+            cx.error_spanned_by(
+                &s.name,
+                format!("subsection name `{n}` must start with `{prefix}` (the struct's name): QEMU's loader hands subsections without the parent's prefix back to the caller"),
+            );
+        }
+        if n.len() > 255 {
+            cx.error_spanned_by(&s.name, "subsection name is longer than 255 bytes");
+        }
+        if c.attrs.subsections[..i].iter().any(|o| o.name.value() == n) {
+            cx.error_spanned_by(&s.name, format!("duplicate subsection `{n}`"));
+        }
+        if let Some((m, lit)) = &s.min_version {
+            if *m > s.version {
+                cx.error_spanned_by(
+                    lit,
+                    format!(
+                        "minimum_version {m} is greater than the subsection's version {}",
+                        s.version
+                    ),
+                );
+            }
+        }
+        if !c.fields.iter().any(|f| !f.skipped() && f.sub == Some(i)) {
+            cx.error_spanned_by(&s.name, format!("subsection `{n}` has no fields; mark fields with `#[vmstate(subsection = \"{n}\")]`"));
+        }
+    }
+    for f in c.fields.iter().filter(|f| !f.skipped()) {
+        if let (Some(s), None) = (&f.attrs.subsection, f.sub) {
+            cx.error_spanned_by(
+                &s.tokens,
+                format!("unknown subsection `{}`; declare it on the struct with `#[vmstate(subsection(name = \"{}\", ...))]`", s.value.value(), s.value.value()),
+            );
+        }
+    }
+}
+
+fn gates<'c>(c: &'c Container<'_>) -> Vec<&'c Gate> {
+    let mut out = Vec::new();
+    if let Some(w) = &c.attrs.when {
+        out.push(&w.value);
+    }
+    for s in &c.attrs.subsections {
+        if let Some(w) = &s.when {
+            out.push(w);
+        }
+    }
+    for f in &c.fields {
+        if let Some(w) = &f.attrs.when {
+            out.push(&w.value);
+        }
+    }
+    out
+}
+
+/// A `prop("…")` gate can only be evaluated per machine type if the property is declared with
+/// its default; property names are unique.
+fn check_props(cx: &Ctxt, c: &Container) {
+    for (i, p) in c.attrs.props.iter().enumerate() {
+        if c.attrs.props[..i]
+            .iter()
+            .any(|o| o.name.value() == p.name.value())
+        {
+            cx.error_spanned_by(&p.name, format!("duplicate property `{}`", p.name.value()));
+        }
+    }
+    for g in gates(c) {
+        let mut used = Vec::new();
+        g.props(&mut used);
+        for lit in used {
+            if !c.attrs.props.iter().any(|p| p.name.value() == lit.value()) {
+                cx.error_spanned_by(
+                    &lit,
+                    format!(
+                        "gate cannot be evaluated: compat property `{0}` is not declared; add `#[vmstate(prop(name = \"{0}\", default = true))]` to the struct",
+                        lit.value()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// A pinned version must be one this code can write and still load: at least
+/// `minimum_version` and below `version`; one pin per machine boundary.
+fn check_pins(cx: &Ctxt, c: &Container) {
+    for (i, p) in c.attrs.pins.iter().enumerate() {
+        let Some(lit) = &p.version_lit else { continue };
+        if p.version >= c.version {
+            cx.error_spanned_by(
+                lit,
+                format!(
+                    "pinned version {} must be lower than the current version {}",
+                    p.version, c.version
+                ),
+            );
+        } else if p.version < c.min_version {
+            cx.error_spanned_by(lit, format!("pinned version {} is below minimum_version {}: this code could not load its own stream", p.version, c.min_version));
+        }
+        if c.attrs.pins[..i].iter().any(|o| o.below == p.below) {
+            cx.error_spanned_by(
+                &p.tokens,
+                format!(
+                    "duplicate pin for machine types below {}.{}",
+                    p.below.0, p.below.1
+                ),
+            );
+        }
+    }
+}
+
+fn unsupported(ty: &Type) -> Option<String> {
+    match ty {
+        Type::Path(p) => {
+            let last = p.path.segments.last()?;
+            let id = last.ident.to_string();
+            let hint = match id.as_str() {
+                "f32" | "f64" => "floating point has no QEMU codec; migrate the bits as u32/u64",
+                "usize" | "isize" => "its width depends on the host; use a fixed-width integer",
+                "char" => "use u32",
+                "String" | "str" => "strings have no VMState codec; use a fixed byte buffer",
+                "Option" => "absence is expressed with `since`/`when` gates and defaults, not Option",
+                "Box" | "Rc" | "Arc" | "Cell" | "RefCell" | "Mutex" | "HashMap" | "BTreeMap" | "VecDeque" => "keep the migrated state in plain fields",
+                "Vec" => "a Vec is a variable array: add `count = <earlier field>, max = N`",
+                _ => return None,
+            };
+            Some(format!("unsupported field type `{id}`: {hint}"))
+        }
+        Type::Array(TypeArray { elem, .. }) => unsupported(elem),
+        Type::Reference(_) | Type::Ptr(_) => Some("unsupported field type: references and pointers cannot be migrated; store the state by value".to_owned()),
+        Type::Tuple(_) => Some("unsupported field type: tuples have no VMState layout; use a nested struct with #[vmstate(nested)]".to_owned()),
+        Type::Slice(_) => Some("unsupported field type: slices have no fixed size; use an array or a Vec with `count`".to_owned()),
+        Type::Paren(p) => unsupported(&p.elem),
+        Type::Group(g) => unsupported(&g.elem),
+        _ => None,
+    }
+}
+
+fn is_vec(ty: &Type) -> bool {
+    matches!(ty, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Vec"))
+}
+
+/// Field types must have a VMState codec; the common mistakes get a specific message here
+/// (anything else fails later with "`T` cannot be a vmstate field").
+fn check_field_types(cx: &Ctxt, c: &Container) {
+    for f in c.fields.iter().filter(|f| !f.skipped()) {
+        let variable = matches!(f.style, Style::VArray { .. } | Style::VBuffer { .. });
+        if variable && is_vec(f.ty) {
+            if let Type::Path(p) = f.ty {
+                if let Some(syn::PathArguments::AngleBracketed(a)) =
+                    p.path.segments.last().map(|s| &s.arguments)
+                {
+                    if let Some(syn::GenericArgument::Type(t)) = a.args.first() {
+                        if let Some(msg) = unsupported(t) {
+                            cx.error_spanned_by(t, msg);
+                        }
+                    }
+                }
+            }
+            continue;
+        }
+        if let Some(msg) = unsupported(f.ty) {
+            cx.error_spanned_by(f.ty, msg);
+        }
+        if matches!(f.style, Style::Buffer) && !matches!(f.ty, Type::Array(_)) {
+            cx.error_spanned_by(
+                f.ty,
+                "`buffer` expects a byte array `[u8; N]` (or a Vec<u8> with `count` and `max`)",
+            );
+        }
+    }
+}
+
+/// `equal` and `range` compare integers.
+fn check_value_checks(cx: &Ctxt, c: &Container) {
+    for f in c.fields.iter().filter(|f| !f.skipped()) {
+        let non_int =
+            matches!(f.ty, Type::Array(_) | Type::Tuple(_)) || !matches!(f.style, Style::Plain);
+        if non_int {
+            if let Some(e) = &f.attrs.equal {
+                cx.error_spanned_by(&e.tokens, "`equal` applies to integer and bool fields");
+            }
+            if let Some(r) = &f.attrs.range {
+                cx.error_spanned_by(&r.tokens, "`range` applies to integer fields");
+            }
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn _unused(_: &Field) {}

@@ -1,0 +1,7 @@
+pub mod ast;
+pub mod attr;
+pub mod check;
+pub mod ctxt;
+pub mod symbol;
+
+pub use ctxt::Ctxt;

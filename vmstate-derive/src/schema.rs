@@ -1,0 +1,168 @@
+//! The `const StructSchema` the derive emits: exactly what the generated code does, as data.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, ToTokens};
+use syn::spanned::Spanned;
+
+use crate::gate;
+use crate::internals::ast::{Container, Field, Style};
+use crate::internals::attr;
+
+pub fn location(span: Span) -> TokenStream {
+    let start = span.start();
+    let line = u32::try_from(start.line).unwrap_or(0);
+    let column = u32::try_from(start.column + 1).unwrap_or(0);
+    quote!(_vmstate::__private::Location { file: ::core::file!(), line: #line, column: #column })
+}
+
+pub fn kind(f: &Field) -> TokenStream {
+    let ty = f.ty;
+    match &f.style {
+        Style::Plain => quote!(&<#ty as _vmstate::__private::Field>::KIND),
+        Style::Buffer => {
+            quote!(&_vmstate::__private::Kind::Buffer { len: <#ty as _vmstate::__private::ByteBuffer>::LEN })
+        }
+        Style::VArray { count, max } => {
+            let c = count.to_string();
+            quote!(&_vmstate::__private::Kind::VArray {
+                elem: &<<#ty as _vmstate::__private::VarContainer>::Elem as _vmstate::__private::Field>::KIND,
+                count_field: #c,
+                max: #max,
+            })
+        }
+        Style::VBuffer { len, max } => {
+            let c = len.to_string();
+            quote!(&_vmstate::__private::Kind::VBuffer { len_field: #c, max: #max })
+        }
+    }
+}
+
+fn opt_gate(g: Option<&attr::Gate>) -> TokenStream {
+    match g {
+        Some(g) => {
+            let s = gate::schema(g);
+            quote!(::core::option::Option::Some(#s))
+        }
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+pub fn range_bounds(r: &(syn::Expr, syn::Expr, bool)) -> (TokenStream, TokenStream) {
+    let (lo, hi, closed) = r;
+    let lo = quote!(((#lo) as i128));
+    let hi = if *closed {
+        quote!(((#hi) as i128))
+    } else {
+        quote!((((#hi) as i128) - 1))
+    };
+    (lo, hi)
+}
+
+fn field(f: &Field) -> TokenStream {
+    let name = &f.name;
+    let vmdesc_name = &f.vmdesc_name;
+    let rust_name = f.ident.to_string();
+    let kind = kind(f);
+    let since = f.since();
+    let gate = opt_gate(f.attrs.when.as_ref().map(|w| &w.value));
+    let equal = f.attrs.equal.is_some();
+    let range = match &f.attrs.range {
+        Some(r) => {
+            let (lo, hi) = range_bounds(&r.value);
+            quote!(::core::option::Option::Some((#lo, #hi)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let default = match &f.attrs.default {
+        Some(d) => {
+            let text = match &d.value {
+                attr::Default::Trait => "Default::default()".to_owned(),
+                attr::Default::Expr(e) => e.to_token_stream().to_string(),
+            };
+            quote!(::core::option::Option::Some(#text))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let loc = location(f.ident.span());
+    quote! {
+        _vmstate::__private::FieldSchema {
+            name: #name,
+            vmdesc_name: #vmdesc_name,
+            rust_name: #rust_name,
+            kind: #kind,
+            since: #since,
+            gate: #gate,
+            equal: #equal,
+            range: #range,
+            default: #default,
+            location: #loc,
+        }
+    }
+}
+
+pub fn expand(c: &Container) -> TokenStream {
+    let name = &c.name;
+    let rust_name = c.ident.to_string();
+    let version = c.version;
+    let min_version = c.min_version;
+    let nested = c.nested;
+    let priority = c.attrs.priority.as_ref().map_or(0, |p| p.value);
+    let gate = opt_gate(c.attrs.when.as_ref().map(|w| &w.value));
+    let pins = c.attrs.pins.iter().map(|p| {
+        let (maj, min) = p.below;
+        let v = p.version;
+        let loc = location(p.tokens.span());
+        quote!(_vmstate::__private::Pin { below: _vmstate::__private::MachineVersion::new(#maj, #min), version: #v, location: #loc })
+    });
+    let props = c.attrs.props.iter().map(|p| {
+        let n = &p.name;
+        let d = p.default;
+        quote!(_vmstate::__private::PropSchema { name: #n, default: #d })
+    });
+    let fields = c.main_fields().map(field);
+    let subs = c.attrs.subsections.iter().enumerate().map(|(i, s)| {
+        let n = &s.name;
+        let v = s.version;
+        let mv = s.min_version.as_ref().map_or(1.min(v), |m| m.0);
+        let g = opt_gate(s.when.as_ref());
+        let fs = c.sub_fields(i).map(field);
+        let loc = location(s.name.span());
+        quote! {
+            _vmstate::__private::SubsectionSchema {
+                name: #n, version: #v, min_version: #mv, gate: #g,
+                fields: &[#(#fs),*],
+                location: #loc,
+            }
+        }
+    });
+    let mut hooks = Vec::new();
+    for (n, set) in [
+        ("pre_save", c.attrs.pre_save.is_some()),
+        ("post_save", c.attrs.post_save.is_some()),
+        ("pre_load", c.attrs.pre_load.is_some()),
+        ("post_load", c.attrs.post_load.is_some()),
+        ("validate", !c.attrs.validate.is_empty()),
+    ] {
+        if set {
+            hooks.push(n);
+        }
+    }
+    let loc = location(c.ident.span());
+    quote! {
+        _vmstate::__private::StructSchema {
+            name: #name,
+            rust_name: #rust_name,
+            version: #version,
+            min_version: #min_version,
+            nested: #nested,
+            priority: #priority,
+            gate: #gate,
+            pins: &[#(#pins),*],
+            props: &[#(#props),*],
+            fields: &[#(#fields),*],
+            subsections: &[#(#subs),*],
+            hooks: &[#(#hooks),*],
+            location: #loc,
+        }
+    }
+}
