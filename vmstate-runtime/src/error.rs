@@ -162,6 +162,31 @@ pub enum ErrorKind {
         /// The be16 command number.
         cmd: u16,
     },
+    /// A PART or END chunk whose section id no START opened.
+    UnknownSectionId {
+        /// The section id.
+        section_id: u32,
+    },
+    /// RAM record flags this runtime does not step over (XBZRLE, compression, RDMA hooks, or an
+    /// unknown combination).
+    UnsupportedRamFlags {
+        /// The flag bits of the record.
+        flags: u64,
+    },
+    /// A RAM record names a block that the START chunk did not announce.
+    UnknownRamBlock {
+        /// The block idstr.
+        name: String,
+    },
+    /// A RAM page lies (partly) outside its block.
+    RamPageOutOfRange {
+        /// The block idstr.
+        block: String,
+        /// Offset of the page in the block.
+        offset: u64,
+        /// The block's used length announced in the START chunk.
+        used_length: u64,
+    },
     /// An I/O error of the underlying reader or writer.
     Io(std::io::ErrorKind),
 }
@@ -398,6 +423,26 @@ impl fmt::Display for ErrorKind {
             ErrorKind::UnsupportedCommand { cmd } => {
                 write!(f, "unsupported migration command {cmd:#06x}")
             }
+            ErrorKind::UnknownSectionId { section_id } => write!(
+                f,
+                "section chunk for section id {section_id}, which no START section opened"
+            ),
+            ErrorKind::UnsupportedRamFlags { flags } => write!(
+                f,
+                "unsupported RAM record flag(s) {flags:#x} (XBZRLE, compression and RDMA records are not supported)"
+            ),
+            ErrorKind::UnknownRamBlock { name } => write!(
+                f,
+                "RAM record for block `{name}`, which the START section did not announce"
+            ),
+            ErrorKind::RamPageOutOfRange {
+                block,
+                offset,
+                used_length,
+            } => write!(
+                f,
+                "RAM page at offset {offset:#x} is outside block `{block}` ({used_length:#x} bytes)"
+            ),
             ErrorKind::Io(kind) => write!(f, "I/O error: {kind}"),
         }
     }

@@ -42,7 +42,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use field::{Field, Timer, Unused};
 pub use machine::{MachineCatalog, MachineType};
 pub use reader::{IoReader, Reader, SliceReader};
-pub use state::VmState;
+pub use state::{load_payload, save_payload, VmState};
 pub use writer::{IoWriter, Writer};
 
 #[cfg(feature = "derive")]

@@ -48,3 +48,57 @@ pub trait VmState {
         true
     }
 }
+
+/// Saves one struct as a section payload for `machine`, at the version the machine type uses
+/// (pins applied), returning the bytes and the vmdesc description of what was written.
+///
+/// This is the payload only (no section header or footer); whole streams go through the
+/// registry. The struct is saved from a copy, so hooks cannot change `state`.
+///
+/// # Errors
+/// Failing `pre_save` hooks and save-side count checks.
+pub fn save_payload<T: VmState + Clone>(
+    state: &T,
+    machine: &crate::machine::MachineType,
+) -> Result<(u32, Vec<u8>, crate::vmdesc::DescStruct)> {
+    let version = T::SCHEMA.version_for(machine.version());
+    let mut copy = state.clone();
+    let mut out = Vec::new();
+    let mut cx = SaveCx::new(GateCtx::new(machine, T::SCHEMA.name), true);
+    if let Some(d) = cx.desc() {
+        d.struct_begin(T::SCHEMA.name, version, 0);
+    }
+    copy.save_state(&mut out, version, &mut cx)?;
+    if let Some(d) = cx.desc() {
+        d.struct_end(out.len() as u64);
+    }
+    let desc = cx.take_desc().unwrap_or_default();
+    Ok((version, out, desc))
+}
+
+/// Loads a section payload of stream version `version` into a copy of `state`, and replaces
+/// `state` only if the whole payload loaded, validated and was consumed exactly.
+///
+/// # Errors
+/// Any decode or validation error; [`ErrorKind::TrailingBytes`](crate::ErrorKind::TrailingBytes)
+/// if bytes remain.
+pub fn load_payload<T: VmState + Clone>(
+    state: &mut T,
+    payload: &[u8],
+    version: u32,
+    machine: &crate::machine::MachineType,
+) -> Result<()> {
+    let mut staged = state.clone();
+    let mut r = crate::reader::SliceReader::new(payload);
+    let mut cx = LoadCx::new(GateCtx::new(machine, T::SCHEMA.name));
+    staged.load_state(&mut r, version, &mut cx)?;
+    let rest = r.remaining().len();
+    if rest != 0 {
+        return Err(crate::error::Error::new(
+            crate::error::ErrorKind::TrailingBytes { count: rest as u64 },
+            r.position(),
+        ));
+    }
+    *state = staged;
+    Ok(())
+}

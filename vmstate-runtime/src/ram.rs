@@ -1,0 +1,400 @@
+//! A stepper over QEMU's RAM section (idstr `ram`, instance 0, version 4).
+//!
+//! This does not restore guest memory; it reads (and validates) the RAM chunks of a stream so
+//! that the device sections around them can be loaded or decoded, and hands every page to an
+//! optional callback. A caller that wants to copy the chunks verbatim copies the byte range
+//! between the reader positions before and after a step.
+//!
+//! Every record starts with a be64 whose bits below the target page size are flags and whose
+//! upper bits are a page offset (or, for `MEM_SIZE`, the total RAM size):
+//!
+//! | flag | value | body |
+//! |---|---|---|
+//! | [`FLAG_ZERO`] | 0x02 | block idstr unless `CONTINUE`, then one fill byte |
+//! | [`FLAG_MEM_SIZE`] | 0x04 | START only: per block `u8 len` idstr · `be64 used_length`, until the lengths add up to the total |
+//! | [`FLAG_PAGE`] | 0x08 | block idstr unless `CONTINUE`, then one page of raw bytes |
+//! | [`FLAG_EOS`] | 0x10 | none; ends the chunk |
+//! | [`FLAG_CONTINUE`] | 0x20 | modifier: same block as the previous record |
+//! | [`FLAG_MULTIFD_FLUSH`] | 0x200 | none; stepped over |
+//! | `FULL` 0x01, [`FLAG_XBZRLE`] 0x40, [`FLAG_HOOK`] 0x80, [`FLAG_COMPRESS_PAGE`] 0x100 | | rejected ([`ErrorKind::UnsupportedRamFlags`]) |
+//!
+//! Hostile-input rules (CVE-2014-7840 class): every page must lie inside a block announced in the
+//! START chunk (`offset + page_size <= used_length`, overflow-checked); unknown block names,
+//! `CONTINUE` without a previous block and `MEM_SIZE` outside START are errors; block lengths
+//! must add up to the announced total; the number of blocks is capped by [`MAX_RAM_BLOCKS`]; page
+//! data is skipped or borrowed, never allocated by length.
+//!
+//! Not supported: the per-block page size sent with postcopy-ram, and mapped-ram headers. The
+//! `x-ignore-shared` block address is supported with [`RamStepper::with_ignore_shared`].
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::reader::Reader;
+
+/// idstr of the RAM section.
+pub const RAM_IDSTR: &str = "ram";
+/// The only RAM section version supported.
+pub const RAM_VERSION: u32 = 4;
+
+/// Obsolete "whole page" flag.
+pub const FLAG_FULL: u64 = 0x01;
+/// A page filled with one byte (QEMU sends 0).
+pub const FLAG_ZERO: u64 = 0x02;
+/// The block list (START only).
+pub const FLAG_MEM_SIZE: u64 = 0x04;
+/// A raw page.
+pub const FLAG_PAGE: u64 = 0x08;
+/// End of the chunk.
+pub const FLAG_EOS: u64 = 0x10;
+/// Same block as the previous record.
+pub const FLAG_CONTINUE: u64 = 0x20;
+/// XBZRLE delta page.
+pub const FLAG_XBZRLE: u64 = 0x40;
+/// RDMA hook.
+pub const FLAG_HOOK: u64 = 0x80;
+/// zlib-compressed page (removed in QEMU 9).
+pub const FLAG_COMPRESS_PAGE: u64 = 0x100;
+/// multifd sync marker.
+pub const FLAG_MULTIFD_FLUSH: u64 = 0x200;
+
+/// Most RAM blocks accepted in a START chunk.
+pub const MAX_RAM_BLOCKS: usize = 4096;
+/// Smallest target page size accepted (the flags need 10 bits).
+pub const MIN_PAGE_SIZE: u64 = 1024;
+/// Largest target page size accepted.
+pub const MAX_PAGE_SIZE: u64 = 64 * 1024;
+
+/// A RAM block announced in the START chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RamBlock {
+    /// Block idstr, e.g. `pc.ram` or `/rom@etc/acpi/tables`.
+    pub idstr: String,
+    /// Used length in bytes.
+    pub used_length: u64,
+}
+
+/// The content of one page record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageData<'a> {
+    /// A `ZERO` record: the whole page is filled with this byte.
+    Fill(u8),
+    /// A `PAGE` record: the raw page.
+    Page(&'a [u8]),
+}
+
+/// What one step read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RamCounts {
+    /// `PAGE` records.
+    pub pages: u64,
+    /// `ZERO` records.
+    pub zero_pages: u64,
+    /// All records, including the final `EOS`.
+    pub records: u64,
+}
+
+impl std::ops::AddAssign for RamCounts {
+    fn add_assign(&mut self, o: RamCounts) {
+        self.pages += o.pages;
+        self.zero_pages += o.zero_pages;
+        self.records += o.records;
+    }
+}
+
+/// Steps over the chunks of one RAM section, keeping the block list of its START chunk and the
+/// current block (for `CONTINUE`) across chunks.
+///
+/// ```
+/// use vmstate_runtime::ram::{RamStepper, FLAG_EOS, FLAG_MEM_SIZE, FLAG_ZERO, PageData};
+/// use vmstate_runtime::SliceReader;
+///
+/// let mut start = Vec::new();
+/// start.extend_from_slice(&(0x2000 | FLAG_MEM_SIZE).to_be_bytes());
+/// start.push(6);
+/// start.extend_from_slice(b"pc.ram");
+/// start.extend_from_slice(&0x2000u64.to_be_bytes());
+/// start.extend_from_slice(&FLAG_EOS.to_be_bytes());
+///
+/// let mut part = Vec::new();
+/// part.extend_from_slice(&(0x1000 | FLAG_ZERO).to_be_bytes());
+/// part.push(6);
+/// part.extend_from_slice(b"pc.ram");
+/// part.push(0);
+/// part.extend_from_slice(&FLAG_EOS.to_be_bytes());
+///
+/// let mut ram = RamStepper::new(4096).unwrap();
+/// ram.step_start(&mut SliceReader::new(&start)).unwrap();
+/// let mut seen = Vec::new();
+/// let n = ram
+///     .step_part_with(&mut SliceReader::new(&part), |block, offset, data| {
+///         seen.push((block.to_owned(), offset, data == PageData::Fill(0)));
+///         Ok(())
+///     })
+///     .unwrap();
+/// assert_eq!(n.zero_pages, 1);
+/// assert_eq!(seen, [("pc.ram".to_owned(), 0x1000, true)]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct RamStepper {
+    page_size: u64,
+    ignore_shared: bool,
+    blocks: Vec<RamBlock>,
+    started: bool,
+    current: Option<usize>,
+}
+
+impl RamStepper {
+    /// A stepper for target pages of `page_size` bytes (the vmdesc `page_size`; 4096 on x86).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidValue`] unless `page_size` is a power of two between
+    /// [`MIN_PAGE_SIZE`] and [`MAX_PAGE_SIZE`].
+    pub fn new(page_size: u64) -> Result<Self> {
+        if !page_size.is_power_of_two() || !(MIN_PAGE_SIZE..=MAX_PAGE_SIZE).contains(&page_size) {
+            return Err(Error::without_offset(ErrorKind::InvalidValue {
+                expected: "a target page size that is a power of two between 1 KiB and 64 KiB"
+                    .into(),
+                found: page_size.into(),
+            }));
+        }
+        Ok(RamStepper {
+            page_size,
+            ignore_shared: false,
+            blocks: Vec::new(),
+            started: false,
+            current: None,
+        })
+    }
+
+    /// Whether the `x-ignore-shared` capability is on (the block list then carries a be64
+    /// memory-region address per block).
+    #[must_use]
+    pub fn with_ignore_shared(mut self, on: bool) -> Self {
+        self.ignore_shared = on;
+        self
+    }
+
+    /// The target page size.
+    #[must_use]
+    pub fn page_size(&self) -> u64 {
+        self.page_size
+    }
+
+    /// The blocks announced in the START chunk, in stream order.
+    #[must_use]
+    pub fn blocks(&self) -> &[RamBlock] {
+        &self.blocks
+    }
+
+    /// Steps over a START chunk payload (the block list, then records up to `EOS`), skipping page
+    /// data. The footer is not read.
+    ///
+    /// # Errors
+    /// See [`step_start_with`](Self::step_start_with).
+    pub fn step_start<R: Reader + ?Sized>(&mut self, r: &mut R) -> Result<RamCounts> {
+        self.step(r, true, false, &mut |_, _, _| Ok(()))
+    }
+
+    /// Steps over a START chunk payload, handing every page to `f`.
+    ///
+    /// # Errors
+    /// A second START, a START without a `MEM_SIZE` block list first, block lengths that do not
+    /// add up, too many or duplicate blocks; every error of
+    /// [`step_part_with`](Self::step_part_with).
+    pub fn step_start_with<R, F>(&mut self, r: &mut R, mut f: F) -> Result<RamCounts>
+    where
+        R: Reader + ?Sized,
+        F: FnMut(&str, u64, PageData<'_>) -> Result<()>,
+    {
+        self.step(r, true, true, &mut f)
+    }
+
+    /// Steps over a PART or END chunk payload (records up to `EOS`), skipping page data. The
+    /// footer is not read.
+    ///
+    /// # Errors
+    /// See [`step_part_with`](Self::step_part_with).
+    pub fn step_part<R: Reader + ?Sized>(&mut self, r: &mut R) -> Result<RamCounts> {
+        self.step(r, false, false, &mut |_, _, _| Ok(()))
+    }
+
+    /// Steps over a PART or END chunk payload, handing every page to `f(block, offset, data)`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::UnsupportedRamFlags`], [`ErrorKind::UnknownRamBlock`],
+    /// [`ErrorKind::RamPageOutOfRange`], [`ErrorKind::InvalidValue`] (`MEM_SIZE` outside START,
+    /// `CONTINUE` without a block, a chunk before START), errors of `f`, end of input.
+    pub fn step_part_with<R, F>(&mut self, r: &mut R, mut f: F) -> Result<RamCounts>
+    where
+        R: Reader + ?Sized,
+        F: FnMut(&str, u64, PageData<'_>) -> Result<()>,
+    {
+        self.step(r, false, true, &mut f)
+    }
+
+    fn step<R, F>(&mut self, r: &mut R, start: bool, want_data: bool, f: &mut F) -> Result<RamCounts>
+    where
+        R: Reader + ?Sized,
+        F: FnMut(&str, u64, PageData<'_>) -> Result<()>,
+    {
+        let invalid = |what: &'static str, found: u64, pos: u64| {
+            Error::new(
+                ErrorKind::InvalidValue {
+                    expected: what.into(),
+                    found: found.into(),
+                },
+                pos,
+            )
+        };
+        if start && self.started {
+            return Err(invalid(
+                "one START chunk per RAM section",
+                0,
+                r.position(),
+            ));
+        }
+        if !start && !self.started {
+            return Err(invalid(
+                "a START chunk before the first PART/END chunk",
+                0,
+                r.position(),
+            ));
+        }
+        let mask = self.page_size - 1;
+        let mut counts = RamCounts::default();
+        let mut first = true;
+        loop {
+            let pos = r.position();
+            let word = r.read_be64()?;
+            let flags = word & mask;
+            let addr = word & !mask;
+            counts.records += 1;
+            if start && first && flags & !FLAG_CONTINUE != FLAG_MEM_SIZE {
+                return Err(invalid(
+                    "a MEM_SIZE block list as the first record of the START chunk",
+                    flags,
+                    pos,
+                ));
+            }
+            first = false;
+            match flags & !FLAG_CONTINUE {
+                FLAG_MEM_SIZE => {
+                    if !start || self.started {
+                        return Err(invalid(
+                            "no MEM_SIZE record outside the start of the START chunk",
+                            flags,
+                            pos,
+                        ));
+                    }
+                    self.read_block_list(r, addr)?;
+                    self.started = true;
+                }
+                FLAG_ZERO | FLAG_PAGE => {
+                    let idx = self.block_for(r, flags, pos)?;
+                    let block = &self.blocks[idx];
+                    let end = addr.checked_add(self.page_size);
+                    if end.is_none_or(|e| e > block.used_length) {
+                        return Err(Error::new(
+                            ErrorKind::RamPageOutOfRange {
+                                block: block.idstr.clone(),
+                                offset: addr,
+                                used_length: block.used_length,
+                            },
+                            pos,
+                        ));
+                    }
+                    if flags & !FLAG_CONTINUE == FLAG_ZERO {
+                        let fill = r.read_u8()?;
+                        counts.zero_pages += 1;
+                        if want_data {
+                            f(&block.idstr, addr, PageData::Fill(fill))?;
+                        }
+                    } else {
+                        counts.pages += 1;
+                        // page_size <= MAX_PAGE_SIZE, so it fits usize and a single take.
+                        let n = usize::try_from(self.page_size).unwrap_or(0);
+                        if want_data {
+                            let data = r.take(n)?;
+                            f(&block.idstr, addr, PageData::Page(data))?;
+                        } else {
+                            r.skip(self.page_size)?;
+                        }
+                    }
+                }
+                FLAG_EOS => return Ok(counts),
+                FLAG_MULTIFD_FLUSH => {}
+                _ => {
+                    return Err(Error::new(ErrorKind::UnsupportedRamFlags { flags }, pos));
+                }
+            }
+        }
+    }
+
+    /// Reads the block list that follows a `MEM_SIZE` record announcing `total` bytes.
+    fn read_block_list<R: Reader + ?Sized>(&mut self, r: &mut R, total: u64) -> Result<()> {
+        let mut remaining = total;
+        while remaining > 0 {
+            let pos = r.position();
+            if self.blocks.len() >= MAX_RAM_BLOCKS {
+                return Err(Error::new(
+                    ErrorKind::LengthTooLarge {
+                        len: self.blocks.len() as u64 + 1,
+                        limit: MAX_RAM_BLOCKS as u64,
+                    },
+                    pos,
+                ));
+            }
+            let idstr = r.read_counted_str()?;
+            let used_length = r.read_be64()?;
+            if self.ignore_shared {
+                r.read_be64()?;
+            }
+            if used_length > remaining {
+                return Err(Error::new(
+                    ErrorKind::InvalidValue {
+                        expected: format!(
+                            "a length for RAM block `{idstr}` within the {remaining:#x} bytes left of the announced total {total:#x}"
+                        )
+                        .into(),
+                        found: used_length.into(),
+                    },
+                    pos,
+                ));
+            }
+            if self.blocks.iter().any(|b| b.idstr == idstr) {
+                return Err(Error::new(
+                    ErrorKind::ValidationFailed {
+                        message: format!("RAM block `{idstr}` is announced twice"),
+                    },
+                    pos,
+                ));
+            }
+            remaining -= used_length;
+            self.blocks.push(RamBlock { idstr, used_length });
+        }
+        Ok(())
+    }
+
+    /// The block of a ZERO/PAGE record: the previous one with `CONTINUE`, else the counted name
+    /// that follows.
+    fn block_for<R: Reader + ?Sized>(&mut self, r: &mut R, flags: u64, pos: u64) -> Result<usize> {
+        if flags & FLAG_CONTINUE != 0 {
+            return self.current.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidValue {
+                        expected: "a block name before the first CONTINUE record".into(),
+                        found: flags.into(),
+                    },
+                    pos,
+                )
+            });
+        }
+        let name = r.read_counted_str()?;
+        let idx = self
+            .blocks
+            .iter()
+            .position(|b| b.idstr == name)
+            .ok_or_else(|| Error::new(ErrorKind::UnknownRamBlock { name }, pos))?;
+        self.current = Some(idx);
+        Ok(idx)
+    }
+}
