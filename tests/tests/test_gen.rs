@@ -1,7 +1,13 @@
 //! Compile-only checks of the generated code's hygiene: it must not depend on the caller's
 //! prelude names, and must pass strict lints.
 #![deny(unused_qualifications, clippy::pedantic, missing_docs)]
-#![allow(dead_code, clippy::struct_field_names)]
+#![allow(
+    dead_code,
+    clippy::struct_field_names,
+    clippy::derivable_impls,
+    clippy::unused_self,
+    clippy::unnecessary_wraps
+)]
 
 mod shadowed {
     // Shadow everything the generated code could accidentally refer to unqualified.

@@ -15,6 +15,10 @@
 //! - [`schema`]: the static description; [`machine`]: machine types and compat properties.
 //! - [`state`]: the [`VmState`] trait; [`context`]: what gates are evaluated against.
 //! - [`vmdesc`]: the trailing JSON description QEMU writes after EOF.
+//! - [`stream`]: the framing around sections (header, configuration, section headers, footers,
+//!   EOF, vmdesc trailer); [`ram`]: a validating stepper over QEMU's RAM section.
+//! - [`registry`]: the devices of a machine and whole-stream save/load (all-or-nothing load).
+//! - [`decode`]: generic decoding of any stream from its vmdesc, like `analyze-migration.py`.
 //!
 //! No `unsafe` code.
 
@@ -22,13 +26,17 @@
 #![deny(missing_docs)]
 
 pub mod context;
+pub mod decode;
 pub mod error;
 pub mod field;
 pub mod limits;
 pub mod machine;
+pub mod ram;
 pub mod reader;
+pub mod registry;
 pub mod schema;
 pub mod state;
+pub mod stream;
 pub mod vmdesc;
 pub mod writer;
 
@@ -38,11 +46,17 @@ pub mod private;
 pub use private as __private;
 
 pub use context::{GateCtx, LoadCx, SaveCx};
+pub use decode::{
+    decode_stream, decode_stream_with, DecodedSection, DecodedStream, SectionKind, Value,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use field::{Field, Timer, Unused};
 pub use machine::{MachineCatalog, MachineType};
+pub use ram::RamStepper;
 pub use reader::{IoReader, Reader, SliceReader};
+pub use registry::{LoadReport, RegisterOptions, Registry, SaveReport, SectionHandle, SectionKey};
 pub use state::{load_payload, save_payload, VmState};
+pub use stream::{Configuration, SectionHeader};
 pub use writer::{IoWriter, Writer};
 
 #[cfg(feature = "derive")]

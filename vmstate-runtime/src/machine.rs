@@ -237,7 +237,7 @@ impl MachineCatalog {
             .filter_map(|c| MachineVersion::parse(&c.upto).map(|u| (c, u)))
             .filter(|(_, u)| version <= *u)
             .collect();
-        entries.sort_by(|a, b| b.1.cmp(&a.1));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.1));
         for (c, _) in entries {
             props.insert((c.driver.clone(), c.property.clone()), c.value);
         }

@@ -27,6 +27,8 @@
 //! Not supported: the per-block page size sent with postcopy-ram, and mapped-ram headers. The
 //! `x-ignore-shared` block address is supported with [`RamStepper::with_ignore_shared`].
 
+use std::collections::HashMap;
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::reader::Reader;
 
@@ -138,6 +140,8 @@ pub struct RamStepper {
     page_size: u64,
     ignore_shared: bool,
     blocks: Vec<RamBlock>,
+    /// Block idstr -> index into `blocks`.
+    index: HashMap<String, usize>,
     started: bool,
     current: Option<usize>,
 }
@@ -160,6 +164,7 @@ impl RamStepper {
             page_size,
             ignore_shared: false,
             blocks: Vec::new(),
+            index: HashMap::new(),
             started: false,
             current: None,
         })
@@ -231,7 +236,13 @@ impl RamStepper {
         self.step(r, false, true, &mut f)
     }
 
-    fn step<R, F>(&mut self, r: &mut R, start: bool, want_data: bool, f: &mut F) -> Result<RamCounts>
+    fn step<R, F>(
+        &mut self,
+        r: &mut R,
+        start: bool,
+        want_data: bool,
+        f: &mut F,
+    ) -> Result<RamCounts>
     where
         R: Reader + ?Sized,
         F: FnMut(&str, u64, PageData<'_>) -> Result<()>,
@@ -246,11 +257,7 @@ impl RamStepper {
             )
         };
         if start && self.started {
-            return Err(invalid(
-                "one START chunk per RAM section",
-                0,
-                r.position(),
-            ));
+            return Err(invalid("one START chunk per RAM section", 0, r.position()));
         }
         if !start && !self.started {
             return Err(invalid(
@@ -290,7 +297,14 @@ impl RamStepper {
                 }
                 FLAG_ZERO | FLAG_PAGE => {
                     let idx = self.block_for(r, flags, pos)?;
-                    let block = &self.blocks[idx];
+                    let Some(block) = self.blocks.get(idx) else {
+                        return Err(Error::new(
+                            ErrorKind::UnknownRamBlock {
+                                name: String::new(),
+                            },
+                            pos,
+                        ));
+                    };
                     let end = addr.checked_add(self.page_size);
                     if end.is_none_or(|e| e > block.used_length) {
                         return Err(Error::new(
@@ -360,7 +374,7 @@ impl RamStepper {
                     pos,
                 ));
             }
-            if self.blocks.iter().any(|b| b.idstr == idstr) {
+            if self.index.contains_key(&idstr) {
                 return Err(Error::new(
                     ErrorKind::ValidationFailed {
                         message: format!("RAM block `{idstr}` is announced twice"),
@@ -369,6 +383,7 @@ impl RamStepper {
                 ));
             }
             remaining -= used_length;
+            self.index.insert(idstr.clone(), self.blocks.len());
             self.blocks.push(RamBlock { idstr, used_length });
         }
         Ok(())
@@ -389,10 +404,9 @@ impl RamStepper {
             });
         }
         let name = r.read_counted_str()?;
-        let idx = self
-            .blocks
-            .iter()
-            .position(|b| b.idstr == name)
+        let idx = *self
+            .index
+            .get(&name)
             .ok_or_else(|| Error::new(ErrorKind::UnknownRamBlock { name }, pos))?;
         self.current = Some(idx);
         Ok(idx)

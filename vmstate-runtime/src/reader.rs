@@ -7,7 +7,7 @@
 //! | reader | source | copies |
 //! |---|---|---|
 //! | [`SliceReader`] | a byte slice in memory | none: `take` borrows from the slice |
-//! | [`IoReader`] | any [`std::io::Read`] (socket, file, pipe) | into one scratch buffer, capped by [`limits::MAX_TAKE`](crate::limits::MAX_TAKE) |
+//! | [`IoReader`] | any [`std::io::Read`] (socket, file, pipe) | into one scratch buffer, capped by [`limits::MAX_TAKE`] |
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits;

@@ -287,8 +287,7 @@ pub fn read_configuration_body<R: Reader + ?Sized>(r: &mut R) -> Result<Configur
         r.take(2 + name.len())?;
         let vpos = r.position();
         let version = r.read_be32()?;
-        crate::private::check_version(version, 1, 1, vpos)
-            .map_err(|e| e.in_field(name.clone()))?;
+        crate::private::check_version(version, 1, 1, vpos).map_err(|e| e.in_field(name.clone()))?;
         match name.as_str() {
             CONFIG_PAGE_BITS => {
                 if config.target_page_bits.is_some() {
@@ -403,7 +402,11 @@ pub fn write_chunk_header<W: Writer + ?Sized>(
 ///
 /// # Errors
 /// Writer errors.
-pub fn write_footer<W: Writer + ?Sized>(w: &mut W, section_id: u32, framing: &Framing) -> Result<()> {
+pub fn write_footer<W: Writer + ?Sized>(
+    w: &mut W,
+    section_id: u32,
+    framing: &Framing,
+) -> Result<()> {
     if framing.footers {
         w.write_u8(FOOTER)?;
         w.write_be32(section_id)?;
@@ -584,7 +587,11 @@ pub fn read_section_header<R: Reader + ?Sized>(r: &mut R) -> Result<SectionHeade
 /// # Errors
 /// [`ErrorKind::MissingFooter`] when the next byte is not `7e`,
 /// [`ErrorKind::FooterMismatch`] when the id differs, end of input.
-pub fn expect_footer<R: Reader + ?Sized>(r: &mut R, section_id: u32, framing: &Framing) -> Result<()> {
+pub fn expect_footer<R: Reader + ?Sized>(
+    r: &mut R,
+    section_id: u32,
+    framing: &Framing,
+) -> Result<()> {
     if !framing.footers {
         return Ok(());
     }
@@ -842,7 +849,9 @@ mod tests {
     fn trailer() {
         let mut s = Vec::new();
         write_vmdesc(&mut s, "{}").unwrap();
-        let t = skip_vmdesc_trailer(&mut SliceReader::new(&s)).unwrap().unwrap();
+        let t = skip_vmdesc_trailer(&mut SliceReader::new(&s))
+            .unwrap()
+            .unwrap();
         assert_eq!((t.start, t.json_start, t.len), (0, 5, 2));
         s.push(1);
         let e = skip_vmdesc_trailer(&mut SliceReader::new(&s)).unwrap_err();
