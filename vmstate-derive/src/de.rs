@@ -9,11 +9,16 @@ use crate::internals::attr;
 use crate::schema::range_bounds;
 use crate::ser::present;
 
-fn default_value(f: &Field) -> Option<TokenStream> {
-    f.attrs.default.as_ref().map(|d| match &d.value {
-        attr::Default::Trait => quote!(::core::default::Default::default()),
-        attr::Default::Expr(e) => quote!(#e),
-    })
+/// The assignment for an absent field (`keep`: none).
+fn absent_assign(f: &Field) -> TokenStream {
+    let ident = f.ident;
+    match f.attrs.default.as_ref().map(|d| &d.value) {
+        Some(attr::Default::Keep) => quote!(),
+        Some(attr::Default::Expr(e)) => quote!(self.#ident = #e;),
+        Some(attr::Default::Trait) | None => {
+            quote!(self.#ident = ::core::default::Default::default();)
+        }
+    }
 }
 
 fn load_field(c: &Container, f: &Field, sub: Option<&str>) -> TokenStream {
@@ -57,7 +62,7 @@ fn load_field(c: &Container, f: &Field, sub: Option<&str>) -> TokenStream {
         }};
     }
     let present = present(c, f);
-    let default = default_value(f).unwrap_or_else(|| quote!(::core::default::Default::default()));
+    let absent = absent_assign(f);
     if f.sub.is_some() && f.since() == 0 && f.attrs.when.is_none() {
         // Only absent when the whole subsection is absent (handled after the loop).
         return quote! {{
@@ -72,7 +77,7 @@ fn load_field(c: &Container, f: &Field, sub: Option<&str>) -> TokenStream {
             #load
             #range
         } else {
-            self.#ident = #default;
+            #absent
         }
     }}
 }
@@ -124,11 +129,7 @@ pub fn expand(c: &Container) -> TokenStream {
         }
     });
     let absent = c.attrs.subsections.iter().enumerate().map(|(si, _)| {
-        let sets = c.sub_fields(si).map(|f| {
-            let ident = f.ident;
-            let d = default_value(f).unwrap_or_else(|| quote!(::core::default::Default::default()));
-            quote!(self.#ident = #d;)
-        });
+        let sets = c.sub_fields(si).map(absent_assign);
         quote! {
             if !__seen[#si] {
                 #(#sets)*

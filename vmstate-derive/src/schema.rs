@@ -78,6 +78,7 @@ fn field(f: &Field) -> TokenStream {
             let text = match &d.value {
                 attr::Default::Trait => "Default::default()".to_owned(),
                 attr::Default::Expr(e) => e.to_token_stream().to_string(),
+                attr::Default::Keep => "keep".to_owned(),
             };
             quote!(::core::option::Option::Some(#text))
         }

@@ -561,6 +561,8 @@ pub enum Default {
     Trait,
     /// `default = expr`.
     Expr(Box<Expr>),
+    /// `keep`: the destination keeps its current value (QEMU's behaviour).
+    Keep,
 }
 
 /// Field attributes.
@@ -612,11 +614,21 @@ impl Field {
                     when.set(p, g);
                 } else if p == DEFAULT {
                     // default | default = expr
-                    if meta.input.peek(Token![=]) {
+                    if matches!(default.value.as_ref().map(|d| &d.value), Some(Default::Keep)) {
+                        cx.error_spanned_by(p, "`default` cannot be combined with `keep`: choose one value for streams without the field");
+                        skip_rest(&meta)?;
+                    } else if meta.input.peek(Token![=]) {
                         let e: Expr = meta.value()?.parse()?;
                         default.set(&e, Default::Expr(Box::new(e.clone())));
                     } else {
                         default.set(p, Default::Trait);
+                    }
+                } else if p == KEEP {
+                    // keep: an absent field keeps the destination's current value
+                    if default.value.is_some() {
+                        cx.error_spanned_by(p, "`keep` cannot be combined with `default`: choose one value for streams without the field");
+                    } else {
+                        default.set(p, Default::Keep);
                     }
                 } else if p == SKIP {
                     skip.set(p, ());
@@ -655,7 +667,7 @@ impl Field {
                     cx.error_spanned_by(p, format!("`{key}` is not expected here; the `{key}` attribute belongs on the struct"));
                     skip_rest(&meta)?;
                 } else {
-                    unknown(cx, &meta, "field", "; expected one of since, when, default, skip, rename, buffer, count, max, equal, range, subsection");
+                    unknown(cx, &meta, "field", "; expected one of since, when, default, keep, skip, rename, buffer, count, max, equal, range, subsection");
                     skip_rest(&meta)?;
                 }
                 Ok(())

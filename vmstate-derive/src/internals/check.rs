@@ -110,7 +110,7 @@ fn check_defaults(cx: &Ctxt, c: &Container) {
             cx.error_spanned_by(
                 f.ident,
                 format!(
-                    "field `{}` is not always present ({why}); add `default` or `default = <expr>` for streams without it",
+                    "field `{}` is not always present ({why}); add `default`, `default = <expr>` or `keep` for streams without it",
                     f.ident
                 ),
             );
@@ -136,7 +136,7 @@ fn check_skip_conflicts(cx: &Ctxt, c: &Container) {
         let others = [
             ("since", a.since.as_ref().map(|s| &s.tokens)),
             ("when", a.when.as_ref().map(|s| &s.tokens)),
-            ("default", a.default.as_ref().map(|s| &s.tokens)),
+            ("default` or `keep", a.default.as_ref().map(|s| &s.tokens)),
             ("rename", a.rename.as_ref().map(|s| &s.tokens)),
             ("buffer", a.buffer.as_ref().map(|s| &s.tokens)),
             ("count", a.count.as_ref().map(|s| &s.tokens)),

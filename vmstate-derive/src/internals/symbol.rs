@@ -28,6 +28,7 @@ pub const CRATE: Symbol = Symbol("crate");
 // field
 pub const SINCE: Symbol = Symbol("since");
 pub const SKIP: Symbol = Symbol("skip");
+pub const KEEP: Symbol = Symbol("keep");
 pub const RENAME: Symbol = Symbol("rename");
 pub const BUFFER: Symbol = Symbol("buffer");
 pub const COUNT: Symbol = Symbol("count");
