@@ -50,7 +50,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod machine;
 pub mod pit;
+pub mod reencode;
 pub mod rtc;
 pub mod serial;
 pub mod watchdog;

@@ -297,6 +297,9 @@ pub struct Mc146818Rtc {
     /// The virtual clock, ns.
     #[vmstate(skip)]
     now_ns: u64,
+    /// A v2+ stream was loaded and `resume` has not run yet.
+    #[vmstate(skip)]
+    resync_pending: bool,
 }
 
 impl Mc146818Rtc {
@@ -330,6 +333,7 @@ impl Mc146818Rtc {
             irq_raised: 0,
             irq_accepted: true,
             now_ns: 0,
+            resync_pending: false,
         };
         s.set_cmos(&gmtime(base_unix_secs));
         s.check_update_timer();
@@ -979,8 +983,20 @@ impl Mc146818Rtc {
             self.check_update_timer();
         }
         self.period = self.periodic_clock_ticks();
-        // Re-synchronise the periodic timer unless the clock is within [deadline,
-        // deadline + 60 s] (then it fires right away on its own).
+        // Clock-dependent re-synchronisation (QEMU does it in post_load) is in `resume`, which
+        // the VMM calls after the whole stream loaded and was committed: a load that is
+        // rolled back, or a stream that is only re-encoded, never depends on the local clock.
+        self.resync_pending = version >= 2;
+        Ok(())
+    }
+
+    /// Starts the device on the destination after a successful load, at virtual time
+    /// `now_ns` (the clock migrated with the machine): re-synchronises the periodic timer
+    /// unless the clock is within [deadline, deadline + 60 s] (then it fires on its own), and
+    /// with the `slew` policy re-arms the coalesced-interrupt timer — what QEMU's `post_load`
+    /// does at load time.
+    pub fn resume(&mut self, now_ns: u64) {
+        self.now_ns = now_ns;
         #[allow(clippy::cast_sign_loss)]
         let next = self.next_periodic_time as u64;
         #[allow(clippy::cast_sign_loss)]
@@ -988,10 +1004,10 @@ impl Mc146818Rtc {
         if self.now_ns < next || self.now_ns > latest {
             self.periodic_timer_update(self.now_ns, self.period, false);
         }
-        if version >= 2 && self.policy == LostTickPolicy::Slew {
+        if self.resync_pending && self.policy == LostTickPolicy::Slew {
             self.coalesced_timer_update();
         }
-        Ok(())
+        self.resync_pending = false;
     }
 
     fn reinject_needed(&self) -> bool {

@@ -123,6 +123,9 @@ fn rtc() {
             let mut d = Mc146818Rtc::new(0, policy);
             d.set_now_ns(rng.next() >> rng.below(64));
             if try_load(&mut d, b, M72, "mc146818rtc") {
+                // A VMM resumes the device after a successful load.
+                let now = d.now_ns();
+                d.resume(now);
                 let r = std::cell::RefCell::new(d);
                 let start = r.borrow().now_ns();
                 exercise(

@@ -1,0 +1,345 @@
+//! The `vmstate-demo` binary and the re-encoder, end to end: the tour, save/load through files,
+//! analyze-migration.py reading our streams, re-encoding real QEMU 7.2 streams byte for byte,
+//! and QEMU 7.2 loading the result. Tests that need QEMU or its scripts print SKIPPED when
+//! those are not installed (`.ci/run` installs them).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use examples_devices::machine::DemoMachine;
+use examples_devices::reencode::reencode;
+use vmstate_runtime::decode::decode_stream;
+use vmstate_runtime::ErrorKind;
+
+fn demo() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vmstate-demo"))
+}
+
+fn golden() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/qemu72")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vmstate-demo-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn analyze_script() -> Option<PathBuf> {
+    let p = std::env::var_os("ANALYZE").map_or_else(
+        || PathBuf::from("/opt/qemu-src/scripts/analyze-migration.py"),
+        PathBuf::from,
+    );
+    p.exists().then_some(p)
+}
+
+fn qemu_present() -> bool {
+    Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Golden streams that have a vmdesc, with the machine type to pass when the stream has no
+/// configuration section.
+fn golden_with_vmdesc() -> Vec<(String, Option<&'static str>)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(golden()).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".mig") {
+            match stem {
+                "machine-pc-i440fx-2.2" => {}
+                "machine-pc-i440fx-2.3" => v.push((stem.to_owned(), Some("pc-i440fx-2.3"))),
+                _ => v.push((stem.to_owned(), None)),
+            }
+        }
+    }
+    v.sort();
+    assert!(v.len() >= 10, "golden streams missing: {v:?}");
+    v
+}
+
+#[test]
+fn tour_runs_and_verifies() {
+    let o = demo().output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("i8254        identical (108 bytes)"), "{out}");
+    assert!(
+        out.contains("demo-wdt v2 20 bytes"),
+        "pinned version for 4.2: {out}"
+    );
+    assert!(
+        out.contains("field `state.serial/recv_fifo.recv_fifo.head`: invalid value 17"),
+        "{out}"
+    );
+    assert!(out.contains("destination machine is unchanged"), "{out}");
+}
+
+#[test]
+fn save_then_load_prints_the_same_state() {
+    let f = tmp("saved.mig");
+    let o = demo()
+        .args(["save", "--machine", "pc-q35-7.1", "--out"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = demo().arg("load").arg(&f).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("loaded 5 sections"), "{out}");
+    let cat = examples_devices::catalog();
+    let vm = DemoMachine::new(&cat.resolve("pc-q35-7.1").unwrap()).unwrap();
+    vm.run_guest_program();
+    // Everything but the RTC periodic timer (re-armed at resume) prints the same.
+    let want: Vec<String> = vm
+        .describe()
+        .lines()
+        .filter(|l| !l.starts_with("RTC"))
+        .map(String::from)
+        .collect();
+    let got: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with("RTC"))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn load_failures_are_one_line_and_exit_non_zero() {
+    // Truncated stream.
+    let f = tmp("trunc.mig");
+    demo().args(["save", "--out"]).arg(&f).output().unwrap();
+    let mut b = std::fs::read(&f).unwrap();
+    b.truncate(100);
+    std::fs::write(&f, &b).unwrap();
+    let o = demo().arg("load").arg(&f).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(
+            "in section `mc146818rtc` instance 0 (v3), field `cmos_data`: unexpected end of input"
+        ),
+        "{err}"
+    );
+    // Not a stream at all.
+    std::fs::write(&f, b"hello world").unwrap();
+    let o = demo()
+        .args(["load", "--machine", "pc-i440fx-7.2"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("not a QEMU migration stream: magic is 0x68656c6c"),
+        "{err}"
+    );
+    // A real QEMU stream has sections this machine does not have.
+    let o = demo()
+        .arg("load")
+        .arg(golden().join("uart-fifo.mig"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("unknown section `timer` instance 0"), "{err}");
+}
+
+#[test]
+fn every_prefix_of_the_demo_stream_fails_and_changes_nothing() {
+    let cat = examples_devices::catalog();
+    let mt = cat.resolve("pc-i440fx-7.2").unwrap();
+    let src = DemoMachine::new(&mt).unwrap();
+    src.run_guest_program();
+    let (stream, _) = src.save().unwrap();
+    let dst = DemoMachine::new(&mt).unwrap();
+    let mut before = dst.payloads().unwrap();
+    let eof = decode_stream(&stream).unwrap().eof_offset;
+    for n in 0..stream.len() {
+        match dst.registry().load(&mt, &stream[..n]) {
+            Err(e) => {
+                assert!(e.offset().unwrap_or(0) <= n as u64, "prefix {n}: {e}");
+                assert_eq!(
+                    dst.payloads().unwrap(),
+                    before,
+                    "prefix {n} changed a device"
+                );
+            }
+            // The vmdesc is optional on load: a cut right after EOF is a whole stream.
+            Ok(_) => {
+                assert_eq!(n, eof + 1, "prefix {n} loaded");
+                before = dst.payloads().unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn reencode_is_byte_identical_on_every_golden_stream() {
+    let cat = examples_devices::catalog();
+    for (stem, machine) in golden_with_vmdesc() {
+        let input = std::fs::read(golden().join(format!("{stem}.mig"))).unwrap();
+        let (out, report) =
+            reencode(&input, &cat, machine).unwrap_or_else(|e| panic!("{stem}: {e}"));
+        assert!(report.typed.len() >= 3, "{stem}: {:?}", report.typed);
+        assert!(report.identical_before_vmdesc, "{stem}");
+        assert!(report.identical_vmdesc, "{stem}");
+        assert_eq!(out, input, "{stem}");
+    }
+}
+
+#[test]
+fn reencode_refuses_streams_it_cannot_handle() {
+    let cat = examples_devices::catalog();
+    let input = std::fs::read(golden().join("machine-pc-i440fx-2.2.mig")).unwrap();
+    let e = reencode(&input, &cat, Some("pc-i440fx-2.2")).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::MissingVmdesc), "{e}");
+    let input = std::fs::read(golden().join("machine-pc-i440fx-2.3.mig")).unwrap();
+    let e = reencode(&input, &cat, None).unwrap_err();
+    assert!(
+        e.to_string().contains("pass") || e.to_string().contains("--machine"),
+        "{e}"
+    );
+    // A corrupted serial FIFO index in a real stream is caught by the typed device.
+    let mut input = std::fs::read(golden().join("uart-fifo.mig")).unwrap();
+    let d = decode_stream(&input).unwrap();
+    let s = d.sections.iter().find(|s| s.idstr == "serial").unwrap();
+    let p = s.payload_range.clone();
+    let name = b"serial/recv_fifo";
+    let at = p.start
+        + input[p.clone()]
+            .windows(name.len())
+            .position(|w| w == name)
+            .unwrap();
+    let head = at + name.len() + 4 + 16;
+    input[head..head + 4].copy_from_slice(&99u32.to_be_bytes());
+    let e = reencode(&input, &cat, None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "at byte {head:#x} in section `serial` instance 0 (v3), field `state.serial/recv_fifo.recv_fifo.head`: invalid value 99: expected a value in 0..16"
+        )
+    );
+}
+
+#[test]
+fn reencode_cli_and_qemu_loads_the_result() {
+    if !qemu_present() {
+        println!("qemu load check: SKIPPED (qemu-system-x86_64 not installed)");
+        return;
+    }
+    let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/qemu-load-check.sh");
+    for (stem, machine) in golden_with_vmdesc() {
+        let out = tmp(&format!("{stem}.re.mig"));
+        let mut cmd = demo();
+        cmd.arg("reencode")
+            .arg(golden().join(format!("{stem}.mig")))
+            .arg("--out")
+            .arg(&out);
+        if let Some(m) = machine {
+            cmd.args(["--machine", m]);
+        }
+        let o = cmd.output().unwrap();
+        assert!(
+            o.status.success(),
+            "{stem}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stdout).contains("identical to the input: yes"));
+        let o = Command::new("bash")
+            .arg(&check)
+            .arg("--args")
+            .arg(golden().join(format!("{stem}.args")))
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "QEMU did not load the re-encoded {stem}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[test]
+fn analyze_migration_reads_demo_streams() {
+    let Some(script) = analyze_script() else {
+        println!(
+            "analyze-migration.py: SKIPPED (run scripts/get-qemu-scripts.sh, or set ANALYZE=)"
+        );
+        return;
+    };
+    for machine in ["pc-i440fx-7.2", "pc-q35-5.2", "pc-i440fx-2.3"] {
+        let f = tmp(&format!("analyze-{machine}.mig"));
+        let o = demo()
+            .args(["save", "--machine", machine, "--out"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        let o = Command::new("python3")
+            .arg(&script)
+            .arg("-f")
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{machine}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let theirs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        // Our own generic decoder must print exactly what the script prints.
+        let ours = vmstate_runtime::decode::stream_to_json(
+            &decode_stream(&std::fs::read(&f).unwrap()).unwrap(),
+        );
+        assert_eq!(ours, theirs, "{machine}");
+        // And the register values are the ones the devices hold.
+        let cat = examples_devices::catalog();
+        let vm = DemoMachine::new(&cat.resolve(machine).unwrap()).unwrap();
+        vm.run_guest_program();
+        let find = |prefix: &str| {
+            theirs
+                .as_object()
+                .unwrap()
+                .iter()
+                .find(|(k, _)| k.starts_with(prefix))
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        let com1 = find("serial (2)");
+        let u = vm.com1.lock().unwrap();
+        assert_eq!(
+            com1["state"]["divider"],
+            format!("0x{:04x}", u.state.divider)
+        );
+        assert_eq!(com1["state"]["lcr"], format!("0x{:02x}", u.state.lcr));
+        assert_eq!(com1["state"]["ier"], format!("0x{:02x}", u.state.ier));
+        let pit = find("i8254");
+        let p = vm.pit.lock().unwrap();
+        assert_eq!(
+            pit["channels"][0]["count"],
+            format!("0x{:08x}", p.channels[0].count)
+        );
+        assert_eq!(
+            pit["channels"][2]["mode"],
+            format!("0x{:02x}", p.channels[2].mode)
+        );
+        let rtc = find("mc146818rtc");
+        let r = vm.rtc.lock().unwrap();
+        assert_eq!(rtc["cmos_index"], format!("0x{:02x}", r.cmos_index));
+        let wdt = find("demo-wdt");
+        let w = vm.wdt.lock().unwrap();
+        assert_eq!(wdt["reload"], format!("0x{:08x}", w.reload));
+    }
+}
