@@ -61,3 +61,8 @@ pub use writer::{IoWriter, Writer};
 
 #[cfg(feature = "derive")]
 pub use vmstate_derive::VmState;
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
