@@ -71,3 +71,6 @@ use vmstate_runtime::MachineCatalog;
 pub fn catalog() -> MachineCatalog {
     MachineCatalog::qemu_pc().with_compat(watchdog::compat_entries())
 }
+
+// The devices and the machine catalog, for `cargo compat-check`.
+vmstate_runtime::export_schemas!(catalog = crate::catalog);

@@ -32,7 +32,8 @@ fn every_prefix_of_every_golden_stream_fails_cleanly() {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
         let devices =
             ["uart-xmit.mig", "rtc-slew.mig", "machine-pc-i440fx-2.3.mig"].contains(&name.as_str());
-        let mut interesting = vec![0..64usize];
+        let mut interesting: Vec<std::ops::Range<usize>> = Vec::new();
+        interesting.push(0..64);
         for s in &full.sections {
             let device = ["serial", "i8254", "mc146818rtc"].contains(&s.idstr.as_str());
             if (devices && device) || s.kind != vmstate_runtime::decode::SectionKind::Full {

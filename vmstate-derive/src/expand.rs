@@ -57,7 +57,20 @@ pub fn derive(input: &syn::DeriveInput) -> TokenStream {
     } else {
         quote! {}
     };
+    // Top-level sections register their description so tools find every device of a crate
+    // (`export_schemas!`) without a hand-written list.
+    let register = if cont.nested {
+        quote! {}
+    } else {
+        quote! {
+            #[_vmstate::__private::linkme::distributed_slice(_vmstate::__private::SCHEMAS)]
+            #[linkme(crate = _vmstate::__private::linkme)]
+            static __VMSTATE_SCHEMA: &'static _vmstate::__private::StructSchema =
+                <#ident as _vmstate::__private::VmState>::SCHEMA;
+        }
+    };
     let body = quote! {
+        #register
         #[automatically_derived]
         impl _vmstate::__private::VmState for #ident {
             const SCHEMA: &'static _vmstate::__private::StructSchema = &#schema;

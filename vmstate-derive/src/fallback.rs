@@ -33,7 +33,7 @@ pub fn expand(input: &syn::DeriveInput, error: syn::Error) -> TokenStream {
         #[automatically_derived]
         impl _vmstate::__private::VmState for #ident {
             const SCHEMA: &'static _vmstate::__private::StructSchema = &_vmstate::__private::StructSchema {
-                name: "", rust_name: "", version: 0, min_version: 0, nested: false, priority: 0,
+                name: "", rust_name: "", krate: "", version: 0, min_version: 0, nested: false, priority: 0,
                 gate: ::core::option::Option::None, pins: &[], props: &[], fields: &[], subsections: &[], hooks: &[],
                 location: _vmstate::__private::Location { file: "", line: 0, column: 0 },
             };

@@ -153,6 +153,7 @@ pub fn expand(c: &Container) -> TokenStream {
         _vmstate::__private::StructSchema {
             name: #name,
             rust_name: #rust_name,
+            krate: ::core::env!("CARGO_PKG_NAME"),
             version: #version,
             min_version: #min_version,
             nested: #nested,

@@ -28,6 +28,7 @@
 pub mod context;
 pub mod decode;
 pub mod error;
+pub mod export;
 pub mod field;
 pub mod limits;
 pub mod machine;

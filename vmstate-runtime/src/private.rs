@@ -13,6 +13,9 @@ pub use crate::schema::{
 pub use crate::state::VmState;
 pub use crate::writer::Writer;
 
+pub use crate::export::SCHEMAS;
+pub use linkme;
+
 /// Marker the derive emits to check that a nested field's type was declared `nested`.
 pub trait NestedState: VmState {}
 

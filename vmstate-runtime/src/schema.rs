@@ -412,6 +412,8 @@ pub struct StructSchema {
     pub name: &'static str,
     /// The Rust type name.
     pub rust_name: &'static str,
+    /// The package (crate) that declares the type.
+    pub krate: &'static str,
     /// Current version.
     pub version: u32,
     /// Oldest version accepted on load.

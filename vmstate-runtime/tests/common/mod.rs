@@ -51,6 +51,7 @@ const fn schema(
     StructSchema {
         name,
         rust_name: name,
+        krate: "vmstate-runtime",
         version,
         min_version,
         nested,
