@@ -32,6 +32,61 @@ pub trait Field {
     /// # Errors
     /// Any decode error, with offset.
     fn load_field<R: Reader + ?Sized>(&mut self, r: &mut R, cx: &mut LoadCx<'_>) -> Result<()>;
+
+    /// Writes consecutive elements (an array); byte-sized codecs override it with one copy.
+    ///
+    /// # Errors
+    /// As [`Field::save_field`], with the element index in the path.
+    #[inline]
+    fn save_elems<W: Writer + ?Sized>(
+        elems: &mut [Self],
+        w: &mut W,
+        cx: &mut SaveCx<'_>,
+    ) -> Result<()>
+    where
+        Self: Sized,
+    {
+        for (i, e) in elems.iter_mut().enumerate() {
+            e.save_field(w, cx).map_err(|err| err.at_index(i))?;
+        }
+        Ok(())
+    }
+
+    /// Reads consecutive elements (an array); byte-sized codecs override it with one copy.
+    ///
+    /// # Errors
+    /// As [`Field::load_field`], with the element index in the path.
+    #[inline]
+    fn load_elems<R: Reader + ?Sized>(
+        elems: &mut [Self],
+        r: &mut R,
+        cx: &mut LoadCx<'_>,
+    ) -> Result<()>
+    where
+        Self: Sized,
+    {
+        for (i, e) in elems.iter_mut().enumerate() {
+            e.load_field(r, cx).map_err(|err| err.at_index(i))?;
+        }
+        Ok(())
+    }
+}
+
+/// A bulk byte read that ran out: point at the first missing element, as the per-element
+/// loop would have.
+#[cold]
+fn bulk_error(e: crate::error::Error, start: u64) -> crate::error::Error {
+    match *e.kind() {
+        crate::error::ErrorKind::UnexpectedEof { available, .. } => crate::error::Error::new(
+            crate::error::ErrorKind::UnexpectedEof {
+                needed: 1,
+                available: 0,
+            },
+            start + available,
+        )
+        .at_index(usize::try_from(available).unwrap_or(usize::MAX)),
+        _ => e,
+    }
 }
 
 macro_rules! int_field {
@@ -50,7 +105,52 @@ macro_rules! int_field {
         }
     )*};
 }
-int_field!(u8 => U8, u16 => U16, u32 => U32, u64 => U64, i8 => I8, i16 => I16, i32 => I32, i64 => I64);
+int_field!(u16 => U16, u32 => U32, u64 => U64, i16 => I16, i32 => I32, i64 => I64);
+
+impl Field for u8 {
+    const KIND: Kind = Kind::U8;
+    #[inline]
+    fn save_field<W: Writer + ?Sized>(&mut self, w: &mut W, _: &mut SaveCx<'_>) -> Result<()> {
+        w.write_u8(*self)
+    }
+    #[inline]
+    fn load_field<R: Reader + ?Sized>(&mut self, r: &mut R, _: &mut LoadCx<'_>) -> Result<()> {
+        *self = r.read_u8()?;
+        Ok(())
+    }
+    #[inline]
+    fn save_elems<W: Writer + ?Sized>(
+        elems: &mut [u8],
+        w: &mut W,
+        _: &mut SaveCx<'_>,
+    ) -> Result<()> {
+        w.write_all(elems)
+    }
+    #[inline]
+    fn load_elems<R: Reader + ?Sized>(
+        elems: &mut [u8],
+        r: &mut R,
+        _: &mut LoadCx<'_>,
+    ) -> Result<()> {
+        let start = r.position();
+        let src = r.take(elems.len()).map_err(|e| bulk_error(e, start))?;
+        elems.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+impl Field for i8 {
+    const KIND: Kind = Kind::I8;
+    #[inline]
+    fn save_field<W: Writer + ?Sized>(&mut self, w: &mut W, _: &mut SaveCx<'_>) -> Result<()> {
+        w.write_all(&self.to_be_bytes())
+    }
+    #[inline]
+    fn load_field<R: Reader + ?Sized>(&mut self, r: &mut R, _: &mut LoadCx<'_>) -> Result<()> {
+        *self = i8::from_be_bytes(r.read_array()?);
+        Ok(())
+    }
+}
 
 impl Field for bool {
     const KIND: Kind = Kind::Bool;
@@ -136,16 +236,10 @@ impl<T: Field, const N: usize> Field for [T; N] {
     };
     #[inline]
     fn save_field<W: Writer + ?Sized>(&mut self, w: &mut W, cx: &mut SaveCx<'_>) -> Result<()> {
-        for (i, e) in self.iter_mut().enumerate() {
-            e.save_field(w, cx).map_err(|err| err.at_index(i))?;
-        }
-        Ok(())
+        T::save_elems(self, w, cx)
     }
     #[inline]
     fn load_field<R: Reader + ?Sized>(&mut self, r: &mut R, cx: &mut LoadCx<'_>) -> Result<()> {
-        for (i, e) in self.iter_mut().enumerate() {
-            e.load_field(r, cx).map_err(|err| err.at_index(i))?;
-        }
-        Ok(())
+        T::load_elems(self, r, cx)
     }
 }
