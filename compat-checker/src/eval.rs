@@ -1,0 +1,385 @@
+//! Evaluates the current code's schemas for one machine type: the exact wire layout each
+//! device sends and the versions it accepts.
+//!
+//! Per device: the section version (pins: the lowest matching `below` wins), the accepted range
+//! `[min_version, version]`, and every item in wire order. Nested structs are inlined (their
+//! fields get the path prefix `field.`; their subsections appear right after their fields, as
+//! on the wire); arrays of nested structs keep one element layout plus the length. Gates are
+//! evaluated with the machine type's version and the compat properties its catalog applies to
+//! the device (driver = section name), falling back to the property's declared default.
+
+use std::collections::BTreeMap;
+
+use vmstate_runtime::machine::MachineType;
+
+use crate::error::Error;
+use crate::layout::{
+    Accepts, ArrayItem, Baseline, DeviceLayout, FieldItem, Header, Item, Loc, Presence, SubItem,
+    FORMAT,
+};
+use crate::schema::{CrateExport, Export, FieldSchema, Gate, Kind, StructSchema};
+
+/// Tool name and version written into baselines.
+pub const TOOL: &str = concat!("compat-checker ", env!("CARGO_PKG_VERSION"));
+
+/// What the current code sends and accepts for `machine`: the content of a new baseline.
+///
+/// # Errors
+/// [`Error::UnknownMachine`] when no crate's catalog has the machine type.
+pub fn freeze(export: &Export, machine: &str) -> Result<Baseline, Error> {
+    let Some(devices) = evaluate(export, machine) else {
+        return Err(Error::UnknownMachine {
+            name: machine.to_owned(),
+            known: export.machine_names(),
+        });
+    };
+    let mut compat = BTreeMap::new();
+    for c in &export.crates {
+        if let Ok(m) = c.catalog.resolve(machine) {
+            for (d, p, v) in m.compat_entries() {
+                compat.insert(format!("{d}.{p}"), v);
+            }
+        }
+    }
+    Ok(Baseline {
+        header: Header {
+            format: FORMAT,
+            tool: TOOL.to_owned(),
+            machine: machine.to_owned(),
+            note: format!(
+                "Frozen by `cargo compat-check freeze {machine}`: the exact wire layout every \
+                 device sends for {machine} and the versions it accepts. `cargo compat-check` \
+                 fails when the code no longer matches it. Do not edit by hand."
+            ),
+        },
+        compat,
+        devices,
+    })
+}
+
+/// The layout of every device for `machine`, sorted by section name; `None` when no crate's
+/// catalog knows the machine type. Devices of crates whose catalog lacks it are left out.
+#[must_use]
+pub fn evaluate(export: &Export, machine: &str) -> Option<Vec<DeviceLayout>> {
+    let mut known = false;
+    let mut out = Vec::new();
+    for c in &export.crates {
+        let Ok(m) = c.catalog.resolve(machine) else {
+            continue;
+        };
+        known = true;
+        for d in c.devices.iter().filter(|d| !d.nested) {
+            out.push(device_layout(c, d, &m));
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    known.then_some(out)
+}
+
+/// The layout of one top-level device for machine type `m`.
+#[must_use]
+pub fn device_layout(c: &CrateExport, s: &StructSchema, m: &MachineType) -> DeviceLayout {
+    let cx = Cx { m, driver: &s.name };
+    let (version, pin) = s.version_for(m.version());
+    let mut items = Vec::new();
+    let top = Inherit {
+        since: 0,
+        gate: Presence::Always,
+        version,
+    };
+    expand_struct(&cx, s, "", top, &mut items);
+    DeviceLayout {
+        name: s.name.clone(),
+        rust_name: s.rust_name.clone(),
+        krate: s.krate.clone().or_else(|| c.krate.clone()),
+        at: Loc::from(&s.location),
+        priority: s.priority,
+        presence: cx.gate(s, s.gate.as_ref()),
+        when: s.gate.as_ref().map(ToString::to_string),
+        version,
+        pinned_at: pin.map(|p| Loc::from(&p.location)),
+        accepts: Accepts {
+            min: s.min_version,
+            max: s.version,
+        },
+        items,
+    }
+}
+
+struct Cx<'a> {
+    m: &'a MachineType,
+    driver: &'a str,
+}
+
+impl Cx<'_> {
+    /// Presence of a gate declared in struct `s` (whose props give the defaults).
+    fn gate(&self, s: &StructSchema, g: Option<&Gate>) -> Presence {
+        g.map_or(Presence::Always, |g| {
+            g.presence(self.m.version(), &|name| {
+                self.m
+                    .compat(self.driver, name)
+                    .unwrap_or_else(|| s.prop_default(name))
+            })
+        })
+    }
+}
+
+/// What an enclosing field passes down to the items of an inlined nested struct.
+#[derive(Clone, Copy)]
+struct Inherit {
+    /// `since` of the enclosing field (relative to the enclosing list's container version).
+    since: u32,
+    /// Presence of the enclosing field's gate.
+    gate: Presence,
+    /// Version of the container the list belongs to (what `since` compares with).
+    version: u32,
+}
+
+/// (`since`, `presence`, `presence_from_since`) of an item.
+fn cond(inh: Inherit, own_since: u32, own_gate: Presence) -> (u32, Presence, Option<Presence>) {
+    let since = inh.since.max(own_since);
+    let gate = inh.gate.and(own_gate);
+    if since > inh.version {
+        (
+            since,
+            Presence::Never,
+            (gate != Presence::Never).then_some(gate),
+        )
+    } else {
+        (since, gate, None)
+    }
+}
+
+/// Appends the fields of `s` (then its subsections) to `out`.
+fn expand_struct(cx: &Cx<'_>, s: &StructSchema, prefix: &str, inh: Inherit, out: &mut Vec<Item>) {
+    expand_fields(cx, s, &s.fields, prefix, inh, out);
+    for sub in &s.subsections {
+        let (since, presence, from) = cond(inh, 0, cx.gate(s, sub.gate.as_ref()));
+        let mut items = Vec::new();
+        let inner = Inherit {
+            since: 0,
+            gate: Presence::Always,
+            version: sub.version,
+        };
+        expand_fields(cx, s, &sub.fields, prefix, inner, &mut items);
+        out.push(Item::Subsection(SubItem {
+            name: sub.name.clone(),
+            version: sub.version,
+            min_version: sub.min_version,
+            since,
+            presence,
+            presence_from_since: from,
+            when: sub.gate.as_ref().map(ToString::to_string),
+            at: Loc::from(&sub.location),
+            items,
+        }));
+    }
+}
+
+/// Element kind and total count of (possibly nested) fixed arrays.
+fn flatten_array(k: &Kind) -> (&Kind, Option<u32>) {
+    let mut k = k;
+    let mut n: Option<u32> = None;
+    while let Kind::Array { elem, len } = k {
+        n = Some(n.unwrap_or(1).saturating_mul(*len));
+        k = elem;
+    }
+    (k, n)
+}
+
+fn expand_fields(
+    cx: &Cx<'_>,
+    s: &StructSchema,
+    fields: &[FieldSchema],
+    prefix: &str,
+    inh: Inherit,
+    out: &mut Vec<Item>,
+) {
+    for f in fields {
+        let path = format!("{prefix}{}", f.wire_name());
+        let leaf = f.wire_name();
+        let rust = f.rust_name.as_ref().filter(|r| r.as_str() != leaf).cloned();
+        let gate = cx.gate(s, f.gate.as_ref());
+        let (since, presence, from) = cond(inh, f.since, gate);
+        let when = f.gate.as_ref().map(ToString::to_string);
+        let at = Loc::from(&f.location);
+        let (elem, len) = flatten_array(&f.kind);
+        let (elem, count, max) = match elem {
+            Kind::VArray {
+                elem,
+                count_field,
+                max,
+            } => (&**elem, Some(format!("{prefix}{count_field}")), Some(*max)),
+            other => (other, None, None),
+        };
+        match elem {
+            Kind::Struct { schema } if len.is_none() && count.is_none() => {
+                // A single nested struct: inline, at its own version.
+                let inner = Inherit {
+                    since,
+                    gate: inh.gate.and(gate),
+                    version: inh.version,
+                };
+                expand_struct(cx, schema, &format!("{path}."), inner, out);
+            }
+            Kind::Struct { schema } => {
+                let mut items = Vec::new();
+                let inner = Inherit {
+                    since: 0,
+                    gate: Presence::Always,
+                    version: schema.version,
+                };
+                expand_struct(cx, schema, &format!("{path}[*]."), inner, &mut items);
+                out.push(Item::Array(ArrayItem {
+                    path,
+                    rust,
+                    element: schema.name.clone(),
+                    len,
+                    count,
+                    max,
+                    since,
+                    presence,
+                    presence_from_since: from,
+                    when,
+                    at,
+                    items,
+                }));
+            }
+            Kind::VBuffer { len_field, max } => out.push(Item::Field(FieldItem {
+                path,
+                rust,
+                kind: "buffer".to_owned(),
+                len,
+                count: Some(format!("{prefix}{len_field}")),
+                max: Some(*max),
+                size: None,
+                since,
+                presence,
+                presence_from_since: from,
+                when,
+                at,
+            })),
+            prim => {
+                let kind = prim.primitive_name().unwrap_or("unknown").to_owned();
+                let size = if count.is_some() {
+                    None
+                } else {
+                    prim.primitive_size()
+                        .and_then(|e| e.checked_mul(u64::from(len.unwrap_or(1))))
+                };
+                out.push(Item::Field(FieldItem {
+                    path,
+                    rust,
+                    kind,
+                    len,
+                    count,
+                    max,
+                    size,
+                    since,
+                    presence,
+                    presence_from_since: from,
+                    when,
+                    at,
+                }));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Export {
+        let text = include_str!("../tests/fixtures/sample-export.json");
+        let mut e = Export::default();
+        e.add(Export::parse_document(text, "sample").unwrap())
+            .unwrap();
+        e
+    }
+
+    fn field<'a>(d: &'a DeviceLayout, key: &str) -> &'a FieldItem {
+        match d.find(key) {
+            Some(Item::Field(f)) => f,
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pins_and_since() {
+        let e = sample();
+        let old = freeze(&e, "pc-i440fx-4.2").unwrap();
+        let wdt = old.devices.iter().find(|d| d.name == "demo-wdt").unwrap();
+        assert_eq!(wdt.version, 2);
+        assert!(wdt.pinned_at.is_some());
+        let deadline = field(wdt, "deadline");
+        assert_eq!(deadline.presence, Presence::Never);
+        assert_eq!(deadline.presence_from_since, Some(Presence::Always));
+        assert_eq!(field(wdt, "expirations").presence, Presence::Always);
+        // machine >= 6.0 gate
+        assert_eq!(field(wdt, "pretimeout").presence, Presence::Never);
+        // any(not(machine >= 6.0), pred) on 4.2 → always
+        assert_eq!(field(wdt, "counter").presence, Presence::Always);
+        // prop x-migrate-stats is off up to 6.2
+        let Some(Item::Subsection(stats)) = wdt.find("demo-wdt/stats") else {
+            panic!()
+        };
+        assert_eq!(stats.presence, Presence::Never);
+
+        let new = freeze(&e, "pc-i440fx-7.2").unwrap();
+        let wdt = new.devices.iter().find(|d| d.name == "demo-wdt").unwrap();
+        assert_eq!(wdt.version, 3);
+        assert_eq!(field(wdt, "counter").presence, Presence::Maybe);
+        assert_eq!(field(wdt, "deadline").presence, Presence::Always);
+        let Some(Item::Subsection(stats)) = wdt.find("demo-wdt/stats") else {
+            panic!()
+        };
+        assert_eq!(stats.presence, Presence::Always);
+        let kick_log = field(wdt, "kick_log");
+        assert_eq!(kick_log.count.as_deref(), Some("kick_log_len"));
+        assert_eq!(kick_log.size, None);
+    }
+
+    #[test]
+    fn nested_and_arrays() {
+        let e = sample();
+        let b = freeze(&e, "pc-i440fx-7.2").unwrap();
+        let serial = b.devices.iter().find(|d| d.name == "serial").unwrap();
+        assert_eq!(field(serial, "state.divider").size, Some(2));
+        // nested struct's subsection is inline, with the nested prefix on its fields
+        assert!(matches!(
+            serial.find("serial/recv_fifo"),
+            Some(Item::Subsection(s)) if s.presence == Presence::Maybe
+        ));
+        assert_eq!(field(serial, "state.recv_fifo.data").size, Some(16));
+        let pit = b.devices.iter().find(|d| d.name == "i8254").unwrap();
+        let Some(Item::Array(ch)) = pit.find("channels") else {
+            panic!()
+        };
+        assert_eq!(ch.len, Some(3));
+        assert_eq!(field(pit, "channels[*].mode").size, Some(1));
+        assert_eq!(Item::Array(ch.clone()).fixed_size(), Some(3 * 32));
+        let rtc = b.devices.iter().find(|d| d.name == "mc146818rtc").unwrap();
+        assert_eq!(field(rtc, "unused[1]").kind, "unused");
+        assert_eq!(field(rtc, "unused[1]").rust.as_deref(), Some("_removed_v2"));
+    }
+
+    #[test]
+    fn unknown_machine() {
+        let e = sample();
+        assert!(matches!(
+            freeze(&e, "pc-i440fx-9.9"),
+            Err(Error::UnknownMachine { .. })
+        ));
+    }
+
+    #[test]
+    fn baseline_round_trips() {
+        let e = sample();
+        for m in ["pc-i440fx-2.3", "pc-q35-7.2"] {
+            let b = freeze(&e, m).unwrap();
+            let text = b.to_pretty_json();
+            assert_eq!(Baseline::parse(&text, m).unwrap(), b);
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! `device-removed`: frozen section no longer exists.
+
+use super::{Level, Rule};
+
+/// The `device-removed` rule.
+pub const RULE: Rule = Rule {
+    id: "device-removed",
+    name: "frozen section no longer exists",
+    level: Level::Deny,
+    summary: "a device the baseline sends is no longer declared",
+    explanation: r#"The baseline of a machine type sends a device section that the current code no longer
+declares (nor exports: check that the crate still has its `export_schemas!` line).
+
+Why it breaks (old → new): streams from the release that froze the machine type contain the
+section, and this code fails the load on an unknown section.
+
+How to fix: keep the device (and its section name) for those machine types; a section gate
+`#[vmstate(when = machine < "8.0")]` can keep it off newer ones. If support for the machine
+types was dropped on purpose, delete their baselines (`compat/<machine-type>.json`)."#,
+};

@@ -1,0 +1,169 @@
+//! The rules, as data: one file per rule, registered in [`ALL`].
+//!
+//! A rule is an id, a short name (the title of a finding), a default [`Level`], a one-line
+//! summary (`--list`) and a long explanation (`--explain`, and `docs/compat-rules.md`). The
+//! comparison in [`mod@crate::check`] decides *when* a rule fires; a rule file says *what* it means.
+//! Adding a rule: add the file, register it here, add `tests/fixtures/<id>/{old,new}.json`
+//! and `tests/snapshots/<id>.txt`; tests fail if any of these is missing.
+
+use std::fmt;
+
+pub mod array_length_changed;
+pub mod device_added;
+pub mod device_removed;
+pub mod device_renamed;
+pub mod field_kind_changed;
+pub mod field_leaks_into_old_machine;
+pub mod field_no_longer_migrated;
+pub mod field_order_changed;
+pub mod field_removed_without_padding;
+pub mod field_size_changed;
+pub mod machine_type_removed;
+pub mod presence_changed_maybe;
+pub mod priority_changed;
+pub mod section_leaks_into_old_machine;
+pub mod section_version_bumped;
+pub mod subsection_leaks_into_old_machine;
+pub mod subsection_no_longer_understood;
+pub mod subsection_version_bumped;
+pub mod version_no_longer_accepted;
+
+/// How a rule's findings are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Not reported.
+    Allow,
+    /// Reported; does not fail the check.
+    Warn,
+    /// Reported; fails the check.
+    Deny,
+}
+
+impl Level {
+    /// `allow` / `warn` / `deny`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Allow => "allow",
+            Level::Warn => "warn",
+            Level::Deny => "deny",
+        }
+    }
+
+    /// Parses `allow` / `warn` / `deny`.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Level> {
+        match s {
+            "allow" => Some(Level::Allow),
+            "warn" => Some(Level::Warn),
+            "deny" => Some(Level::Deny),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One compatibility rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// Stable id, kebab-case (also the file name with `_`).
+    pub id: &'static str,
+    /// Short name: the title of a finding.
+    pub name: &'static str,
+    /// Default level (overridable in `[workspace.metadata.compat-check.rules]`).
+    pub level: Level,
+    /// One line for `--list`.
+    pub summary: &'static str,
+    /// The long text `--explain` prints.
+    pub explanation: &'static str,
+}
+
+/// Every rule, in `--list` order.
+pub const ALL: &[&Rule] = &[
+    &field_leaks_into_old_machine::RULE,
+    &subsection_leaks_into_old_machine::RULE,
+    &section_leaks_into_old_machine::RULE,
+    &device_added::RULE,
+    &section_version_bumped::RULE,
+    &subsection_version_bumped::RULE,
+    &version_no_longer_accepted::RULE,
+    &field_removed_without_padding::RULE,
+    &field_no_longer_migrated::RULE,
+    &field_kind_changed::RULE,
+    &field_size_changed::RULE,
+    &array_length_changed::RULE,
+    &field_order_changed::RULE,
+    &presence_changed_maybe::RULE,
+    &subsection_no_longer_understood::RULE,
+    &device_removed::RULE,
+    &device_renamed::RULE,
+    &priority_changed::RULE,
+    &machine_type_removed::RULE,
+];
+
+/// The rule with this id.
+#[must_use]
+pub fn find(id: &str) -> Option<&'static Rule> {
+    ALL.iter().copied().find(|r| r.id == id)
+}
+
+/// Every rule id, in `--list` order.
+#[must_use]
+pub fn ids() -> Vec<&'static str> {
+    ALL.iter().map(|r| r.id).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_file_is_registered() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/rules");
+        let mut files = Vec::new();
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            if let Some(stem) = name.strip_suffix(".rs") {
+                if stem != "mod" {
+                    files.push(stem.replace('_', "-"));
+                }
+            }
+        }
+        files.sort();
+        let mut registered: Vec<String> = ids().into_iter().map(str::to_owned).collect();
+        registered.sort();
+        assert_eq!(files, registered, "src/rules/*.rs and rules::ALL differ");
+        let src = std::fs::read_to_string(dir.join("mod.rs")).unwrap();
+        for f in &files {
+            assert!(
+                src.contains(&format!("pub mod {};", f.replace('-', "_"))),
+                "{f} is not declared in rules/mod.rs"
+            );
+        }
+    }
+
+    #[test]
+    fn rules_are_well_formed() {
+        let mut seen = std::collections::HashSet::new();
+        for r in ALL {
+            assert!(seen.insert(r.id), "duplicate id {}", r.id);
+            assert!(
+                r.id.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
+                "{}",
+                r.id
+            );
+            assert!(
+                !r.summary.contains('\n') && !r.name.contains('\n'),
+                "{}",
+                r.id
+            );
+            assert!(r.explanation.contains("How to fix"), "{}", r.id);
+            assert_ne!(r.level, Level::Allow, "{}", r.id);
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! `section-leaks-into-old-machine`: section may be sent where the baseline never sent it.
+
+use super::{Level, Rule};
+
+/// The `section-leaks-into-old-machine` rule.
+pub const RULE: Rule = Rule {
+    id: "section-leaks-into-old-machine",
+    name: "section may be sent where the baseline never sent it",
+    level: Level::Deny,
+    summary: "a section gated off a frozen machine type may now be sent for it",
+    explanation: r#"The baseline of a machine type recorded a device whose section gate (`when` on the struct)
+kept it out of the stream, and the current code may send it for that machine type.
+
+Why it breaks (new → old): the frozen stream of that machine type has no such section; the
+release that froze it never expects one, and a VM migrated back and forth would carry state the
+machine type must not have.
+
+How to fix: restore the section gate for the affected machine types, e.g.
+`#[vmstate(when = machine >= "8.0")]` on the struct (combine with an existing gate using
+`all(...)`)."#,
+};

@@ -1,0 +1,123 @@
+//! One fixture pair per rule: freeze `old.json`, check `new.json`, compare the exact output
+//! (exit code, stdout, stderr; colour off, paths and times normalised) with
+//! `tests/snapshots/<rule>.txt`. `UPDATE_SNAPSHOTS=1` rewrites the snapshots.
+
+mod common;
+
+use compat_checker::rules;
+
+fn rule_case(id: &str) {
+    let (transcript, code) = common::fixture_transcript(id, &[]);
+    common::assert_snapshot(id, &transcript);
+    let rule = rules::find(id).unwrap();
+    let header = match rule.level {
+        rules::Level::Warn => format!("--- warning {id}: "),
+        _ => format!("--- failure {id}: "),
+    };
+    assert!(
+        transcript.contains(&header),
+        "fixture `{id}` does not trigger its rule:\n{transcript}"
+    );
+    let expected = if rule.level == rules::Level::Deny {
+        1
+    } else {
+        0
+    };
+    assert_eq!(code, expected, "{transcript}");
+}
+
+macro_rules! rule_tests {
+    ($($name:ident => $id:literal,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                rule_case($id);
+            }
+        )*
+
+        /// Every registered rule has a test here, a fixture pair and a snapshot.
+        #[test]
+        fn every_rule_has_a_fixture_and_a_snapshot() {
+            let tested = [$($id),*];
+            let root = common::manifest_dir().join("tests");
+            for r in rules::ALL {
+                assert!(tested.contains(&r.id), "rule `{}` has no test in tests/rules.rs", r.id);
+                for f in ["old.json", "new.json"] {
+                    let p = root.join("fixtures").join(r.id).join(f);
+                    assert!(p.is_file(), "missing fixture {}", p.display());
+                }
+                let s = root.join("snapshots").join(format!("{}.txt", r.id));
+                assert!(s.is_file(), "missing snapshot {}", s.display());
+            }
+        }
+    };
+}
+
+rule_tests! {
+    field_leaks_into_old_machine => "field-leaks-into-old-machine",
+    subsection_leaks_into_old_machine => "subsection-leaks-into-old-machine",
+    section_leaks_into_old_machine => "section-leaks-into-old-machine",
+    device_added => "device-added",
+    section_version_bumped => "section-version-bumped",
+    subsection_version_bumped => "subsection-version-bumped",
+    version_no_longer_accepted => "version-no-longer-accepted",
+    field_removed_without_padding => "field-removed-without-padding",
+    field_no_longer_migrated => "field-no-longer-migrated",
+    field_kind_changed => "field-kind-changed",
+    field_size_changed => "field-size-changed",
+    array_length_changed => "array-length-changed",
+    field_order_changed => "field-order-changed",
+    presence_changed_maybe => "presence-changed-maybe",
+    subsection_no_longer_understood => "subsection-no-longer-understood",
+    device_removed => "device-removed",
+    device_renamed => "device-renamed",
+    priority_changed => "priority-changed",
+    machine_type_removed => "machine-type-removed",
+}
+
+/// Allowed changes (padding, rename, since + pin, gated subsection and device, relaxed minimum)
+/// produce no finding.
+#[test]
+fn compatible_changes_pass() {
+    let (transcript, code) = common::fixture_transcript("compatible", &[]);
+    common::assert_snapshot("compatible", &transcript);
+    assert_eq!(code, 0, "{transcript}");
+    assert!(!transcript.contains("--- failure"), "{transcript}");
+}
+
+/// Checking the unchanged code against its own baselines passes, for every fixture.
+#[test]
+fn every_fixture_is_compatible_with_itself() {
+    let dir = common::manifest_dir().join("tests/fixtures");
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if !p.is_dir() {
+            continue;
+        }
+        for side in ["old.json", "new.json"] {
+            let f = p.join(side);
+            let t = common::temp_dir(&format!(
+                "self-{}-{side}",
+                p.file_name().unwrap().to_string_lossy()
+            ));
+            let compat = t.join("compat").display().to_string();
+            let fs = f.display().to_string();
+            let r = common::run(
+                &[
+                    "freeze",
+                    "--all",
+                    "--schema",
+                    &fs,
+                    "--baseline-dir",
+                    &compat,
+                ],
+                &[],
+            );
+            assert_eq!(r.code, 0, "{}", r.stderr);
+            let r = common::run(&["--schema", &fs, "--baseline-dir", &compat], &[]);
+            assert_eq!(r.code, 0, "{}: {}{}", f.display(), r.stdout, r.stderr);
+            assert!(r.stdout.is_empty(), "{}", r.stdout);
+            let _ = std::fs::remove_dir_all(&t);
+        }
+    }
+}
