@@ -47,7 +47,8 @@
 //! # Ok::<(), vmstate_runtime::Error>(())
 //! ```
 
-#![forbid(unsafe_code)]
+#![cfg_attr(not(feature = "kvm"), forbid(unsafe_code))]
+#![cfg_attr(feature = "kvm", deny(unsafe_code))]
 #![deny(missing_docs)]
 
 pub mod machine;
@@ -55,6 +56,8 @@ pub mod pit;
 pub mod reencode;
 pub mod rtc;
 pub mod serial;
+#[cfg(feature = "kvm")]
+pub mod tinyvm;
 pub mod watchdog;
 
 pub use pit::{PitChannel, I8254};

@@ -1,0 +1,407 @@
+//! The KVM runner: one VM, 1 MiB of vm-memory RAM, one vCPU, the example 16550A on COM1.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+use super::cpu::{CpuState, SAVED_MSRS};
+use super::guest::{self, COM1_BASE, GUEST_CODE, RAM_SIZE};
+use crate::serial::{SerialBackend, SerialSection};
+
+/// Address of the three pages KVM needs for the real-mode TSS on Intel (above the guest RAM).
+const TSS_ADDR: usize = 0xfffb_d000;
+
+/// A tinyvm error.
+#[derive(Debug)]
+pub enum Error {
+    /// `/dev/kvm` lacks a capability tinyvm needs.
+    MissingCapability(&'static str),
+    /// A KVM ioctl failed.
+    Kvm {
+        /// Which operation.
+        op: &'static str,
+        /// The errno.
+        err: kvm_ioctls::Error,
+    },
+    /// Guest memory could not be set up or accessed.
+    Memory(String),
+    /// The guest left KVM in a way tinyvm does not handle (shutdown, failed entry, …).
+    GuestExit(String),
+    /// Saved vCPU state that KVM does not take back.
+    State(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::MissingCapability(c) => write!(f, "KVM lacks capability {c}"),
+            Error::Kvm { op, err } => write!(f, "{op}: {err}"),
+            Error::Memory(m) => write!(f, "guest memory: {m}"),
+            Error::GuestExit(m) => write!(f, "guest stopped: {m}"),
+            Error::State(m) => write!(f, "vCPU state: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
+    move |err| Error::Kvm { op, err }
+}
+
+/// What one [`Vm::run_for`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// VM exits handled.
+    pub exits: u64,
+    /// Port I/O exits to the UART.
+    pub uart_exits: u64,
+    /// Wall time spent.
+    pub elapsed: Duration,
+}
+
+/// A tinyvm: KVM VM, guest RAM, one vCPU, COM1.
+///
+/// # Running and stopping
+///
+/// [`Vm::run_for`] runs the vCPU on the calling thread. The run loop looks at the clock and at
+/// the [stop flag](Vm::stop_handle) after every exit, and the guest exits at least twice per pass
+/// (the `in` from LSR and the `out` to THR), so `run_for` returns within one pass of its
+/// deadline (a pass took about 0.7 ms on the development host, where real-mode segment loads
+/// are slow). The vCPU therefore always stops at a port I/O exit, after a complete pass. A `KVM_RUN` interrupted by a signal (`EINTR`) is
+/// treated like an exit. Between calls the vCPU is not running: that is the stopped state a
+/// migration reads. [`Vm::pause`] makes further `run_for` calls return at once until
+/// [`Vm::resume`].
+pub struct Vm {
+    _kvm: Kvm,
+    _vm: VmFd,
+    vcpu: VcpuFd,
+    mem: GuestMemoryMmap,
+    /// COM1, the example 16550A.
+    pub serial: SerialSection,
+    msr_indices: Vec<u32>,
+    paused: bool,
+    stop: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for Vm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vm")
+            .field("paused", &self.paused)
+            .field("msr_indices", &self.msr_indices)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vm {
+    /// A VM with the guest loaded and its vCPU at the entry point (CS:IP = 0:0x1000, real mode,
+    /// flat segments, SS:SP = 0:0x1000).
+    ///
+    /// # Errors
+    ///
+    /// `/dev/kvm` does not open, lacks a capability, or an ioctl fails.
+    pub fn new() -> Result<Self, Error> {
+        let vm = Self::new_empty()?;
+        vm.mem
+            .write_slice(&GUEST_CODE, GuestAddress(guest::CODE_ADDR))
+            .map_err(|e| Error::Memory(e.to_string()))?;
+        let mut sregs = vm.vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        for seg in [
+            &mut sregs.cs,
+            &mut sregs.ds,
+            &mut sregs.es,
+            &mut sregs.fs,
+            &mut sregs.gs,
+            &mut sregs.ss,
+        ] {
+            seg.base = 0;
+            seg.selector = 0;
+        }
+        vm.vcpu
+            .set_sregs(&sregs)
+            .map_err(kvm_err("KVM_SET_SREGS"))?;
+        let mut regs = vm.vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+        regs.rip = guest::CODE_ADDR;
+        regs.rsp = guest::STACK_TOP;
+        regs.rflags = 0x2; // bit 1 is always set
+        vm.vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
+        Ok(vm)
+    }
+
+    /// A VM with zeroed RAM and a vCPU at reset: a migration destination, to be filled with
+    /// [`Vm::write_memory`], [`Vm::restore_cpu`] and the UART.
+    ///
+    /// # Errors
+    ///
+    /// As [`Vm::new`].
+    pub fn new_empty() -> Result<Self, Error> {
+        let kvm = Kvm::new().map_err(kvm_err("open /dev/kvm"))?;
+        for (cap, name) in [
+            (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+            (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+            (Cap::SetTssAddr, "KVM_CAP_SET_TSS_ADDR"),
+            (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
+        ] {
+            if !kvm.check_extension(cap) {
+                return Err(Error::MissingCapability(name));
+            }
+        }
+        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        vm.set_tss_address(TSS_ADDR)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        // The in-kernel irqchip gives the vCPU a local APIC (KVM_GET/SET_LAPIC need it).
+        vm.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM_SIZE)])
+            .map_err(|e| Error::Memory(format!("{e:?}")))?;
+        let host = mem
+            .get_host_address(GuestAddress(0))
+            .map_err(|e| Error::Memory(e.to_string()))?;
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: RAM_SIZE as u64,
+            userspace_addr: host as u64,
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: `host` is the start of `mem`'s single mapping of RAM_SIZE bytes (from_ranges
+        // made one region at guest address 0), so the region covers exactly memory this process
+        // mapped. `mem` is stored in the returned `Vm` next to the `VmFd`, and fields drop in
+        // declaration order (`_vm` before `mem`), so the mapping outlives the VM that uses it.
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+
+        let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        let cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+
+        let host_msrs = kvm
+            .get_msr_index_list()
+            .map_err(kvm_err("KVM_GET_MSR_INDEX_LIST"))?;
+        let msr_indices = SAVED_MSRS
+            .iter()
+            .copied()
+            .filter(|i| host_msrs.as_slice().contains(i))
+            .collect();
+
+        Ok(Vm {
+            _kvm: kvm,
+            _vm: vm,
+            vcpu,
+            mem,
+            serial: SerialSection::new(SerialBackend::default()),
+            msr_indices,
+            paused: false,
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Guest RAM.
+    #[must_use]
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    /// A copy of all guest RAM.
+    ///
+    /// # Errors
+    ///
+    /// If guest memory cannot be read.
+    pub fn read_memory(&self) -> Result<Vec<u8>, Error> {
+        let mut buf = vec![0; RAM_SIZE];
+        self.mem
+            .read_slice(&mut buf, GuestAddress(0))
+            .map_err(|e| Error::Memory(e.to_string()))?;
+        Ok(buf)
+    }
+
+    /// Overwrites guest RAM from `data` (at most [`RAM_SIZE`] bytes, from address 0).
+    ///
+    /// # Errors
+    ///
+    /// If `data` is larger than guest RAM.
+    pub fn write_memory(&self, data: &[u8]) -> Result<(), Error> {
+        if data.len() > RAM_SIZE {
+            return Err(Error::Memory(format!(
+                "{} bytes do not fit in {RAM_SIZE} bytes of RAM",
+                data.len()
+            )));
+        }
+        self.mem
+            .write_slice(data, GuestAddress(0))
+            .map_err(|e| Error::Memory(e.to_string()))
+    }
+
+    /// The MSRs saved for this host: [`SAVED_MSRS`] that KVM lists.
+    #[must_use]
+    pub fn msr_indices(&self) -> &[u32] {
+        &self.msr_indices
+    }
+
+    /// A flag that makes a running [`Vm::run_for`] return at the guest's next exit, from any
+    /// thread. `run_for` clears it on return.
+    #[must_use]
+    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
+    }
+
+    /// Stops running: [`Vm::run_for`] returns at once until [`Vm::resume`].
+    pub fn pause(&mut self) {
+        self.paused = true;
+    }
+
+    /// Allows [`Vm::run_for`] to run the guest again.
+    pub fn resume(&mut self) {
+        self.paused = false;
+    }
+
+    /// Whether the VM is paused.
+    #[must_use]
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Runs the vCPU for about `duration` (see the type's documentation), handling port I/O.
+    ///
+    /// # Errors
+    ///
+    /// A failing `KVM_RUN` or an exit tinyvm does not handle (shutdown, failed entry, internal
+    /// error, `hlt`).
+    pub fn run_for(&mut self, duration: Duration) -> Result<RunReport, Error> {
+        let start = Instant::now();
+        let mut report = RunReport::default();
+        if self.paused {
+            return Ok(report);
+        }
+        let deadline = start + duration;
+        let result = loop {
+            if self.stop.load(Ordering::Acquire) || Instant::now() >= deadline {
+                break Ok(());
+            }
+            let exit = match self.vcpu.run() {
+                Ok(exit) => exit,
+                Err(e) if e.errno() == libc_eintr() || e.errno() == libc_eagain() => continue,
+                Err(err) => break Err(Error::Kvm { op: "KVM_RUN", err }),
+            };
+            report.exits += 1;
+            match exit {
+                VcpuExit::IoOut(port, data) => {
+                    if let Some(offset) = uart_offset(port) {
+                        report.uart_exits += 1;
+                        if let Some(&b) = data.first() {
+                            self.serial.state.io_write(offset, b);
+                        }
+                    }
+                    // Other ports: nothing there, writes are dropped.
+                }
+                VcpuExit::IoIn(port, data) => {
+                    if let Some(offset) = uart_offset(port) {
+                        report.uart_exits += 1;
+                        data.fill(0);
+                        if let Some(b) = data.first_mut() {
+                            *b = self.serial.state.io_read(offset);
+                        }
+                    } else {
+                        // An empty ISA bus reads as all ones.
+                        data.fill(0xff);
+                    }
+                }
+                VcpuExit::MmioRead(_, data) => data.fill(0xff),
+                VcpuExit::MmioWrite(..) | VcpuExit::IrqWindowOpen | VcpuExit::Intr => {}
+                other => break Err(Error::GuestExit(format!("{other:?}"))),
+            }
+        };
+        self.stop.store(false, Ordering::Release);
+        report.elapsed = start.elapsed();
+        result.map(|()| report)
+    }
+
+    /// Reads the vCPU state (registers, special registers, FPU, MSRs, LAPIC). Call it while
+    /// the vCPU is not running (between [`Vm::run_for`] calls).
+    ///
+    /// # Errors
+    ///
+    /// A failing `KVM_GET_*` ioctl.
+    pub fn save_cpu(&self) -> Result<CpuState, Error> {
+        let mut s = CpuState::default();
+        s.set_from_regs(&self.vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?);
+        s.set_from_sregs(&self.vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?);
+        s.fpu = (&self.vcpu.get_fpu().map_err(kvm_err("KVM_GET_FPU"))?).into();
+        let probe = CpuState {
+            msrs: std::array::from_fn(|i| super::cpu::Msr {
+                index: self.msr_indices.get(i).copied().unwrap_or(0),
+                data: 0,
+            }),
+            msr_count: u32::try_from(self.msr_indices.len()).unwrap_or(0),
+            ..CpuState::default()
+        };
+        let mut msrs = probe.kvm_msrs().map_err(Error::State)?;
+        let n = self
+            .vcpu
+            .get_msrs(&mut msrs)
+            .map_err(kvm_err("KVM_GET_MSRS"))?;
+        s.set_from_msrs(&msrs.as_slice()[..n.min(msrs.as_slice().len())]);
+        s.set_from_lapic(&self.vcpu.get_lapic().map_err(kvm_err("KVM_GET_LAPIC"))?);
+        Ok(s)
+    }
+
+    /// Puts a saved vCPU state into this VM's vCPU.
+    ///
+    /// # Errors
+    ///
+    /// A failing `KVM_SET_*` ioctl, or an MSR KVM refuses (named in the error).
+    pub fn restore_cpu(&mut self, s: &CpuState) -> Result<(), Error> {
+        self.vcpu
+            .set_sregs(&s.sregs())
+            .map_err(kvm_err("KVM_SET_SREGS"))?;
+        self.vcpu
+            .set_regs(&s.regs())
+            .map_err(kvm_err("KVM_SET_REGS"))?;
+        self.vcpu
+            .set_fpu(&(&s.fpu).into())
+            .map_err(kvm_err("KVM_SET_FPU"))?;
+        let msrs = s.kvm_msrs().map_err(Error::State)?;
+        let n = self.vcpu.set_msrs(&msrs).map_err(kvm_err("KVM_SET_MSRS"))?;
+        if let Some(bad) = s.used_msrs().get(n) {
+            return Err(Error::State(format!(
+                "msrs[{n}]: KVM refused MSR {:#x} = {:#x}",
+                bad.index, bad.data
+            )));
+        }
+        self.vcpu
+            .set_lapic(&s.kvm_lapic())
+            .map_err(kvm_err("KVM_SET_LAPIC"))?;
+        Ok(())
+    }
+
+    /// The pattern counters in walk order (see [`guest`](super::guest)).
+    ///
+    /// # Errors
+    ///
+    /// If guest memory cannot be read.
+    pub fn counters(&self) -> Result<Vec<u32>, Error> {
+        Ok(guest::counters(&self.read_memory()?))
+    }
+}
+
+/// COM1 register offset of `port`, if it is one of 0x3f8..=0x3ff.
+fn uart_offset(port: u16) -> Option<u16> {
+    port.checked_sub(COM1_BASE).filter(|&o| o < 8)
+}
+
+const fn libc_eintr() -> i32 {
+    4 // EINTR on Linux
+}
+
+const fn libc_eagain() -> i32 {
+    11 // EAGAIN on Linux
+}

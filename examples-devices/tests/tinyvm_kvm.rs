@@ -1,0 +1,236 @@
+//! tinyvm on KVM: the guest runs and prints through the example UART, its memory pattern is
+//! consistent, and an in-process migration (vCPU state + UART payloads + RAM copy) to a second
+//! VM continues the guest where it stopped.
+//!
+//! Every test is `#[ignore = "requires /dev/kvm"]`: run them with
+//! `cargo test -p examples-devices --features kvm --test tinyvm_kvm -- --ignored`. A test that
+//! cannot open `/dev/kvm` read-write prints a SKIPPED line and returns.
+
+/// Without the `kvm` feature there is no runner: listed as ignored, like the KVM tests.
+#[cfg(not(feature = "kvm"))]
+#[test]
+#[ignore = "requires /dev/kvm"]
+fn tinyvm_kvm_needs_feature_kvm() {
+    println!("tinyvm_kvm: SKIPPED (built without --features kvm)");
+}
+
+#[cfg(feature = "kvm")]
+mod kvm {
+    use std::time::Duration;
+
+    use examples_devices::tinyvm::guest::{check_output, check_pattern, PatternState};
+    use examples_devices::tinyvm::{CpuState, Vm, MAX_MSRS};
+    use examples_devices::SerialSection;
+    use vmstate_runtime::{load_payload, save_payload, MachineType};
+
+    const RUN: Duration = Duration::from_millis(200);
+
+    /// Whether `/dev/kvm` opens read-write; prints the SKIPPED line when it does not.
+    fn kvm_available(test: &str) -> bool {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+        {
+            Ok(_) => true,
+            Err(e) => {
+                println!("{test}: SKIPPED (/dev/kvm not available: {e})");
+                false
+            }
+        }
+    }
+
+    fn machine() -> MachineType {
+        examples_devices::catalog()
+            .resolve("pc-i440fx-7.2")
+            .unwrap()
+    }
+
+    /// Runs a fresh guest for [`RUN`] and returns it with its pattern state.
+    fn started_vm() -> (Vm, PatternState) {
+        let mut vm = Vm::new().expect("create VM");
+        let report = vm.run_for(RUN).expect("run guest");
+        assert!(report.uart_exits > 0, "no UART I/O: {report:?}");
+        let state = check_pattern(&vm.counters().unwrap()).expect("pattern after first run");
+        (vm, state)
+    }
+
+    #[test]
+    #[ignore = "requires /dev/kvm"]
+    fn guest_prints_a_then_bs_and_keeps_its_pattern() {
+        if !kvm_available("guest_prints_a_then_bs_and_keeps_its_pattern") {
+            return;
+        }
+        let (mut vm, first) = started_vm();
+        assert!(first.passes > 1, "guest made no progress: {first:?}");
+        let out = vm.serial.state.take_tx_output();
+        let bs = check_output(&out, true, 0, first).unwrap();
+        println!("first run: {first:?}, {bs} 'B's");
+
+        // Paused: nothing runs.
+        vm.pause();
+        assert_eq!(vm.run_for(RUN).unwrap().exits, 0);
+        assert_eq!(check_pattern(&vm.counters().unwrap()).unwrap(), first);
+        vm.resume();
+
+        // Resumed: the walk goes on, the output continues with 'B's only.
+        vm.run_for(Duration::from_millis(50)).unwrap();
+        let second = check_pattern(&vm.counters().unwrap()).unwrap();
+        assert!(second.passes > first.passes, "{first:?} -> {second:?}");
+        let out = vm.serial.state.take_tx_output();
+        check_output(&out, false, bs, second).unwrap();
+    }
+
+    #[test]
+    #[ignore = "requires /dev/kvm"]
+    fn stop_handle_ends_run_for_early() {
+        if !kvm_available("stop_handle_ends_run_for_early") {
+            return;
+        }
+        let mut vm = Vm::new().unwrap();
+        let stop = vm.stop_handle();
+        let kicker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            stop.store(true, std::sync::atomic::Ordering::Release);
+        });
+        let report = vm.run_for(Duration::from_secs(10)).unwrap();
+        kicker.join().unwrap();
+        assert!(report.elapsed < Duration::from_secs(2), "{report:?}");
+        check_pattern(&vm.counters().unwrap()).unwrap();
+    }
+
+    #[test]
+    #[ignore = "requires /dev/kvm"]
+    fn in_process_migration_continues_the_guest() {
+        if !kvm_available("in_process_migration_continues_the_guest") {
+            return;
+        }
+        let m = machine();
+        let (mut src, before) = started_vm();
+        let src_out = src.serial.state.take_tx_output();
+        let src_bs = check_output(&src_out, true, 0, before).unwrap();
+
+        // Source stopped (run_for returned): save vCPU + UART, copy RAM.
+        src.pause();
+        let cpu = src.save_cpu().unwrap();
+        assert!(
+            cpu.msr_count > 0,
+            "no MSRs saved (host list: {:x?})",
+            src.msr_indices()
+        );
+        let (cpu_version, cpu_payload, _) = save_payload(&cpu, &m).unwrap();
+        let (uart_version, uart_payload, _) = save_payload(&src.serial, &m).unwrap();
+        let ram = src.read_memory().unwrap();
+
+        // Destination: load everything, then start.
+        let mut dst = Vm::new_empty().unwrap();
+        let mut loaded_cpu = CpuState::default();
+        load_payload(&mut loaded_cpu, &cpu_payload, cpu_version, &m).unwrap();
+        assert_eq!(loaded_cpu, cpu);
+        let mut uart = SerialSection::default();
+        load_payload(&mut uart, &uart_payload, uart_version, &m).unwrap();
+        dst.write_memory(&ram).unwrap();
+        dst.restore_cpu(&loaded_cpu).unwrap();
+        dst.serial = uart;
+        assert_eq!(
+            check_pattern(&dst.counters().unwrap()).unwrap(),
+            before,
+            "destination RAM differs before it runs"
+        );
+        // The restored vCPU reads back as saved, apart from the TSC, which kept counting.
+        let mut reread = dst.save_cpu().unwrap();
+        for (r, c) in reread.msrs.iter_mut().zip(cpu.msrs.iter()) {
+            if r.index == 0x10 {
+                r.data = c.data;
+            }
+        }
+        assert_eq!(reread, cpu);
+
+        let report = dst.run_for(RUN).unwrap();
+        assert!(report.uart_exits > 0);
+        let after = check_pattern(&dst.counters().unwrap()).unwrap();
+        assert!(after.passes > before.passes, "{before:?} -> {after:?}");
+        // The destination prints no 'A': its output continues the source's 'B's.
+        let dst_out = dst.serial.state.take_tx_output();
+        let total = check_output(&dst_out, false, src_bs, after).unwrap();
+        println!(
+            "source: {before:?}, {src_bs} 'B's; destination: {after:?}, {total} 'B's in all, {report:?}"
+        );
+
+        // The source, untouched, can still resume on its own.
+        src.resume();
+        src.run_for(Duration::from_millis(20)).unwrap();
+        check_pattern(&src.counters().unwrap()).unwrap();
+    }
+
+    #[test]
+    #[ignore = "requires /dev/kvm"]
+    fn cpu_state_round_trips_byte_identically() {
+        if !kvm_available("cpu_state_round_trips_byte_identically") {
+            return;
+        }
+        let m = machine();
+        let (vm, _) = started_vm();
+        let cpu = vm.save_cpu().unwrap();
+        assert_eq!(cpu.rip & !0xffff, 0, "real-mode RIP {:#x}", cpu.rip);
+        let (version, payload, _) = save_payload(&cpu, &m).unwrap();
+        let mut loaded = CpuState::default();
+        load_payload(&mut loaded, &payload, version, &m).unwrap();
+        assert_eq!(loaded, cpu);
+        let (_, again, _) = save_payload(&loaded, &m).unwrap();
+        assert_eq!(again, payload);
+    }
+
+    /// Offset of `msr_count` in a `tinyvm-cpu` payload: it precedes the MSR entries (12 bytes
+    /// each) and the 1024-byte LAPIC page, the last fields.
+    fn msr_count_offset(payload: &[u8], cpu: &CpuState) -> usize {
+        payload.len() - 1024 - 12 * cpu.msr_count as usize - 4
+    }
+
+    #[test]
+    #[ignore = "requires /dev/kvm"]
+    fn corrupted_cpu_state_is_refused_naming_the_field() {
+        if !kvm_available("corrupted_cpu_state_is_refused_naming_the_field") {
+            return;
+        }
+        let m = machine();
+        let (vm, _) = started_vm();
+        let cpu = vm.save_cpu().unwrap();
+        let (version, payload, _) = save_payload(&cpu, &m).unwrap();
+        let at = msr_count_offset(&payload, &cpu);
+        assert_eq!(
+            payload[at..at + 4],
+            cpu.msr_count.to_be_bytes(),
+            "msr_count not where expected"
+        );
+
+        // An MSR count above the array's room.
+        let mut bad = payload.clone();
+        bad[at..at + 4].copy_from_slice(&(MAX_MSRS as u32 + 1).to_be_bytes());
+        let mut dest = CpuState::default();
+        let err = load_payload(&mut dest, &bad, version, &m).unwrap_err();
+        let msg = err.to_string();
+        println!("out-of-range count: {msg}");
+        assert!(msg.contains("msr"), "error does not name the field: {msg}");
+        assert_eq!(dest, CpuState::default(), "state changed by a failed load");
+
+        // An MSR index tinyvm does not migrate (the first entry's index).
+        let mut bad = payload.clone();
+        bad[at + 4..at + 8].copy_from_slice(&0xdead_beef_u32.to_be_bytes());
+        let err = load_payload(&mut dest, &bad, version, &m).unwrap_err();
+        let msg = err.to_string();
+        println!("bad MSR index: {msg}");
+        assert!(msg.contains("msrs[0].index"), "{msg}");
+
+        // A segment attribute out of range (CS.present = 2): CS follows the 18 register words;
+        // present is at base(8) + limit(4) + selector(2) + type(1).
+        let mut bad = payload;
+        let present = 18 * 8 + 15;
+        assert_eq!(bad[present], cpu.cs.present);
+        bad[present] = 2;
+        let err = load_payload(&mut dest, &bad, version, &m).unwrap_err();
+        let msg = err.to_string();
+        println!("bad segment: {msg}");
+        assert!(msg.contains("present"), "{msg}");
+    }
+}

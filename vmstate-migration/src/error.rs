@@ -1,0 +1,71 @@
+//! The migration error type.
+
+use std::fmt;
+use std::io;
+
+/// A migration failure, on either side.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum MigrationError {
+    /// The stream was malformed or rejected (framing, RAM validation, device load); carries the
+    /// runtime's error with its byte offset and section.
+    Stream(vmstate_runtime::Error),
+    /// A transport read or write failed (including a cut connection).
+    Io(io::Error),
+    /// A read on the transport timed out (the socket's read timeout elapsed).
+    Timeout(&'static str),
+    /// The destination reported a failure over the return path.
+    Remote(String),
+    /// The return path said something that is neither `OK` nor `ERR …`.
+    BadAck(String),
+    /// Guest memory could not be read or written, or its layout is unusable.
+    Memory(String),
+    /// The migration was cancelled through [`Settings::cancel`](crate::Settings::cancel).
+    Cancelled,
+}
+
+impl fmt::Display for MigrationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MigrationError::Stream(e) => write!(f, "stream rejected: {e}"),
+            MigrationError::Io(e) => write!(f, "transport error: {e}"),
+            MigrationError::Timeout(what) => write!(f, "timed out waiting for {what}"),
+            MigrationError::Remote(msg) => write!(f, "destination failed: {msg}"),
+            MigrationError::BadAck(line) => write!(f, "unexpected return-path message {line:?}"),
+            MigrationError::Memory(msg) => write!(f, "guest memory: {msg}"),
+            MigrationError::Cancelled => f.write_str("migration cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for MigrationError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MigrationError::Stream(e) => Some(e),
+            MigrationError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<vmstate_runtime::Error> for MigrationError {
+    fn from(e: vmstate_runtime::Error) -> Self {
+        MigrationError::Stream(e)
+    }
+}
+
+impl From<io::Error> for MigrationError {
+    fn from(e: io::Error) -> Self {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ) {
+            MigrationError::Timeout("the peer")
+        } else {
+            MigrationError::Io(e)
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, MigrationError>;

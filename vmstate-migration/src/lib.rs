@@ -1,0 +1,38 @@
+//! RAM precopy live migration in QEMU's migration stream format (v3) over vm-memory.
+//!
+//! A source VM ([`MigrationSource`]: [`GuestRam`], a device [`Registry`](vmstate_runtime::Registry),
+//! a machine type, vCPU stop/resume/throttle callbacks) is sent with [`migrate`] over a
+//! [`Transport`] (TCP, Unix socket, file); the destination ([`MigrationDestination`]) loads it
+//! with [`receive`] and answers over the same connection (the return path). The stream is what
+//! QEMU writes for a precopy migration: header, configuration, the `ram` iterative section
+//! (START, PARTs, END), the device FULL sections, EOF and the vmdesc, so
+//! `analyze-migration.py` and [`vmstate_runtime::decode::decode_stream`] read it.
+//!
+//! | module | role |
+//! |---|---|
+//! | [`memory`] | named RAM blocks over `GuestMemoryMmap<AtomicBitmap>`, dirty log |
+//! | [`ram`] | the RAM section: [`RamWriter`] (source), [`RamSink`] (destination, validating) |
+//! | [`precopy`] | [`migrate`]: passes, convergence, stop, devices, ack; statistics |
+//! | [`dest`] | [`receive`]: incremental load, all-or-nothing devices, ack, resume |
+//! | [`transport`] | [`Transport`] for TCP / Unix / file, the `OK` / `ERR …` return path |
+//!
+//! Failure semantics: the source resumes its guest, unchanged, on every error (including the
+//! destination's `ERR`, a cut connection, an ack timeout, cancel); the destination applies no
+//! device state and never starts, and its guest memory (written as pages arrive) is scratch.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod dest;
+pub mod error;
+pub mod memory;
+pub mod precopy;
+pub mod ram;
+pub mod transport;
+
+pub use dest::{receive, MigrationDestination, ReceiveSettings};
+pub use error::{MigrationError, Result};
+pub use memory::{GuestMem, GuestRam, PAGE_SIZE};
+pub use precopy::{migrate, MigrationSource, PassStats, Report, Settings};
+pub use ram::{PageCounts, RamSink, RamWriter};
+pub use transport::{FileTransport, Transport};

@@ -1,0 +1,206 @@
+//! Guest RAM as named RAM blocks over vm-memory.
+//!
+//! A [`GuestRam`] is a [`GuestMemoryMmap`] with an [`AtomicBitmap`] dirty log per region, plus a
+//! QEMU-style block name per region (`pc.ram`, `pc.bios`, …). Regions are RAM blocks in
+//! migration order; a block's `used_length` is its region's size and offsets in the stream are
+//! offsets inside the region.
+//!
+//! Dirty tracking: vm-memory marks a page dirty in the region's bitmap on every write done through
+//! the `GuestMemory`/`Bytes` API (`write_slice`, `write_obj`, `store`, …), i.e. by the VMM or a
+//! software guest. A KVM guest writes memory directly; its dirty pages come from KVM's dirty log
+//! (`KVM_GET_DIRTY_LOG`), which this crate does not read yet.
+
+use vm_memory::bitmap::AtomicBitmap;
+use vm_memory::{
+    GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+};
+
+use crate::error::{MigrationError, Result};
+
+/// The guest memory type: mmap-backed regions with an atomic dirty bitmap.
+pub type GuestMem = GuestMemoryMmap<AtomicBitmap>;
+
+/// Target page size of every block (x86).
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Guest memory whose regions are named RAM blocks.
+///
+/// ```
+/// use vm_memory::{Bytes, GuestAddress};
+/// use vmstate_migration::GuestRam;
+///
+/// let ram = GuestRam::new(&[("pc.ram", 0, 1 << 20), ("pc.bios", 0xfff0_0000, 64 << 10)]).unwrap();
+/// ram.memory().write_obj(7u32, GuestAddress(0x1000)).unwrap();
+/// assert_eq!(ram.blocks()[0], ("pc.ram".to_owned(), 1 << 20));
+/// ```
+#[derive(Debug, Clone)]
+pub struct GuestRam {
+    mem: GuestMem,
+    names: Vec<String>,
+}
+
+impl GuestRam {
+    /// Anonymous memory with one region per `(name, guest address, size)`.
+    ///
+    /// # Errors
+    /// [`MigrationError::Memory`] for an empty, unaligned, overlapping or duplicate block, a name
+    /// longer than 255 bytes, or an mmap failure.
+    pub fn new(blocks: &[(&str, u64, usize)]) -> Result<Self> {
+        let mut names: Vec<String> = Vec::with_capacity(blocks.len());
+        for (name, addr, size) in blocks {
+            if name.is_empty() || name.len() > 255 || names.iter().any(|n| n == name) {
+                return Err(MigrationError::Memory(format!(
+                    "block name `{name}` is empty, longer than 255 bytes or used twice"
+                )));
+            }
+            if *size == 0 || (*size as u64) % PAGE_SIZE != 0 || addr % PAGE_SIZE != 0 {
+                return Err(MigrationError::Memory(format!(
+                    "block `{name}` must be a non-empty whole number of {PAGE_SIZE}-byte pages at a page-aligned address"
+                )));
+            }
+            names.push((*name).to_owned());
+        }
+        let ranges: Vec<(GuestAddress, usize)> = blocks
+            .iter()
+            .map(|(_, a, s)| (GuestAddress(*a), *s))
+            .collect();
+        // GuestMemoryMmap sorts regions by address; keep the names in that order.
+        let mut order: Vec<usize> = (0..blocks.len()).collect();
+        order.sort_by_key(|&i| blocks[i].1);
+        let names = order.into_iter().map(|i| names[i].clone()).collect();
+        let mem = GuestMem::from_ranges(&ranges)
+            .map_err(|e| MigrationError::Memory(format!("cannot map guest memory: {e}")))?;
+        GuestRam::from_parts(mem, names)
+    }
+
+    /// Wraps existing guest memory (e.g. a VMM's, also registered with KVM); `names[i]` names
+    /// the `i`-th region in guest address order.
+    ///
+    /// # Errors
+    /// [`MigrationError::Memory`] when the number of names differs from the number of regions,
+    /// a name is empty, longer than 255 bytes or repeated, a region is not a whole number of
+    /// pages, or its dirty bitmap does not have one bit per 4 KiB page.
+    pub fn from_parts(mem: GuestMem, names: Vec<String>) -> Result<Self> {
+        if names.len() != mem.num_regions() {
+            return Err(MigrationError::Memory(format!(
+                "{} block names for {} regions",
+                names.len(),
+                mem.num_regions()
+            )));
+        }
+        for (i, (name, r)) in names.iter().zip(mem.iter()).enumerate() {
+            if name.is_empty() || name.len() > 255 || names[..i].contains(name) {
+                return Err(MigrationError::Memory(format!(
+                    "block name `{name}` is empty, longer than 255 bytes or used twice"
+                )));
+            }
+            if r.len() % PAGE_SIZE != 0 {
+                return Err(MigrationError::Memory(format!(
+                    "block `{name}` is not a whole number of {PAGE_SIZE}-byte pages"
+                )));
+            }
+            // The dirty log must have one bit per target page (vm-memory sizes it by the host
+            // page size).
+            let bits = crate::ram::bitmap_of(r).len() as u64;
+            if bits != r.len() / PAGE_SIZE {
+                return Err(MigrationError::Memory(format!(
+                    "the dirty bitmap of block `{name}` has {bits} bits for {} pages of {PAGE_SIZE} bytes (host page size differs)",
+                    r.len() / PAGE_SIZE
+                )));
+            }
+        }
+        Ok(GuestRam { mem, names })
+    }
+
+    /// The vm-memory view, for reads and (dirty-tracked) writes.
+    #[must_use]
+    pub fn memory(&self) -> &GuestMem {
+        &self.mem
+    }
+
+    /// `(name, used_length)` of every block, in migration order (guest address order).
+    #[must_use]
+    pub fn blocks(&self) -> Vec<(String, u64)> {
+        self.names
+            .iter()
+            .zip(self.mem.iter())
+            .map(|(n, r)| (n.clone(), r.len()))
+            .collect()
+    }
+
+    /// Total bytes of all blocks.
+    #[must_use]
+    pub fn total_bytes(&self) -> u64 {
+        self.mem.iter().map(GuestMemoryRegion::len).sum()
+    }
+
+    /// The regions with their names, in migration order.
+    pub(crate) fn named_regions(
+        &self,
+    ) -> impl Iterator<Item = (&str, &GuestRegionMmap<AtomicBitmap>)> {
+        self.names.iter().map(String::as_str).zip(self.mem.iter())
+    }
+
+    /// The region of block `name`.
+    pub(crate) fn region(&self, name: &str) -> Option<&GuestRegionMmap<AtomicBitmap>> {
+        let i = self.names.iter().position(|n| n == name)?;
+        self.mem.iter().nth(i)
+    }
+
+    /// Clears every dirty bit (the start of dirty tracking for a migration).
+    pub fn clear_dirty(&self) {
+        for r in self.mem.iter() {
+            crate::ram::bitmap_of(r).reset();
+        }
+    }
+
+    /// Number of pages currently marked dirty.
+    #[must_use]
+    pub fn dirty_pages(&self) -> u64 {
+        self.mem
+            .iter()
+            .map(|r| {
+                let bm = crate::ram::bitmap_of(r);
+                (0..bm.len()).filter(|&i| bm.is_bit_set(i)).count() as u64
+            })
+            .sum()
+    }
+
+    /// Copies every block's content (for tests and checks): `(name, bytes)`.
+    ///
+    /// # Errors
+    /// [`MigrationError::Memory`] when a region cannot be read.
+    pub fn snapshot(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        use vm_memory::{Bytes, MemoryRegionAddress};
+        self.named_regions()
+            .map(|(n, r)| {
+                let len = usize::try_from(r.len())
+                    .map_err(|_| MigrationError::Memory("block too large".into()))?;
+                let mut buf = vec![0; len];
+                r.read_slice(&mut buf, MemoryRegionAddress(0))
+                    .map_err(|e| MigrationError::Memory(e.to_string()))?;
+                Ok((n.to_owned(), buf))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_parts_checks_names() {
+        let ram = GuestRam::new(&[("a", 0, 0x1000), ("b", 0x10000, 0x2000)]).unwrap();
+        let mem = ram.memory().clone();
+        assert!(GuestRam::from_parts(mem.clone(), vec!["x".into()]).is_err());
+        assert!(GuestRam::from_parts(mem.clone(), vec!["x".into(), "x".into()]).is_err());
+        let r = GuestRam::from_parts(mem, vec!["x".into(), "y".into()]).unwrap();
+        assert_eq!(
+            r.blocks(),
+            [("x".to_owned(), 0x1000), ("y".to_owned(), 0x2000)]
+        );
+        assert!(GuestRam::new(&[("a", 0, 0x800)]).is_err());
+        assert!(GuestRam::new(&[("a", 0, 0x1000), ("a", 0x1000, 0x1000)]).is_err());
+    }
+}

@@ -1,0 +1,334 @@
+//! The precopy driver on the source.
+//!
+//! [`migrate`] writes, in QEMU's order: header and configuration, the RAM START chunk, pass 0
+//! (every page) and further passes (pages dirtied meanwhile) as PART chunks, until the dirty set
+//! left can be sent within [`Settings::downtime`] at the bandwidth measured in the last pass, or
+//! [`Settings::max_passes`] is reached. Then it stops the vCPUs
+//! ([`MigrationSource::stop_vcpus`]), sends the last dirty pages in the END chunk, the device FULL
+//! sections (from [`Registry::save_to_vec`](vmstate_runtime::Registry::save_to_vec)), EOF and
+//! the vmdesc, half-closes the transport and waits for the destination's `OK`.
+//!
+//! On any error or cancel after the stop, the guest is un-throttled and resumed
+//! ([`MigrationSource::resume_vcpus`]); saving never changes device state (the registry saves
+//! from snapshots), so the source continues exactly where it was.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vmstate_runtime::stream::{self, Configuration};
+use vmstate_runtime::{MachineType, Registry};
+
+use crate::error::{MigrationError, Result};
+use crate::memory::{GuestRam, PAGE_SIZE};
+use crate::ram::{bitmap_of, ByteSink, PageCounts, RamWriter};
+use crate::transport::{read_ack, Transport};
+
+/// The VM being migrated away.
+pub trait MigrationSource {
+    /// Its guest memory (dirty-tracked).
+    fn ram(&self) -> &GuestRam;
+    /// Its devices.
+    fn registry(&self) -> &Registry;
+    /// Its machine type.
+    fn machine(&self) -> &MachineType;
+    /// Stops the vCPUs (and anything else that changes guest memory or device state).
+    fn stop_vcpus(&mut self);
+    /// Resumes them after a failed or cancelled migration.
+    fn resume_vcpus(&mut self);
+    /// Auto-converge: slow the guest down to `percent` % of its time throttled (0 = full speed).
+    fn throttle(&mut self, percent: u8) {
+        let _ = percent;
+    }
+}
+
+/// Precopy settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Bandwidth limit in bytes per second (token bucket, bursts of at most 10 ms or one 1 MiB
+    /// buffer); `None` = unlimited.
+    pub bandwidth_limit: Option<u64>,
+    /// The longest acceptable stop-time transfer.
+    pub downtime: Duration,
+    /// Passes (including pass 0) before the guest is stopped regardless.
+    pub max_passes: u32,
+    /// Throttle the guest when a pass does not shrink the dirty set.
+    pub auto_converge: bool,
+    /// First throttle percentage and the step added on every non-shrinking pass after it.
+    pub throttle_initial: u8,
+    /// Throttle increment.
+    pub throttle_step: u8,
+    /// How long to wait for the destination's acknowledgement.
+    pub ack_timeout: Duration,
+    /// Set to cancel the migration; checked between buffers.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            bandwidth_limit: None,
+            downtime: Duration::from_millis(300),
+            max_passes: 30,
+            auto_converge: true,
+            throttle_initial: 20,
+            throttle_step: 10,
+            ack_timeout: Duration::from_secs(30),
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// Statistics of one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PassStats {
+    /// Pass number (0 sends every page).
+    pub pass: u32,
+    /// `PAGE` records sent.
+    pub pages: u64,
+    /// `ZERO` records sent.
+    pub zero_pages: u64,
+    /// Stream bytes sent.
+    pub bytes: u64,
+    /// Pages dirtied during the pass (still to send).
+    pub dirty_left: u64,
+    /// Pages dirtied per second during the pass.
+    pub dirty_rate: f64,
+    /// Measured bandwidth (bytes/s).
+    pub bandwidth: f64,
+    /// Expected downtime if the guest were stopped now.
+    pub expected_downtime: Duration,
+    /// Wall time of the pass.
+    pub duration: Duration,
+    /// Throttle percentage applied after this pass (0 = none).
+    pub throttle: u8,
+}
+
+/// What a migration did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Iterative passes before the stop.
+    pub passes: Vec<PassStats>,
+    /// Pages sent while stopped.
+    pub final_pages: PageCounts,
+    /// Total wall time.
+    pub total_time: Duration,
+    /// Stop → acknowledgement (source) or end of stream → resume (destination).
+    pub downtime: Duration,
+    /// Stream bytes.
+    pub bytes: u64,
+    /// Device sections in the stream.
+    pub device_sections: usize,
+}
+
+/// The transport behind the token bucket, counting bytes and checking cancel.
+struct Throttled<'a, T: ?Sized> {
+    t: &'a mut T,
+    rate: Option<u64>,
+    tokens: f64,
+    last: Instant,
+    bytes: u64,
+    cancel: &'a AtomicBool,
+}
+
+impl<T: Transport + ?Sized> ByteSink for Throttled<'_, T> {
+    fn send(&mut self, data: &[u8]) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(MigrationError::Cancelled);
+        }
+        if let Some(rate) = self.rate {
+            let rate = rate.max(1) as f64;
+            // At most 10 ms (or one piece) of burst after an idle period.
+            let cap = (rate / 100.0).max(data.len() as f64);
+            let now = Instant::now();
+            self.tokens =
+                (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(cap);
+            self.last = now;
+            let need = data.len() as f64;
+            if self.tokens < need {
+                std::thread::sleep(Duration::from_secs_f64((need - self.tokens) / rate));
+                self.last = Instant::now();
+                self.tokens = 0.0;
+            } else {
+                self.tokens -= need;
+            }
+        }
+        self.t.write_all(data)?;
+        self.bytes += data.len() as u64;
+        Ok(())
+    }
+}
+
+/// The header and configuration section for `machine`, as [`Registry::save_to_vec`] writes them.
+pub(crate) fn stream_prefix(machine: &MachineType) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    stream::write_header(&mut v)?;
+    if machine.framing().configuration {
+        stream::write_configuration(&mut v, &Configuration::new(machine.name()))?;
+    }
+    Ok(v)
+}
+
+/// Sends every page whose dirty bit is set (or every page with `all`), resetting the bits first.
+fn send_dirty<S: ByteSink + ?Sized>(
+    w: &mut RamWriter,
+    sink: &mut S,
+    ram: &GuestRam,
+    all: bool,
+) -> Result<PageCounts> {
+    let mut total = PageCounts::default();
+    for (i, (name, region)) in ram.named_regions().enumerate() {
+        let dirty = bitmap_of(region).get_and_reset();
+        let dirty = if all {
+            vec![u64::MAX; dirty.len()]
+        } else {
+            dirty
+        };
+        let c = w.write_dirty(sink, i, name, region, &dirty)?;
+        total.pages += c.pages;
+        total.zero_pages += c.zero_pages;
+        total.bytes += c.bytes;
+    }
+    Ok(total)
+}
+
+/// Migrates `source` over `transport` (precopy); see the module docs.
+///
+/// Returns only after the destination acknowledged (or, for a file, the stream was synced). The
+/// guest is left stopped on success.
+///
+/// # Errors
+/// Memory, save, transport and timeout errors, [`MigrationError::Cancelled`], and the
+/// destination's own failure ([`MigrationError::Remote`]). The guest is running again whenever
+/// an error is returned.
+pub fn migrate<S, T>(source: &mut S, transport: &mut T, settings: &Settings) -> Result<Report>
+where
+    S: MigrationSource + ?Sized,
+    T: Transport + ?Sized,
+{
+    let mut stopped = None;
+    let mut throttle = 0u8;
+    let result = run(source, transport, settings, &mut stopped, &mut throttle);
+    if result.is_err() {
+        if throttle > 0 {
+            source.throttle(0);
+        }
+        if stopped.is_some() {
+            source.resume_vcpus();
+        }
+    }
+    result
+}
+
+fn run<S, T>(
+    source: &mut S,
+    transport: &mut T,
+    settings: &Settings,
+    stopped: &mut Option<Instant>,
+    throttle: &mut u8,
+) -> Result<Report>
+where
+    S: MigrationSource + ?Sized,
+    T: Transport + ?Sized,
+{
+    let t0 = Instant::now();
+    let machine = source.machine().clone();
+    let framing = machine.framing();
+    let ram_section_id = u32::try_from(source.registry().keys().len())
+        .map_err(|_| MigrationError::Memory("too many device sections".into()))?;
+    if source.registry().page_size() != PAGE_SIZE {
+        return Err(MigrationError::Memory(format!(
+            "the registry's target page size {} is not {PAGE_SIZE}",
+            source.registry().page_size()
+        )));
+    }
+    let mut report = Report::default();
+    let mut sink = Throttled {
+        t: transport,
+        rate: settings.bandwidth_limit,
+        tokens: 0.0,
+        last: Instant::now(),
+        bytes: 0,
+        cancel: &settings.cancel,
+    };
+    let mut w = RamWriter::new(ram_section_id, framing);
+    sink.send(&stream_prefix(&machine)?)?;
+    w.write_start(&mut sink, source.ram())?;
+
+    let mut prev_left = u64::MAX;
+    let mut pass = 0u32;
+    loop {
+        let p0 = Instant::now();
+        let b0 = sink.bytes;
+        w.begin_chunk(&mut sink, false)?;
+        let c = send_dirty(&mut w, &mut sink, source.ram(), pass == 0)?;
+        w.end_chunk(&mut sink)?;
+        w.finish(&mut sink)?;
+        let duration = p0.elapsed().max(Duration::from_micros(1));
+        let dirty_left = source.ram().dirty_pages();
+        let secs = duration.as_secs_f64();
+        let bandwidth = (sink.bytes - b0) as f64 / secs;
+        let expected =
+            Duration::from_secs_f64((dirty_left * (PAGE_SIZE + 8)) as f64 / bandwidth.max(1.0));
+        let mut stats = PassStats {
+            pass,
+            pages: c.pages,
+            zero_pages: c.zero_pages,
+            bytes: sink.bytes - b0,
+            dirty_left,
+            dirty_rate: dirty_left as f64 / secs,
+            bandwidth,
+            expected_downtime: expected,
+            duration,
+            throttle: *throttle,
+        };
+        pass += 1;
+        let done = expected <= settings.downtime || pass >= settings.max_passes;
+        if !done && settings.auto_converge && pass > 1 && dirty_left >= prev_left {
+            *throttle = if *throttle == 0 {
+                settings.throttle_initial
+            } else {
+                throttle.saturating_add(settings.throttle_step).min(99)
+            };
+            source.throttle(*throttle);
+            stats.throttle = *throttle;
+        }
+        prev_left = dirty_left;
+        report.passes.push(stats);
+        if done {
+            break;
+        }
+    }
+
+    source.stop_vcpus();
+    let stop = Instant::now();
+    *stopped = Some(stop);
+    w.begin_chunk(&mut sink, true)?;
+    report.final_pages = send_dirty(&mut w, &mut sink, source.ram(), false)?;
+    w.end_chunk(&mut sink)?;
+    w.finish(&mut sink)?;
+
+    let (devices, save) = source.registry().save_to_vec(&machine)?;
+    let prefix = stream_prefix(&machine)?;
+    let Some(tail) = devices.strip_prefix(prefix.as_slice()) else {
+        return Err(MigrationError::Memory(
+            "the registry's stream does not start with the expected header".into(),
+        ));
+    };
+    report.device_sections = save.sections.len();
+    sink.send(tail)?;
+    let has_return = sink.t.has_return_path();
+    sink.t.finish_stream()?;
+    report.bytes = sink.bytes;
+    if has_return {
+        sink.t.set_timeout(Some(settings.ack_timeout))?;
+        read_ack(sink.t)?;
+    }
+    if *throttle > 0 {
+        source.throttle(0);
+        *throttle = 0;
+    }
+    report.downtime = stop.elapsed();
+    report.total_time = t0.elapsed();
+    Ok(report)
+}

@@ -1,0 +1,280 @@
+//! Shared test harness: a software guest that dirties memory with a per-page counter pattern,
+//! source and destination VMs, a small derived device.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use vm_memory::{Bytes, GuestAddress};
+use vmstate_migration::{GuestRam, MigrationDestination, MigrationSource, PAGE_SIZE};
+use vmstate_runtime::{MachineCatalog, MachineType, Registry, VmState};
+
+/// A small device; the guest bumps `ticks` on every sweep of its memory.
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "testdev", version = 2)]
+pub struct TestDev {
+    pub ticks: u64,
+    pub ctrl: u32,
+    pub flags: u8,
+}
+
+pub const RAM_BASE: u64 = 0;
+pub const BIOS_BASE: u64 = 0xfff0_0000;
+
+/// The block layout: pc.ram (dirtied by the guest), pc.bios (constant), pc.rom (zero).
+pub fn layout(ram_mib: usize) -> Vec<(&'static str, u64, usize)> {
+    vec![
+        ("pc.ram", RAM_BASE, ram_mib << 20),
+        ("pc.rom", 0xc000_0000, 128 << 10),
+        ("pc.bios", BIOS_BASE, 64 << 10),
+    ]
+}
+
+pub fn machine() -> MachineType {
+    MachineCatalog::qemu_pc().resolve("pc-i440fx-7.2").unwrap()
+}
+
+/// Control block shared with the guest thread.
+#[derive(Default)]
+pub struct GuestCtl {
+    pub pause: AtomicBool,
+    pub parked: AtomicBool,
+    pub quit: AtomicBool,
+    pub throttle: AtomicU8,
+    /// Pages written so far (progress).
+    pub progress: AtomicU64,
+}
+
+pub struct SourceVm {
+    pub ram: GuestRam,
+    pub registry: Registry,
+    pub machine: MachineType,
+    pub dev: Arc<Mutex<TestDev>>,
+    pub ctl: Arc<GuestCtl>,
+    pub guest: Option<JoinHandle<()>>,
+    pub stops: u32,
+    pub resumes: u32,
+    pub throttles: Vec<u8>,
+}
+
+/// Value the guest writes at the start of page `page` in sweep `gen`.
+pub fn pattern(gen: u64, page: u64) -> u64 {
+    (gen << 32) | page | 1 << 63
+}
+
+impl SourceVm {
+    /// A VM whose pc.ram is filled with sweep 0 of the pattern (no zero pages) and whose guest
+    /// thread runs when `touch_device` (ticks on each sweep) or not.
+    pub fn new(ram_mib: usize, touch_device: bool) -> Self {
+        let ram = GuestRam::new(&layout(ram_mib)).unwrap();
+        let pages = (ram_mib as u64) << 20 >> 12;
+        for p in 0..pages {
+            ram.memory()
+                .write_obj(pattern(0, p), GuestAddress(RAM_BASE + p * PAGE_SIZE))
+                .unwrap();
+        }
+        let bios: Vec<u8> = (0..64u32 << 10).map(|i| (i * 7 + 3) as u8).collect();
+        ram.memory()
+            .write_slice(&bios, GuestAddress(BIOS_BASE))
+            .unwrap();
+        let dev = Arc::new(Mutex::new(TestDev {
+            ticks: 0,
+            ctrl: 0xdead_beef,
+            flags: 0x5a,
+        }));
+        let mut registry = Registry::new();
+        registry.register(Arc::clone(&dev)).unwrap();
+        let ctl = Arc::new(GuestCtl::default());
+        let guest = {
+            let mem = ram.memory().clone();
+            let ctl = Arc::clone(&ctl);
+            let dev = Arc::clone(&dev);
+            std::thread::spawn(move || guest_loop(&mem, pages, &ctl, &dev, touch_device))
+        };
+        SourceVm {
+            ram,
+            registry,
+            machine: machine(),
+            dev,
+            ctl,
+            guest: Some(guest),
+            stops: 0,
+            resumes: 0,
+            throttles: Vec::new(),
+        }
+    }
+
+    /// Waits until the guest made `n` more page writes (proves it runs).
+    pub fn wait_progress(&self, n: u64) {
+        let start = self.ctl.progress.load(Ordering::SeqCst);
+        let t0 = Instant::now();
+        while self.ctl.progress.load(Ordering::SeqCst) < start + n {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the source guest is not running"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    pub fn shutdown(&mut self) {
+        self.ctl.quit.store(true, Ordering::SeqCst);
+        self.ctl.pause.store(false, Ordering::SeqCst);
+        if let Some(g) = self.guest.take() {
+            g.join().unwrap();
+        }
+    }
+}
+
+impl Drop for SourceVm {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The software guest: sweeps pc.ram writing `pattern(gen, page)` at the start of every page,
+/// through vm-memory (so the dirty bitmap sees it); `gen` grows by one per sweep.
+fn guest_loop(
+    mem: &vmstate_migration::GuestMem,
+    pages: u64,
+    ctl: &GuestCtl,
+    dev: &Mutex<TestDev>,
+    touch_device: bool,
+) {
+    let mut gen = 1u64;
+    loop {
+        for p in 0..pages {
+            while ctl.pause.load(Ordering::SeqCst) {
+                ctl.parked.store(true, Ordering::SeqCst);
+                if ctl.quit.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            ctl.parked.store(false, Ordering::SeqCst);
+            if ctl.quit.load(Ordering::SeqCst) {
+                return;
+            }
+            mem.write_obj(pattern(gen, p), GuestAddress(RAM_BASE + p * PAGE_SIZE))
+                .unwrap();
+            ctl.progress.fetch_add(1, Ordering::SeqCst);
+            let t = ctl.throttle.load(Ordering::Relaxed);
+            if p % 64 == 0 {
+                // A guest that is not flat out: ~64 pages per 20 µs, slower when throttled.
+                std::thread::sleep(Duration::from_micros(20 + u64::from(t) * 5));
+            }
+        }
+        if touch_device {
+            dev.lock().unwrap().ticks = gen;
+        }
+        gen += 1;
+    }
+}
+
+impl MigrationSource for SourceVm {
+    fn ram(&self) -> &GuestRam {
+        &self.ram
+    }
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
+    fn machine(&self) -> &MachineType {
+        &self.machine
+    }
+    fn stop_vcpus(&mut self) {
+        self.stops += 1;
+        self.ctl.pause.store(true, Ordering::SeqCst);
+        while !self.ctl.parked.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+    }
+    fn resume_vcpus(&mut self) {
+        self.resumes += 1;
+        self.ctl.parked.store(false, Ordering::SeqCst);
+        self.ctl.pause.store(false, Ordering::SeqCst);
+    }
+    fn throttle(&mut self, percent: u8) {
+        self.throttles.push(percent);
+        self.ctl.throttle.store(percent, Ordering::SeqCst);
+    }
+}
+
+pub struct DestVm {
+    pub ram: GuestRam,
+    pub registry: Registry,
+    pub machine: MachineType,
+    pub dev: Arc<Mutex<TestDev>>,
+    pub resumed: bool,
+}
+
+/// The device value a destination starts with (so "nothing applied" is visible).
+pub fn dest_sentinel() -> TestDev {
+    TestDev {
+        ticks: 999,
+        ctrl: 1,
+        flags: 2,
+    }
+}
+
+impl DestVm {
+    pub fn new(ram_mib: usize) -> Self {
+        let dev = Arc::new(Mutex::new(dest_sentinel()));
+        let mut registry = Registry::new();
+        registry.register(Arc::clone(&dev)).unwrap();
+        DestVm {
+            ram: GuestRam::new(&layout(ram_mib)).unwrap(),
+            registry,
+            machine: machine(),
+            dev,
+            resumed: false,
+        }
+    }
+}
+
+impl MigrationDestination for DestVm {
+    fn ram(&self) -> &GuestRam {
+        &self.ram
+    }
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
+    fn machine(&self) -> &MachineType {
+        &self.machine
+    }
+    fn resume(&mut self) {
+        self.resumed = true;
+    }
+}
+
+/// QEMU migration-test style check: every pc.ram page holds `pattern(g, p)` for pages before
+/// some index and `pattern(g - 1, p)` after it (one sweep in progress); returns the generation.
+pub fn check_pattern(ram: &GuestRam) -> u64 {
+    let snap = ram.snapshot().unwrap();
+    let (_, bytes) = snap.iter().find(|(n, _)| n == "pc.ram").unwrap();
+    let vals: Vec<u64> = bytes
+        .chunks(PAGE_SIZE as usize)
+        .map(|p| u64::from_le_bytes(p[..8].try_into().unwrap()))
+        .collect();
+    let gen_of = |v: u64| (v & !(1 << 63)) >> 32;
+    let top = gen_of(vals[0]);
+    let split = vals
+        .iter()
+        .position(|&v| gen_of(v) != top)
+        .unwrap_or(vals.len());
+    for (p, &v) in vals.iter().enumerate() {
+        assert_eq!(
+            v & 0xffff_ffff,
+            p as u64,
+            "page {p} holds another page's value {v:#x}"
+        );
+        let want = if p < split { top } else { top.wrapping_sub(1) };
+        assert_eq!(
+            gen_of(v),
+            want,
+            "page {p}: not one consistent sweep (first page: generation {top})"
+        );
+    }
+    top
+}

@@ -1,0 +1,242 @@
+//! Hostile RAM streams (CVE-2014-7840 class): every block name, offset and length from the
+//! stream is checked against the destination's memory, with precise errors; nothing is applied
+//! and the destination does not start.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{dest_sentinel, layout, machine, DestVm, TestDev};
+use vmstate_migration::{receive, FileTransport, MigrationError, ReceiveSettings};
+use vmstate_runtime::error::ErrorKind;
+use vmstate_runtime::ram::{FLAG_CONTINUE, FLAG_EOS, FLAG_MEM_SIZE, FLAG_PAGE, FLAG_ZERO};
+use vmstate_runtime::stream::{self, Configuration};
+use vmstate_runtime::{Registry, Writer};
+
+const RAM_ID: u32 = 1;
+
+fn prefix() -> Vec<u8> {
+    let mut v = Vec::new();
+    stream::write_header(&mut v).unwrap();
+    stream::write_configuration(&mut v, &Configuration::new(machine().name())).unwrap();
+    v
+}
+
+/// The destination's real block list.
+fn good_blocks() -> Vec<(String, u64)> {
+    layout(1)
+        .iter()
+        .map(|(n, _, s)| ((*n).to_owned(), *s as u64))
+        .collect()
+}
+
+fn start(blocks: &[(String, u64)], total: u64) -> Vec<u8> {
+    let mut v = Vec::new();
+    stream::write_section_header(&mut v, stream::SECTION_START, RAM_ID, "ram", 0, 4).unwrap();
+    v.write_be64(total | FLAG_MEM_SIZE).unwrap();
+    for (n, l) in blocks {
+        v.write_counted_str(n).unwrap();
+        v.write_be64(*l).unwrap();
+    }
+    v.write_be64(FLAG_EOS).unwrap();
+    v.extend_from_slice(&[stream::FOOTER, 0, 0, 0, RAM_ID as u8]);
+    v
+}
+
+fn chunk(ty: u8, records: &[u8]) -> Vec<u8> {
+    let mut v = vec![ty, 0, 0, 0, RAM_ID as u8];
+    v.extend_from_slice(records);
+    v.write_be64(FLAG_EOS).unwrap();
+    v.extend_from_slice(&[stream::FOOTER, 0, 0, 0, RAM_ID as u8]);
+    v
+}
+
+fn zero_rec(block: Option<&str>, offset: u64) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.write_be64(offset | FLAG_ZERO | if block.is_none() { FLAG_CONTINUE } else { 0 })
+        .unwrap();
+    if let Some(b) = block {
+        v.write_counted_str(b).unwrap();
+    }
+    v.push(0);
+    v
+}
+
+fn page_rec(block: &str, offset: u64, fill: u8) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.write_be64(offset | FLAG_PAGE).unwrap();
+    v.write_counted_str(block).unwrap();
+    v.extend_from_slice(&[fill; 4096]);
+    v
+}
+
+/// Device sections + EOF + vmdesc for a device holding `ticks = 7`.
+fn device_tail() -> Vec<u8> {
+    let mut reg = Registry::new();
+    reg.register(Arc::new(Mutex::new(TestDev {
+        ticks: 7,
+        ctrl: 3,
+        flags: 4,
+    })))
+    .unwrap();
+    let (s, _) = reg.save_to_vec(&machine()).unwrap();
+    s[prefix().len()..].to_vec()
+}
+
+fn whole(start_chunk: Vec<u8>, records: &[u8]) -> Vec<u8> {
+    let mut v = prefix();
+    v.extend(start_chunk);
+    v.extend(chunk(stream::SECTION_PART, records));
+    v.extend(chunk(stream::SECTION_END, &[]));
+    v.extend(device_tail());
+    v
+}
+
+fn total() -> u64 {
+    good_blocks().iter().map(|b| b.1).sum()
+}
+
+fn receive_bytes(bytes: &[u8]) -> (DestVm, vmstate_migration::Result<vmstate_migration::Report>) {
+    let path = std::env::temp_dir().join(format!(
+        "vmstate-hostile-{}-{:?}.bin",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&path, bytes).unwrap();
+    let mut t = FileTransport(std::fs::File::open(&path).unwrap());
+    let mut dst = DestVm::new(1);
+    let r = receive(&mut dst, &mut t, &ReceiveSettings::default());
+    std::fs::remove_file(&path).unwrap();
+    (dst, r)
+}
+
+fn expect_err(bytes: &[u8]) -> vmstate_runtime::Error {
+    let (dst, r) = receive_bytes(bytes);
+    assert!(!dst.resumed, "a failed destination must not start");
+    assert_eq!(
+        *dst.dev.lock().unwrap(),
+        dest_sentinel(),
+        "device state applied"
+    );
+    match r {
+        Err(MigrationError::Stream(e)) => e,
+        other => panic!("expected a stream error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_valid_handmade_stream_loads() {
+    let mut recs = page_rec("pc.ram", 0x3000, 0xab);
+    recs.extend(zero_rec(None, 0x4000));
+    let (dst, r) = receive_bytes(&whole(start(&good_blocks(), total()), &recs));
+    r.unwrap();
+    assert!(dst.resumed);
+    assert_eq!(dst.dev.lock().unwrap().ticks, 7);
+    let snap = dst.ram.snapshot().unwrap();
+    assert!(snap[0].1[0x3000..0x4000].iter().all(|&b| b == 0xab));
+}
+
+#[test]
+fn unknown_block_name() {
+    let e = expect_err(&whole(
+        start(&good_blocks(), total()),
+        &page_rec("evil", 0, 1),
+    ));
+    assert!(
+        matches!(e.kind(), ErrorKind::UnknownRamBlock { name } if name == "evil"),
+        "{e}"
+    );
+    assert!(e.offset().is_some());
+}
+
+#[test]
+fn offset_beyond_the_block() {
+    let e = expect_err(&whole(
+        start(&good_blocks(), total()),
+        &page_rec("pc.bios", 64 << 10, 1),
+    ));
+    assert!(
+        matches!(e.kind(), ErrorKind::RamPageOutOfRange { block, offset, used_length }
+            if block == "pc.bios" && *offset == 64 << 10 && *used_length == 64 << 10),
+        "{e}"
+    );
+    // The last page is fine, one past it is not: ZERO with CONTINUE at the very end.
+    let mut recs = zero_rec(Some("pc.rom"), (128 << 10) - 4096);
+    recs.extend(zero_rec(None, 128 << 10));
+    let e = expect_err(&whole(start(&good_blocks(), total()), &recs));
+    assert!(
+        matches!(e.kind(), ErrorKind::RamPageOutOfRange { .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn offset_plus_page_overflows_near_u64_max() {
+    let e = expect_err(&whole(
+        start(&good_blocks(), total()),
+        &zero_rec(Some("pc.ram"), !0xfffu64),
+    ));
+    assert!(
+        matches!(e.kind(), ErrorKind::RamPageOutOfRange { offset, .. } if *offset == !0xfffu64),
+        "{e}"
+    );
+}
+
+#[test]
+fn mem_size_mismatch() {
+    // A block longer in the stream than on this machine.
+    let mut blocks = good_blocks();
+    blocks[0].1 *= 2;
+    let t = blocks.iter().map(|b| b.1).sum();
+    let e = expect_err(&whole(start(&blocks, t), &[]));
+    assert!(
+        e.to_string()
+            .contains("`pc.ram` has length 0x200000 in the stream but 0x100000"),
+        "{e}"
+    );
+    // A block this machine does not have.
+    let mut blocks = good_blocks();
+    blocks.push(("/rom@etc/acpi/tables".into(), 0x2000));
+    let t = blocks.iter().map(|b| b.1).sum();
+    let e = expect_err(&whole(start(&blocks, t), &[]));
+    assert!(
+        matches!(e.kind(), ErrorKind::UnknownRamBlock { name } if name == "/rom@etc/acpi/tables"),
+        "{e}"
+    );
+    // A block of this machine missing from the stream.
+    let blocks = good_blocks()[..2].to_vec();
+    let t = blocks.iter().map(|b| b.1).sum();
+    let e = expect_err(&whole(start(&blocks, t), &[]));
+    assert!(
+        e.to_string()
+            .contains("`pc.bios` of this machine is missing"),
+        "{e}"
+    );
+    // Total larger than the blocks: the list runs into EOS and fails.
+    let e = expect_err(&whole(start(&good_blocks(), total() + 0x1000), &[]));
+    assert!(e.offset().is_some(), "{e}");
+    // Total smaller than the blocks.
+    let e = expect_err(&whole(start(&good_blocks(), total() - 0x1000), &[]));
+    assert!(matches!(e.kind(), ErrorKind::InvalidValue { .. }), "{e}");
+}
+
+#[test]
+fn device_error_after_valid_ram_applies_nothing() {
+    let mut bytes = whole(start(&good_blocks(), total()), &page_rec("pc.ram", 0, 9));
+    let n = bytes.len();
+    // Corrupt the footer of the device section (the byte before EOF is its section id).
+    let eof = vmstate_runtime::decode::find_vmdesc(&bytes).unwrap().0 - 1;
+    bytes[eof - 1] ^= 0xff;
+    assert_eq!(bytes.len(), n);
+    let e = expect_err(&bytes);
+    assert!(matches!(e.kind(), ErrorKind::FooterMismatch { .. }), "{e}");
+}
+
+#[test]
+fn truncated_stream_is_a_clean_error() {
+    let bytes = whole(start(&good_blocks(), total()), &page_rec("pc.ram", 0, 9));
+    for cut in [0, 3, 8, 30, 60, 100, 4000, bytes.len() - 1] {
+        let e = expect_err(&bytes[..cut]);
+        assert!(e.offset().is_some(), "cut {cut}: {e}");
+    }
+}

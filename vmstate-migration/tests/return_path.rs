@@ -1,0 +1,130 @@
+//! The return path: the source reports success only on the destination's `OK`; a destination
+//! error, a silent destination (timeout) or a cancel leave the source guest running, unchanged.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{check_pattern, DestVm, SourceVm};
+use vmstate_migration::{migrate, receive, MigrationError, ReceiveSettings, Settings};
+use vmstate_runtime::Registry;
+
+fn settings() -> Settings {
+    Settings {
+        downtime: Duration::from_millis(20),
+        max_passes: 3,
+        ack_timeout: Duration::from_millis(500),
+        ..Settings::default()
+    }
+}
+
+fn assert_source_running_unchanged(src: &SourceVm, before: &common::TestDev) {
+    assert_eq!(src.resumes, src.stops);
+    src.wait_progress(500);
+    assert_eq!(*src.dev.lock().unwrap(), *before);
+}
+
+#[test]
+fn destination_error_is_reported_to_the_source() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut src = SourceVm::new(2, false);
+    src.wait_progress(500);
+    let before = src.dev.lock().unwrap().clone();
+    let dest = std::thread::spawn(move || {
+        // A destination without the device: the device section is unknown there.
+        let mut dst = DestVm::new(2);
+        dst.registry = Registry::new();
+        let mut t = b;
+        let r = receive(&mut dst, &mut t, &ReceiveSettings::default());
+        (dst, r)
+    });
+    let mut t = a;
+    let err = migrate(&mut src, &mut t, &settings()).unwrap_err();
+    let (dst, derr) = dest.join().unwrap();
+    let derr = derr.unwrap_err();
+    assert!(!dst.resumed);
+    match &err {
+        MigrationError::Remote(msg) => {
+            assert!(msg.contains("testdev"), "{msg}");
+            assert_eq!(*msg, derr.to_string());
+        }
+        other => panic!("expected the destination's error, got {other}"),
+    }
+    assert_eq!(src.stops, 1);
+    assert_source_running_unchanged(&src, &before);
+}
+
+#[test]
+fn silent_destination_is_a_timeout() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut src = SourceVm::new(2, false);
+    src.wait_progress(500);
+    let before = src.dev.lock().unwrap().clone();
+    // Reads the whole stream, never answers, keeps the connection open.
+    let sink = std::thread::spawn(move || {
+        let mut b = b;
+        let mut v = Vec::new();
+        b.read_to_end(&mut v).unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        v.len()
+    });
+    let mut t = a;
+    let t0 = Instant::now();
+    let err = migrate(&mut src, &mut t, &settings()).unwrap_err();
+    assert!(matches!(err, MigrationError::Timeout(_)), "{err}");
+    assert!(t0.elapsed() >= Duration::from_millis(500));
+    assert!(sink.join().unwrap() > 2 << 20);
+    assert_source_running_unchanged(&src, &before);
+}
+
+#[test]
+fn stalled_source_is_a_timeout_on_the_destination() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut dst = DestVm::new(2);
+    let mut t = b;
+    let err = receive(
+        &mut dst,
+        &mut t,
+        &ReceiveSettings {
+            read_timeout: Some(Duration::from_millis(200)),
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, MigrationError::Timeout(_)), "{err}");
+    assert!(!dst.resumed);
+    drop(a);
+}
+
+#[test]
+fn cancel_leaves_the_guest_running() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut src = SourceVm::new(2, false);
+    src.wait_progress(500);
+    let before = src.dev.lock().unwrap().clone();
+    let dest = std::thread::spawn(move || {
+        let mut dst = DestVm::new(2);
+        let mut t = b;
+        let r = receive(&mut dst, &mut t, &ReceiveSettings::default());
+        (dst, r)
+    });
+    let s = settings();
+    s.cancel.store(true, Ordering::SeqCst);
+    let cancel = Arc::clone(&s.cancel);
+    let mut t = a;
+    let err = migrate(&mut src, &mut t, &s).unwrap_err();
+    assert!(matches!(err, MigrationError::Cancelled), "{err}");
+    assert!(cancel.load(Ordering::SeqCst));
+    drop(t);
+    let (dst, r) = dest.join().unwrap();
+    assert!(r.is_err() && !dst.resumed);
+    assert_source_running_unchanged(&src, &before);
+    src.ctl.pause.store(true, Ordering::SeqCst);
+    while !src.ctl.parked.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    check_pattern(&src.ram);
+}
