@@ -233,4 +233,72 @@ mod kvm {
         println!("bad segment: {msg}");
         assert!(msg.contains("present"), "{msg}");
     }
+    /// KVM's dirty log sees the guest's writes: after a run, every pattern page is dirty, and
+    /// a second read right after (vCPU stopped) is clean.
+    #[test]
+    #[ignore = "requires /dev/kvm"]
+    fn dirty_log_reports_the_pattern_pages() {
+        if !kvm_available("dirty_log_reports_the_pattern_pages") {
+            return;
+        }
+        let mut vm = Vm::new().unwrap();
+        let log = vm.dirty_log();
+        let _ = log.take().unwrap();
+        vm.run_for(Duration::from_millis(20)).unwrap();
+        let bits = log.take().unwrap();
+        let dirty = |p: usize| bits[p / 64] >> (p % 64) & 1 == 1;
+        for p in 2..256 {
+            assert!(dirty(p), "pattern page {p} not in the dirty log");
+        }
+        assert!(dirty(0), "the stack page (call/ret) is dirty");
+        assert!(log.take().unwrap().iter().all(|&w| w == 0));
+    }
+
+    /// A live migration of a running guest (vCPU on its own thread, KVM dirty log feeding the
+    /// passes, `tinyvm-cpu` and `serial` sections) over a Unix socket pair, in one process.
+    #[test]
+    #[ignore = "requires /dev/kvm"]
+    fn live_migration_with_the_vcpu_on_its_thread() {
+        use examples_devices::tinyvm::live::{KvmDest, KvmSource};
+        use vmstate_migration::{migrate, receive, ReceiveSettings, Settings};
+        if !kvm_available("live_migration_with_the_vcpu_on_its_thread") {
+            return;
+        }
+        let mut src = KvmSource::start(Vm::new().unwrap(), machine()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let dest = std::thread::spawn(move || {
+            let mut d = KvmDest::new(machine()).unwrap();
+            let r = receive(&mut d, &mut b, &ReceiveSettings::default());
+            (d, r)
+        });
+        let settings = Settings {
+            downtime: Duration::from_millis(50),
+            max_passes: 10,
+            ..Settings::default()
+        };
+        let report = migrate(&mut src, &mut a, &settings).expect("migrate");
+        let (mut d, r) = dest.join().unwrap();
+        let r = r.expect("receive");
+        assert_eq!(report.device_sections, 2);
+        assert_eq!(r.device_sections, 2);
+        // Source stopped: its state is what the destination loaded.
+        let src_vm = src.vm().unwrap();
+        let at_stop = check_pattern(&src_vm.counters().unwrap()).unwrap();
+        let src_out = src_vm.serial.state.take_tx_output();
+        let bs = check_output(&src_out, true, 0, at_stop).unwrap();
+        let mut running = d.started.take().unwrap().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let vm = running.vm().unwrap();
+        let after = check_pattern(&vm.counters().unwrap()).unwrap();
+        assert!(after.passes > at_stop.passes, "{at_stop:?} -> {after:?}");
+        let out = vm.serial.state.take_tx_output();
+        check_output(&out, false, bs, after).unwrap();
+        println!(
+            "passes {}, downtime {:?}, {} bytes; {at_stop:?} -> {after:?}",
+            report.passes.len(),
+            report.downtime,
+            report.bytes
+        );
+    }
 }

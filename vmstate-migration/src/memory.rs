@@ -154,6 +154,16 @@ impl GuestRam {
         }
     }
 
+    /// Reads and resets the vm-memory dirty log: one bitmap per block (migration order), bit
+    /// `i % 64` of word `i / 64` set when page `i` of the block was written since the last call.
+    #[must_use]
+    pub fn take_dirty(&self) -> Vec<Vec<u64>> {
+        self.mem
+            .iter()
+            .map(|r| crate::ram::bitmap_of(r).get_and_reset())
+            .collect()
+    }
+
     /// Number of pages currently marked dirty.
     #[must_use]
     pub fn dirty_pages(&self) -> u64 {

@@ -21,7 +21,7 @@ use vmstate_runtime::{MachineType, Registry};
 
 use crate::error::{MigrationError, Result};
 use crate::memory::{GuestRam, PAGE_SIZE};
-use crate::ram::{bitmap_of, ByteSink, PageCounts, RamWriter};
+use crate::ram::{ByteSink, PageCounts, RamWriter};
 use crate::transport::{read_ack, Transport};
 
 /// The VM being migrated away.
@@ -34,6 +34,20 @@ pub trait MigrationSource {
     fn machine(&self) -> &MachineType;
     /// Stops the vCPUs (and anything else that changes guest memory or device state).
     fn stop_vcpus(&mut self);
+    /// Pages dirtied since the previous call (the first call starts the log; its answer is
+    /// ignored because pass 0 sends every page): one bitmap per block of [`ram`](Self::ram), in
+    /// migration order, bit `i % 64` of word `i / 64` for page `i`. Missing or short bitmaps
+    /// count as clean.
+    ///
+    /// The default reads and resets the vm-memory bitmaps ([`GuestRam::take_dirty`]), which see
+    /// writes made through the `GuestMemory` API (the VMM, a software guest). A KVM source ORs
+    /// in `KVM_GET_DIRTY_LOG` of each memory slot.
+    ///
+    /// # Errors
+    /// When the dirty log cannot be read; the migration fails and the guest resumes.
+    fn take_dirty(&mut self) -> Result<Vec<Vec<u64>>> {
+        Ok(self.ram().take_dirty())
+    }
     /// Resumes them after a failed or cancelled migration.
     fn resume_vcpus(&mut self);
     /// Auto-converge: slow the guest down to `percent` % of its time throttled (0 = full speed).
@@ -169,27 +183,73 @@ pub(crate) fn stream_prefix(machine: &MachineType) -> Result<Vec<u8>> {
     Ok(v)
 }
 
-/// Sends every page whose dirty bit is set (or every page with `all`), resetting the bits first.
+/// Sends every page whose bit is set in `dirty` (one bitmap per block).
 fn send_dirty<S: ByteSink + ?Sized>(
     w: &mut RamWriter,
     sink: &mut S,
     ram: &GuestRam,
-    all: bool,
+    dirty: &[Vec<u64>],
 ) -> Result<PageCounts> {
     let mut total = PageCounts::default();
     for (i, (name, region)) in ram.named_regions().enumerate() {
-        let dirty = bitmap_of(region).get_and_reset();
-        let dirty = if all {
-            vec![u64::MAX; dirty.len()]
-        } else {
-            dirty
-        };
-        let c = w.write_dirty(sink, i, name, region, &dirty)?;
+        let Some(bits) = dirty.get(i) else { break };
+        let c = w.write_dirty(sink, i, name, region, bits)?;
         total.pages += c.pages;
         total.zero_pages += c.zero_pages;
         total.bytes += c.bytes;
     }
     Ok(total)
+}
+
+/// Every page of every block.
+fn all_pages(ram: &GuestRam) -> Vec<Vec<u64>> {
+    ram.blocks()
+        .iter()
+        .map(|(_, len)| {
+            vec![u64::MAX; usize::try_from((len / PAGE_SIZE).div_ceil(64)).unwrap_or(0)]
+        })
+        .collect()
+}
+
+/// ORs `more` into `acc`, block by block and word by word.
+fn merge_dirty(acc: &mut Vec<Vec<u64>>, more: Vec<Vec<u64>>) {
+    for (i, m) in more.into_iter().enumerate() {
+        if i >= acc.len() {
+            acc.push(m);
+            continue;
+        }
+        let a = &mut acc[i];
+        if a.len() < m.len() {
+            a.resize(m.len(), 0);
+        }
+        for (x, y) in a.iter_mut().zip(m) {
+            *x |= y;
+        }
+    }
+}
+
+/// Number of set bits, limited to each block's pages.
+fn count_dirty(ram: &GuestRam, dirty: &[Vec<u64>]) -> u64 {
+    ram.blocks()
+        .iter()
+        .zip(dirty)
+        .map(|((_, len), bits)| {
+            let pages = len / PAGE_SIZE;
+            bits.iter()
+                .enumerate()
+                .map(|(w, &word)| {
+                    let first = w as u64 * 64;
+                    if first >= pages {
+                        0
+                    } else if pages - first >= 64 {
+                        u64::from(word.count_ones())
+                    } else {
+                        u64::from((word & ((1u64 << (pages - first)) - 1)).count_ones())
+                    }
+                })
+                .sum::<u64>()
+        })
+        .sum()
 }
 
 /// Migrates `source` over `transport` (precopy); see the module docs.
@@ -255,17 +315,21 @@ where
     sink.send(&stream_prefix(&machine)?)?;
     w.write_start(&mut sink, source.ram())?;
 
+    // Start the dirty log; pass 0 sends every page anyway.
+    let _ = source.take_dirty()?;
+    let mut pending = all_pages(source.ram());
     let mut prev_left = u64::MAX;
     let mut pass = 0u32;
     loop {
         let p0 = Instant::now();
         let b0 = sink.bytes;
         w.begin_chunk(&mut sink, false)?;
-        let c = send_dirty(&mut w, &mut sink, source.ram(), pass == 0)?;
+        let c = send_dirty(&mut w, &mut sink, source.ram(), &pending)?;
         w.end_chunk(&mut sink)?;
         w.finish(&mut sink)?;
         let duration = p0.elapsed().max(Duration::from_micros(1));
-        let dirty_left = source.ram().dirty_pages();
+        pending = source.take_dirty()?;
+        let dirty_left = count_dirty(source.ram(), &pending);
         let secs = duration.as_secs_f64();
         let bandwidth = (sink.bytes - b0) as f64 / secs;
         let expected =
@@ -300,11 +364,14 @@ where
         }
     }
 
-    source.stop_vcpus();
+    // Downtime starts when stopping starts (parking the vCPUs is part of it).
     let stop = Instant::now();
     *stopped = Some(stop);
+    source.stop_vcpus();
+    let last = source.take_dirty()?;
+    merge_dirty(&mut pending, last);
     w.begin_chunk(&mut sink, true)?;
-    report.final_pages = send_dirty(&mut w, &mut sink, source.ram(), false)?;
+    report.final_pages = send_dirty(&mut w, &mut sink, source.ram(), &pending)?;
     w.end_chunk(&mut sink)?;
     w.finish(&mut sink)?;
 

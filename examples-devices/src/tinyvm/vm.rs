@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES};
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vmstate_migration::{GuestMem, GuestRam};
 
 use super::cpu::{CpuState, SAVED_MSRS};
 use super::guest::{self, COM1_BASE, GUEST_CODE, RAM_SIZE};
@@ -73,15 +74,19 @@ pub struct RunReport {
 /// the [stop flag](Vm::stop_handle) after every exit, and the guest exits at least twice per pass
 /// (the `in` from LSR and the `out` to THR), so `run_for` returns within one pass of its
 /// deadline (a pass took about 0.7 ms on the development host, where real-mode segment loads
-/// are slow). The vCPU therefore always stops at a port I/O exit, after a complete pass. A `KVM_RUN` interrupted by a signal (`EINTR`) is
-/// treated like an exit. Between calls the vCPU is not running: that is the stopped state a
+/// are slow). A `KVM_RUN` interrupted by a signal (`EINTR`, the kick of
+/// [`live::VcpuThread`](super::live::VcpuThread)) is treated like an exit, so the vCPU can stop
+/// anywhere in a pass. Before returning, `run_for` re-enters `KVM_RUN` once with
+/// `immediate_exit` set, which completes a pending port I/O exit without running the guest:
+/// the vCPU state read between calls is then consistent (KVM's API documentation requires this
+/// before saving state). Between calls the vCPU is not running: that is the stopped state a
 /// migration reads. [`Vm::pause`] makes further `run_for` calls return at once until
 /// [`Vm::resume`].
 pub struct Vm {
     _kvm: Kvm,
-    _vm: VmFd,
+    vm: Arc<VmFd>,
     vcpu: VcpuFd,
-    mem: GuestMemoryMmap,
+    mem: GuestMem,
     /// COM1, the example 16550A.
     pub serial: SerialSection,
     msr_indices: Vec<u32>,
@@ -158,14 +163,15 @@ impl Vm {
         vm.create_irq_chip()
             .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
 
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM_SIZE)])
+        let mem = GuestMem::from_ranges(&[(GuestAddress(0), RAM_SIZE)])
             .map_err(|e| Error::Memory(format!("{e:?}")))?;
         let host = mem
             .get_host_address(GuestAddress(0))
             .map_err(|e| Error::Memory(e.to_string()))?;
         let region = kvm_userspace_memory_region {
             slot: 0,
-            flags: 0,
+            // KVM's dirty log feeds the precopy passes (see `DirtyLog`).
+            flags: KVM_MEM_LOG_DIRTY_PAGES,
             guest_phys_addr: 0,
             memory_size: RAM_SIZE as u64,
             userspace_addr: host as u64,
@@ -174,7 +180,9 @@ impl Vm {
         // SAFETY: `host` is the start of `mem`'s single mapping of RAM_SIZE bytes (from_ranges
         // made one region at guest address 0), so the region covers exactly memory this process
         // mapped. `mem` is stored in the returned `Vm` next to the `VmFd`, and fields drop in
-        // declaration order (`_vm` before `mem`), so the mapping outlives the VM that uses it.
+        // declaration order (`vm` before `mem`), so the mapping outlives the VM that uses it;
+        // the only other holder of the `VmFd`, a `DirtyLog`, holds a clone of `mem` (the same
+        // mapping, reference-counted) next to it.
         unsafe { vm.set_user_memory_region(region) }
             .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
 
@@ -195,7 +203,7 @@ impl Vm {
 
         Ok(Vm {
             _kvm: kvm,
-            _vm: vm,
+            vm: Arc::new(vm),
             vcpu,
             mem,
             serial: SerialSection::new(SerialBackend::default()),
@@ -207,8 +215,27 @@ impl Vm {
 
     /// Guest RAM.
     #[must_use]
-    pub fn memory(&self) -> &GuestMemoryMmap {
+    pub fn memory(&self) -> &GuestMem {
         &self.mem
+    }
+
+    /// Guest RAM as the migration's single RAM block `pc.ram` (the same mapping).
+    ///
+    /// # Errors
+    ///
+    /// If vm-memory's dirty bitmap does not have one bit per 4 KiB page.
+    pub fn guest_ram(&self) -> Result<GuestRam, Error> {
+        GuestRam::from_parts(self.mem.clone(), vec!["pc.ram".to_owned()])
+            .map_err(|e| Error::Memory(e.to_string()))
+    }
+
+    /// A handle on KVM's dirty log of guest RAM, usable from any thread while the vCPU runs.
+    #[must_use]
+    pub fn dirty_log(&self) -> DirtyLog {
+        DirtyLog {
+            vm: Arc::clone(&self.vm),
+            _mem: self.mem.clone(),
+        }
     }
 
     /// A copy of all guest RAM.
@@ -321,6 +348,24 @@ impl Vm {
             }
         };
         self.stop.store(false, Ordering::Release);
+        // A port I/O exit is completed only by the next KVM_RUN (RIP still points at the
+        // `in`/`out`): re-enter with immediate_exit so the vCPU state read by `save_cpu` is
+        // consistent and a restored vCPU does not repeat an `out` to the UART.
+        if report.exits > 0 && result.is_ok() {
+            self.vcpu.set_kvm_immediate_exit(1);
+            let completed = match self.vcpu.run() {
+                Err(e) if e.errno() == libc_eintr() || e.errno() == libc_eagain() => Ok(()),
+                Err(err) => Err(Error::Kvm {
+                    op: "KVM_RUN (complete I/O)",
+                    err,
+                }),
+                Ok(exit) => Err(Error::GuestExit(format!(
+                    "unexpected exit while completing I/O: {exit:?}"
+                ))),
+            };
+            self.vcpu.set_kvm_immediate_exit(0);
+            completed?;
+        }
         report.elapsed = start.elapsed();
         result.map(|()| report)
     }
@@ -390,6 +435,33 @@ impl Vm {
     /// If guest memory cannot be read.
     pub fn counters(&self) -> Result<Vec<u32>, Error> {
         Ok(guest::counters(&self.read_memory()?))
+    }
+}
+
+/// KVM's dirty log of a [`Vm`]'s RAM (memory slot 0), from [`Vm::dirty_log`].
+pub struct DirtyLog {
+    vm: Arc<VmFd>,
+    /// Keeps the slot's mapping alive as long as the VM fd (see `Vm::new_empty`).
+    _mem: GuestMem,
+}
+
+impl fmt::Debug for DirtyLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirtyLog").finish_non_exhaustive()
+    }
+}
+
+impl DirtyLog {
+    /// Pages the guest wrote since the previous call (or since the VM was created), one bit
+    /// per 4 KiB page of guest RAM; reading resets the log.
+    ///
+    /// # Errors
+    ///
+    /// A failing `KVM_GET_DIRTY_LOG`.
+    pub fn take(&self) -> Result<Vec<u64>, Error> {
+        self.vm
+            .get_dirty_log(0, RAM_SIZE)
+            .map_err(kvm_err("KVM_GET_DIRTY_LOG"))
     }
 }
 

@@ -1,0 +1,355 @@
+//! Live migration of a running tinyvm over `vmstate-migration`.
+//!
+//! - [`VcpuThread`]: the vCPU runs on its own thread (slices of [`Vm::run_for`]) while the
+//!   precopy passes run on the caller's; [`VcpuThread::park`] sets the stop flag and waits until
+//!   the thread has left `KVM_RUN` and handed the [`Vm`] back.
+//! - [`KvmSource`]: a [`MigrationSource`] whose dirty pages are KVM's dirty log
+//!   (`KVM_GET_DIRTY_LOG`) ORed with vm-memory's bitmap (writes by the VMM); its registry holds
+//!   `tinyvm-cpu` (saved when the vCPU is parked) and `serial` (COM1).
+//! - [`KvmDest`]: a [`MigrationDestination`] over [`Vm::new_empty`]; vCPU state and UART are
+//!   restored and the vCPU thread started only in `resume`, i.e. after the acknowledgement.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use vmstate_migration::{GuestRam, MigrationDestination, MigrationError, MigrationSource};
+use vmstate_runtime::{MachineType, Registry};
+
+use super::{CpuState, DirtyLog, Error, Vm};
+use crate::SerialSection;
+
+/// The no-op handler of the kick signal: its only effect is that a `KVM_RUN` under way returns
+/// `EINTR`, so the run loop looks at the stop flag at once.
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// The kick signal (`SIGRTMIN`), with its handler installed once per process; `None` when it
+/// cannot be installed (the stop then waits for the guest's next exit).
+fn kick_signal() -> Option<libc::c_int> {
+    static SIGNAL: std::sync::OnceLock<Option<libc::c_int>> = std::sync::OnceLock::new();
+    *SIGNAL.get_or_init(|| {
+        let sig = vmm_sys_util::signal::SIGRTMIN();
+        vmm_sys_util::signal::register_signal_handler(sig, kick_handler)
+            .ok()
+            .map(|()| sig)
+    })
+}
+
+/// One run slice of the vCPU thread at full speed.
+const SLICE: Duration = Duration::from_millis(10);
+
+/// The vCPU thread of a running [`Vm`].
+#[derive(Debug)]
+pub struct VcpuThread {
+    quit: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    throttle: Arc<AtomicU8>,
+    handle: Option<JoinHandle<(Vm, Result<(), Error>)>>,
+}
+
+impl VcpuThread {
+    /// Starts running `vm` on a new thread (unpausing it).
+    #[must_use]
+    pub fn start(mut vm: Vm) -> Self {
+        vm.resume();
+        let quit = Arc::new(AtomicBool::new(false));
+        let stop = vm.stop_handle();
+        let throttle = Arc::new(AtomicU8::new(0));
+        let (q, t) = (Arc::clone(&quit), Arc::clone(&throttle));
+        let handle = std::thread::Builder::new()
+            .name("tinyvm-vcpu".into())
+            .spawn(move || {
+                let result = loop {
+                    if q.load(Ordering::Acquire) {
+                        break Ok(());
+                    }
+                    let pct = u32::from(t.load(Ordering::Relaxed).min(99));
+                    let run = SLICE * (100 - pct) / 100;
+                    if let Err(e) = vm.run_for(run) {
+                        break Err(e);
+                    }
+                    if pct > 0 && !q.load(Ordering::Acquire) {
+                        std::thread::sleep(SLICE * pct / 100);
+                    }
+                };
+                (vm, result)
+            })
+            .expect("spawn the vCPU thread");
+        VcpuThread {
+            quit,
+            stop,
+            throttle,
+            handle: Some(handle),
+        }
+    }
+
+    /// Sets the throttle percentage (auto-converge): the vCPU sleeps `percent` % of each slice.
+    pub fn set_throttle(&self, percent: u8) {
+        self.throttle.store(percent, Ordering::Relaxed);
+    }
+
+    /// Stops the vCPU and waits for the thread: the [`Vm`], not running, and the run loop's
+    /// result. The thread is kicked out of `KVM_RUN` with a signal; a kick that lands just
+    /// before `KVM_RUN` is entered is repeated, and the guest's own exits (at least two per
+    /// pass) bound the wait anyway.
+    ///
+    /// # Panics
+    ///
+    /// If the vCPU thread panicked.
+    pub fn park(mut self) -> (Vm, Result<(), Error>) {
+        self.quit.store(true, Ordering::Release);
+        self.stop.store(true, Ordering::Release);
+        let handle = self.handle.take().expect("vCPU thread joined once");
+        if let Some(sig) = kick_signal() {
+            use vmm_sys_util::signal::Killable;
+            for _ in 0..100 {
+                if handle.is_finished() || handle.kill(sig).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
+        handle.join().expect("the vCPU thread panicked")
+    }
+}
+
+/// Where the vCPU is: on its thread, or parked here.
+#[derive(Debug)]
+enum Vcpu {
+    Running(VcpuThread),
+    Parked(Box<Vm>),
+    Gone,
+}
+
+/// The registry of a tinyvm: `tinyvm-cpu` and `serial`, backed by these cells.
+fn registry(
+    cpu: &Arc<Mutex<CpuState>>,
+    serial: &Arc<Mutex<SerialSection>>,
+) -> Result<Registry, Error> {
+    let mut r = Registry::new();
+    r.register(Arc::clone(cpu))
+        .map_err(|e| Error::State(e.to_string()))?;
+    r.register(Arc::clone(serial))
+        .map_err(|e| Error::State(e.to_string()))?;
+    Ok(r)
+}
+
+/// A running tinyvm as a migration source (see the module docs).
+#[derive(Debug)]
+pub struct KvmSource {
+    ram: GuestRam,
+    registry: Registry,
+    machine: MachineType,
+    cpu: Arc<Mutex<CpuState>>,
+    serial: Arc<Mutex<SerialSection>>,
+    dirty: DirtyLog,
+    vcpu: Vcpu,
+    /// The first vCPU error seen while stopping or resuming (the migration then fails).
+    pub error: Option<String>,
+}
+
+impl KvmSource {
+    /// Starts `vm`'s vCPU thread; `vm` may be a fresh guest or one restored by [`KvmDest`].
+    ///
+    /// # Errors
+    ///
+    /// Registry or guest-memory setup errors.
+    pub fn start(vm: Vm, machine: MachineType) -> Result<Self, Error> {
+        let cpu = Arc::new(Mutex::new(CpuState::default()));
+        let serial = Arc::new(Mutex::new(SerialSection::default()));
+        Ok(KvmSource {
+            ram: vm.guest_ram()?,
+            registry: registry(&cpu, &serial)?,
+            machine,
+            cpu,
+            serial,
+            dirty: vm.dirty_log(),
+            vcpu: Vcpu::Running(VcpuThread::start(vm)),
+            error: None,
+        })
+    }
+
+    /// Parks the vCPU (if running) and returns the VM, e.g. to read its counters and UART.
+    ///
+    /// # Errors
+    ///
+    /// The vCPU thread's run error.
+    pub fn vm(&mut self) -> Result<&mut Vm, Error> {
+        self.park()?;
+        match &mut self.vcpu {
+            Vcpu::Parked(vm) => Ok(vm),
+            _ => Err(Error::GuestExit("the vCPU is gone".into())),
+        }
+    }
+
+    fn park(&mut self) -> Result<(), Error> {
+        if let Vcpu::Running(_) = self.vcpu {
+            let Vcpu::Running(t) = std::mem::replace(&mut self.vcpu, Vcpu::Gone) else {
+                unreachable!()
+            };
+            let (vm, result) = t.park();
+            self.vcpu = Vcpu::Parked(Box::new(vm));
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Restarts the vCPU thread after [`KvmSource::vm`] or a failed migration.
+    pub fn run(&mut self) {
+        if let Vcpu::Parked(_) = self.vcpu {
+            let Vcpu::Parked(vm) = std::mem::replace(&mut self.vcpu, Vcpu::Gone) else {
+                unreachable!()
+            };
+            self.vcpu = Vcpu::Running(VcpuThread::start(*vm));
+        }
+    }
+
+    /// Ends the VM (after a successful migration), returning it parked.
+    #[must_use]
+    pub fn into_vm(mut self) -> Option<Vm> {
+        let _ = self.park();
+        match std::mem::replace(&mut self.vcpu, Vcpu::Gone) {
+            Vcpu::Parked(vm) => Some(*vm),
+            _ => None,
+        }
+    }
+
+    fn save_devices(&mut self) -> Result<(), Error> {
+        let vm = self.vm()?;
+        let cpu = vm.save_cpu()?;
+        let serial = vm.serial.clone();
+        *self.cpu.lock().unwrap_or_else(PoisonError::into_inner) = cpu;
+        *self.serial.lock().unwrap_or_else(PoisonError::into_inner) = serial;
+        Ok(())
+    }
+}
+
+impl MigrationSource for KvmSource {
+    fn ram(&self) -> &GuestRam {
+        &self.ram
+    }
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
+    fn machine(&self) -> &MachineType {
+        &self.machine
+    }
+    fn stop_vcpus(&mut self) {
+        if let Err(e) = self.save_devices() {
+            // `take_dirty`, called right after the stop, fails the migration with it.
+            self.error.get_or_insert(e.to_string());
+        }
+    }
+    fn resume_vcpus(&mut self) {
+        self.run();
+    }
+    fn throttle(&mut self, percent: u8) {
+        if let Vcpu::Running(t) = &self.vcpu {
+            t.set_throttle(percent);
+        }
+    }
+    fn take_dirty(&mut self) -> vmstate_migration::Result<Vec<Vec<u64>>> {
+        if let Some(e) = self.error.take() {
+            return Err(MigrationError::Memory(format!("stopping the vCPU: {e}")));
+        }
+        let kvm = self
+            .dirty
+            .take()
+            .map_err(|e| MigrationError::Memory(e.to_string()))?;
+        let mut blocks = self.ram.take_dirty();
+        if let Some(b) = blocks.first_mut() {
+            for (x, y) in b.iter_mut().zip(kvm) {
+                *x |= y;
+            }
+        }
+        Ok(blocks)
+    }
+}
+
+/// A check run on the loaded VM before its vCPU starts (see [`KvmDest::before_start`]).
+pub type StartHook = Box<dyn FnMut(&Vm) + Send>;
+
+/// A tinyvm being migrated into (see the module docs).
+pub struct KvmDest {
+    ram: GuestRam,
+    registry: Registry,
+    machine: MachineType,
+    cpu: Arc<Mutex<CpuState>>,
+    serial: Arc<Mutex<SerialSection>>,
+    vm: Option<Vm>,
+    /// Called with the loaded VM after the acknowledgement, before its vCPU starts (checks).
+    pub before_start: Option<StartHook>,
+    /// The running guest after `resume`, or the restore error.
+    pub started: Option<Result<KvmSource, Error>>,
+}
+
+impl std::fmt::Debug for KvmDest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvmDest")
+            .field("vm", &self.vm)
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KvmDest {
+    /// An empty VM waiting for a migration.
+    ///
+    /// # Errors
+    ///
+    /// As [`Vm::new_empty`].
+    pub fn new(machine: MachineType) -> Result<Self, Error> {
+        let vm = Vm::new_empty()?;
+        let cpu = Arc::new(Mutex::new(CpuState::default()));
+        let serial = Arc::new(Mutex::new(SerialSection::default()));
+        Ok(KvmDest {
+            ram: vm.guest_ram()?,
+            registry: registry(&cpu, &serial)?,
+            machine,
+            cpu,
+            serial,
+            vm: Some(vm),
+            before_start: None,
+            started: None,
+        })
+    }
+
+    fn start(&mut self) -> Result<KvmSource, Error> {
+        let mut vm = self
+            .vm
+            .take()
+            .ok_or_else(|| Error::State("resumed twice".into()))?;
+        let cpu = self
+            .cpu
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        vm.restore_cpu(&cpu)?;
+        vm.serial = self
+            .serial
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(hook) = self.before_start.as_mut() {
+            hook(&vm);
+        }
+        KvmSource::start(vm, self.machine.clone())
+    }
+}
+
+impl MigrationDestination for KvmDest {
+    fn ram(&self) -> &GuestRam {
+        &self.ram
+    }
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
+    fn machine(&self) -> &MachineType {
+        &self.machine
+    }
+    fn resume(&mut self) {
+        let started = self.start();
+        self.started = Some(started);
+    }
+}
