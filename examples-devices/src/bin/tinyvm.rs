@@ -80,6 +80,18 @@ enum Cmd {
         #[command(flatten)]
         mode: ModeArgs,
     },
+    /// Run the guest for a while, then migrate it into a stream file (QEMU's format, RAM
+    /// included: `analyze-migration.py -f FILE` decodes it).
+    Save {
+        /// Output file.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Milliseconds the guest runs before the migration starts.
+        #[arg(long, default_value_t = 50)]
+        run_ms: u64,
+        #[command(flatten)]
+        mode: ModeArgs,
+    },
     /// A child of `pingpong` (line protocol on stdin/stdout).
     Serve {
         #[command(flatten)]
@@ -473,11 +485,20 @@ impl Child1 {
     fn send(&mut self, port: u16) -> Result<String, String> {
         let mut t = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
         t.set_nodelay(true).map_err(|e| e.to_string())?;
+        self.send_over(&mut t)
+    }
+
+    /// Migrates the guest held here over `t` (TCP for a hop, a file for `save`).
+    fn send_over<T: vmstate_migration::transport::Transport>(
+        &mut self,
+        t: &mut T,
+    ) -> Result<String, String> {
+        let t = &mut *t;
         let s = settings();
         let (report, seen, out): (Report, Seen, Vec<u8>) =
             match std::mem::replace(&mut self.held, Held::None) {
                 Held::None => return Err("no guest here".into()),
-                Held::Soft(mut g) => match migrate(&mut g, &mut t, &s) {
+                Held::Soft(mut g) => match migrate(&mut g, t, &s) {
                     Ok(r) => (r, inspect(&g.ram)?, g.take_output()),
                     Err(e) => {
                         self.held = Held::Soft(g);
@@ -485,7 +506,7 @@ impl Child1 {
                     }
                 },
                 #[cfg(feature = "kvm")]
-                Held::Kvm(mut g) => match migrate(&mut g, &mut t, &s) {
+                Held::Kvm(mut g) => match migrate(&mut g, t, &s) {
                     Ok(r) => {
                         let seen = inspect(g.ram())?;
                         let out = g
@@ -813,9 +834,42 @@ fn pingpong(
     Ok(st)
 }
 
+fn save(mode: Mode, run_ms: u64, out: &std::path::Path) -> Result<String, String> {
+    let mut c = Child1 {
+        mode,
+        listener: TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?,
+        held: Held::None,
+    };
+    c.start()?;
+    std::thread::sleep(Duration::from_millis(run_ms));
+    let file = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut t = vmstate_migration::transport::FileTransport(file);
+    c.send_over(&mut t)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Save { out, run_ms, mode } => {
+            let (mode, why) = match pick_mode(mode) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("tinyvm save: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match save(mode, run_ms, &out) {
+                Ok(_) => {
+                    let len = std::fs::metadata(&out).map_or(0, |m| m.len());
+                    println!("tinyvm save: {why}: wrote {} ({len} bytes)", out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tinyvm save: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Serve { mode } => {
             let mode = match pick_mode(mode) {
                 Ok((m, _)) => m,
