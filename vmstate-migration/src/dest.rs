@@ -7,9 +7,11 @@
 //! [`Registry::load_from`](vmstate_runtime::Registry::load_from) behind a re-synthesised header
 //! and configuration section, so device state is staged, validated as a whole and committed only
 //! when the entire stream was accepted; device sections are loaded one at a time, bounded by the
-//! devices' state sizes. Only then is `OK` sent on the return path, and only after that is the
-//! guest started ([`MigrationDestination::resume`]). On any error the destination answers
-//! `ERR <error>`, applies no device state and does not start.
+//! devices' state sizes. The stream ends with the vmdesc: its length field tells the reader where
+//! the stream ends, so nothing past it is read. Only then is `LOADED` sent on the return path;
+//! the guest is started ([`MigrationDestination::resume`]) only when the source's `GO` line
+//! follows (see [`crate::transport`] for the handshake). On any error the destination answers
+//! `ERR <error>`, applies no device state and does not start; without `GO` it does not start.
 
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
@@ -22,7 +24,7 @@ use crate::error::{MigrationError, Result};
 use crate::memory::GuestRam;
 use crate::precopy::Report;
 use crate::ram::RamSink;
-use crate::transport::{write_ack, Transport};
+use crate::transport::{read_line, write_ack, Transport, GO};
 
 /// The VM being migrated into (not running yet).
 pub trait MigrationDestination {
@@ -32,7 +34,7 @@ pub trait MigrationDestination {
     fn registry(&self) -> &Registry;
     /// Its machine type.
     fn machine(&self) -> &MachineType;
-    /// Starts timers and vCPUs; called once, after the acknowledgement was sent.
+    /// Starts timers and vCPUs; called once, after `LOADED` was sent and `GO` received.
     fn resume(&mut self);
 }
 
@@ -60,6 +62,13 @@ struct StreamReader<'a, T: ?Sized> {
     pos: u64,
     eof: bool,
     io_error: Option<io::Error>,
+    /// Watch for the vmdesc trailer (set once the registry reads the device sections).
+    watch: bool,
+    /// The last three `take`s while watching: length and up to 4 first bytes.
+    history: [(usize, [u8; 4]); 3],
+    /// Stream position right after the vmdesc, once seen: nothing is read past it, so the
+    /// registry's "nothing follows" check does not wait for the source's `GO`.
+    limit: Option<u64>,
 }
 
 impl<'a, T: Read + ?Sized> StreamReader<'a, T> {
@@ -72,7 +81,20 @@ impl<'a, T: Read + ?Sized> StreamReader<'a, T> {
             pos: 0,
             eof: false,
             io_error: None,
+            watch: false,
+            history: [(0, [0; 4]); 3],
+            limit: None,
         }
+    }
+
+    fn at_limit(&self) -> bool {
+        self.limit
+            .is_some_and(|l| self.pos + (self.end - self.start) as u64 >= l)
+    }
+
+    /// Bytes read from the transport but not consumed (the start of what follows the stream).
+    fn leftover(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
     }
 
     fn fill(&mut self, n: usize) -> vmstate_runtime::Result<usize> {
@@ -96,7 +118,7 @@ impl<'a, T: Read + ?Sized> StreamReader<'a, T> {
         if self.buf.len() < n {
             self.buf.resize(n, 0);
         }
-        while self.end < n && !self.eof {
+        while self.end < n && !self.eof && !self.at_limit() {
             match self.inner.read(&mut self.buf[self.end..]) {
                 Ok(0) => self.eof = true,
                 Ok(k) => self.end += k,
@@ -140,7 +162,33 @@ impl<T: Read + ?Sized> Reader for StreamReader<'_, T> {
         let s = self.start;
         self.start += n;
         self.pos += n as u64;
+        if self.watch {
+            let mut first = [0u8; 4];
+            let k = n.min(4);
+            first[..k].copy_from_slice(&self.buf[s..s + k]);
+            self.history = [self.history[1], self.history[2], (n, first)];
+        }
         Ok(&self.buf[s..s + n])
+    }
+
+    fn skip(&mut self, mut n: u64) -> vmstate_runtime::Result<()> {
+        // The registry's vmdesc trailer step: EOF byte, `06`, be32 N, then skip(N). The stream
+        // ends N bytes from here.
+        if self.watch
+            && self.limit.is_none()
+            && self.history[0] == (1, [stream::EOF, 0, 0, 0])
+            && self.history[1] == (1, [stream::VMDESC, 0, 0, 0])
+            && self.history[2].0 == 4
+            && u64::from(u32::from_be_bytes(self.history[2].1)) == n
+        {
+            self.limit = Some(self.pos + n);
+        }
+        while n > 0 {
+            let chunk = n.min(limits::SKIP_CHUNK as u64);
+            self.take(usize::try_from(chunk).unwrap_or(limits::SKIP_CHUNK))?;
+            n -= chunk;
+        }
+        Ok(())
     }
 
     fn peek(&mut self, n: usize) -> vmstate_runtime::Result<Option<&[u8]>> {
@@ -227,6 +275,7 @@ where
     }
     // Device sections, EOF and vmdesc: all-or-nothing through the registry.
     r.unread(&prefix);
+    r.watch = true;
     let loaded = dest.registry().load_from(machine, r)?;
     report.device_sections = loaded.sections.len();
     if loaded.ram.records > 0 {
@@ -250,8 +299,11 @@ where
 ///
 /// # Errors
 /// Every stream, RAM-validation and device error (with stream offsets), transport errors and
-/// timeouts. `dest` is not resumed and its devices are unchanged whenever an error is returned;
-/// its guest memory must then be discarded.
+/// timeouts. `dest` is not resumed whenever an error is returned, and its guest memory must be
+/// discarded. Its devices are unchanged except after [`MigrationError::NoGo`] (everything was
+/// loaded and `LOADED` sent, but the source's `GO` did not arrive within the read timeout): the
+/// destination must not be started then either. If the source committed (a lost `GO`), the VM is
+/// paused on both sides and management decides which side to start; it never runs twice.
 pub fn receive<D, T>(dest: &mut D, transport: &mut T, settings: &ReceiveSettings) -> Result<Report>
 where
     D: MigrationDestination + ?Sized,
@@ -263,6 +315,7 @@ where
     let mut r = StreamReader::new(&mut *transport);
     let result = load(&*dest, &mut r, &mut report);
     let io_error = r.io_error.take();
+    let leftover = r.leftover().to_vec();
     drop(r);
     let result = result.map_err(|e| match (e, io_error) {
         (MigrationError::Stream(_), Some(io)) => MigrationError::from(io),
@@ -273,7 +326,17 @@ where
     match result {
         Ok(()) => {
             if has_return {
-                write_ack(transport, Ok(()))?;
+                // Step 2: LOADED, then wait for the source's commit; never start without it.
+                write_ack(transport, Ok(()))
+                    .map_err(|e| MigrationError::NoGo(format!("sending LOADED: {e}")))?;
+                match read_line(transport, &leftover, "the source's GO") {
+                    Ok(Some(line)) if line == GO => {}
+                    Ok(Some(line)) => {
+                        return Err(MigrationError::NoGo(format!("got {line:?} instead")))
+                    }
+                    Ok(None) => return Err(MigrationError::NoGo("connection closed".into())),
+                    Err(e) => return Err(MigrationError::NoGo(e.to_string())),
+                }
             }
             dest.resume();
             report.downtime = loaded_at.elapsed();

@@ -20,6 +20,12 @@ pub enum MigrationError {
     BadAck(String),
     /// Guest memory could not be read or written, or its layout is unusable.
     Memory(String),
+    /// The destination loaded everything but the source's `GO` never came (timeout, closed
+    /// connection or another line): it does not start. If the source committed (a lost `GO`),
+    /// the VM is paused on both sides until management resolves it.
+    NoGo(String),
+    /// The transport and machine type combination is not supported.
+    Unsupported(String),
     /// The migration was cancelled through [`Settings::cancel`](crate::Settings::cancel).
     Cancelled,
 }
@@ -33,6 +39,8 @@ impl fmt::Display for MigrationError {
             MigrationError::Remote(msg) => write!(f, "destination failed: {msg}"),
             MigrationError::BadAck(line) => write!(f, "unexpected return-path message {line:?}"),
             MigrationError::Memory(msg) => write!(f, "guest memory: {msg}"),
+            MigrationError::NoGo(why) => write!(f, "no GO from the source ({why}); not started"),
+            MigrationError::Unsupported(msg) => write!(f, "unsupported: {msg}"),
             MigrationError::Cancelled => f.write_str("migration cancelled"),
         }
     }

@@ -14,11 +14,14 @@
 //! | [`ram`] | the RAM section: [`RamWriter`] (source), [`RamSink`] (destination, validating) |
 //! | [`precopy`] | [`migrate`]: passes, convergence, stop, devices, ack; statistics |
 //! | [`dest`] | [`receive`]: incremental load, all-or-nothing devices, ack, resume |
-//! | [`transport`] | [`Transport`] for TCP / Unix / file, the `OK` / `ERR …` return path |
+//! | [`transport`] | [`Transport`] for TCP / Unix / file, the `LOADED` / `ERR …` → `GO` handshake |
 //!
-//! Failure semantics: the source resumes its guest, unchanged, on every error (including the
-//! destination's `ERR`, a cut connection, an ack timeout, cancel); the destination applies no
-//! device state and never starts, and its guest memory (written as pages arrive) is scratch.
+//! Failure semantics: the source resumes its guest, unchanged, on every error before the
+//! destination's `LOADED` (including the destination's `ERR`, a cut connection, a `LOADED`
+//! timeout, cancel); the destination applies no device state and never starts, and its guest
+//! memory (written as pages arrive) is scratch. The destination starts only on the source's `GO`,
+//! which the source sends after committing; a lost `GO` leaves the VM paused on both sides
+//! ([`MigrationError::NoGo`] on the destination), never running twice.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

@@ -6,7 +6,8 @@
 //! [`Settings::max_passes`] is reached. Then it stops the vCPUs
 //! ([`MigrationSource::stop_vcpus`]), sends the last dirty pages in the END chunk, the device FULL
 //! sections (from [`Registry::save_to_vec`](vmstate_runtime::Registry::save_to_vec)), EOF and
-//! the vmdesc, half-closes the transport and waits for the destination's `OK`.
+//! the vmdesc, and waits for the destination's `LOADED`; then it commits, sends `GO` and
+//! half-closes the transport (see [`crate::transport`] for the handshake).
 //!
 //! On any error or cancel after the stop, the guest is un-throttled and resumed
 //! ([`MigrationSource::resume_vcpus`]); saving never changes device state (the registry saves
@@ -22,7 +23,7 @@ use vmstate_runtime::{MachineType, Registry};
 use crate::error::{MigrationError, Result};
 use crate::memory::{GuestRam, PAGE_SIZE};
 use crate::ram::{ByteSink, PageCounts, RamWriter};
-use crate::transport::{read_ack, Transport};
+use crate::transport::{read_ack, write_line, Transport, GO};
 
 /// The VM being migrated away.
 pub trait MigrationSource {
@@ -133,6 +134,9 @@ pub struct Report {
     pub bytes: u64,
     /// Device sections in the stream.
     pub device_sections: usize,
+    /// Source only: writing `GO` after the destination's `LOADED` failed (the migration is
+    /// committed anyway; the destination reports "no GO" and the VM stays paused on both sides).
+    pub go_error: Option<String>,
 }
 
 /// The transport behind the token bucket, counting bytes and checking cancel.
@@ -254,13 +258,14 @@ fn count_dirty(ram: &GuestRam, dirty: &[Vec<u64>]) -> u64 {
 
 /// Migrates `source` over `transport` (precopy); see the module docs.
 ///
-/// Returns only after the destination acknowledged (or, for a file, the stream was synced). The
-/// guest is left stopped on success.
+/// Returns only after the destination answered `LOADED` and `GO` was sent (or, for a file, the
+/// stream was synced). The guest is left stopped on success, also when sending `GO` failed
+/// ([`Report::go_error`]): the source committed on `LOADED` and never resumes after it.
 ///
 /// # Errors
 /// Memory, save, transport and timeout errors, [`MigrationError::Cancelled`], and the
-/// destination's own failure ([`MigrationError::Remote`]). The guest is running again whenever
-/// an error is returned.
+/// destination's own failure ([`MigrationError::Remote`]), a missing or late `LOADED`
+/// ([`MigrationError::Timeout`]). The guest is running again whenever an error is returned.
 pub fn migrate<S, T>(source: &mut S, transport: &mut T, settings: &Settings) -> Result<Report>
 where
     S: MigrationSource + ?Sized,
@@ -269,6 +274,7 @@ where
     let mut stopped = None;
     let mut throttle = 0u8;
     let result = run(source, transport, settings, &mut stopped, &mut throttle);
+    // After LOADED the source is committed: `run` returns Ok from there on.
     if result.is_err() {
         if throttle > 0 {
             source.throttle(0);
@@ -301,6 +307,12 @@ where
             "the registry's target page size {} is not {PAGE_SIZE}",
             source.registry().page_size()
         )));
+    }
+    if transport.has_return_path() && !framing.vmdesc {
+        // The destination finds the end of the stream through the vmdesc length.
+        return Err(MigrationError::Unsupported(
+            "the handshake needs a machine type that sends the vmdesc".into(),
+        ));
     }
     let mut report = Report::default();
     let mut sink = Throttled {
@@ -385,11 +397,19 @@ where
     report.device_sections = save.sections.len();
     sink.send(tail)?;
     let has_return = sink.t.has_return_path();
-    sink.t.finish_stream()?;
     report.bytes = sink.bytes;
     if has_return {
+        sink.t.flush()?;
         sink.t.set_timeout(Some(settings.ack_timeout))?;
         read_ack(sink.t)?;
+        // Committed: the guest is never resumed here again. A lost GO leaves the VM paused on
+        // both sides (the destination reports "no GO"), never running twice.
+        report.go_error = write_line(sink.t, GO)
+            .and_then(|()| sink.t.finish_stream())
+            .err()
+            .map(|e| e.to_string());
+    } else {
+        sink.t.finish_stream()?;
     }
     if *throttle > 0 {
         source.throttle(0);

@@ -1,9 +1,20 @@
 //! Transports: TCP, Unix socket and file, behind [`Transport`], and the return path.
 //!
-//! The source writes the whole stream, then half-closes its side ([`Transport::finish_stream`])
-//! and waits for one line from the destination on the same connection: `OK` when the destination
-//! loaded everything and is about to run, `ERR <message>` otherwise. A file has no return path:
-//! writing the stream and syncing it is the success.
+//! The switchover is a three-step handshake on connections with a return path:
+//!
+//! 1. The source writes the whole stream (it ends with the vmdesc, whose length field tells the
+//!    destination where the stream ends) and waits, keeping the connection open.
+//! 2. The destination validates and applies everything, then answers one line on the return path:
+//!    `LOADED` (it does *not* start yet) or `ERR <message>`.
+//! 3. On `LOADED` the source commits (it will never resume the guest again), writes the line `GO`
+//!    on the forward channel right after the vmdesc and half-closes
+//!    ([`Transport::finish_stream`]). The destination starts only on `GO`.
+//!
+//! A lost or late `LOADED` makes the source time out and resume; the destination then never
+//! sees `GO` (timeout or closed connection) and does not start. A lost `GO` leaves the source
+//! committed (success, guest stopped) and the destination not started ("no GO"): the VM is paused
+//! on both sides until management resolves it, but it never runs twice. A file has no return
+//! path: writing the stream and syncing it is the success (no handshake).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -84,10 +95,28 @@ impl Transport for FileTransport {
     }
 }
 
-/// Longest return-path line accepted.
+/// Longest handshake line accepted.
 pub const MAX_ACK_LINE: usize = 4096;
 
-/// Writes the destination's answer: `OK` or `ERR <message on one line>`.
+/// The destination's answer when everything was loaded (step 2).
+pub const LOADED: &str = "LOADED";
+/// The source's commit (step 3), sent after the stream on the forward channel.
+pub const GO: &str = "GO";
+
+/// Writes one handshake line (`LOADED`, `GO`).
+///
+/// # Errors
+/// I/O errors.
+pub fn write_line<T: Transport + ?Sized>(t: &mut T, line: &str) -> io::Result<()> {
+    // One write: the line travels in one piece.
+    let mut v = Vec::with_capacity(line.len() + 1);
+    v.extend_from_slice(line.as_bytes());
+    v.push(b'\n');
+    t.write_all(&v)?;
+    t.flush()
+}
+
+/// Writes the destination's answer: `LOADED` or `ERR <message on one line>`.
 ///
 /// # Errors
 /// I/O errors.
@@ -96,54 +125,70 @@ pub fn write_ack<T: Transport + ?Sized>(
     outcome: std::result::Result<(), &str>,
 ) -> io::Result<()> {
     let line = match outcome {
-        Ok(()) => "OK\n".to_owned(),
+        Ok(()) => LOADED.to_owned(),
         Err(msg) => {
             let one: String = msg
                 .chars()
                 .map(|c| if c.is_control() { ' ' } else { c })
                 .take(MAX_ACK_LINE - 8)
                 .collect();
-            format!("ERR {one}\n")
+            format!("ERR {one}")
         }
     };
-    t.write_all(line.as_bytes())?;
-    t.flush()
+    write_line(t, &line)
 }
 
-/// Reads the destination's answer.
-///
-/// # Errors
-/// [`MigrationError::Remote`] for `ERR …`, [`MigrationError::BadAck`] for anything else or a
-/// closed connection, [`MigrationError::Timeout`] when the read timeout elapses.
-pub fn read_ack<T: Transport + ?Sized>(t: &mut T) -> Result<()> {
+/// Reads one `\n`-terminated line (at most [`MAX_ACK_LINE`] bytes), after the bytes in
+/// `pending` (already read from `t`). `Ok(None)` when the peer closed before a full line.
+pub(crate) fn read_line<T: Read + ?Sized>(
+    t: &mut T,
+    pending: &[u8],
+    what: &'static str,
+) -> Result<Option<String>> {
     let mut line = Vec::new();
+    let mut it = pending.iter().copied();
     let mut b = [0u8; 1];
     loop {
-        match t.read(&mut b) {
-            Ok(0) if line.is_empty() => {
-                return Err(MigrationError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the destination closed the connection without acknowledging",
-                )))
+        let byte = if let Some(x) = it.next() {
+            x
+        } else {
+            match t.read(&mut b) {
+                Ok(0) => return Ok(None),
+                Ok(_) => b[0],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(MigrationError::Timeout(what))
+                }
+                Err(e) => return Err(MigrationError::Io(e)),
             }
-            Ok(0) => break,
-            Ok(_) if b[0] == b'\n' => break,
-            Ok(_) if line.len() >= MAX_ACK_LINE => break,
-            Ok(_) => line.push(b[0]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(MigrationError::Timeout("the destination's acknowledgement"))
-            }
-            Err(e) => return Err(MigrationError::Io(e)),
+        };
+        if byte == b'\n' || line.len() >= MAX_ACK_LINE {
+            break;
         }
+        line.push(byte);
     }
-    let line = String::from_utf8_lossy(&line).into_owned();
-    if line == "OK" {
+    Ok(Some(String::from_utf8_lossy(&line).into_owned()))
+}
+
+/// Reads the destination's answer (`LOADED`).
+///
+/// # Errors
+/// [`MigrationError::Remote`] for `ERR …`, [`MigrationError::BadAck`] for anything else,
+/// [`MigrationError::Io`] for a closed connection, [`MigrationError::Timeout`] when the read
+/// timeout elapses.
+pub fn read_ack<T: Transport + ?Sized>(t: &mut T) -> Result<()> {
+    let Some(line) = read_line(t, &[], "the destination's LOADED")? else {
+        return Err(MigrationError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the destination closed the connection without acknowledging",
+        )));
+    };
+    if line == LOADED {
         Ok(())
     } else if let Some(msg) = line.strip_prefix("ERR ") {
         Err(MigrationError::Remote(msg.to_owned()))

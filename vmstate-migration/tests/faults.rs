@@ -2,13 +2,19 @@
 //! offsets spread over the stream, including inside the device section at its end. Every time,
 //! the source returns an error with its guest running and its state unchanged, and the
 //! destination returns an error, applies no device state and does not start; then a clean
-//! attempt through the same proxy succeeds.
+//! attempt through the same proxy succeeds. Two more cuts fall inside the switchover handshake:
+//! a dropped `LOADED` (the source resumes, the destination never starts) and a dropped `GO` (the
+//! source stays committed and stopped, the destination never starts).
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use vmstate_migration::MigrationSource;
 
 use common::{check_pattern, dest_sentinel, DestVm, SourceVm};
 use vmstate_migration::{migrate, receive, MigrationError, ReceiveSettings, Settings};
@@ -21,6 +27,11 @@ enum Cut {
     At(u64),
     /// This many bytes after the start of the device section's idstr.
     AfterMarker(u64),
+    /// The destination's `LOADED` is not relayed: both connections are shut down instead.
+    Loaded,
+    /// The source's `GO` (everything after `LOADED` was relayed) is not relayed: both connections
+    /// are shut down instead.
+    Go,
     Never,
 }
 
@@ -36,9 +47,30 @@ fn proxy(
     std::thread::spawn(move || {
         let mut back_src = from_src.try_clone().unwrap();
         let mut back_dst = to_dst.try_clone().unwrap();
+        let loaded_seen = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&loaded_seen);
         let relay = std::thread::spawn(move || {
-            let _ = std::io::copy(&mut back_dst, &mut back_src);
+            let mut buf = [0u8; 4096];
+            let mut dropped = false;
+            loop {
+                let n = match back_dst.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if buf[..n].starts_with(b"LOADED") {
+                    if let Cut::Loaded = cut {
+                        dropped = true;
+                        let _ = back_dst.shutdown(Shutdown::Both);
+                        break;
+                    }
+                    seen.store(true, AtomicOrdering::SeqCst);
+                }
+                if back_src.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
             let _ = back_src.shutdown(Shutdown::Both);
+            dropped
         });
         let mut buf = vec![0u8; 64 * 1024];
         let mut sent = 0u64;
@@ -50,6 +82,10 @@ fn proxy(
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            if matches!(cut, Cut::Go) && loaded_seen.load(AtomicOrdering::SeqCst) {
+                cut_done = true;
+                break;
+            }
             if marker_at.is_none() {
                 let base = sent - tail.len() as u64;
                 tail.extend_from_slice(&buf[..n]);
@@ -62,7 +98,7 @@ fn proxy(
             let limit = match cut {
                 Cut::At(x) => Some(x),
                 Cut::AfterMarker(k) => marker_at.map(|m| m + k),
-                Cut::Never => None,
+                Cut::Loaded | Cut::Go | Cut::Never => None,
             };
             let mut take = n as u64;
             if let Some(l) = limit {
@@ -86,8 +122,8 @@ fn proxy(
         } else {
             let _ = to_dst.shutdown(Shutdown::Write);
         }
-        relay.join().unwrap();
-        cut_done
+        let dropped = relay.join().unwrap();
+        cut_done || dropped
     })
 }
 
@@ -115,6 +151,8 @@ fn cut_connections_leave_both_sides_unchanged_then_a_clean_attempt_succeeds() {
         .chain([tail - 1])
         .collect();
     cuts.extend(tail_offsets.into_iter().map(Cut::AfterMarker));
+    // Inside the handshake.
+    cuts.extend([Cut::Loaded, Cut::Go]);
     assert!(cuts.len() >= 50, "{} cuts", cuts.len());
 
     let settings = Settings {
@@ -166,6 +204,35 @@ fn cut_connections_leave_both_sides_unchanged_then_a_clean_attempt_succeeds() {
             cut_happened,
             "attempt {i} ({cut:?}): the stream ended before the cut"
         );
+        if let Cut::Loaded | Cut::Go = cut {
+            let derr = dres.expect_err(&format!("attempt {i} ({cut:?}): no GO arrives"));
+            assert!(
+                matches!(derr, MigrationError::NoGo(_)),
+                "attempt {i}: {derr}"
+            );
+            assert!(
+                !dst.resumed,
+                "attempt {i}: destination started after {derr}"
+            );
+            if let Cut::Loaded = cut {
+                // LOADED lost: the source gives up and runs again, unchanged.
+                let err = res.expect_err(&format!("attempt {i} ({cut:?}) must fail"));
+                assert!(
+                    matches!(err, MigrationError::Io(_) | MigrationError::Timeout(_)),
+                    "attempt {i}: {err}"
+                );
+                assert_eq!(src.resumes, src.stops, "attempt {i}");
+            } else {
+                // GO lost: the source committed and stays stopped; paused on both sides.
+                res.expect("the source committed on LOADED");
+                assert_eq!(src.resumes + 1, src.stops, "attempt {i}");
+                // Management resolves it by resuming the source.
+                src.resume_vcpus();
+            }
+            src.wait_progress(500);
+            assert_eq!(*src.dev.lock().unwrap(), dev_before, "attempt {i}");
+            continue;
+        }
         let err = res.expect_err(&format!("attempt {i} ({cut:?}) must fail on the source"));
         assert!(
             matches!(

@@ -223,8 +223,15 @@ fn putc(serial: &Mutex<SerialSection>, b: u8) {
 }
 
 impl SoftGuest {
-    fn new() -> Result<Self, String> {
-        let ram = GuestRam::new(&[("pc.ram", 0, RAM_SIZE)]).map_err(|e| e.to_string())?;
+    /// `populated`: a migration destination, whose RAM is faulted in at creation.
+    fn new(populated: bool) -> Result<Self, String> {
+        let blocks = [("pc.ram", 0, RAM_SIZE)];
+        let ram = if populated {
+            GuestRam::new_populated(&blocks)
+        } else {
+            GuestRam::new(&blocks)
+        }
+        .map_err(|e| e.to_string())?;
         let serial = Arc::new(Mutex::new(SerialSection::default()));
         let mut registry = Registry::new();
         registry
@@ -380,7 +387,7 @@ impl Child1 {
         }
         match self.mode {
             Mode::Soft => {
-                let mut g = SoftGuest::new()?;
+                let mut g = SoftGuest::new(false)?;
                 g.run(true);
                 self.held = Held::Soft(g);
             }
@@ -433,7 +440,7 @@ impl Child1 {
             Mode::Soft => {
                 // The destination VM exists before the source connects (no setup in downtime).
                 let mut d = SoftDest {
-                    guest: SoftGuest::new()?,
+                    guest: SoftGuest::new(true)?,
                     seen: None,
                     corrupt,
                 };

@@ -303,8 +303,12 @@ impl KvmDest {
         let vm = Vm::new_empty()?;
         let cpu = Arc::new(Mutex::new(CpuState::default()));
         let serial = Arc::new(Mutex::new(SerialSection::default()));
+        let ram = vm.guest_ram()?;
+        // Fault guest RAM in now, before the source connects, not page by page during the
+        // migration.
+        ram.populate().map_err(|e| Error::Memory(e.to_string()))?;
         Ok(KvmDest {
-            ram: vm.guest_ram()?,
+            ram,
             registry: registry(&cpu, &serial)?,
             machine,
             cpu,

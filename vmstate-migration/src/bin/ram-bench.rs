@@ -3,10 +3,13 @@
 //! Prints: the throughput of one RAM pass (every page read from guest memory, zero-checked and
 //! framed as PAGE records) next to a plain memcpy of the same amount of memory; and the time to
 //! migrate guest RAM of random bytes over loopback TCP (source, `migrate`, destination `receive`
-//! into guest memory, ack) next to raw loopback TCP moving the same number of bytes.
+//! into guest memory, handshake) next to raw loopback TCP moving the same number of bytes.
 //!
-//! Usage: `cargo run --release -p vmstate-migration --bin ram-bench -- [--size MIB] [--prefault]` (default
-//! 256 MiB; `--prefault` touches the destination's guest memory before migrating).
+//! Usage: `cargo run --release -p vmstate-migration --bin ram-bench -- [--size MIB] [--cold]`
+//! (default 256 MiB). By default the destination's guest memory is populated when the
+//! destination VM is created ([`GuestRam::new_populated`]), and raw TCP receives into an equally
+//! populated buffer of the same size; `--cold` uses fresh (unfaulted) destination memory and a
+//! 1 MiB raw-TCP receive buffer instead.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -52,9 +55,15 @@ impl MigrationDestination for Vm {
     fn resume(&mut self) {}
 }
 
-fn vm(size: usize) -> Vm {
+fn vm(size: usize, populated: bool) -> Vm {
+    let blocks = [("pc.ram", 0, size)];
     Vm {
-        ram: GuestRam::new(&[("pc.ram", 0, size)]).expect("guest memory"),
+        ram: if populated {
+            GuestRam::new_populated(&blocks)
+        } else {
+            GuestRam::new(&blocks)
+        }
+        .expect("guest memory"),
         registry: Registry::new(),
         machine: MachineCatalog::qemu_pc()
             .resolve("pc-i440fx-7.2")
@@ -94,7 +103,7 @@ fn gbps(bytes: u64, d: Duration) -> f64 {
 
 fn main() {
     let mut size_mib = 256usize;
-    let mut prefault = false;
+    let mut cold = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -104,9 +113,9 @@ fn main() {
                     .and_then(|s| s.parse().ok())
                     .expect("--size MIB");
             }
-            "--prefault" => prefault = true,
+            "--cold" => cold = true,
             _ => {
-                eprintln!("usage: ram-bench [--size MIB] [--prefault]");
+                eprintln!("usage: ram-bench [--size MIB] [--cold]");
                 std::process::exit(2);
             }
         }
@@ -115,15 +124,15 @@ fn main() {
     let bytes = size as u64;
     println!(
         "ram-bench: {size_mib} MiB of random guest RAM, 4 KiB pages{}",
-        if prefault {
-            ", destination memory prefaulted"
+        if cold {
+            ", cold destination memory, raw TCP into a 1 MiB buffer"
         } else {
-            ""
+            ", destination memory populated at creation, raw TCP into an equally populated buffer"
         }
     );
 
     // 1. One RAM pass vs memcpy.
-    let src = vm(size);
+    let src = vm(size, false);
     random_fill(&src.ram, size);
     let (name, _) = src.ram.blocks()[0].clone();
     let region = src.ram.memory().iter().next().expect("region");
@@ -162,21 +171,11 @@ fn main() {
     );
 
     // 2. Raw loopback TCP, best of 3.
-    let raw = (0..3).map(|_| raw_tcp(bytes)).min().expect("runs");
+    let raw = (0..3).map(|_| raw_tcp(bytes, !cold)).min().expect("runs");
 
-    // 3. Migration over loopback TCP into one destination, 3 times: the first run also faults
-    //    the destination's memory in (unless --prefault), the best run is reported too.
-    let mut dst = vm(size);
-    if prefault {
-        // Fault the destination's memory in first, as a VMM that preallocates guest RAM does.
-        let zeros = vec![0u8; 1 << 20];
-        for off in (0..size).step_by(zeros.len()) {
-            dst.ram
-                .memory()
-                .write_slice(&zeros, GuestAddress(off as u64))
-                .expect("prefault");
-        }
-    }
+    // 3. Migration over loopback TCP into one destination, 3 times: with `--cold` the first run
+    //    also faults the destination's memory in; the best run is reported too.
+    let mut dst = vm(size, !cold);
     let mut src = src;
     let mut runs = Vec::new();
     for _ in 0..3 {
@@ -206,22 +205,38 @@ fn main() {
     println!("destination memory equals source: {same}");
 }
 
-fn raw_tcp(bytes: u64) -> Duration {
+/// Sends `bytes` over loopback TCP; the receiver reads into a populated buffer of `bytes` bytes
+/// (`populated`, like a populated destination's guest memory) or a 1 MiB buffer.
+fn raw_tcp(bytes: u64, populated: bool) -> Duration {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let rx = std::thread::spawn(move || {
+        let len = if populated {
+            usize::try_from(bytes).expect("size")
+        } else {
+            1 << 20
+        };
+        let mut buf = vec![0u8; len];
+        for i in (0..len).step_by(4096) {
+            buf[i] = 1; // populate every page before the sender starts
+        }
+        ready_tx.send(()).expect("ready");
         let (mut s, _) = l.accept().expect("accept");
-        let mut buf = vec![0u8; 1 << 20];
         let mut n = 0u64;
         loop {
-            match s.read(&mut buf) {
+            let at = usize::try_from(n).expect("offset") % len;
+            let end = (at + (1 << 20)).min(len);
+            match s.read(&mut buf[at..end]) {
                 Ok(0) => break,
                 Ok(k) => n += k as u64,
                 Err(e) => panic!("{e}"),
             }
         }
+        std::hint::black_box(&buf);
         n
     });
+    ready_rx.recv().expect("receiver ready");
     let mut s = TcpStream::connect(addr).expect("connect");
     let buf = vec![7u8; 1 << 20];
     let t = Instant::now();
