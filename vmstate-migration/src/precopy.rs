@@ -5,8 +5,8 @@
 //! left can be sent within [`Settings::downtime`] at the bandwidth measured in the last pass, or
 //! [`Settings::max_passes`] is reached. Then it stops the vCPUs
 //! ([`MigrationSource::stop_vcpus`]), sends the last dirty pages in the END chunk, the device FULL
-//! sections (from [`Registry::save_to_vec`](vmstate_runtime::Registry::save_to_vec)), EOF and
-//! the vmdesc, and waits for the destination's `LOADED`; then it commits, sends `GO` and
+//! sections, EOF and the vmdesc (from
+//! [`Registry::save_sections_to_vec`](vmstate_runtime::Registry::save_sections_to_vec)), and waits for the destination's `LOADED`; then it commits, sends `GO` and
 //! half-closes the transport (see [`crate::transport`] for the handshake).
 //!
 //! On any error or cancel after the stop, the guest is un-throttled and resumed
@@ -177,7 +177,8 @@ impl<T: Transport + ?Sized> ByteSink for Throttled<'_, T> {
     }
 }
 
-/// The header and configuration section for `machine`, as [`Registry::save_to_vec`] writes them.
+/// The header and configuration section for `machine`, as [`Registry::save_to_vec`] writes them
+/// before the device sections.
 pub(crate) fn stream_prefix(machine: &MachineType) -> Result<Vec<u8>> {
     let mut v = Vec::new();
     stream::write_header(&mut v)?;
@@ -300,8 +301,8 @@ where
     let t0 = Instant::now();
     let machine = source.machine().clone();
     let framing = machine.framing();
-    let ram_section_id = u32::try_from(source.registry().keys().len())
-        .map_err(|_| MigrationError::Memory("too many device sections".into()))?;
+    // RAM is section 0 (QEMU registers it first); the device sections follow from 1.
+    let ram_section_id = 0;
     if source.registry().page_size() != PAGE_SIZE {
         return Err(MigrationError::Memory(format!(
             "the registry's target page size {} is not {PAGE_SIZE}",
@@ -387,15 +388,11 @@ where
     w.end_chunk(&mut sink)?;
     w.finish(&mut sink)?;
 
-    let (devices, save) = source.registry().save_to_vec(&machine)?;
-    let prefix = stream_prefix(&machine)?;
-    let Some(tail) = devices.strip_prefix(prefix.as_slice()) else {
-        return Err(MigrationError::Memory(
-            "the registry's stream does not start with the expected header".into(),
-        ));
-    };
+    let (tail, save) = source
+        .registry()
+        .save_sections_to_vec(&machine, ram_section_id + 1)?;
     report.device_sections = save.sections.len();
-    sink.send(tail)?;
+    sink.send(&tail)?;
     let has_return = sink.t.has_return_path();
     report.bytes = sink.bytes;
     if has_return {

@@ -506,15 +506,37 @@ impl Registry {
     /// # Errors
     /// As [`save`](Self::save).
     pub fn save_to_vec(&self, machine: &MachineType) -> Result<(Vec<u8>, SaveReport)> {
+        let mut out = Vec::with_capacity(4096);
+        stream::write_header(&mut out)?;
+        if machine.framing().configuration {
+            stream::write_configuration(&mut out, &Configuration::new(machine.name()))?;
+        }
+        let base = out.len() as u64;
+        let (tail, mut report) = self.save_sections_to_vec(machine, 0)?;
+        out.extend_from_slice(&tail);
+        for s in &mut report.sections {
+            s.offset += base;
+        }
+        report.total_bytes = out.len() as u64;
+        Ok((out, report))
+    }
+
+    /// Saves only the device sections, EOF and the vmdesc — what follows the header and the
+    /// configuration section, or an iterative section such as RAM — numbering sections from
+    /// `first_section_id`. Offsets in the report are relative to the returned buffer.
+    ///
+    /// # Errors
+    /// As [`save`](Self::save).
+    pub fn save_sections_to_vec(
+        &self,
+        machine: &MachineType,
+        first_section_id: u32,
+    ) -> Result<(Vec<u8>, SaveReport)> {
         let framing = machine.framing();
         let mut out = Vec::with_capacity(4096);
         let mut report = SaveReport::default();
         let mut devices = Vec::new();
-        stream::write_header(&mut out)?;
-        if framing.configuration {
-            stream::write_configuration(&mut out, &Configuration::new(machine.name()))?;
-        }
-        let mut section_id = 0u32;
+        let mut section_id = first_section_id;
         for e in self.order() {
             let schema = e.handle.schema();
             let version = schema.version_for(machine.version());
