@@ -4,20 +4,24 @@
 //! Per device: the section version (pins: the lowest matching `below` wins), the accepted range
 //! `[min_version, version]`, and every item in wire order. Nested structs are inlined (their
 //! fields get the path prefix `field.`; their subsections appear right after their fields, as
-//! on the wire); arrays of nested structs keep one element layout plus the length. Gates are
-//! evaluated with the machine type's version and the compat properties its catalog applies to
-//! the device (driver = section name), falling back to the property's declared default.
+//! on the wire); arrays of nested structs keep one element layout plus the length. Gates, pins
+//! and versions are evaluated by the runtime's own code ([`GateCtx::presence`],
+//! [`StructSchema::version_for`]): with the machine type's version and the compat properties
+//! its catalog applies to the device (driver = section name), falling back to the property's
+//! declared default.
 
 use std::collections::BTreeMap;
 
 use vmstate_runtime::machine::MachineType;
+use vmstate_runtime::schema::{FieldSchema, Gate, Kind, StructSchema};
+use vmstate_runtime::GateCtx;
 
 use crate::error::Error;
 use crate::layout::{
     Accepts, ArrayItem, Baseline, DeviceLayout, FieldItem, Header, Item, Loc, Presence, SubItem,
     FORMAT,
 };
-use crate::schema::{CrateExport, Export, FieldSchema, Gate, Kind, StructSchema};
+use crate::schema::{CrateExport, Export};
 
 /// Tool name and version written into baselines.
 pub const TOOL: &str = concat!("compat-checker ", env!("CARGO_PKG_VERSION"));
@@ -79,8 +83,9 @@ pub fn evaluate(export: &Export, machine: &str) -> Option<Vec<DeviceLayout>> {
 /// The layout of one top-level device for machine type `m`.
 #[must_use]
 pub fn device_layout(c: &CrateExport, s: &StructSchema, m: &MachineType) -> DeviceLayout {
-    let cx = Cx { m, driver: &s.name };
-    let (version, pin) = s.version_for(m.version());
+    let cx = GateCtx::new(m, &s.name);
+    let version = s.version_for(m.version());
+    let pin = s.pin_for(m.version());
     let mut items = Vec::new();
     let top = Inherit {
         since: 0,
@@ -89,13 +94,17 @@ pub fn device_layout(c: &CrateExport, s: &StructSchema, m: &MachineType) -> Devi
     };
     expand_struct(&cx, s, "", top, &mut items);
     DeviceLayout {
-        name: s.name.clone(),
-        rust_name: s.rust_name.clone(),
-        krate: s.krate.clone().or_else(|| c.krate.clone()),
+        name: s.name.to_string(),
+        rust_name: s.rust_name.to_string(),
+        krate: if s.krate.is_empty() {
+            c.krate.clone()
+        } else {
+            Some(s.krate.to_string())
+        },
         at: Loc::from(&s.location),
         priority: s.priority,
-        presence: cx.gate(s, s.gate.as_ref()),
-        when: s.gate.as_ref().map(ToString::to_string),
+        presence: cx.presence(s.gate.as_deref(), s),
+        when: gate_text(s.gate.as_deref()),
         version,
         pinned_at: pin.map(|p| Loc::from(&p.location)),
         accepts: Accepts {
@@ -106,22 +115,9 @@ pub fn device_layout(c: &CrateExport, s: &StructSchema, m: &MachineType) -> Devi
     }
 }
 
-struct Cx<'a> {
-    m: &'a MachineType,
-    driver: &'a str,
-}
-
-impl Cx<'_> {
-    /// Presence of a gate declared in struct `s` (whose props give the defaults).
-    fn gate(&self, s: &StructSchema, g: Option<&Gate>) -> Presence {
-        g.map_or(Presence::Always, |g| {
-            g.presence(self.m.version(), &|name| {
-                self.m
-                    .compat(self.driver, name)
-                    .unwrap_or_else(|| s.prop_default(name))
-            })
-        })
-    }
+/// A gate as written (`None`: ungated).
+fn gate_text(g: Option<&Gate>) -> Option<String> {
+    g.map(ToString::to_string)
 }
 
 /// What an enclosing field passes down to the items of an inlined nested struct.
@@ -151,10 +147,16 @@ fn cond(inh: Inherit, own_since: u32, own_gate: Presence) -> (u32, Presence, Opt
 }
 
 /// Appends the fields of `s` (then its subsections) to `out`.
-fn expand_struct(cx: &Cx<'_>, s: &StructSchema, prefix: &str, inh: Inherit, out: &mut Vec<Item>) {
+fn expand_struct(
+    cx: &GateCtx<'_>,
+    s: &StructSchema,
+    prefix: &str,
+    inh: Inherit,
+    out: &mut Vec<Item>,
+) {
     expand_fields(cx, s, &s.fields, prefix, inh, out);
-    for sub in &s.subsections {
-        let (since, presence, from) = cond(inh, 0, cx.gate(s, sub.gate.as_ref()));
+    for sub in s.subsections.iter() {
+        let (since, presence, from) = cond(inh, 0, cx.presence(sub.gate.as_deref(), s));
         let mut items = Vec::new();
         let inner = Inherit {
             since: 0,
@@ -163,13 +165,13 @@ fn expand_struct(cx: &Cx<'_>, s: &StructSchema, prefix: &str, inh: Inherit, out:
         };
         expand_fields(cx, s, &sub.fields, prefix, inner, &mut items);
         out.push(Item::Subsection(SubItem {
-            name: sub.name.clone(),
+            name: sub.name.to_string(),
             version: sub.version,
             min_version: sub.min_version,
             since,
             presence,
             presence_from_since: from,
-            when: sub.gate.as_ref().map(ToString::to_string),
+            when: gate_text(sub.gate.as_deref()),
             at: Loc::from(&sub.location),
             items,
         }));
@@ -182,13 +184,13 @@ fn flatten_array(k: &Kind) -> (&Kind, Option<u32>) {
     let mut n: Option<u32> = None;
     while let Kind::Array { elem, len } = k {
         n = Some(n.unwrap_or(1).saturating_mul(*len));
-        k = elem;
+        k = &**elem;
     }
     (k, n)
 }
 
 fn expand_fields(
-    cx: &Cx<'_>,
+    cx: &GateCtx<'_>,
     s: &StructSchema,
     fields: &[FieldSchema],
     prefix: &str,
@@ -196,12 +198,12 @@ fn expand_fields(
     out: &mut Vec<Item>,
 ) {
     for f in fields {
-        let path = format!("{prefix}{}", f.wire_name());
-        let leaf = f.wire_name();
-        let rust = f.rust_name.as_ref().filter(|r| r.as_str() != leaf).cloned();
-        let gate = cx.gate(s, f.gate.as_ref());
+        let leaf = &*f.vmdesc_name;
+        let path = format!("{prefix}{leaf}");
+        let rust = (f.rust_name != leaf).then(|| f.rust_name.to_string());
+        let gate = cx.presence(f.gate.as_deref(), s);
         let (since, presence, from) = cond(inh, f.since, gate);
-        let when = f.gate.as_ref().map(ToString::to_string);
+        let when = gate_text(f.gate.as_deref());
         let at = Loc::from(&f.location);
         let (elem, len) = flatten_array(&f.kind);
         let (elem, count, max) = match elem {
@@ -233,7 +235,7 @@ fn expand_fields(
                 out.push(Item::Array(ArrayItem {
                     path,
                     rust,
-                    element: schema.name.clone(),
+                    element: schema.name.to_string(),
                     len,
                     count,
                     max,
@@ -260,11 +262,14 @@ fn expand_fields(
                 at,
             })),
             prim => {
-                let kind = prim.primitive_name().unwrap_or("unknown").to_owned();
+                let codec = prim.codec();
+                let kind = codec.unwrap_or("unknown").to_owned();
                 let size = if count.is_some() {
                     None
                 } else {
-                    prim.primitive_size()
+                    // Bytes of one primitive value, times the flattened array length.
+                    codec
+                        .and(prim.fixed_size())
                         .and_then(|e| e.checked_mul(u64::from(len.unwrap_or(1))))
                 };
                 out.push(Item::Field(FieldItem {

@@ -12,47 +12,9 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Whether an item is on the wire for a machine type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Presence {
-    /// Never sent.
-    Never,
-    /// Sent depending on runtime state (a `pred` gate).
-    Maybe,
-    /// Always sent.
-    Always,
-}
-
-impl Presence {
-    /// Both must hold.
-    #[must_use]
-    pub fn and(self, other: Presence) -> Presence {
-        self.min(other)
-    }
-
-    /// Either holds.
-    #[must_use]
-    pub fn or(self, other: Presence) -> Presence {
-        self.max(other)
-    }
-
-    /// `never` / `maybe` / `always`.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Presence::Never => "never",
-            Presence::Maybe => "maybe",
-            Presence::Always => "always",
-        }
-    }
-}
-
-impl fmt::Display for Presence {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Whether an item is on the wire for a machine type: the runtime's own evaluation result
+/// (`never` / `maybe` / `always` in baselines).
+pub use vmstate_runtime::schema::Presence;
 
 /// `file:line`, serialized as that string.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -88,10 +50,10 @@ impl<'de> Deserialize<'de> for Loc {
     }
 }
 
-impl From<&crate::schema::Location> for Loc {
-    fn from(l: &crate::schema::Location) -> Self {
+impl From<&vmstate_runtime::schema::Location> for Loc {
+    fn from(l: &vmstate_runtime::schema::Location) -> Self {
         Loc {
-            file: l.file.clone(),
+            file: l.file.to_string(),
             line: l.line,
         }
     }

@@ -62,7 +62,7 @@ fn save(w: &DemoWatchdog, machine: &str) -> (Vec<u8>, u32) {
 #[test]
 fn schema_pins_and_static_gates() {
     let s = DemoWatchdog::SCHEMA;
-    assert_eq!((s.name, s.version, s.min_version), ("demo-wdt", 3, 1));
+    assert_eq!((&*s.name, s.version, s.min_version), ("demo-wdt", 3, 1));
     assert_eq!(s.version_for(MachineVersion::new(4, 2)), 2);
     assert_eq!(s.version_for(MachineVersion::new(5, 0)), 3);
     let cat = catalog();
@@ -76,9 +76,10 @@ fn schema_pins_and_static_gates() {
         .find(|f| f.name == "counter")
         .unwrap()
         .gate
+        .as_deref()
         .unwrap();
-    let stats = s.subsections[0].gate.unwrap();
-    let pending = s.subsections[1].gate.unwrap();
+    let stats = s.subsections[0].gate.as_deref().unwrap();
+    let pending = s.subsections[1].gate.as_deref().unwrap();
     assert_eq!(presence("pc-i440fx-5.2", counter), Presence::Always);
     assert_eq!(presence("pc-i440fx-6.0", counter), Presence::Maybe);
     assert_eq!(presence("pc-i440fx-6.2", stats), Presence::Never);

@@ -25,7 +25,7 @@ pub fn derive(input: &syn::DeriveInput) -> TokenStream {
             #[automatically_derived]
             impl _vmstate::__private::Field for #ident {
                 const KIND: _vmstate::__private::Kind = _vmstate::__private::Kind::Struct {
-                    schema: <Self as _vmstate::__private::VmState>::SCHEMA,
+                    schema: _vmstate::__private::SchemaRef::Static(<Self as _vmstate::__private::VmState>::SCHEMA),
                 };
                 #[inline]
                 fn save_field<__W: _vmstate::__private::Writer + ?::core::marker::Sized>(

@@ -19,7 +19,7 @@ pub fn expand(input: &syn::DeriveInput, error: syn::Error) -> TokenStream {
             #[automatically_derived]
             impl _vmstate::__private::Field for #ident {
                 const KIND: _vmstate::__private::Kind = _vmstate::__private::Kind::Struct {
-                    schema: <Self as _vmstate::__private::VmState>::SCHEMA,
+                    schema: _vmstate::__private::SchemaRef::Static(<Self as _vmstate::__private::VmState>::SCHEMA),
                 };
                 fn save_field<__W: _vmstate::__private::Writer + ?::core::marker::Sized>(&mut self, _: &mut __W, _: &mut _vmstate::__private::SaveCx<'_>) -> _vmstate::__private::Result<()> { ::core::unreachable!() }
                 fn load_field<__R: _vmstate::__private::Reader + ?::core::marker::Sized>(&mut self, _: &mut __R, _: &mut _vmstate::__private::LoadCx<'_>) -> _vmstate::__private::Result<()> { ::core::unreachable!() }
@@ -33,9 +33,19 @@ pub fn expand(input: &syn::DeriveInput, error: syn::Error) -> TokenStream {
         #[automatically_derived]
         impl _vmstate::__private::VmState for #ident {
             const SCHEMA: &'static _vmstate::__private::StructSchema = &_vmstate::__private::StructSchema {
-                name: "", rust_name: "", krate: "", version: 0, min_version: 0, nested: false, priority: 0,
-                gate: ::core::option::Option::None, pins: &[], props: &[], fields: &[], subsections: &[], hooks: &[],
-                location: _vmstate::__private::Location { file: "", line: 0, column: 0 },
+                name: _vmstate::__private::Cow::Borrowed(""),
+                rust_name: _vmstate::__private::Cow::Borrowed(""),
+                krate: _vmstate::__private::Cow::Borrowed(""),
+                version: 0, min_version: 0, nested: false, priority: 0,
+                gate: ::core::option::Option::None,
+                pins: _vmstate::__private::Cow::Borrowed(&[]),
+                props: _vmstate::__private::Cow::Borrowed(&[]),
+                fields: _vmstate::__private::Cow::Borrowed(&[]),
+                subsections: _vmstate::__private::Cow::Borrowed(&[]),
+                hooks: _vmstate::__private::Cow::Borrowed(&[]),
+                location: _vmstate::__private::Location {
+                    file: _vmstate::__private::Cow::Borrowed(""), line: 0, column: 0,
+                },
             };
             fn save_state<__W: _vmstate::__private::Writer + ?::core::marker::Sized>(&mut self, _: &mut __W, _: u32, _: &mut _vmstate::__private::SaveCx<'_>) -> _vmstate::__private::Result<()> { ::core::unreachable!() }
             fn load_state<__R: _vmstate::__private::Reader + ?::core::marker::Sized>(&mut self, _: &mut __R, _: u32, _: &mut _vmstate::__private::LoadCx<'_>) -> _vmstate::__private::Result<()> { ::core::unreachable!() }

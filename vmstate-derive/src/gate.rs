@@ -46,10 +46,10 @@ pub fn eval(g: &Gate, props: &[Prop]) -> TokenStream {
     }
 }
 
-/// A `&'static Gate` constant expression.
+/// A `SchemaRef<Gate>` constant expression.
 pub fn schema(g: &Gate) -> TokenStream {
     let inner = schema_value(g);
-    quote!(&#inner)
+    crate::schema::static_ref(quote!(&#inner))
 }
 
 fn schema_value(g: &Gate) -> TokenStream {
@@ -58,22 +58,27 @@ fn schema_value(g: &Gate) -> TokenStream {
             let op = op_tokens(*op);
             quote!(_vmstate::__private::Gate::Machine { op: #op, version: _vmstate::__private::MachineVersion::new(#major, #minor) })
         }
-        Gate::Prop(name) => quote!(_vmstate::__private::Gate::Prop { name: #name }),
+        Gate::Prop(name) => {
+            let name = crate::schema::cow(name);
+            quote!(_vmstate::__private::Gate::Prop { name: #name })
+        }
         Gate::Pred(path) => {
             let text = quote!(#path).to_string().replace(' ', "");
+            let text = crate::schema::cow(text);
             quote!(_vmstate::__private::Gate::Pred { path: #text })
         }
         Gate::All(gs) => {
             let parts = gs.iter().map(schema_value);
-            quote!(_vmstate::__private::Gate::All(&[#(#parts),*]))
+            quote!(_vmstate::__private::Gate::All(_vmstate::__private::Cow::Borrowed(&[#(#parts),*])))
         }
         Gate::Any(gs) => {
             let parts = gs.iter().map(schema_value);
-            quote!(_vmstate::__private::Gate::Any(&[#(#parts),*]))
+            quote!(_vmstate::__private::Gate::Any(_vmstate::__private::Cow::Borrowed(&[#(#parts),*])))
         }
         Gate::Not(g) => {
             let inner = schema_value(g);
-            quote!(_vmstate::__private::Gate::Not(&#inner))
+            let inner = crate::schema::static_ref(quote!(&#inner));
+            quote!(_vmstate::__private::Gate::Not(#inner))
         }
     }
 }

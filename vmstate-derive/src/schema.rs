@@ -8,33 +8,49 @@ use crate::gate;
 use crate::internals::ast::{Container, Field, Style};
 use crate::internals::attr;
 
+/// `Cow::Borrowed(#t)`: a string or list of a `const` description.
+pub fn cow(t: impl ToTokens) -> TokenStream {
+    quote!(_vmstate::__private::Cow::Borrowed(#t))
+}
+
+/// `SchemaRef::Static(#t)`: a reference inside a `const` description.
+pub fn static_ref(t: impl ToTokens) -> TokenStream {
+    quote!(_vmstate::__private::SchemaRef::Static(#t))
+}
+
 pub fn location(span: Span) -> TokenStream {
     let start = span.start();
     let line = u32::try_from(start.line).unwrap_or(0);
     let column = u32::try_from(start.column + 1).unwrap_or(0);
-    quote!(_vmstate::__private::Location { file: ::core::file!(), line: #line, column: #column })
+    let file = cow(quote!(::core::file!()));
+    quote!(_vmstate::__private::Location { file: #file, line: #line, column: #column })
 }
 
+/// The field's `SchemaRef<Kind>`.
 pub fn kind(f: &Field) -> TokenStream {
     let ty = f.ty;
-    match &f.style {
+    let kind = match &f.style {
         Style::Plain => quote!(&<#ty as _vmstate::__private::Field>::KIND),
         Style::Buffer => {
             quote!(&_vmstate::__private::Kind::Buffer { len: <#ty as _vmstate::__private::ByteBuffer>::LEN })
         }
         Style::VArray { count, max } => {
-            let c = count.to_string();
+            let c = cow(count.to_string());
+            let elem = static_ref(
+                quote!(&<<#ty as _vmstate::__private::VarContainer>::Elem as _vmstate::__private::Field>::KIND),
+            );
             quote!(&_vmstate::__private::Kind::VArray {
-                elem: &<<#ty as _vmstate::__private::VarContainer>::Elem as _vmstate::__private::Field>::KIND,
+                elem: #elem,
                 count_field: #c,
                 max: #max,
             })
         }
         Style::VBuffer { len, max } => {
-            let c = len.to_string();
+            let c = cow(len.to_string());
             quote!(&_vmstate::__private::Kind::VBuffer { len_field: #c, max: #max })
         }
-    }
+    };
+    static_ref(kind)
 }
 
 fn opt_gate(g: Option<&attr::Gate>) -> TokenStream {
@@ -59,9 +75,9 @@ pub fn range_bounds(r: &(syn::Expr, syn::Expr, bool)) -> (TokenStream, TokenStre
 }
 
 fn field(f: &Field) -> TokenStream {
-    let name = &f.name;
-    let vmdesc_name = &f.vmdesc_name;
-    let rust_name = f.ident.to_string();
+    let name = cow(&f.name);
+    let vmdesc_name = cow(&f.vmdesc_name);
+    let rust_name = cow(f.ident.to_string());
     let kind = kind(f);
     let since = f.since();
     let gate = opt_gate(f.attrs.when.as_ref().map(|w| &w.value));
@@ -80,6 +96,7 @@ fn field(f: &Field) -> TokenStream {
                 attr::Default::Expr(e) => e.to_token_stream().to_string(),
                 attr::Default::Keep => "keep".to_owned(),
             };
+            let text = cow(text);
             quote!(::core::option::Option::Some(#text))
         }
         None => quote!(::core::option::Option::None),
@@ -102,8 +119,8 @@ fn field(f: &Field) -> TokenStream {
 }
 
 pub fn expand(c: &Container) -> TokenStream {
-    let name = &c.name;
-    let rust_name = c.ident.to_string();
+    let name = cow(&c.name);
+    let rust_name = cow(c.ident.to_string());
     let version = c.version;
     let min_version = c.min_version;
     let nested = c.nested;
@@ -116,13 +133,13 @@ pub fn expand(c: &Container) -> TokenStream {
         quote!(_vmstate::__private::Pin { below: _vmstate::__private::MachineVersion::new(#maj, #min), version: #v, location: #loc })
     });
     let props = c.attrs.props.iter().map(|p| {
-        let n = &p.name;
+        let n = cow(&p.name);
         let d = p.default;
         quote!(_vmstate::__private::PropSchema { name: #n, default: #d })
     });
     let fields = c.main_fields().map(field);
     let subs = c.attrs.subsections.iter().enumerate().map(|(i, s)| {
-        let n = &s.name;
+        let n = cow(&s.name);
         let v = s.version;
         let mv = s.min_version.as_ref().map_or(1.min(v), |m| m.0);
         let g = opt_gate(s.when.as_ref());
@@ -131,7 +148,7 @@ pub fn expand(c: &Container) -> TokenStream {
         quote! {
             _vmstate::__private::SubsectionSchema {
                 name: #n, version: #v, min_version: #mv, gate: #g,
-                fields: &[#(#fs),*],
+                fields: _vmstate::__private::Cow::Borrowed(&[#(#fs),*]),
                 location: #loc,
             }
         }
@@ -145,7 +162,7 @@ pub fn expand(c: &Container) -> TokenStream {
         ("validate", !c.attrs.validate.is_empty()),
     ] {
         if set {
-            hooks.push(n);
+            hooks.push(cow(n));
         }
     }
     let loc = location(c.ident.span());
@@ -153,17 +170,17 @@ pub fn expand(c: &Container) -> TokenStream {
         _vmstate::__private::StructSchema {
             name: #name,
             rust_name: #rust_name,
-            krate: ::core::env!("CARGO_PKG_NAME"),
+            krate: _vmstate::__private::Cow::Borrowed(::core::env!("CARGO_PKG_NAME")),
             version: #version,
             min_version: #min_version,
             nested: #nested,
             priority: #priority,
             gate: #gate,
-            pins: &[#(#pins),*],
-            props: &[#(#props),*],
-            fields: &[#(#fields),*],
-            subsections: &[#(#subs),*],
-            hooks: &[#(#hooks),*],
+            pins: _vmstate::__private::Cow::Borrowed(&[#(#pins),*]),
+            props: _vmstate::__private::Cow::Borrowed(&[#(#props),*]),
+            fields: _vmstate::__private::Cow::Borrowed(&[#(#fields),*]),
+            subsections: _vmstate::__private::Cow::Borrowed(&[#(#subs),*]),
+            hooks: _vmstate::__private::Cow::Borrowed(&[#(#hooks),*]),
             location: #loc,
         }
     }

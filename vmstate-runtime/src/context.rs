@@ -2,7 +2,7 @@
 //! the vmdesc being collected, and the section being worked on.
 
 use crate::machine::MachineType;
-use crate::schema::{CmpOp, MachineVersion};
+use crate::schema::{CmpOp, Gate, MachineVersion, Presence, StructSchema};
 use crate::vmdesc::DescBuilder;
 
 /// What gates are evaluated against: the machine type and the device whose properties apply.
@@ -44,6 +44,19 @@ impl<'a> GateCtx<'a> {
     #[must_use]
     pub fn prop(&self, name: &str, default: bool) -> bool {
         self.machine.compat(self.driver, name).unwrap_or(default)
+    }
+
+    /// A gate declared in `declared` evaluated without the state: machine comparisons and
+    /// properties are decided here (a property no compat entry sets takes the default
+    /// `declared` gives it, `false` when undeclared, as generated code does); predicates give
+    /// [`Presence::Maybe`]. What tools use to know, per machine type, what is on the wire.
+    #[must_use]
+    pub fn presence(&self, gate: Option<&Gate>, declared: &StructSchema) -> Presence {
+        gate.map_or(Presence::Always, |g| {
+            g.presence(self.machine.version(), &|name| {
+                self.prop(name, declared.prop_default(name).unwrap_or(false))
+            })
+        })
     }
 }
 

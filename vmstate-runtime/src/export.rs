@@ -28,7 +28,7 @@ pub fn schemas_of(krate: &str) -> Vec<&'static StructSchema> {
         .copied()
         .filter(|s| s.krate == krate)
         .collect();
-    v.sort_by_key(|s| (s.name, s.rust_name));
+    v.sort_by_key(|s| (&*s.name, &*s.rust_name));
     v
 }
 

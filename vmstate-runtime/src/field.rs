@@ -231,7 +231,7 @@ impl<const N: usize> Field for Unused<N> {
 impl<T: Field, const N: usize> Field for [T; N] {
     #[allow(clippy::cast_possible_truncation)]
     const KIND: Kind = Kind::Array {
-        elem: &T::KIND,
+        elem: crate::schema::SchemaRef::Static(&T::KIND),
         len: N as u32,
     };
     #[inline]

@@ -7,11 +7,12 @@ pub use crate::error::{Error, ErrorKind, Result};
 pub use crate::field::Field;
 pub use crate::reader::Reader;
 pub use crate::schema::{
-    CmpOp, FieldSchema, Gate, Kind, Location, MachineVersion, Pin, PropSchema, StructSchema,
-    SubsectionSchema,
+    CmpOp, FieldSchema, Gate, Kind, Location, MachineVersion, Pin, PropSchema, SchemaRef,
+    StructSchema, SubsectionSchema,
 };
 pub use crate::state::VmState;
 pub use crate::writer::Writer;
+pub use std::borrow::Cow;
 
 pub use crate::export::SCHEMAS;
 pub use linkme;

@@ -185,7 +185,7 @@ impl<T: VmState + Clone + Send + 'static> SectionHandle for MutexHandle<T> {
         let copy = self
             .0
             .lock()
-            .map_err(|_| poisoned(T::SCHEMA.name, true))?
+            .map_err(|_| poisoned(&T::SCHEMA.name, true))?
             .clone();
         Ok(Box::new(CloneSnapshot(copy)))
     }
@@ -199,7 +199,7 @@ impl<T: VmState + Clone + Send + 'static> SectionHandle for MutexHandle<T> {
         let mut value = self
             .0
             .lock()
-            .map_err(|_| poisoned(T::SCHEMA.name, false).at_offset(r.erased_position()))?
+            .map_err(|_| poisoned(&T::SCHEMA.name, false).at_offset(r.erased_position()))?
             .clone();
         value.load_state(r, version, cx)?;
         Ok(Box::new(StagedState {
@@ -434,7 +434,7 @@ impl Registry {
         }
         let idstr = match &options.bus_path {
             Some(p) => format!("{p}/{}", schema.name),
-            None => schema.name.to_owned(),
+            None => schema.name.to_string(),
         };
         if idstr.len() > 255 {
             return Err(Error::without_offset(ErrorKind::LengthTooLarge {
@@ -541,7 +541,7 @@ impl Registry {
             let schema = e.handle.schema();
             let version = schema.version_for(machine.version());
             let sref = || section_ref(&e.key.idstr, e.key.instance_id, Some(version));
-            let gates = GateCtx::new(machine, schema.name);
+            let gates = GateCtx::new(machine, &schema.name);
             let mut snap = e.handle.snapshot().map_err(|err| err.in_section(sref()))?;
             if !snap.section_needed(&gates) {
                 report.skipped.push(e.key.clone());
@@ -560,7 +560,7 @@ impl Registry {
             let describe = framing.vmdesc && snap.describes_vmdesc();
             let mut cx = SaveCx::new(gates, describe);
             if let Some(d) = cx.desc() {
-                d.struct_begin(schema.name, version, payload_start);
+                d.struct_begin(&schema.name, version, payload_start);
             }
             snap.save(&mut out, version, &mut cx)
                 .map_err(|err| err.at_offset(payload_start).in_section(sref()))?;
@@ -875,7 +875,7 @@ impl Registry {
         let schema = e.handle.schema();
         crate::private::check_version(version, schema.min_version, schema.version, offset)?;
         let payload_start = r.position();
-        let mut cx = LoadCx::new(GateCtx::new(machine, schema.name));
+        let mut cx = LoadCx::new(GateCtx::new(machine, &schema.name));
         let stage = e.handle.stage_load(r, version, &mut cx)?;
         let payload_len = r.position() - payload_start;
         stream::expect_footer(r, section_id, framing)?;

@@ -5,23 +5,83 @@
 //! size, version (`since`) and gate, every subsection with its version and gate, the pinned
 //! versions per machine type, and the source location of each declaration. The vmdesc writer,
 //! the generic tooling and the compat checker read it; [`StructSchema::to_json`] gives a stable
-//! JSON dump.
+//! JSON dump, and [`serde::Deserialize`] reads such a dump back into the same types.
+//!
+//! # Static or owned
+//!
+//! The derive builds every description at compile time, so strings and lists are
+//! [`Cow::Borrowed`] and single references are [`SchemaRef::Static`]; both are
+//! const-constructible. A description read back from JSON (by the compat checker) owns its data
+//! ([`Cow::Owned`], [`SchemaRef::Owned`]). Either way the same methods evaluate it: gates
+//! ([`Gate::presence`]), section versions ([`StructSchema::version_for`],
+//! [`StructSchema::pin_for`]) and sizes.
 
-use serde::Serialize;
+use std::borrow::Cow;
+use std::ops::Deref;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A reference inside a description: `&'static T` in generated code, `Box<T>` when the
+/// description was deserialized. Derefs to `T`; serializes as `T`.
+#[derive(Debug, Clone)]
+pub enum SchemaRef<T: 'static> {
+    /// Built by the derive (a `const`).
+    Static(&'static T),
+    /// Read from a dump.
+    Owned(Box<T>),
+}
+
+impl<T> Deref for SchemaRef<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match self {
+            SchemaRef::Static(t) => t,
+            SchemaRef::Owned(t) => t,
+        }
+    }
+}
+
+impl<T: PartialEq> PartialEq for SchemaRef<T> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: Eq> Eq for SchemaRef<T> {}
+
+impl<T: std::fmt::Display> std::fmt::Display for SchemaRef<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl<T: Serialize> Serialize for SchemaRef<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(s)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for SchemaRef<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::deserialize(d).map(|t| SchemaRef::Owned(Box::new(t)))
+    }
+}
 
 /// A source location (`file!()`, `line!()`, `column!()` of the declaration).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Location {
     /// Source file, relative to the crate's workspace as rustc prints it.
-    pub file: &'static str,
+    pub file: Cow<'static, str>,
     /// 1-based line.
     pub line: u32,
     /// 1-based column.
+    #[serde(default)]
     pub column: u32,
 }
 
 /// A machine-type version such as `7.2` (family-independent, like QEMU's `hw_compat_7_2`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MachineVersion {
     /// Major number.
     pub major: u16,
@@ -57,7 +117,7 @@ impl std::fmt::Display for MachineVersion {
 }
 
 /// A comparison in a machine gate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CmpOp {
     /// `>=`
@@ -104,7 +164,7 @@ impl CmpOp {
 
 /// When a field, subsection or section is present. The static parts (machine, prop) can be
 /// evaluated per machine type without running code; `Pred` is a runtime predicate on the state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Gate {
     /// The machine type's version compared with `version`.
@@ -117,23 +177,23 @@ pub enum Gate {
     /// A boolean compat property of this device is on.
     Prop {
         /// Property name.
-        name: &'static str,
+        name: Cow<'static, str>,
     },
     /// A runtime predicate `fn(&Self) -> bool` (its path as written).
     Pred {
         /// The path as written, e.g. `Self::fifo_nonempty`.
-        path: &'static str,
+        path: Cow<'static, str>,
     },
     /// All of these.
-    All(&'static [Gate]),
+    All(Cow<'static, [Gate]>),
     /// Any of these.
-    Any(&'static [Gate]),
+    Any(Cow<'static, [Gate]>),
     /// Not this.
-    Not(&'static Gate),
+    Not(SchemaRef<Gate>),
 }
 
-/// A gate evaluated statically for one machine type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// A gate evaluated statically for one machine type. Ordered `Never < Maybe < Always`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Presence {
     /// Never sent.
@@ -144,52 +204,66 @@ pub enum Presence {
     Always,
 }
 
+impl Presence {
+    /// Both must hold (`all`).
+    #[must_use]
+    pub fn and(self, other: Presence) -> Presence {
+        self.min(other)
+    }
+
+    /// Either holds (`any`).
+    #[must_use]
+    pub fn or(self, other: Presence) -> Presence {
+        self.max(other)
+    }
+
+    /// `never` / `maybe` / `always`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Presence::Never => "never",
+            Presence::Maybe => "maybe",
+            Presence::Always => "always",
+        }
+    }
+}
+
+impl std::ops::Not for Presence {
+    type Output = Presence;
+
+    /// Does not hold (`not`).
+    fn not(self) -> Presence {
+        match self {
+            Presence::Always => Presence::Never,
+            Presence::Never => Presence::Always,
+            Presence::Maybe => Presence::Maybe,
+        }
+    }
+}
+
+impl std::fmt::Display for Presence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Gate {
     /// Evaluates the static parts; runtime predicates count as [`Presence::Maybe`].
     pub fn presence(&self, machine: MachineVersion, prop: &dyn Fn(&str) -> bool) -> Presence {
+        let yes_no = |b: bool| if b { Presence::Always } else { Presence::Never };
         match self {
-            Gate::Machine { op, version } => {
-                if op.eval(machine, *version) {
-                    Presence::Always
-                } else {
-                    Presence::Never
-                }
-            }
-            Gate::Prop { name } => {
-                if prop(name) {
-                    Presence::Always
-                } else {
-                    Presence::Never
-                }
-            }
+            Gate::Machine { op, version } => yes_no(op.eval(machine, *version)),
+            Gate::Prop { name } => yes_no(prop(name)),
             Gate::Pred { .. } => Presence::Maybe,
-            Gate::All(gs) => {
-                let mut r = Presence::Always;
-                for g in *gs {
-                    match g.presence(machine, prop) {
-                        Presence::Never => return Presence::Never,
-                        Presence::Maybe => r = Presence::Maybe,
-                        Presence::Always => {}
-                    }
-                }
-                r
-            }
-            Gate::Any(gs) => {
-                let mut r = Presence::Never;
-                for g in *gs {
-                    match g.presence(machine, prop) {
-                        Presence::Always => return Presence::Always,
-                        Presence::Maybe => r = Presence::Maybe,
-                        Presence::Never => {}
-                    }
-                }
-                r
-            }
-            Gate::Not(g) => match g.presence(machine, prop) {
-                Presence::Always => Presence::Never,
-                Presence::Never => Presence::Always,
-                Presence::Maybe => Presence::Maybe,
-            },
+            Gate::All(gs) => gs
+                .iter()
+                .map(|g| g.presence(machine, prop))
+                .fold(Presence::Always, Presence::and),
+            Gate::Any(gs) => gs
+                .iter()
+                .map(|g| g.presence(machine, prop))
+                .fold(Presence::Never, Presence::or),
+            Gate::Not(g) => !g.presence(machine, prop),
         }
     }
 }
@@ -218,7 +292,7 @@ impl std::fmt::Display for Gate {
 }
 
 /// A field's codec and shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Kind {
     /// `bool`, one byte 0/1.
@@ -254,23 +328,23 @@ pub enum Kind {
     /// A fixed array.
     Array {
         /// Element kind.
-        elem: &'static Kind,
+        elem: SchemaRef<Kind>,
         /// Element count.
         len: u32,
     },
     /// A variable array whose count is an earlier field (not repeated on the wire).
     VArray {
         /// Element kind.
-        elem: &'static Kind,
+        elem: SchemaRef<Kind>,
         /// The earlier field holding the count.
-        count_field: &'static str,
+        count_field: Cow<'static, str>,
         /// Declared maximum count.
         max: u32,
     },
     /// Raw bytes whose length is an earlier field (QEMU's VBUFFER).
     VBuffer {
         /// The earlier field holding the length.
-        len_field: &'static str,
+        len_field: Cow<'static, str>,
         /// Declared maximum length.
         max: u32,
     },
@@ -278,11 +352,35 @@ pub enum Kind {
     Struct {
         /// The nested struct's description.
         #[serde(rename = "struct")]
-        schema: &'static StructSchema,
+        schema: SchemaRef<StructSchema>,
     },
 }
 
 impl Kind {
+    /// The codec name of a primitive (`u16`, `timer`, `buffer`, `unused`, …); `None` for arrays,
+    /// variable parts and nested structs.
+    #[must_use]
+    pub fn codec(&self) -> Option<&'static str> {
+        Some(match self {
+            Kind::Bool => "bool",
+            Kind::U8 => "u8",
+            Kind::U16 => "u16",
+            Kind::U32 => "u32",
+            Kind::U64 => "u64",
+            Kind::I8 => "i8",
+            Kind::I16 => "i16",
+            Kind::I32 => "i32",
+            Kind::I64 => "i64",
+            Kind::Timer => "timer",
+            Kind::Buffer { .. } => "buffer",
+            Kind::Unused { .. } => "unused",
+            Kind::Array { .. }
+            | Kind::VArray { .. }
+            | Kind::VBuffer { .. }
+            | Kind::Struct { .. } => return None,
+        })
+    }
+
     /// The codec name QEMU uses in the vmdesc `"type"` (element type for arrays).
     #[must_use]
     pub fn vmdesc_type(&self) -> &'static str {
@@ -344,49 +442,107 @@ impl Kind {
 }
 
 /// One field of a struct or subsection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldSchema {
     /// The field's name in vmdesc and dumps (the Rust name, or `rename`).
-    pub name: &'static str,
-    /// The name as written in the vmdesc (duplicates get `[k]`, e.g. `unused[1]`).
-    pub vmdesc_name: &'static str,
+    pub name: Cow<'static, str>,
+    /// The name as written in the vmdesc (duplicates get `[k]`, e.g. `unused[1]`); unique
+    /// within the struct.
+    pub vmdesc_name: Cow<'static, str>,
     /// The Rust field name.
-    pub rust_name: &'static str,
+    pub rust_name: Cow<'static, str>,
     /// Codec and shape.
-    pub kind: &'static Kind,
+    pub kind: SchemaRef<Kind>,
     /// Present only when the stream version is at least this (0 = always).
+    #[serde(default)]
     pub since: u32,
     /// Present only when this gate holds (QEMU's `field_exists`).
-    pub gate: Option<&'static Gate>,
+    #[serde(default)]
+    pub gate: Option<SchemaRef<Gate>>,
     /// On load the value must equal the local one (QEMU's `_EQUAL`).
+    #[serde(default)]
     pub equal: bool,
     /// Allowed range of an integer field, checked on load (inclusive bounds).
+    #[serde(default, deserialize_with = "range_bounds")]
     pub range: Option<(i128, i128)>,
     /// The default used when absent, as written in the source (`None`: always present).
-    pub default: Option<&'static str>,
+    #[serde(default)]
+    pub default: Option<Cow<'static, str>>,
     /// Where the field is declared.
     pub location: Location,
 }
 
+/// Reads `range`: a pair of JSON integers. Nested struct schemas sit inside the internally
+/// tagged [`Kind`], which serde buffers in a form without 128-bit integers, so each bound is
+/// read as whatever integer the input holds (every bound the derive writes fits `i64` or `u64`).
+fn range_bounds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<(i128, i128)>, D::Error> {
+    struct Bound(i128);
+
+    struct BoundVisitor;
+
+    impl serde::de::Visitor<'_> for BoundVisitor {
+        type Value = Bound;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Bound, E> {
+            Ok(Bound(i128::from(v)))
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Bound, E> {
+            Ok(Bound(i128::from(v)))
+        }
+
+        fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Bound, E> {
+            Ok(Bound(v))
+        }
+
+        fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Bound, E> {
+            i128::try_from(v)
+                .map(Bound)
+                .map_err(|_| E::custom("range bound out of range"))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Bound {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(BoundVisitor)
+        }
+    }
+
+    let pair: Option<(Bound, Bound)> = Option::deserialize(d)?;
+    Ok(pair.map(|(lo, hi)| (lo.0, hi.0)))
+}
+
+/// `min_version` of a dump that leaves it out.
+fn one() -> u32 {
+    1
+}
+
 /// A named subsection: sent after the struct's fields when its gate holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubsectionSchema {
     /// The subsection name, `<parent>/<child>`.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// Its version (written in its header).
     pub version: u32,
     /// Oldest version accepted on load.
+    #[serde(default = "one")]
     pub min_version: u32,
     /// When it is sent (`None`: always).
-    pub gate: Option<&'static Gate>,
+    #[serde(default)]
+    pub gate: Option<SchemaRef<Gate>>,
     /// Its fields, in wire order.
-    pub fields: &'static [FieldSchema],
+    #[serde(default)]
+    pub fields: Cow<'static, [FieldSchema]>,
     /// Where it is declared.
     pub location: Location,
 }
 
 /// "Machine types older than `below` are saved at `version`".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pin {
     /// Machine types with a version below this one use the pinned version.
     pub below: MachineVersion,
@@ -397,43 +553,53 @@ pub struct Pin {
 }
 
 /// A boolean device property that compat tables can set per machine type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PropSchema {
     /// Property name.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// Value when no compat entry sets it.
     pub default: bool,
 }
 
 /// The description of one `VmState` struct (a QEMU vmsd).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StructSchema {
     /// The vmsd name (the section name for top-level structs).
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// The Rust type name.
-    pub rust_name: &'static str,
-    /// The package (crate) that declares the type.
-    pub krate: &'static str,
+    pub rust_name: Cow<'static, str>,
+    /// The package (crate) that declares the type (empty in dumps that leave it out).
+    #[serde(default)]
+    pub krate: Cow<'static, str>,
     /// Current version.
     pub version: u32,
     /// Oldest version accepted on load.
+    #[serde(default = "one")]
     pub min_version: u32,
     /// Only usable nested inside another struct (saved at its own version).
+    #[serde(default)]
     pub nested: bool,
     /// Save/load order among sections; higher goes first.
+    #[serde(default)]
     pub priority: i32,
     /// When the whole section is sent (`None`: always).
-    pub gate: Option<&'static Gate>,
+    #[serde(default)]
+    pub gate: Option<SchemaRef<Gate>>,
     /// Machine-pinned older versions.
-    pub pins: &'static [Pin],
+    #[serde(default)]
+    pub pins: Cow<'static, [Pin]>,
     /// Declared compat properties.
-    pub props: &'static [PropSchema],
+    #[serde(default)]
+    pub props: Cow<'static, [PropSchema]>,
     /// Fields, in wire order.
-    pub fields: &'static [FieldSchema],
+    #[serde(default)]
+    pub fields: Cow<'static, [FieldSchema]>,
     /// Subsections, in emission order.
-    pub subsections: &'static [SubsectionSchema],
+    #[serde(default)]
+    pub subsections: Cow<'static, [SubsectionSchema]>,
     /// Names of the hooks that are set (`pre_save`, `post_load`, …).
-    pub hooks: &'static [&'static str],
+    #[serde(default)]
+    pub hooks: Cow<'static, [Cow<'static, str>]>,
     /// Where the struct is declared.
     pub location: Location,
 }
@@ -447,7 +613,7 @@ impl StructSchema {
             return None;
         }
         let mut n = 0;
-        for f in self.fields {
+        for f in self.fields.iter() {
             if f.since != 0 || f.gate.is_some() {
                 return None;
             }
@@ -470,15 +636,20 @@ impl StructSchema {
     /// (the lowest matching pin, or the current version).
     #[must_use]
     pub fn version_for(&self, machine: MachineVersion) -> u32 {
-        let mut v = self.version;
-        let mut best: Option<MachineVersion> = None;
-        for p in self.pins {
-            if machine < p.below && best.is_none_or(|b| p.below < b) {
-                best = Some(p.below);
-                v = p.version;
+        self.pin_for(machine).map_or(self.version, |p| p.version)
+    }
+
+    /// The pin that decides the section version for `machine`: among the pins whose `below`
+    /// is above `machine`, the one with the lowest `below` (the first declared on a tie).
+    #[must_use]
+    pub fn pin_for(&self, machine: MachineVersion) -> Option<&Pin> {
+        let mut best: Option<&Pin> = None;
+        for p in self.pins.iter() {
+            if machine < p.below && best.is_none_or(|b| p.below < b.below) {
+                best = Some(p);
             }
         }
-        v
+        best
     }
 
     /// The default value of a declared property.

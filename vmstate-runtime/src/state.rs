@@ -64,9 +64,9 @@ pub fn save_payload<T: VmState + Clone>(
     let version = T::SCHEMA.version_for(machine.version());
     let mut copy = state.clone();
     let mut out = Vec::new();
-    let mut cx = SaveCx::new(GateCtx::new(machine, T::SCHEMA.name), true);
+    let mut cx = SaveCx::new(GateCtx::new(machine, &T::SCHEMA.name), true);
     if let Some(d) = cx.desc() {
-        d.struct_begin(T::SCHEMA.name, version, 0);
+        d.struct_begin(&T::SCHEMA.name, version, 0);
     }
     copy.save_state(&mut out, version, &mut cx)?;
     if let Some(d) = cx.desc() {
@@ -90,7 +90,7 @@ pub fn load_payload<T: VmState + Clone>(
 ) -> Result<()> {
     let mut staged = state.clone();
     let mut r = crate::reader::SliceReader::new(payload);
-    let mut cx = LoadCx::new(GateCtx::new(machine, T::SCHEMA.name));
+    let mut cx = LoadCx::new(GateCtx::new(machine, &T::SCHEMA.name));
     staged.load_state(&mut r, version, &mut cx)?;
     let rest = r.remaining().len();
     if rest != 0 {

@@ -151,8 +151,8 @@ impl DescBuilder {
             return;
         };
         let pending = std::mem::take(&mut top.pending);
-        let name = Cow::Borrowed(fs.vmdesc_name);
-        let (elem, is_array) = match fs.kind {
+        let name = fs.vmdesc_name.clone();
+        let (elem, is_array) = match &*fs.kind {
             Kind::Array { elem, .. } | Kind::VArray { elem, .. } => (innermost(elem), true),
             k => (k, false),
         };
@@ -174,8 +174,8 @@ impl DescBuilder {
         }
         // Element count: fixed arrays from the kind (2D arrays flattened), variable arrays from
         // the runtime count times the flattened inner length.
-        let n = match fs.kind {
-            Kind::Array { .. } => flat_len(fs.kind),
+        let n = match &*fs.kind {
+            Kind::Array { .. } => flat_len(&fs.kind),
             Kind::VArray { elem, .. } => n.saturating_mul(flat_len(elem)),
             _ => n,
         };
@@ -230,7 +230,7 @@ fn flat_len(k: &Kind) -> u64 {
 }
 
 /// Arrays of arrays are flattened, as QEMU's 2D arrays are.
-fn innermost(k: &'static Kind) -> &'static Kind {
+fn innermost(k: &Kind) -> &Kind {
     match k {
         Kind::Array { elem, .. } | Kind::VArray { elem, .. } => innermost(elem),
         k => k,

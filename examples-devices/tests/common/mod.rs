@@ -162,7 +162,7 @@ pub fn save_section<T: VmState + Clone>(
     let mut out = Vec::new();
     let mut cx = SaveCx::new(GateCtx::new(&m, driver), true);
     if let Some(d) = cx.desc() {
-        d.struct_begin(T::SCHEMA.name, version, 0);
+        d.struct_begin(&T::SCHEMA.name, version, 0);
     }
     copy.save_state(&mut out, version, &mut cx).unwrap();
     let end = Writer::position(&out);

@@ -5,34 +5,40 @@
 
 #![allow(dead_code)]
 
+use std::borrow::Cow;
 use vmstate_runtime::__private::{
     check_version, duplicate_subsection, load_buffer, next_subsection, save_buffer,
     write_subsection_header, Field, FieldSchema, Kind, Location, Pin, StructSchema,
     SubsectionSchema,
 };
-use vmstate_runtime::schema::MachineVersion;
+
+use vmstate_runtime::schema::{MachineVersion, SchemaRef};
 use vmstate_runtime::{
     Error, ErrorKind, GateCtx, LoadCx, MachineCatalog, MachineType, Reader, Result, SaveCx, Timer,
     Unused, VmState, Writer,
 };
 
 const LOC: Location = Location {
-    file: file!(),
+    file: Cow::Borrowed(file!()),
     line: 0,
     column: 0,
 };
 
 const fn field(name: &'static str, kind: &'static Kind, since: u32) -> FieldSchema {
     FieldSchema {
-        name,
-        vmdesc_name: name,
-        rust_name: name,
-        kind,
+        name: Cow::Borrowed(name),
+        vmdesc_name: Cow::Borrowed(name),
+        rust_name: Cow::Borrowed(name),
+        kind: SchemaRef::Static(kind),
         since,
         gate: None,
         equal: false,
         range: None,
-        default: if since > 0 { Some("0") } else { None },
+        default: if since > 0 {
+            Some(Cow::Borrowed("0"))
+        } else {
+            None
+        },
         location: LOC,
     }
 }
@@ -49,19 +55,19 @@ const fn schema(
     subsections: &'static [SubsectionSchema],
 ) -> StructSchema {
     StructSchema {
-        name,
-        rust_name: name,
-        krate: "vmstate-runtime",
+        name: Cow::Borrowed(name),
+        rust_name: Cow::Borrowed(name),
+        krate: Cow::Borrowed("vmstate-runtime"),
         version,
         min_version,
         nested,
         priority,
         gate: None,
-        pins,
-        props: &[],
-        fields,
-        subsections,
-        hooks: &[],
+        pins: Cow::Borrowed(pins),
+        props: Cow::Borrowed(&[]),
+        fields: Cow::Borrowed(fields),
+        subsections: Cow::Borrowed(subsections),
+        hooks: Cow::Borrowed(&[]),
         location: LOC,
     }
 }
@@ -79,7 +85,8 @@ pub fn save_f<W: Writer + ?Sized, F: Field>(
         return Ok(());
     }
     let start = w.position();
-    v.save_field(w, cx).map_err(|e| e.in_field(fs.name))?;
+    v.save_field(w, cx)
+        .map_err(|e| e.in_field(fs.name.clone()))?;
     if let Some(d) = cx.desc() {
         d.field(fs, n, start, w.position());
     }
@@ -97,7 +104,7 @@ pub fn load_f<R: Reader + ?Sized, F: Field>(
     if fs.since > version {
         return Ok(());
     }
-    v.load_field(r, cx).map_err(|e| e.in_field(fs.name))
+    v.load_field(r, cx).map_err(|e| e.in_field(fs.name.clone()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -113,11 +120,11 @@ static UART_FIELDS: [FieldSchema; 5] = [
 ];
 static UART_TSR_FIELDS: [FieldSchema; 1] = [field("tsr_retry", &Kind::U32, 0)];
 static UART_SUBS: [SubsectionSchema; 1] = [SubsectionSchema {
-    name: "serial/tsr",
+    name: Cow::Borrowed("serial/tsr"),
     version: 1,
     min_version: 1,
     gate: None,
-    fields: &UART_TSR_FIELDS,
+    fields: Cow::Borrowed(&UART_TSR_FIELDS),
     location: LOC,
 }];
 static UART_PINS: [Pin; 1] = [Pin {
@@ -301,7 +308,7 @@ impl VmState for Channel {
 
 impl Field for Channel {
     const KIND: Kind = Kind::Struct {
-        schema: &CHANNEL_SCHEMA,
+        schema: SchemaRef::Static(&CHANNEL_SCHEMA),
     };
     fn save_field<W: Writer + ?Sized>(&mut self, w: &mut W, cx: &mut SaveCx<'_>) -> Result<()> {
         if let Some(d) = cx.desc() {
@@ -318,16 +325,14 @@ impl Field for Channel {
     }
 }
 
+static CHANNEL_KIND: Kind = <Channel as Field>::KIND;
+static CHANNELS_KIND: Kind = Kind::Array {
+    elem: SchemaRef::Static(&CHANNEL_KIND),
+    len: 2,
+};
 static PIT_FIELDS: [FieldSchema; 3] = [
     field("channels[0].irq_disabled", &Kind::U32, 3),
-    field(
-        "channels",
-        &Kind::Array {
-            elem: &<Channel as Field>::KIND,
-            len: 2,
-        },
-        2,
-    ),
+    field("channels", &CHANNELS_KIND, 2),
     field("channels[0].next_transition_time", &Kind::I64, 0),
 ];
 static PIT_SCHEMA: StructSchema = schema("i8254", 3, 2, false, 0, &[], &PIT_FIELDS, &[]);
