@@ -1,6 +1,10 @@
 //! `array-length-changed`: array length changed.
 
-use super::{Level, Rule};
+use super::{Detect, Level, Rule};
+use crate::check::step::{is_padding, NEXT};
+use crate::check::{Hits, Step};
+use crate::finding::Direction;
+use crate::layout::Item;
 
 /// The `array-length-changed` rule.
 pub const RULE: Rule = Rule {
@@ -19,4 +23,71 @@ carries `num`.
 
 How to fix: keep the frozen length on the wire for the old machine types; migrate the extra
 elements in a separate field or subsection gated `when = machine >= "8.0"`."#,
+    detect: Detect::Native(detect),
 };
+
+/// An aligned array whose element count changed, or whose declared maximum changed in the way
+/// that breaks this direction (larger: new → old; smaller: old → new).
+fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
+    let Step::Pair { old: o, new: n, cx } = *step else {
+        return;
+    };
+    let key = n.key();
+    let (what, len, count, max) = match (o, n) {
+        (Item::Field(of), Item::Field(nf)) if !is_padding(o) && !is_padding(n) => (
+            "array",
+            (of.len, nf.len),
+            (&of.count, &nf.count),
+            (of.max, nf.max),
+        ),
+        (Item::Array(oa), Item::Array(na)) => (
+            "array",
+            (oa.len, na.len),
+            (&oa.count, &na.count),
+            (oa.max, na.max),
+        ),
+        _ => return,
+    };
+    if len.0 != len.1 || count.0 != count.1 {
+        hits.push(
+            cx.dir,
+            key,
+            format!(
+                "{what} `{key}`{} changed from {} to {}",
+                cx.in_sub(),
+                o.shape(),
+                n.shape()
+            ),
+            Some(n.at()),
+            format!(
+                "keep `{key}` as {} on the wire for these machine types; migrate extra \
+                 elements in a separate field or subsection gated `when = machine >= \
+                 \"{NEXT}\"`",
+                o.shape()
+            ),
+        );
+        return;
+    }
+    if max.0 == max.1 {
+        return;
+    }
+    let (om, nm) = (max.0.unwrap_or(0), max.1.unwrap_or(0));
+    let breaks = if nm > om {
+        Direction::NewToOld
+    } else {
+        Direction::OldToNew
+    };
+    if cx.dir != breaks {
+        return;
+    }
+    hits.push(
+        cx.dir,
+        key,
+        format!(
+            "variable array `{key}`{} changed its maximum from {om} to {nm}",
+            cx.in_sub()
+        ),
+        Some(n.at()),
+        format!("restore `max = {om}` on `{key}`"),
+    );
+}

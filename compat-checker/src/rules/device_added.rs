@@ -1,6 +1,10 @@
 //! `device-added`: new section may be sent on a frozen machine type.
 
-use super::{Level, Rule};
+use super::{Detect, Level, Rule};
+use crate::check::step::{gate_with_next, presence_text};
+use crate::check::{Hits, Step};
+use crate::finding::Direction;
+use crate::layout::Presence;
 
 /// The `device-added` rule.
 pub const RULE: Rule = Rule {
@@ -17,4 +21,31 @@ on old machine types, say so in the code, so that the checker can prove it.
 
 How to fix: gate the whole section on the machine type, `#[vmstate(when = machine >= "8.0")]`
 on the struct. A section that is never sent for a frozen machine type is not reported."#,
+    detect: Detect::Native(detect),
 };
+
+/// A device the baseline does not have, sent for the frozen machine type.
+fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
+    let Step::DeviceNew { cur: cd } = *step else {
+        return;
+    };
+    if cd.presence == Presence::Never {
+        return;
+    }
+    hits.push(
+        Direction::NewToOld,
+        "",
+        format!(
+            "new section ({}) is {} for these machine types; the release that froze them has \
+             no such device and fails the load",
+            cd.rust_name,
+            presence_text(cd.presence, cd.when.as_deref())
+        ),
+        Some(&cd.at),
+        format!(
+            "gate the section: `#[vmstate(when = {})]` on `{}`",
+            gate_with_next(cd.when.as_deref()),
+            cd.rust_name
+        ),
+    );
+}

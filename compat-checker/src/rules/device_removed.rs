@@ -1,6 +1,10 @@
 //! `device-removed`: frozen section no longer exists.
 
-use super::{Level, Rule};
+use super::{Detect, Level, Rule};
+use crate::check::step::NEXT;
+use crate::check::{Hits, Step};
+use crate::finding::Direction;
+use crate::layout::Presence;
 
 /// The `device-removed` rule.
 pub const RULE: Rule = Rule {
@@ -17,4 +21,36 @@ section, and this code fails the load on an unknown section.
 How to fix: keep the device (and its section name) for those machine types; a section gate
 `#[vmstate(when = machine < "8.0")]` can keep it off newer ones. If support for the machine
 types was dropped on purpose, delete their baselines (`compat/<machine-type>.json`)."#,
+    detect: Detect::Native(detect),
 };
+
+/// A frozen, sent device that is gone, and not as a rename.
+fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
+    let Step::DeviceGone {
+        base: bd,
+        renamed: None,
+    } = *step
+    else {
+        return;
+    };
+    if bd.presence == Presence::Never {
+        return;
+    }
+    hits.push(
+        Direction::OldToNew,
+        "",
+        format!(
+            "the section ({}, declared at {} when frozen) is no longer \
+             declared; streams from the release that froze these machine types \
+             contain it and fail to load",
+            bd.rust_name, bd.at
+        ),
+        None,
+        format!(
+            "keep `{}` for these machine types (`#[vmstate(when = machine < \
+             \"{NEXT}\")]` keeps it off newer ones), or delete the baselines of \
+             machine types that are no longer supported",
+            bd.rust_name
+        ),
+    );
+}

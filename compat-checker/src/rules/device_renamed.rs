@@ -1,6 +1,9 @@
 //! `device-renamed`: section renamed.
 
-use super::{Level, Rule};
+use super::{Detect, Level, Rule};
+use crate::check::{Hits, Step};
+use crate::finding::Direction;
+use crate::layout::Presence;
 
 /// The `device-renamed` rule.
 pub const RULE: Rule = Rule {
@@ -15,4 +18,32 @@ Why it breaks: in both directions the receiver does not know the section.
 
 How to fix: keep the wire name with `#[vmstate(name = "<old name>")]` on the struct; the Rust
 type can be renamed freely."#,
+    detect: Detect::Native(detect),
 };
+
+/// A frozen, sent device that is gone under its name while its Rust type has another one.
+fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
+    let Step::DeviceGone {
+        base: bd,
+        renamed: Some(c),
+    } = *step
+    else {
+        return;
+    };
+    if bd.presence == Presence::Never {
+        return;
+    }
+    hits.push(
+        Direction::Both,
+        "",
+        format!(
+            "the section is now named `{}` ({}); the section name is on the wire",
+            c.name, c.rust_name
+        ),
+        Some(&c.at),
+        format!(
+            "keep the wire name: `#[vmstate(name = \"{}\")]` on `{}`",
+            bd.name, c.rust_name
+        ),
+    );
+}

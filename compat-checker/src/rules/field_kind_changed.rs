@@ -1,6 +1,9 @@
 //! `field-kind-changed`: field codec changed.
 
-use super::{Level, Rule};
+use super::{Detect, Level, Rule};
+use crate::check::step::{is_padding, keep_frozen_form};
+use crate::check::{Hits, Step};
+use crate::layout::Item;
 
 /// The `field-kind-changed` rule.
 pub const RULE: Rule = Rule {
@@ -18,4 +21,53 @@ both directions (the static checker of QEMU cannot see same-size codec changes).
 How to fix: keep the frozen codec on the wire and convert in `pre_save`/`post_load`; send a new
 representation as a new field or subsection gated on new machine types
 (`when = machine >= "8.0"`)."#,
+    detect: Detect::Native(detect),
 };
+
+/// An aligned item whose codec changed at the same size, or that changed between a field and
+/// an array of structs.
+fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
+    let Step::Pair { old: o, new: n, cx } = *step else {
+        return;
+    };
+    let key = n.key();
+    match (o, n) {
+        (Item::Field(of), Item::Field(nf)) => {
+            if is_padding(o)
+                || is_padding(n)
+                || of.len != nf.len
+                || of.count != nf.count
+                || of.max != nf.max
+                || of.kind == nf.kind
+                || of.size != nf.size
+            {
+                return;
+            }
+            hits.push(
+                cx.dir,
+                key,
+                format!(
+                    "field `{key}`{} changed from {} to {}",
+                    cx.in_sub(),
+                    o.shape(),
+                    n.shape()
+                ),
+                Some(n.at()),
+                keep_frozen_form(key, o),
+            );
+        }
+        (Item::Array(_), Item::Array(_)) | (Item::Subsection(_), Item::Subsection(_)) => {}
+        _ => hits.push(
+            cx.dir,
+            key,
+            format!(
+                "field `{key}`{} changed from {} to {}",
+                cx.in_sub(),
+                o.shape(),
+                n.shape()
+            ),
+            Some(n.at()),
+            keep_frozen_form(key, o),
+        ),
+    }
+}

@@ -1,8 +1,11 @@
-//! The rules, as data: one file per rule, registered in [`ALL`].
+//! The rules: one file per rule, registered in [`ALL`].
 //!
-//! A rule is an id, a short name (the title of a finding), a default [`Level`], a one-line
-//! summary (`--list`) and a long explanation (`--explain`, and `docs/compat-rules.md`). The
-//! comparison in [`mod@crate::check`] decides *when* a rule fires; a rule file says *what* it means.
+//! A rule is a unit, as a lint is in cargo-semver-checks: its file holds the id, a short name
+//! (the title of a finding), a default [`Level`], a one-line summary (`--list`), a long
+//! explanation (`--explain`, and `docs/compat-rules.md`) and the detection itself ([`Detect`]):
+//! a function the walk in [`mod@crate::check`] calls at every [`Step`](crate::check::Step),
+//! which decides whether the step violates the rule and words the finding.
+//!
 //! Adding a rule: add the file, register it here, add `tests/fixtures/<id>/{old,new}.json`
 //! and `tests/snapshots/<id>.txt`; tests fail if any of these is missing.
 
@@ -68,8 +71,24 @@ impl fmt::Display for Level {
     }
 }
 
+/// How a rule finds its violations: a query over the steps of a walk.
+#[derive(Clone, Copy)]
+pub enum Detect {
+    /// Baseline against current code (`cargo compat-check`): called at every step of the walk
+    /// in [`mod@crate::check`].
+    Native(fn(&crate::check::Step<'_>, &mut crate::check::Hits<'_>)),
+}
+
+impl fmt::Debug for Detect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Detect::Native(_) => "Native(..)",
+        })
+    }
+}
+
 /// One compatibility rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Rule {
     /// Stable id, kebab-case (also the file name with `_`).
     pub id: &'static str,
@@ -81,6 +100,8 @@ pub struct Rule {
     pub summary: &'static str,
     /// The long text `--explain` prints.
     pub explanation: &'static str,
+    /// The detection.
+    pub detect: Detect,
 }
 
 /// Every rule, in `--list` order.

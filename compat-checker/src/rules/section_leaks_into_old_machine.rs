@@ -1,6 +1,10 @@
 //! `section-leaks-into-old-machine`: section may be sent where the baseline never sent it.
 
-use super::{Level, Rule};
+use super::{Detect, Level, Rule};
+use crate::check::step::{gate_with_next, presence_text};
+use crate::check::{Hits, Step};
+use crate::finding::Direction;
+use crate::layout::Presence;
 
 /// The `section-leaks-into-old-machine` rule.
 pub const RULE: Rule = Rule {
@@ -18,4 +22,30 @@ machine type must not have.
 How to fix: restore the section gate for the affected machine types, e.g.
 `#[vmstate(when = machine >= "8.0")]` on the struct (combine with an existing gate using
 `all(...)`)."#,
+    detect: Detect::Native(detect),
 };
+
+/// A device whose frozen baseline never sends it, now sent.
+fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
+    let Step::Device { base: bd, cur: cd } = *step else {
+        return;
+    };
+    if bd.presence != Presence::Never || cd.presence == Presence::Never {
+        return;
+    }
+    hits.push(
+        Direction::NewToOld,
+        "",
+        format!(
+            "the section is now {} for these machine types; the frozen baseline never \
+             sent it",
+            presence_text(cd.presence, cd.when.as_deref())
+        ),
+        Some(&cd.at),
+        format!(
+            "gate the section: `#[vmstate(when = {})]` on `{}`",
+            gate_with_next(cd.when.as_deref()),
+            cd.rust_name
+        ),
+    );
+}

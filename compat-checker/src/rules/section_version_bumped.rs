@@ -1,6 +1,9 @@
 //! `section-version-bumped`: section sent at a newer version than frozen.
 
-use super::{Level, Rule};
+use super::{Detect, Level, Rule};
+use crate::check::step::NEXT;
+use crate::check::{Hits, Step};
+use crate::finding::Direction;
 
 /// The `section-version-bumped` rule.
 pub const RULE: Rule = Rule {
@@ -18,4 +21,47 @@ How to fix: pin the old machine types to the frozen version:
 `#[vmstate(version = 3, pin(below = "8.0", version = 2))]`. Fields added in the new version
 need `since = 3`, so a pinned save leaves them out. Machine types from 8.0 on get the new
 version."#,
+    detect: Detect::Native(detect),
 };
+
+/// New → old: the current code sends a higher section version than the baseline froze.
+fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
+    let Step::SectionVersion {
+        base: bd,
+        cur: cd,
+        dir: Direction::NewToOld,
+    } = *step
+    else {
+        return;
+    };
+    if cd.version <= bd.version {
+        return;
+    }
+    let accepts = if cd.version > bd.accepts.max {
+        format!(
+            "; the release that froze them accepts at most version {}",
+            bd.accepts.max
+        )
+    } else {
+        String::new()
+    };
+    hits.push(
+        Direction::NewToOld,
+        "",
+        format!(
+            "now sent at version {} for these machine types; the baseline froze \
+             version {}{accepts}",
+            cd.version, bd.version
+        ),
+        Some(cd.pinned_at.as_ref().unwrap_or(&cd.at)),
+        format!(
+            "add `pin(below = \"{NEXT}\", version = {})` to `#[vmstate(...)]` of `{}`, so \
+             these machine types keep sending version {} (fields added since need \
+             `since = {}`)",
+            bd.version,
+            cd.rust_name,
+            bd.version,
+            bd.version + 1
+        ),
+    );
+}

@@ -1,6 +1,10 @@
 //! `subsection-version-bumped`: subsection sent at a newer version than frozen.
 
-use super::{Level, Rule};
+use super::{Detect, Level, Rule};
+use crate::check::step::NEXT;
+use crate::check::{Hits, Step};
+use crate::finding::Direction;
+use crate::layout::{Cond, Presence};
 
 /// The `subsection-version-bumped` rule.
 pub const RULE: Rule = Rule {
@@ -16,4 +20,38 @@ on a newer one. Subsections have no pins.
 
 How to fix: keep the subsection at its frozen version and put new state into a new subsection
 gated on new machine types, `subsection(name = "dev/x2", when = machine >= "8.0")`."#,
+    detect: Detect::Native(detect),
 };
+
+/// New → old: a subsection sent at a higher version than its baseline.
+fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
+    let Step::Subsection {
+        old: Some(os),
+        new: Some(ns),
+        cx,
+    } = *step
+    else {
+        return;
+    };
+    if cx.dir != Direction::NewToOld
+        || os.presence_at(cx.v) == Presence::Never
+        || ns.version <= os.version
+    {
+        return;
+    }
+    hits.push(
+        cx.dir,
+        &ns.name,
+        format!(
+            "subsection `{}` is now sent at version {}; the release that froze \
+             these machine types accepts at most version {}",
+            ns.name, ns.version, os.version
+        ),
+        Some(&ns.at),
+        format!(
+            "keep `{}` at version {} and put the new state into a new subsection \
+             gated `when = machine >= \"{NEXT}\"`",
+            ns.name, os.version
+        ),
+    );
+}
