@@ -238,39 +238,16 @@ fn run(cmd: CompatCheck) -> Result<i32, Error> {
     if cmd.list {
         let config = quiet_config(&cmd.opts);
         let mut s = report::list(&|r| config.level(r));
-        s.push_str("\nQEMU mode (`cargo compat-check qemu-dump SRC.json DST.json`):\n");
-        let qemu = compat_checker::qemu::qemu_rules();
-        let w = qemu.iter().map(|r| r.0.len()).max().unwrap_or(4);
-        for (id, sev, summary, _) in &qemu {
-            let level = match sev {
-                compat_checker::Severity::Deny => "deny",
-                compat_checker::Severity::Warn => "warn",
-            };
-            s.push_str(&format!("{id:<w$}  {level:<5}  {summary}\n"));
-        }
+        s.push_str(&report::list_qemu());
         out(&s);
         return Ok(EXIT_COMPATIBLE);
     }
     if let Some(id) = &cmd.explain {
-        if let Some(r) = rules::find(id) {
+        if let Some(r) = rules::lookup(id) {
             out(&report::explain(r));
             return Ok(EXIT_COMPATIBLE);
         }
-        if let Some((id, sev, summary, text)) = compat_checker::qemu::qemu_rules()
-            .into_iter()
-            .find(|r| r.0 == id)
-        {
-            let level = if sev == compat_checker::Severity::Deny {
-                "deny"
-            } else {
-                "warn"
-            };
-            out(&format!("{id}: {summary}\nlevel: {level}\n\n{text}\n"));
-            return Ok(EXIT_COMPATIBLE);
-        }
-        let mut ids: Vec<&str> = rules::ids();
-        let qemu = compat_checker::qemu::qemu_rules();
-        ids.extend(qemu.iter().map(|r| r.0));
+        let ids: Vec<&str> = rules::every().map(|r| r.id).collect();
         return Err(Error::Usage(format!(
             "unknown rule `{id}`; valid rules are:\n  {}",
             ids.join("\n  ")

@@ -52,7 +52,7 @@ pub fn direction_text(d: Direction) -> &'static str {
 }
 
 fn rule_name(id: &str) -> &'static str {
-    rules::find(id).map_or("unknown rule", |r| r.name)
+    rules::lookup(id).map_or("unknown rule", |r| r.name)
 }
 
 /// Renders the report in `format`.
@@ -220,6 +220,22 @@ pub fn list(level: &dyn Fn(&Rule) -> rules::Level) -> String {
     out
 }
 
+/// The QEMU-mode part of `--list`: a heading and the aligned table of the `qemu-*` rules, at
+/// their fixed levels.
+#[must_use]
+pub fn list_qemu() -> String {
+    let mut out = String::from("\nQEMU mode (`cargo compat-check qemu-dump SRC.json DST.json`):\n");
+    let w = rules::qemu::ALL
+        .iter()
+        .map(|r| r.id.len())
+        .max()
+        .unwrap_or(4);
+    for r in rules::qemu::ALL {
+        let _ = writeln!(out, "{:<w$}  {:<5}  {}", r.id, r.level.as_str(), r.summary);
+    }
+    out
+}
+
 /// The `--explain` text of a rule.
 #[must_use]
 pub fn explain(rule: &Rule) -> String {
@@ -259,6 +275,27 @@ pub fn rules_markdown() -> String {
             r.id, r.name, r.level, r.explanation
         );
     }
+    out.push_str(
+        "\n## QEMU mode\n\n\
+         `cargo compat-check qemu-dump SRC.json DST.json` compares two QEMU `-dump-vmstate` files\n\
+         (SRC from the older release, DST from the newer) in both directions with these rules\n\
+         (generated from compat-checker/src/rules/qemu/*.rs; their levels are fixed).\n\n\
+         | rule | level | summary |\n|---|---|---|\n",
+    );
+    for r in rules::qemu::ALL {
+        let _ = writeln!(
+            out,
+            "| [`{}`](#{}) | {} | {} |",
+            r.id, r.id, r.level, r.summary
+        );
+    }
+    for r in rules::qemu::ALL {
+        let _ = write!(
+            out,
+            "\n### {}\n\n**{}** — level `{}`\n\n```text\n{}\n```\n",
+            r.id, r.name, r.level, r.explanation
+        );
+    }
     out
 }
 
@@ -274,7 +311,7 @@ mod tests {
             std::fs::write(&path, &expected).unwrap();
         }
         let actual = std::fs::read_to_string(&path).unwrap_or_default();
-        for r in rules::ALL {
+        for r in rules::every() {
             assert!(
                 actual.contains(r.explanation),
                 "docs/compat-rules.md lacks the --explain text of `{}` (UPDATE_SNAPSHOTS=1 regenerates it)",

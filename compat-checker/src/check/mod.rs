@@ -70,7 +70,9 @@ impl Walk<'_> {
     fn ask(&mut self, step: &Step<'_>) -> bool {
         let mut fired = false;
         for &rule in rules::ALL {
-            let Detect::Native(detect) = rule.detect;
+            let Detect::Native(detect) = rule.detect else {
+                continue;
+            };
             let mut hits = Hits {
                 rule,
                 machine: self.machine,

@@ -6,6 +6,9 @@
 //! a function the walk in [`mod@crate::check`] calls at every [`Step`](crate::check::Step),
 //! which decides whether the step violates the rule and words the finding.
 //!
+//! The rules of the QEMU mode (two `-dump-vmstate` files) are units of the same shape, in
+//! [`qemu`] ([`qemu::ALL`]), detected over the dump walk of [`mod@crate::qemu`].
+//!
 //! Adding a rule: add the file, register it here, add `tests/fixtures/<id>/{old,new}.json`
 //! and `tests/snapshots/<id>.txt`; tests fail if any of these is missing.
 
@@ -24,6 +27,7 @@ pub mod field_size_changed;
 pub mod machine_type_removed;
 pub mod presence_changed_maybe;
 pub mod priority_changed;
+pub mod qemu;
 pub mod section_leaks_into_old_machine;
 pub mod section_version_bumped;
 pub mod subsection_leaks_into_old_machine;
@@ -77,12 +81,16 @@ pub enum Detect {
     /// Baseline against current code (`cargo compat-check`): called at every step of the walk
     /// in [`mod@crate::check`].
     Native(fn(&crate::check::Step<'_>, &mut crate::check::Hits<'_>)),
+    /// Two QEMU `-dump-vmstate` files (`cargo compat-check qemu-dump`): called at every step
+    /// of the dump walk in [`mod@crate::qemu`].
+    QemuDump(fn(&crate::qemu::Step<'_>, &mut crate::qemu::Hits<'_>)),
 }
 
 impl fmt::Debug for Detect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Detect::Native(_) => "Native(..)",
+            Detect::QemuDump(_) => "QemuDump(..)",
         })
     }
 }
@@ -127,13 +135,24 @@ pub const ALL: &[&Rule] = &[
     &machine_type_removed::RULE,
 ];
 
-/// The rule with this id.
+/// The native rule with this id (the rules whose level the workspace can configure).
 #[must_use]
 pub fn find(id: &str) -> Option<&'static Rule> {
     ALL.iter().copied().find(|r| r.id == id)
 }
 
-/// Every rule id, in `--list` order.
+/// Any rule with this id, native or QEMU-dump.
+#[must_use]
+pub fn lookup(id: &str) -> Option<&'static Rule> {
+    every().find(|r| r.id == id)
+}
+
+/// Every rule, native then QEMU-dump, in `--list` order.
+pub fn every() -> impl Iterator<Item = &'static Rule> {
+    ALL.iter().chain(qemu::ALL).copied()
+}
+
+/// Every native rule id, in `--list` order.
 #[must_use]
 pub fn ids() -> Vec<&'static str> {
     ALL.iter().map(|r| r.id).collect()
@@ -143,34 +162,68 @@ pub fn ids() -> Vec<&'static str> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_rule_file_is_registered() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/rules");
+    /// The ids of the rule files in `dir` (file `a_b.rs` is rule `<prefix>a-b`), and that
+    /// `dir/mod.rs` declares each.
+    fn rule_files(dir: &std::path::Path, prefix: &str) -> Vec<String> {
+        let src = std::fs::read_to_string(dir.join("mod.rs")).unwrap();
         let mut files = Vec::new();
-        for e in std::fs::read_dir(&dir).unwrap() {
+        for e in std::fs::read_dir(dir).unwrap() {
             let name = e.unwrap().file_name().into_string().unwrap();
             if let Some(stem) = name.strip_suffix(".rs") {
                 if stem != "mod" {
-                    files.push(stem.replace('_', "-"));
+                    assert!(
+                        src.contains(&format!("pub mod {stem};")),
+                        "{stem} is not declared in {}/mod.rs",
+                        dir.display()
+                    );
+                    files.push(format!("{prefix}{}", stem.replace('_', "-")));
                 }
             }
         }
         files.sort();
-        let mut registered: Vec<String> = ids().into_iter().map(str::to_owned).collect();
-        registered.sort();
-        assert_eq!(files, registered, "src/rules/*.rs and rules::ALL differ");
-        let src = std::fs::read_to_string(dir.join("mod.rs")).unwrap();
-        for f in &files {
-            assert!(
-                src.contains(&format!("pub mod {};", f.replace('-', "_"))),
-                "{f} is not declared in rules/mod.rs"
-            );
+        files
+    }
+
+    fn sorted_ids(rules: &[&Rule]) -> Vec<String> {
+        let mut v: Vec<String> = rules.iter().map(|r| r.id.to_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn every_rule_file_is_registered() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/rules");
+        assert_eq!(
+            rule_files(&dir, ""),
+            sorted_ids(ALL),
+            "src/rules/*.rs and rules::ALL differ"
+        );
+        assert_eq!(
+            rule_files(&dir.join("qemu"), "qemu-"),
+            sorted_ids(qemu::ALL),
+            "src/rules/qemu/*.rs and rules::qemu::ALL differ"
+        );
+        for r in ALL {
+            assert!(matches!(r.detect, Detect::Native(_)), "{}", r.id);
+        }
+        for r in qemu::ALL {
+            assert!(matches!(r.detect, Detect::QemuDump(_)), "{}", r.id);
         }
     }
 
     #[test]
     fn rules_are_well_formed() {
         let mut seen = std::collections::HashSet::new();
+        for r in qemu::ALL {
+            assert!(seen.insert(r.id), "duplicate id {}", r.id);
+            assert!(r.id.starts_with("qemu-"), "{}", r.id);
+            assert!(
+                !r.summary.contains('\n') && !r.explanation.is_empty(),
+                "{}",
+                r.id
+            );
+            assert_ne!(r.level, Level::Allow, "{}", r.id);
+        }
         for r in ALL {
             assert!(seen.insert(r.id), "duplicate id {}", r.id);
             assert!(
