@@ -1,6 +1,9 @@
 //! One fixture pair per rule: freeze `old.json`, check `new.json`, compare the exact output
 //! (exit code, stdout, stderr; colour off, paths and times normalised) with
 //! `tests/snapshots/<rule>.txt`. `UPDATE_SNAPSHOTS=1` rewrites the snapshots.
+//!
+//! The QEMU-dump rules the same way: `cargo compat-check qemu-dump old.json new.json` on
+//! `tests/qemu-fixtures/<rule>/` (written by `scripts/make-qemu-rule-fixtures.py`).
 
 mod common;
 
@@ -51,6 +54,72 @@ macro_rules! rule_tests {
             }
         }
     };
+}
+
+fn qemu_rule_case(id: &str) {
+    let (transcript, code) = common::qemu_fixture_transcript(id);
+    common::assert_snapshot(id, &transcript);
+    let rule = rules::lookup(id).unwrap();
+    let header = match rule.level {
+        rules::Level::Warn => format!("--- warning {id}: "),
+        _ => format!("--- failure {id}: "),
+    };
+    assert!(
+        transcript.contains(&header),
+        "fixture `{id}` does not trigger its rule:\n{transcript}"
+    );
+    // A dump pair is compared both ways; the other direction may break another rule.
+    let expected = i32::from(transcript.contains("--- failure "));
+    assert_eq!(code, expected, "{transcript}");
+}
+
+macro_rules! qemu_rule_tests {
+    ($($name:ident => $id:literal,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                qemu_rule_case($id);
+            }
+        )*
+
+        /// Every registered QEMU-dump rule has a test here, a fixture pair and a snapshot.
+        #[test]
+        fn every_qemu_rule_has_a_fixture_and_a_snapshot() {
+            let tested = [$($id),*];
+            let root = common::manifest_dir().join("tests");
+            for r in rules::qemu::ALL {
+                assert!(tested.contains(&r.id), "rule `{}` has no test in tests/rules.rs", r.id);
+                for f in ["old.json", "new.json"] {
+                    let p = root.join("qemu-fixtures").join(r.id).join(f);
+                    assert!(p.is_file(), "missing fixture {}", p.display());
+                }
+                let s = root.join("snapshots").join(format!("{}.txt", r.id));
+                assert!(s.is_file(), "missing snapshot {}", s.display());
+            }
+            for id in tested {
+                assert!(rules::qemu::ALL.iter().any(|r| r.id == id), "`{id}` is not registered");
+            }
+        }
+    };
+}
+
+qemu_rule_tests! {
+    qemu_section_missing => "qemu-section-missing",
+    qemu_version_too_new => "qemu-version-too-new",
+    qemu_minimum_version => "qemu-minimum-version",
+    qemu_entry_missing => "qemu-entry-missing",
+    qemu_description_renamed => "qemu-description-renamed",
+    qemu_field_mismatch => "qemu-field-mismatch",
+    qemu_unused_size_mismatch => "qemu-unused-size-mismatch",
+    qemu_dest_runs_out_of_fields => "qemu-dest-runs-out-of-fields",
+    qemu_field_size_mismatch => "qemu-field-size-mismatch",
+    qemu_missing_description => "qemu-missing-description",
+    qemu_subsection_missing => "qemu-subsection-missing",
+    qemu_field_appended => "qemu-field-appended",
+    qemu_conditional_field_appended => "qemu-conditional-field-appended",
+    qemu_field_presence_changed => "qemu-field-presence-changed",
+    qemu_array_length_changed => "qemu-array-length-changed",
+    qemu_machine_mismatch => "qemu-machine-mismatch",
 }
 
 rule_tests! {

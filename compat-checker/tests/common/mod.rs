@@ -132,3 +132,20 @@ pub fn fixture_transcript(case: &str, extra: &[&str]) -> (String, i32) {
     let _ = std::fs::remove_dir_all(&dir);
     (out, c.code)
 }
+
+/// Runs `qemu-dump` on `qemu-fixtures/<case>/{old,new}.json`; returns the normalised transcript
+/// and the exit code.
+pub fn qemu_fixture_transcript(case: &str) -> (String, i32) {
+    let old = format!("tests/qemu-fixtures/{case}/old.json");
+    let new = format!("tests/qemu-fixtures/{case}/new.json");
+    let args = ["qemu-dump", old.as_str(), new.as_str()];
+    let r = run(&args, &[]);
+    let transcript = format!(
+        "$ cargo compat-check {}\nexit code: {}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        r.code,
+        r.stdout,
+        r.stderr
+    );
+    (normalise(&transcript, &manifest_dir()), r.code)
+}
