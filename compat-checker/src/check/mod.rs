@@ -9,11 +9,11 @@
 //!   code expects at the frozen version.
 //!
 //! Fields are positional, so the two wire lists are aligned by path (longest common
-//! subsequence, [`align`]); between aligned fields, `Unused<N>` padding may absorb fields of `N`
+//! subsequence, `align.rs`); between aligned fields, `Unused<N>` padding may absorb fields of `N`
 //! bytes and fields of identical shape pair up (a rename is not a wire change). Subsections are
 //! matched by name. Every pairing is a [`Step`]; every rule in [`crate::rules::ALL`] looks at
 //! every step and reports what it finds ([`step`] says what a step holds). The findings are then
-//! merged across directions and machine types ([`merge`]), and fix texts get the first machine
+//! merged across directions and machine types (`merge.rs`), and fix texts get the first machine
 //! version they may gate on.
 
 mod align;

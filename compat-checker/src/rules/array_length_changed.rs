@@ -33,19 +33,13 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
         return;
     };
     let key = n.key();
-    let (what, len, count, max) = match (o, n) {
-        (Item::Field(of), Item::Field(nf)) if !is_padding(o) && !is_padding(n) => (
-            "array",
-            (of.len, nf.len),
-            (&of.count, &nf.count),
-            (of.max, nf.max),
-        ),
-        (Item::Array(oa), Item::Array(na)) => (
-            "array",
-            (oa.len, na.len),
-            (&oa.count, &na.count),
-            (oa.max, na.max),
-        ),
+    let (len, count, max) = match (o, n) {
+        (Item::Field(of), Item::Field(nf)) if !is_padding(o) && !is_padding(n) => {
+            ((of.len, nf.len), (&of.count, &nf.count), (of.max, nf.max))
+        }
+        (Item::Array(oa), Item::Array(na)) => {
+            ((oa.len, na.len), (&oa.count, &na.count), (oa.max, na.max))
+        }
         _ => return,
     };
     if len.0 != len.1 || count.0 != count.1 {
@@ -53,7 +47,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
             cx.dir,
             key,
             format!(
-                "{what} `{key}`{} changed from {} to {}",
+                "array `{key}`{} changed from {} to {}",
                 cx.in_sub(),
                 o.shape(),
                 n.shape()
