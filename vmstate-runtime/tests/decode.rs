@@ -10,6 +10,15 @@ use vmstate_runtime::decode::{find_vmdesc, stream_to_json, value_to_json};
 use vmstate_runtime::stream::{self, analyze_locator};
 use vmstate_runtime::{decode_stream, decode_stream_with, ErrorKind, Registry, SectionKind, Value};
 
+use vmstate_runtime::stream::StreamWriter;
+
+/// Framing for hand-built streams (the methods used here do not depend on it).
+const ALL_FRAMING: vmstate_runtime::machine::Framing = vmstate_runtime::machine::Framing {
+    configuration: true,
+    footers: true,
+    vmdesc: true,
+};
+
 fn registry() -> Registry {
     let mut reg = Registry::new();
     let mut u = Uart::sample();
@@ -185,7 +194,9 @@ fn vmdesc_that_does_not_match_the_bytes() {
     let with = |json: &str| {
         let mut raw = s[..s.len() - n].to_vec();
         raw.truncate(raw.len() - 5);
-        stream::write_vmdesc(&mut raw, json).unwrap();
+        StreamWriter::new(&mut raw, ALL_FRAMING)
+            .vmdesc(json)
+            .unwrap();
         raw
     };
     // The subsection listed under another name.
@@ -239,19 +250,25 @@ fn commands_and_ram_sections() {
     let first = usize::try_from(save.sections[0].offset).unwrap();
     let framing = machine("pc-i440fx-7.2").framing();
     let mut raw = s[..first].to_vec();
-    stream::write_section_header(&mut raw, stream::SECTION_START, 7, "ram", 0, 4).unwrap();
+    StreamWriter::new(&mut raw, ALL_FRAMING)
+        .start_header(7, "ram", 0, 4)
+        .unwrap();
     raw.extend_from_slice(&(0x1000u64 | 0x04).to_be_bytes());
     raw.extend_from_slice(&counted("pc.ram"));
     raw.extend_from_slice(&0x1000u64.to_be_bytes());
     raw.extend_from_slice(&0x10u64.to_be_bytes());
-    stream::write_footer(&mut raw, 7, &framing).unwrap();
-    stream::write_command(&mut raw, 0x0b, &[]).unwrap();
-    stream::write_chunk_header(&mut raw, stream::SECTION_END, 7).unwrap();
+    StreamWriter::new(&mut raw, framing).footer(7).unwrap();
+    StreamWriter::new(&mut raw, ALL_FRAMING)
+        .command(0x0b, &[])
+        .unwrap();
+    StreamWriter::new(&mut raw, ALL_FRAMING)
+        .chunk_header(7, true)
+        .unwrap();
     raw.extend_from_slice(&0x02u64.to_be_bytes());
     raw.extend_from_slice(&counted("pc.ram"));
     raw.push(0);
     raw.extend_from_slice(&0x10u64.to_be_bytes());
-    stream::write_footer(&mut raw, 7, &framing).unwrap();
+    StreamWriter::new(&mut raw, framing).footer(7).unwrap();
     raw.extend_from_slice(&s[first..]);
     let d = decode_stream(&raw).unwrap();
     let kinds: Vec<SectionKind> = d.sections.iter().map(|s| s.kind).collect();
@@ -280,7 +297,9 @@ fn commands_and_ram_sections() {
 
     // An iterative section other than RAM cannot be stepped.
     let mut bad = s[..first].to_vec();
-    stream::write_section_header(&mut bad, stream::SECTION_START, 7, "block", 0, 1).unwrap();
+    StreamWriter::new(&mut bad, ALL_FRAMING)
+        .start_header(7, "block", 0, 1)
+        .unwrap();
     let err = decode_stream(&bad).unwrap_err();
     assert!(
         matches!(err.kind(), ErrorKind::UnknownSection { .. }),
@@ -537,10 +556,14 @@ fn analyze_migration_py_agrees() {
     let json = format!("{head}{}\"}}", "y".repeat(target - head.len() - 2));
     assert_eq!(json.len(), target);
     let mut padded = Vec::new();
-    stream::write_header(&mut padded).unwrap();
-    stream::write_eof(&mut padded).unwrap();
+    StreamWriter::new(&mut padded, ALL_FRAMING)
+        .header()
+        .unwrap();
+    StreamWriter::new(&mut padded, ALL_FRAMING).eof().unwrap();
     assert_eq!(
-        stream::write_vmdesc(&mut padded, &json).unwrap(),
+        StreamWriter::new(&mut padded, ALL_FRAMING)
+            .vmdesc(&json)
+            .unwrap(),
         0x0001_847c
     );
     streams.push(padded);

@@ -347,6 +347,8 @@ impl MigrationDestination for SoftDest {
 // A child: the guest it holds, if any
 // ---------------------------------------------------------------------------------------------
 
+// One per child process; without the `kvm` feature the soft guest is the only large variant.
+#[allow(clippy::large_enum_variant)]
 enum Held {
     None,
     Soft(SoftGuest),
