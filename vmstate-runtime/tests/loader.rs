@@ -71,7 +71,7 @@ impl SectionHandler for Recorder {
 fn sample(framing: Framing) -> Vec<u8> {
     let mut s = StreamWriter::new(Vec::new(), framing);
     s.header().unwrap();
-    let mut section = |s: &mut StreamWriter<Vec<u8>>, v: u32, id: u32| {
+    let section = |s: &mut StreamWriter<Vec<u8>>, v: u32, id: u32| {
         s.payload().extend_from_slice(&v.to_be_bytes());
         s.footer(id).unwrap();
     };
