@@ -334,13 +334,7 @@ impl<'a> RamLoader<'a> {
         r: &mut dyn ErasedReader,
     ) -> vmstate_runtime::Result<()> {
         if meta.instance_id != 0 {
-            return Err(vmstate_runtime::Error::new(
-                ErrorKind::UnknownSection {
-                    idstr: meta.idstr.to_owned(),
-                    instance_id: meta.instance_id,
-                },
-                meta.offset,
-            ));
+            return Err(meta.unknown());
         }
         if self.section_id.is_some() {
             return Err(vmstate_runtime::Error::new(
@@ -361,6 +355,20 @@ impl<'a> RamLoader<'a> {
             ));
         }
         let list_pos = r.position();
+        self.step(r, true, list_pos)?;
+        self.check_blocks(list_pos)?;
+        self.section_id = Some(meta.section_id);
+        Ok(())
+    }
+
+    /// Steps over one chunk's records, storing every page; `pos` is the offset errors of the
+    /// store report.
+    fn step(
+        &mut self,
+        r: &mut dyn ErasedReader,
+        start: bool,
+        pos: u64,
+    ) -> vmstate_runtime::Result<()> {
         let Self {
             ram,
             index,
@@ -368,10 +376,12 @@ impl<'a> RamLoader<'a> {
             counts,
             ..
         } = self;
-        *counts +=
-            stepper.step_start_with(r, |b, o, d| store_page(ram, index, b, o, d, list_pos))?;
-        self.check_blocks(list_pos)?;
-        self.section_id = Some(meta.section_id);
+        let store = |b: &str, o: u64, d: PageData<'_>| store_page(ram, index, b, o, d, pos);
+        *counts += if start {
+            stepper.step_start_with(r, store)?
+        } else {
+            stepper.step_part_with(r, store)?
+        };
         Ok(())
     }
 
@@ -426,15 +436,7 @@ impl<'a> RamLoader<'a> {
                 meta.offset,
             ));
         }
-        let pos = meta.offset;
-        let Self {
-            ram,
-            index,
-            stepper,
-            counts,
-            ..
-        } = self;
-        *counts += stepper.step_part_with(r, |b, o, d| store_page(ram, index, b, o, d, pos))?;
+        self.step(r, false, meta.offset)?;
         self.ended = meta.kind == SectionKind::End;
         Ok(())
     }
@@ -449,13 +451,7 @@ impl SectionHandler for RamLoader<'_> {
         match meta.kind {
             SectionKind::Start => self.start(meta, r),
             SectionKind::Part | SectionKind::End => self.part(meta, r),
-            SectionKind::Full | SectionKind::Command { .. } => Err(vmstate_runtime::Error::new(
-                ErrorKind::UnknownSection {
-                    idstr: meta.idstr.to_owned(),
-                    instance_id: meta.instance_id,
-                },
-                meta.offset,
-            )),
+            SectionKind::Full | SectionKind::Command { .. } => Err(meta.unknown()),
         }
     }
 

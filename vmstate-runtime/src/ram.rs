@@ -483,19 +483,10 @@ impl RamSection {
 
 impl SectionHandler for RamSection {
     fn load(&mut self, meta: &SectionMeta<'_>, r: &mut dyn ErasedReader) -> Result<()> {
-        let unknown = || {
-            Error::new(
-                ErrorKind::UnknownSection {
-                    idstr: meta.idstr.to_owned(),
-                    instance_id: meta.instance_id,
-                },
-                meta.offset,
-            )
-        };
         let counts = match meta.kind {
             SectionKind::Start => {
                 if meta.instance_id != 0 {
-                    return Err(unknown());
+                    return Err(meta.unknown());
                 }
                 crate::private::check_version(meta.version, RAM_VERSION, RAM_VERSION, meta.offset)?;
                 let stepper =
@@ -514,7 +505,7 @@ impl SectionHandler for RamSection {
                 }
             },
             // RAM is iterative; a FULL section of that name belongs to no device.
-            SectionKind::Full | SectionKind::Command { .. } => return Err(unknown()),
+            SectionKind::Full | SectionKind::Command { .. } => return Err(meta.unknown()),
         };
         self.counts += counts;
         self.last = counts;

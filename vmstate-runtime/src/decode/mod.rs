@@ -140,13 +140,7 @@ struct Sections<'v> {
 impl SectionHandler for Sections<'_> {
     fn load(&mut self, meta: &SectionMeta<'_>, r: &mut dyn ErasedReader) -> Result<()> {
         if meta.kind != SectionKind::Full {
-            return Err(Error::new(
-                ErrorKind::UnknownSection {
-                    idstr: meta.idstr.to_owned(),
-                    instance_id: meta.instance_id,
-                },
-                meta.offset,
-            ));
+            return Err(meta.unknown());
         }
         let Some(v) = self.desc else {
             return Err(Error::new(ErrorKind::MissingVmdesc, meta.offset));

@@ -147,23 +147,14 @@ impl RegistryLoader<'_> {
 
 impl SectionHandler for RegistryLoader<'_> {
     fn load(&mut self, meta: &SectionMeta<'_>, r: &mut dyn ErasedReader) -> Result<()> {
-        let unknown = || {
-            Error::new(
-                ErrorKind::UnknownSection {
-                    idstr: meta.idstr.to_owned(),
-                    instance_id: meta.instance_id,
-                },
-                meta.offset,
-            )
-        };
         // Devices have FULL sections only; an iterative section needs a handler of its own.
         if meta.kind != SectionKind::Full {
-            return Err(unknown());
+            return Err(meta.unknown());
         }
         let index = self
             .registry
             .find(meta.idstr, meta.instance_id)
-            .ok_or_else(unknown)?;
+            .ok_or_else(|| meta.unknown())?;
         if self.loaded[index] {
             return Err(Error::new(
                 ErrorKind::DuplicateSection {

@@ -16,9 +16,9 @@ use std::ops::Range;
 
 use super::read::{
     expect_footer, read_configuration_body, read_section_header, read_stream_header,
-    skip_vmdesc_trailer, VmdescTrailer,
+    read_vmdesc_trailer, skip_vmdesc_trailer, VmdescTrailer,
 };
-use super::{Configuration, SectionHeader, SectionKind, CONFIGURATION, FOOTER, VMDESC};
+use super::{Configuration, SectionHeader, SectionKind, CONFIGURATION, FOOTER};
 use crate::error::{Error, ErrorKind, Result, SectionRef};
 use crate::limits;
 use crate::machine::{Framing, MachineType};
@@ -42,6 +42,19 @@ pub struct SectionMeta<'a> {
 }
 
 impl SectionMeta<'_> {
+    /// [`ErrorKind::UnknownSection`] for this section, at its offset: what a handler answers for
+    /// a section it has no device or state for.
+    #[must_use]
+    pub fn unknown(&self) -> Error {
+        Error::new(
+            ErrorKind::UnknownSection {
+                idstr: self.idstr.to_owned(),
+                instance_id: self.instance_id,
+            },
+            self.offset,
+        )
+    }
+
     /// The section, for [`Error::in_section`].
     #[must_use]
     pub fn section_ref(&self) -> SectionRef {
@@ -297,7 +310,12 @@ impl<'h, 'm> StreamLoader<'h, 'm> {
                     offset,
                 ));
             }
-            match read_section_header(r)? {
+            let header = read_section_header(r)?;
+            let kind = match header {
+                SectionHeader::Start { .. } => SectionKind::Start,
+                _ => SectionKind::Full,
+            };
+            match header {
                 SectionHeader::Eof => {
                     out.sections -= 1;
                     out.eof_offset = offset;
@@ -308,36 +326,28 @@ impl<'h, 'm> StreamLoader<'h, 'm> {
                     idstr,
                     instance_id,
                     version,
-                } => {
-                    let meta = SectionMeta {
-                        kind: SectionKind::Full,
-                        section_id,
-                        idstr: &idstr,
-                        instance_id,
-                        version,
-                        offset,
-                    };
-                    let h = self.handler_for(&meta)?;
-                    self.section(r, h, &meta, &mut footers)?;
                 }
-                SectionHeader::Start {
+                | SectionHeader::Start {
                     section_id,
                     idstr,
                     instance_id,
                     version,
                 } => {
                     let meta = SectionMeta {
-                        kind: SectionKind::Start,
+                        kind,
                         section_id,
                         idstr: &idstr,
                         instance_id,
                         version,
                         offset,
                     };
-                    if iters.iter().any(|i| {
-                        i.section_id == section_id
-                            || (i.idstr == idstr && i.instance_id == instance_id)
-                    }) {
+                    let iterative = kind == SectionKind::Start;
+                    if iterative
+                        && iters.iter().any(|i| {
+                            i.section_id == section_id
+                                || (i.idstr == idstr && i.instance_id == instance_id)
+                        })
+                    {
                         return Err(Error::new(
                             ErrorKind::DuplicateSection {
                                 idstr: idstr.clone(),
@@ -349,13 +359,15 @@ impl<'h, 'm> StreamLoader<'h, 'm> {
                     }
                     let h = self.handler_for(&meta)?;
                     self.section(r, h, &meta, &mut footers)?;
-                    iters.push(Iterative {
-                        section_id,
-                        idstr,
-                        instance_id,
-                        version,
-                        handler: h,
-                    });
+                    if iterative {
+                        iters.push(Iterative {
+                            section_id,
+                            idstr,
+                            instance_id,
+                            version,
+                            handler: h,
+                        });
+                    }
                 }
                 SectionHeader::Part { section_id } => {
                     self.chunk(
@@ -460,16 +472,7 @@ impl<'h, 'm> StreamLoader<'h, 'm> {
             Some(i) => Some(i),
             None => self.fallback.as_ref().map(|_| self.routes.len()),
         };
-        found.ok_or_else(|| {
-            Error::new(
-                ErrorKind::UnknownSection {
-                    idstr: meta.idstr.to_owned(),
-                    instance_id: meta.instance_id,
-                },
-                meta.offset,
-            )
-            .in_section(meta.section_ref())
-        })
+        found.ok_or_else(|| meta.unknown().in_section(meta.section_ref()))
     }
 
     fn handler(&mut self, i: usize) -> Option<&mut (dyn SectionHandler + 'h)> {
@@ -516,13 +519,7 @@ impl<'h, 'm> StreamLoader<'h, 'm> {
     ) -> Result<()> {
         let in_section = |e: Error| e.in_section(meta.section_ref());
         let Some(handler) = self.handler(h) else {
-            return Err(in_section(Error::new(
-                ErrorKind::UnknownSection {
-                    idstr: meta.idstr.to_owned(),
-                    instance_id: meta.instance_id,
-                },
-                meta.offset,
-            )));
+            return Err(in_section(meta.unknown()));
         };
         let payload_start = r.position();
         handler.load(meta, r).map_err(in_section)?;
@@ -567,35 +564,4 @@ fn expect_configuration_byte<R: Reader>(r: &mut R) -> Result<()> {
             pos,
         )),
     }
-}
-
-/// Reads the vmdesc trailer that must follow EOF on a connection (`06 · be32 N · N bytes`,
-/// skipped in bounded pieces), without looking past it.
-fn read_vmdesc_trailer<R: Reader>(r: &mut R) -> Result<VmdescTrailer> {
-    let start = r.position();
-    let ty = r.read_u8()?;
-    if ty != VMDESC {
-        return Err(Error::new(
-            ErrorKind::UnexpectedSectionType { found: ty },
-            start,
-        ));
-    }
-    let lpos = r.position();
-    let len = r.read_be32()?;
-    if u64::from(len) > limits::MAX_VMDESC {
-        return Err(Error::new(
-            ErrorKind::LengthTooLarge {
-                len: len.into(),
-                limit: limits::MAX_VMDESC,
-            },
-            lpos,
-        ));
-    }
-    let json_start = r.position();
-    r.skip(len.into())?;
-    Ok(VmdescTrailer {
-        start,
-        json_start,
-        len,
-    })
 }

@@ -50,7 +50,7 @@ pub use loader::{
 };
 pub use read::{
     drain_count, expect_footer, read_configuration_body, read_section_header, read_stream_header,
-    skip_vmdesc_trailer, VmdescTrailer,
+    read_vmdesc_trailer, skip_vmdesc_trailer, VmdescTrailer,
 };
 pub use writer::{analyze_locator, pad_vmdesc_json, vmdesc_len_is_safe, StreamWriter};
 

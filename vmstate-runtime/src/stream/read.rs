@@ -253,8 +253,7 @@ pub struct VmdescTrailer {
 ///
 /// # Errors
 /// [`ErrorKind::TrailingBytes`] when the bytes after EOF are not a vmdesc or bytes follow it
-/// (counted up to [`limits::MAX_SECTION_BYTES`]); [`ErrorKind::LengthTooLarge`];
-/// [`ErrorKind::UnexpectedEof`] when N points past the end; I/O errors.
+/// (counted up to [`limits::MAX_SECTION_BYTES`]); errors of [`read_vmdesc_trailer`]; I/O errors.
 pub fn skip_vmdesc_trailer<R: Reader + ?Sized>(r: &mut R) -> Result<Option<VmdescTrailer>> {
     let start = r.position();
     let Some(first) = r.peek(1)?.map(|b| b[0]) else {
@@ -264,7 +263,32 @@ pub fn skip_vmdesc_trailer<R: Reader + ?Sized>(r: &mut R) -> Result<Option<Vmdes
         let count = drain_count(r)?;
         return Err(Error::new(ErrorKind::TrailingBytes { count }, start));
     }
-    r.take(1)?;
+    let trailer = read_vmdesc_trailer(r)?;
+    let after = r.position();
+    if r.peek(1)?.is_some() {
+        let count = drain_count(r)?;
+        return Err(Error::new(ErrorKind::TrailingBytes { count }, after));
+    }
+    Ok(Some(trailer))
+}
+
+/// Reads a vmdesc trailer (`06 · be32 N · N bytes`, N ≤ [`limits::MAX_VMDESC`]), skipping the
+/// JSON in bounded pieces, and looks no further: on a connection, whatever follows is the
+/// caller's.
+///
+/// # Errors
+/// [`ErrorKind::UnexpectedSectionType`] when the next byte is not `06`;
+/// [`ErrorKind::LengthTooLarge`]; [`ErrorKind::UnexpectedEof`] (at the trailer's start) when N
+/// points past the end; I/O errors.
+pub fn read_vmdesc_trailer<R: Reader + ?Sized>(r: &mut R) -> Result<VmdescTrailer> {
+    let start = r.position();
+    let ty = r.read_u8()?;
+    if ty != VMDESC {
+        return Err(Error::new(
+            ErrorKind::UnexpectedSectionType { found: ty },
+            start,
+        ));
+    }
     let lpos = r.position();
     let len = r.read_be32()?;
     if u64::from(len) > limits::MAX_VMDESC {
@@ -279,14 +303,9 @@ pub fn skip_vmdesc_trailer<R: Reader + ?Sized>(r: &mut R) -> Result<Option<Vmdes
     let json_start = r.position();
     r.skip(len.into())
         .map_err(|e| Error::new(e.kind().clone(), start))?;
-    let after = r.position();
-    if r.peek(1)?.is_some() {
-        let count = drain_count(r)?;
-        return Err(Error::new(ErrorKind::TrailingBytes { count }, after));
-    }
-    Ok(Some(VmdescTrailer {
+    Ok(VmdescTrailer {
         start,
         json_start,
         len,
-    }))
+    })
 }
