@@ -312,7 +312,7 @@ impl<R: std::io::Read> Reader for IoReader<R> {
     }
 }
 
-/// An object-safe view of a [`Reader`], so that [`SectionHandle`] can be a trait object.
+/// An object-safe view of a [`Reader`], so that handlers ([`SectionHandle`](crate::registry::SectionHandle), [`SectionHandler`](crate::stream::SectionHandler)) can be trait objects.
 /// Implemented for every sized `Reader`; `dyn ErasedReader` is itself a `Reader`.
 pub trait ErasedReader {
     /// [`Reader::take`].

@@ -14,7 +14,7 @@
 //!    `array_len` (compressed) or one entry per `index`, any other type as raw `size` bytes, and
 //!    after a struct's fields exactly the subsections its vmdesc lists, each checked to be
 //!    `05 · len · name · be32 version` with the listed name;
-//! 4. steps RAM sections (`ram`, instance 0, version 4) with [`RamStepper`], using the vmdesc
+//! 4. steps RAM sections (`ram`, instance 0, version 4) with [`RamSection`], using the vmdesc
 //!    `page_size`.
 //!
 //! Footers: QEMU sends them together with the configuration section (machine types ≥ 2.4), so

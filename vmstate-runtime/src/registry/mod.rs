@@ -6,7 +6,7 @@
 //! [`Registry::register`]; anything else implements [`SectionHandle`] itself.
 //!
 //! **Save** ([`Registry::save`]) writes a whole stream: header, configuration section (when the
-//! machine type's [`Framing`] has one), one FULL section per device in priority order (higher
+//! machine type's [`Framing`](crate::machine::Framing) has one), one FULL section per device in priority order (higher
 //! first, then registration order), EOF and the vmdesc. Every device is locked only long enough
 //! to clone its state; `pre_save` and the rest of the save run on the clone, so a save never
 //! changes a live device. The stream is built in memory and handed to the writer only when it is
