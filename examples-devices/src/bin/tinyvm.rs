@@ -6,16 +6,12 @@
 //! tinyvm serve --kvm                     # a child: prints `READY <port>`, then obeys stdin lines
 //! ```
 //!
-//! `pingpong` spawns two `serve` children on 127.0.0.1 ephemeral ports, starts the guest in one
-//! and migrates it live (precopy over loopback TCP, `vmstate-migration`) N times, swapping
-//! roles every hop. After each hop it checks that the destination loaded exactly the memory the
-//! source stopped with (pattern state and hash), that the guest made progress since the previous
-//! hop, and that the serial output, concatenated over hops, is `A` then only `B`s, as many as
-//! the pattern's passes. Exit status 1 on any inconsistency.
-//!
-//! The code lives in `examples_devices::tinyvm`: `driver` (the parent: `pingpong`, `save`),
-//! `child` (`serve`) and `protocol` (the line protocol between them). This file parses the command
-//! line and dispatches.
+//! `pingpong` migrates the running guest live between two `serve` children over loopback TCP,
+//! swapping roles every hop, and checks memory, progress and serial output after each hop; exit
+//! status 1 on any inconsistency, 2 on a bad mode. The code, and what the checks are, is in
+//! `examples_devices::tinyvm`: `driver` (the parent: `pingpong`, `save`), `child` (`serve`) and
+//! `protocol` (the line protocol between them). This file parses the command line and
+//! dispatches.
 
 use std::process::ExitCode;
 
