@@ -16,6 +16,8 @@ use super::soft::{SoftDest, SoftGuest};
 use super::{settings, Mode};
 
 /// The guest a child holds, if any.
+// One per child process; without the `kvm` feature the soft guest is the only large variant.
+#[allow(clippy::large_enum_variant)]
 enum Held {
     None,
     Soft(SoftGuest),
