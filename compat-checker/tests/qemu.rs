@@ -6,9 +6,10 @@
 //!   dozen sections).
 //! - Every mutated pair is built here from the real pc-i440fx-7.2 dump (SRC = old release,
 //!   DST = new release), one or more per rule, each asserting the exact findings.
-//! - Differential tests run QEMU's `scripts/vmstate-static-checker.py` (when
-//!   `/opt/qemu-src/scripts/vmstate-static-checker.py` exists; otherwise they print SKIPPED) on the
-//!   same pairs in both directions and compare.
+//! - Differential tests (`needs_qemu`, ignored by default) run QEMU's
+//!   `scripts/vmstate-static-checker.py` (`/opt/qemu-src/scripts/vmstate-static-checker.py`,
+//!   fetched by `scripts/get-qemu-scripts.sh`) on the same pairs in both directions and compare.
+//!   `.ci/run` runs them with `-- --ignored needs_qemu::`; run so, a missing script fails.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -550,13 +551,17 @@ fn run_script(src: &Path, dst: &Path, dir: Direction) -> Option<ScriptRun> {
     })
 }
 
-fn have_script() -> bool {
-    if Path::new(SCRIPT).exists() && Command::new("python3").arg("--version").output().is_ok() {
-        true
-    } else {
-        println!("SKIPPED: {SCRIPT} (or python3) not found; differential checks not run");
-        false
-    }
+/// Fails the test unless the script and python3 are there (the `needs_qemu` tests run only
+/// when asked for, where they are installed).
+fn require_script() {
+    assert!(
+        Path::new(SCRIPT).exists(),
+        "{SCRIPT} not found: run `bash scripts/get-qemu-scripts.sh`"
+    );
+    assert!(
+        Command::new("python3").arg("--version").output().is_ok(),
+        "python3 not found"
+    );
 }
 
 struct TempDir(PathBuf);
@@ -835,90 +840,103 @@ fn damaged_dumps_never_panic() {
     }
 }
 
-#[test]
-fn differential_against_vmstate_static_checker() {
-    if !have_script() {
-        return;
+/// Against QEMU's `scripts/vmstate-static-checker.py` (and, for the bad pair, its test data).
+mod needs_qemu {
+    use std::path::Path;
+
+    use serde_json::Value;
+
+    use super::{
+        cases, check, compare_with_script, load, mutate, ours, require_script, Lcg, TempDir, FWD,
+        QEMU_TEST_DATA,
+    };
+
+    #[test]
+    #[ignore = "needs vmstate-static-checker.py: bash scripts/get-qemu-scripts.sh"]
+    fn differential_against_vmstate_static_checker() {
+        require_script();
+        for c in cases() {
+            let tmp = TempDir::new(c.name);
+            let src = tmp.write("src.json", &c.src);
+            let dst = tmp.write("dst.json", &c.dst);
+            let report = check(&c.src, &c.dst);
+            assert!(
+                compare_with_script(c.name, &src, &dst, &report, Some(c.extra)).is_some(),
+                "{}: the script crashed",
+                c.name
+            );
+        }
     }
-    for c in cases() {
-        let tmp = TempDir::new(c.name);
-        let src = tmp.write("src.json", &c.src);
-        let dst = tmp.write("dst.json", &c.dst);
-        let report = check(&c.src, &c.dst);
+
+    /// QEMU's own hand-made bad pair (its test expects exit status 13), read in place.
+    #[test]
+    #[ignore = "needs vmstate-static-checker.py: bash scripts/get-qemu-scripts.sh"]
+    fn differential_on_qemus_bad_pair() {
+        let (d1, d2) = (
+            Path::new(QEMU_TEST_DATA).join("dump1.json"),
+            Path::new(QEMU_TEST_DATA).join("dump2.json"),
+        );
+        require_script();
         assert!(
-            compare_with_script(c.name, &src, &dst, &report, Some(c.extra)).is_some(),
-            "{}: the script crashed",
-            c.name
+            d1.exists() && d2.exists(),
+            "{QEMU_TEST_DATA} not found: run `bash scripts/get-qemu-scripts.sh`"
+        );
+        let read = |p: &Path| -> Value {
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+        };
+        let report = check(&read(&d1), &read(&d2));
+        let (_, denies) = ours(&report, FWD);
+        assert!(denies >= 13, "{report:#?}");
+        assert_eq!(
+            compare_with_script("dump1/dump2", &d1, &d2, &report, None),
+            Some(13 + 6)
         );
     }
-}
 
-/// QEMU's own hand-made bad pair (its test expects exit status 13), read in place.
-#[test]
-fn differential_on_qemus_bad_pair() {
-    let (d1, d2) = (
-        Path::new(QEMU_TEST_DATA).join("dump1.json"),
-        Path::new(QEMU_TEST_DATA).join("dump2.json"),
-    );
-    if !have_script() || !d1.exists() || !d2.exists() {
-        println!("SKIPPED: {QEMU_TEST_DATA} not found");
-        return;
-    }
-    let read =
-        |p: &Path| -> Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
-    let report = check(&read(&d1), &read(&d2));
-    let (_, denies) = ours(&report, FWD);
-    assert!(denies >= 13, "{report:#?}");
-    assert_eq!(
-        compare_with_script("dump1/dump2", &d1, &d2, &report, None),
-        Some(13 + 6)
-    );
-}
-
-/// Random structural mutations of the full pc-i440fx-7.2 dump, compared with the script.
-#[test]
-fn differential_fuzz_on_the_full_dump() {
-    if !have_script() {
-        return;
-    }
-    let seeds: u64 = std::env::var("QEMU_DIFF_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(48);
-    let full = load("pc-i440fx-7.2.json");
-    let tmp = TempDir::new("fuzz");
-    let (mut crashed, mut found) = (0, 0);
-    for seed in 0..seeds {
-        let mut rng = Lcg(seed * 7919 + 1);
-        let mut src = full.clone();
-        let mut dst = full.clone();
-        let mut applied = Vec::new();
-        for _ in 0..1 + rng.below(3) {
-            let target = if rng.below(4) == 0 {
-                &mut src
-            } else {
-                &mut dst
-            };
-            applied.push(mutate(target, &mut rng));
+    /// Random structural mutations of the full pc-i440fx-7.2 dump, compared with the script.
+    #[test]
+    #[ignore = "needs vmstate-static-checker.py: bash scripts/get-qemu-scripts.sh"]
+    fn differential_fuzz_on_the_full_dump() {
+        require_script();
+        let seeds: u64 = std::env::var("QEMU_DIFF_SEEDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(48);
+        let full = load("pc-i440fx-7.2.json");
+        let tmp = TempDir::new("fuzz");
+        let (mut crashed, mut found) = (0, 0);
+        for seed in 0..seeds {
+            let mut rng = Lcg(seed * 7919 + 1);
+            let mut src = full.clone();
+            let mut dst = full.clone();
+            let mut applied = Vec::new();
+            for _ in 0..1 + rng.below(3) {
+                let target = if rng.below(4) == 0 {
+                    &mut src
+                } else {
+                    &mut dst
+                };
+                applied.push(mutate(target, &mut rng));
+            }
+            let report = check(&src, &dst);
+            let s = tmp.write("src.json", &src);
+            let d = tmp.write("dst.json", &dst);
+            let label = format!("seed {seed} {applied:?}");
+            match compare_with_script(&label, &s, &d, &report, None) {
+                None => crashed += 1,
+                Some(0) => {}
+                Some(_) => found += 1,
+            }
         }
-        let report = check(&src, &dst);
-        let s = tmp.write("src.json", &src);
-        let d = tmp.write("dst.json", &dst);
-        let label = format!("seed {seed} {applied:?}");
-        match compare_with_script(&label, &s, &d, &report, None) {
-            None => crashed += 1,
-            Some(0) => {}
-            Some(_) => found += 1,
-        }
+        println!(
+            "fuzz: {seeds} seeds, the script found errors in {found}, crashed on {crashed} (skipped)"
+        );
+        assert!(crashed * 4 <= seeds, "the script crashed too often");
+        assert!(
+            found * 2 >= seeds,
+            "too few mutations that the script notices"
+        );
     }
-    println!(
-        "fuzz: {seeds} seeds, the script found errors in {found}, crashed on {crashed} (skipped)"
-    );
-    assert!(crashed * 4 <= seeds, "the script crashed too often");
-    assert!(
-        found * 2 >= seeds,
-        "too few mutations that the script notices"
-    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -56,7 +56,6 @@ pub mod pit;
 pub mod reencode;
 pub mod rtc;
 pub mod serial;
-#[cfg(feature = "kvm")]
 pub mod tinyvm;
 pub mod watchdog;
 

@@ -10,7 +10,7 @@
 use std::ops::Range;
 
 use vmstate_runtime::decode::{decode_stream, DecodedStream, SectionKind, Value};
-use vmstate_runtime::stream::{write_eof, write_footer, write_full_header, write_vmdesc};
+use vmstate_runtime::stream::StreamWriter;
 use vmstate_runtime::vmdesc::{write_json, DescBody, DescDevice, Vmdesc};
 use vmstate_runtime::{
     load_payload, save_payload, Error, ErrorKind, MachineCatalog, MachineType, Result, VmState,
@@ -106,16 +106,24 @@ pub fn reencode(
     };
     let mt = catalog.resolve(&name)?;
     let clock = virtual_clock(&d);
-    let mut out = Vec::with_capacity(input.len());
+    // Footers as the input has them (for QEMU streams this is the machine type's framing).
+    let framing = vmstate_runtime::machine::Framing {
+        footers: d.footers,
+        ..mt.framing()
+    };
+    let mut out = StreamWriter::new(Vec::with_capacity(input.len()), framing);
     let mut report = ReencodeReport {
         machine: name,
         ..ReencodeReport::default()
     };
-    let copy = |out: &mut Vec<u8>, r: &Range<usize>| out.extend_from_slice(&input[r.clone()]);
-    copy(&mut out, &d.header_range);
-    if let Some((r, _)) = &d.configuration {
-        copy(&mut out, r);
+    out.header()?;
+    if let Some((_, config)) = &d.configuration {
+        out.configuration(config)?;
     }
+    // Sections we do not model are copied verbatim, framing included.
+    let copy = |out: &mut StreamWriter<Vec<u8>>, r: &Range<usize>| {
+        out.payload().extend_from_slice(&input[r.clone()]);
+    };
     // The input's device entries verbatim (key order kept), for the sections copied unchanged:
     // QEMU writes forms we do not model (e.g. `tmp` fields with an inline vmsd).
     let raw: Vec<serde_json::Value> = input
@@ -125,12 +133,6 @@ pub fn reencode(
         .unwrap_or_default();
     let mut devices = Vec::new();
     let mut desc_iter = vmdesc.devices.iter().enumerate();
-    // Footers as the input has them (for QEMU streams this is the machine type's framing).
-    let framing = vmstate_runtime::machine::Framing {
-        footers: d.footers,
-        ..mt.framing()
-    };
-    let footers = d.footers;
     for s in &d.sections {
         let vm_entry = if s.kind == SectionKind::Full {
             desc_iter.next()
@@ -166,11 +168,9 @@ pub fn reencode(
                         version: Some(s.version),
                     })
                 })?;
-                write_full_header(&mut out, s.section_id, &s.idstr, s.instance_id, s.version)?;
-                out.extend_from_slice(&bytes);
-                if footers {
-                    write_footer(&mut out, s.section_id, &framing)?;
-                }
+                out.full_header(s.section_id, &s.idstr, s.instance_id, s.version)?;
+                out.payload().extend_from_slice(&bytes);
+                out.footer(s.section_id)?;
                 report
                     .typed
                     .push((s.idstr.clone(), s.instance_id, bytes.len()));
@@ -198,15 +198,16 @@ pub fn reencode(
             }
         }
     }
-    write_eof(&mut out)?;
-    report.identical_before_vmdesc = out[..] == input[..=d.eof_offset];
+    out.eof()?;
+    report.identical_before_vmdesc = out.payload()[..] == input[..=d.eof_offset];
     let json = write_json(&Vmdesc {
         configuration: vmdesc.configuration.clone(),
         page_size: vmdesc.page_size,
         devices,
     });
-    let start = out.len();
-    write_vmdesc(&mut out, &json)?;
+    let start = out.payload().len();
+    out.vmdesc(&json)?;
+    let out = out.into_inner();
     report.identical_vmdesc = out[start..] == input[vmdesc_range.clone()];
     Ok((out, report))
 }

@@ -1,7 +1,9 @@
 //! The `vmstate-demo` binary and the re-encoder, end to end: the tour, save/load through files,
 //! analyze-migration.py reading our streams, re-encoding real QEMU 7.2 streams byte for byte,
-//! and QEMU 7.2 loading the result. Tests that need QEMU or its scripts print SKIPPED when
-//! those are not installed (`.ci/run` installs them).
+//! and QEMU 7.2 loading the result. Tests that need QEMU or its scripts are in `needs_qemu`,
+//! ignored by default; `.ci/run` installs QEMU and runs them (`-- --ignored needs_qemu::`).
+
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,21 +25,6 @@ fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("vmstate-demo-test-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d.join(name)
-}
-
-fn analyze_script() -> Option<PathBuf> {
-    let p = std::env::var_os("ANALYZE").map_or_else(
-        || PathBuf::from("/opt/qemu-src/scripts/analyze-migration.py"),
-        PathBuf::from,
-    );
-    p.exists().then_some(p)
-}
-
-fn qemu_present() -> bool {
-    Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// Golden streams that have a vmdesc, with the machine type to pass when the stream has no
@@ -231,86 +218,64 @@ fn reencode_refuses_streams_it_cannot_handle() {
     );
 }
 
-#[test]
-fn reencode_cli_and_qemu_loads_the_result() {
-    if !qemu_present() {
-        println!("qemu load check: SKIPPED (qemu-system-x86_64 not installed)");
-        return;
+/// `vmstate-demo reencode` on a golden stream: writes `<tag>-<stem>.re.mig` and says it is
+/// identical. (Tests run in parallel: each passes its own tag.)
+fn reencode_cli(tag: &str, stem: &str, machine: Option<&str>) -> PathBuf {
+    let out = tmp(&format!("{tag}-{stem}.re.mig"));
+    let mut cmd = demo();
+    cmd.arg("reencode")
+        .arg(golden().join(format!("{stem}.mig")))
+        .arg("--out")
+        .arg(&out);
+    if let Some(m) = machine {
+        cmd.args(["--machine", m]);
     }
-    let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/qemu-load-check.sh");
-    for (stem, machine) in golden_with_vmdesc() {
-        let out = tmp(&format!("{stem}.re.mig"));
-        let mut cmd = demo();
-        cmd.arg("reencode")
-            .arg(golden().join(format!("{stem}.mig")))
-            .arg("--out")
-            .arg(&out);
-        if let Some(m) = machine {
-            cmd.args(["--machine", m]);
-        }
-        let o = cmd.output().unwrap();
-        assert!(
-            o.status.success(),
-            "{stem}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(String::from_utf8_lossy(&o.stdout).contains("identical to the input: yes"));
-        let o = Command::new("bash")
-            .arg(&check)
-            .arg("--args")
-            .arg(golden().join(format!("{stem}.args")))
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "QEMU did not load the re-encoded {stem}: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    let o = cmd.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{stem}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("identical to the input: yes"));
+    out
 }
 
 #[test]
-fn analyze_migration_reads_demo_streams() {
-    let Some(script) = analyze_script() else {
-        println!(
-            "analyze-migration.py: SKIPPED (run scripts/get-qemu-scripts.sh, or set ANALYZE=)"
-        );
-        return;
-    };
-    for machine in ["pc-i440fx-7.2", "pc-q35-5.2", "pc-i440fx-2.3"] {
-        let f = tmp(&format!("analyze-{machine}.mig"));
-        let o = demo()
-            .args(["save", "--machine", machine, "--out"])
-            .arg(&f)
-            .output()
-            .unwrap();
-        assert!(o.status.success());
-        let o = Command::new("python3")
-            .arg(&script)
-            .arg("-f")
-            .arg(&f)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{machine}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let theirs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        // Our own generic decoder must print exactly what the script prints.
-        let ours = vmstate_runtime::decode::stream_to_json(
-            &decode_stream(&std::fs::read(&f).unwrap()).unwrap(),
-        );
-        assert_eq!(ours, theirs, "{machine}");
-        // And the register values are the ones the devices hold.
+fn reencode_cli_writes_identical_streams() {
+    for (stem, machine) in golden_with_vmdesc() {
+        let out = reencode_cli("cli", &stem, machine);
+        let input = std::fs::read(golden().join(format!("{stem}.mig"))).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), input, "{stem}");
+    }
+}
+
+/// Saves the demo machine for `machine` with `vmstate-demo save` to `<tag>-<machine>.mig` and
+/// decodes the file.
+fn demo_stream(tag: &str, machine: &str) -> (PathBuf, serde_json::Value) {
+    let f = tmp(&format!("{tag}-{machine}.mig"));
+    let o = demo()
+        .args(["save", "--machine", machine, "--out"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let ours = vmstate_runtime::decode::stream_to_json(
+        &decode_stream(&std::fs::read(&f).unwrap()).unwrap(),
+    );
+    (f, ours)
+}
+
+/// The generic decoder's view of a demo stream (what analyze-migration.py prints, see
+/// `needs_qemu::analyze_migration_reads_demo_streams`) holds the registers the devices hold.
+#[test]
+fn demo_streams_decode_to_the_device_registers() {
+    for machine in DEMO_MACHINES {
+        let (_, ours) = demo_stream("registers", machine);
         let cat = examples_devices::catalog();
         let vm = DemoMachine::new(&cat.resolve(machine).unwrap()).unwrap();
         vm.run_guest_program();
         let find = |prefix: &str| {
-            theirs
-                .as_object()
+            ours.as_object()
                 .unwrap()
                 .iter()
                 .find(|(k, _)| k.starts_with(prefix))
@@ -341,5 +306,49 @@ fn analyze_migration_reads_demo_streams() {
         let wdt = find("demo-wdt");
         let w = vm.wdt.lock().unwrap();
         assert_eq!(wdt["reload"], format!("0x{:08x}", w.reload));
+    }
+}
+
+const DEMO_MACHINES: [&str; 3] = ["pc-i440fx-7.2", "pc-q35-5.2", "pc-i440fx-2.3"];
+
+mod needs_qemu {
+    use std::path::Path;
+    use std::process::Command;
+
+    use super::{golden, golden_with_vmdesc, reencode_cli, tools};
+
+    /// QEMU 7.2 loads what `vmstate-demo reencode` wrote, for every golden stream.
+    #[test]
+    #[ignore = "needs qemu-system-x86_64: apt-get install qemu-system-x86"]
+    fn qemu_loads_the_reencoded_streams() {
+        tools::require_qemu();
+        let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/qemu-load-check.sh");
+        for (stem, machine) in golden_with_vmdesc() {
+            let out = reencode_cli("qemu", &stem, machine);
+            let o = Command::new("bash")
+                .arg(&check)
+                .arg("--args")
+                .arg(golden().join(format!("{stem}.args")))
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "QEMU did not load the re-encoded {stem}: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+
+    /// analyze-migration.py prints exactly what our generic decoder prints for demo streams.
+    #[test]
+    #[ignore = "needs analyze-migration.py: bash scripts/get-qemu-scripts.sh (or set ANALYZE=)"]
+    fn analyze_migration_reads_demo_streams() {
+        tools::analyze_script();
+        for machine in super::DEMO_MACHINES {
+            let (f, ours) = super::demo_stream("analyze", machine);
+            assert_eq!(ours, tools::analyze(&f), "{machine}");
+        }
     }
 }

@@ -2,20 +2,25 @@
 //! consistent, and an in-process migration (vCPU state + UART payloads + RAM copy) to a second
 //! VM continues the guest where it stopped.
 //!
-//! Every test is `#[ignore = "requires /dev/kvm"]`: run them with
-//! `cargo test -p examples-devices --features kvm --test tinyvm_kvm -- --ignored`. A test that
-//! cannot open `/dev/kvm` read-write prints a SKIPPED line and returns.
+//! Every test is in `needs_kvm` and ignored by default: run them where `/dev/kvm` opens with
+//! `cargo test -p examples-devices --features kvm --test tinyvm_kvm -- --ignored needs_kvm::`.
+//! Run that way, a missing `kvm` feature or a `/dev/kvm` that does not open is a failure.
 
-/// Without the `kvm` feature there is no runner: listed as ignored, like the KVM tests.
+mod tools;
+
+/// Without the `kvm` feature there is no runner: one ignored test that fails when it is run, so
+/// asking for the KVM tests of a build without the feature does not pass.
 #[cfg(not(feature = "kvm"))]
-#[test]
-#[ignore = "requires /dev/kvm"]
-fn tinyvm_kvm_needs_feature_kvm() {
-    println!("tinyvm_kvm: SKIPPED (built without --features kvm)");
+mod needs_kvm {
+    #[test]
+    #[ignore = "needs /dev/kvm: --features kvm, on a host where /dev/kvm opens read-write"]
+    fn tinyvm_kvm_needs_feature_kvm() {
+        super::tools::require_kvm();
+    }
 }
 
 #[cfg(feature = "kvm")]
-mod kvm {
+mod needs_kvm {
     use std::time::Duration;
 
     use examples_devices::tinyvm::guest::{check_output, check_pattern, PatternState};
@@ -24,21 +29,6 @@ mod kvm {
     use vmstate_runtime::{load_payload, save_payload, MachineType};
 
     const RUN: Duration = Duration::from_millis(200);
-
-    /// Whether `/dev/kvm` opens read-write; prints the SKIPPED line when it does not.
-    fn kvm_available(test: &str) -> bool {
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-        {
-            Ok(_) => true,
-            Err(e) => {
-                println!("{test}: SKIPPED (/dev/kvm not available: {e})");
-                false
-            }
-        }
-    }
 
     fn machine() -> MachineType {
         examples_devices::catalog()
@@ -56,11 +46,9 @@ mod kvm {
     }
 
     #[test]
-    #[ignore = "requires /dev/kvm"]
+    #[ignore = "needs /dev/kvm: --features kvm, on a host where /dev/kvm opens read-write"]
     fn guest_prints_a_then_bs_and_keeps_its_pattern() {
-        if !kvm_available("guest_prints_a_then_bs_and_keeps_its_pattern") {
-            return;
-        }
+        super::tools::require_kvm();
         let (mut vm, first) = started_vm();
         assert!(first.passes > 1, "guest made no progress: {first:?}");
         let out = vm.serial.state.take_tx_output();
@@ -82,11 +70,9 @@ mod kvm {
     }
 
     #[test]
-    #[ignore = "requires /dev/kvm"]
+    #[ignore = "needs /dev/kvm: --features kvm, on a host where /dev/kvm opens read-write"]
     fn stop_handle_ends_run_for_early() {
-        if !kvm_available("stop_handle_ends_run_for_early") {
-            return;
-        }
+        super::tools::require_kvm();
         let mut vm = Vm::new().unwrap();
         let stop = vm.stop_handle();
         let kicker = std::thread::spawn(move || {
@@ -100,11 +86,9 @@ mod kvm {
     }
 
     #[test]
-    #[ignore = "requires /dev/kvm"]
+    #[ignore = "needs /dev/kvm: --features kvm, on a host where /dev/kvm opens read-write"]
     fn in_process_migration_continues_the_guest() {
-        if !kvm_available("in_process_migration_continues_the_guest") {
-            return;
-        }
+        super::tools::require_kvm();
         let m = machine();
         let (mut src, before) = started_vm();
         let src_out = src.serial.state.take_tx_output();
@@ -164,11 +148,9 @@ mod kvm {
     }
 
     #[test]
-    #[ignore = "requires /dev/kvm"]
+    #[ignore = "needs /dev/kvm: --features kvm, on a host where /dev/kvm opens read-write"]
     fn cpu_state_round_trips_byte_identically() {
-        if !kvm_available("cpu_state_round_trips_byte_identically") {
-            return;
-        }
+        super::tools::require_kvm();
         let m = machine();
         let (vm, _) = started_vm();
         let cpu = vm.save_cpu().unwrap();
@@ -188,11 +170,9 @@ mod kvm {
     }
 
     #[test]
-    #[ignore = "requires /dev/kvm"]
+    #[ignore = "needs /dev/kvm: --features kvm, on a host where /dev/kvm opens read-write"]
     fn corrupted_cpu_state_is_refused_naming_the_field() {
-        if !kvm_available("corrupted_cpu_state_is_refused_naming_the_field") {
-            return;
-        }
+        super::tools::require_kvm();
         let m = machine();
         let (vm, _) = started_vm();
         let cpu = vm.save_cpu().unwrap();
@@ -236,11 +216,9 @@ mod kvm {
     /// KVM's dirty log sees the guest's writes: after a run, every pattern page is dirty, and
     /// a second read right after (vCPU stopped) is clean.
     #[test]
-    #[ignore = "requires /dev/kvm"]
+    #[ignore = "needs /dev/kvm: --features kvm, on a host where /dev/kvm opens read-write"]
     fn dirty_log_reports_the_pattern_pages() {
-        if !kvm_available("dirty_log_reports_the_pattern_pages") {
-            return;
-        }
+        super::tools::require_kvm();
         let mut vm = Vm::new().unwrap();
         let log = vm.dirty_log();
         let _ = log.take().unwrap();
@@ -257,13 +235,11 @@ mod kvm {
     /// A live migration of a running guest (vCPU on its own thread, KVM dirty log feeding the
     /// passes, `tinyvm-cpu` and `serial` sections) over a Unix socket pair, in one process.
     #[test]
-    #[ignore = "requires /dev/kvm"]
+    #[ignore = "needs /dev/kvm: --features kvm, on a host where /dev/kvm opens read-write"]
     fn live_migration_with_the_vcpu_on_its_thread() {
         use examples_devices::tinyvm::live::{KvmDest, KvmSource};
         use vmstate_migration::{migrate, receive, ReceiveSettings, Settings};
-        if !kvm_available("live_migration_with_the_vcpu_on_its_thread") {
-            return;
-        }
+        super::tools::require_kvm();
         let mut src = KvmSource::start(Vm::new().unwrap(), machine()).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();

@@ -11,7 +11,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`memory`] | named RAM blocks over `GuestMemoryMmap<AtomicBitmap>`, dirty log |
-//! | [`ram`] | the RAM section: [`RamWriter`] (source), [`RamSink`] (destination, validating) |
+//! | [`ram`] | the RAM section: [`RamWriter`] (source), [`RamLoader`] (destination, validating) |
 //! | [`precopy`] | [`migrate`]: passes, convergence, stop, devices, ack; statistics |
 //! | [`dest`] | [`receive`]: incremental load, all-or-nothing devices, ack, resume |
 //! | [`transport`] | [`Transport`] for TCP / Unix / file, the `LOADED` / `ERR …` → `GO` handshake |
@@ -37,5 +37,5 @@ pub use dest::{receive, MigrationDestination, ReceiveSettings};
 pub use error::{MigrationError, Result};
 pub use memory::{GuestMem, GuestRam, PAGE_SIZE};
 pub use precopy::{migrate, MigrationSource, PassStats, Report, Settings};
-pub use ram::{PageCounts, RamSink, RamWriter};
+pub use ram::{PageCounts, RamLoader, RamWriter};
 pub use transport::{FileTransport, Transport};

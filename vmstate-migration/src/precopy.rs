@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vmstate_runtime::stream::{self, Configuration};
+use vmstate_runtime::stream::StreamWriter;
 use vmstate_runtime::{MachineType, Registry};
 
 use crate::error::{MigrationError, Result};
@@ -180,12 +180,9 @@ impl<T: Transport + ?Sized> ByteSink for Throttled<'_, T> {
 /// The header and configuration section for `machine`, as [`Registry::save_to_vec`] writes them
 /// before the device sections.
 pub(crate) fn stream_prefix(machine: &MachineType) -> Result<Vec<u8>> {
-    let mut v = Vec::new();
-    stream::write_header(&mut v)?;
-    if machine.framing().configuration {
-        stream::write_configuration(&mut v, &Configuration::new(machine.name()))?;
-    }
-    Ok(v)
+    let mut s = StreamWriter::for_machine(Vec::new(), machine);
+    s.prologue(machine.name())?;
+    Ok(s.into_inner())
 }
 
 /// Sends every page whose bit is set in `dirty` (one bitmap per block).

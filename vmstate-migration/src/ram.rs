@@ -7,7 +7,7 @@
 //! Every chunk ends with `EOS` and, when the machine type's framing has them, a footer with the
 //! section id of the START.
 //!
-//! [`RamSink`] reads it on the destination through the runtime's [`RamStepper`] (which checks
+//! [`RamLoader`] reads it on the destination through the runtime's [`RamStepper`] (which checks
 //! flags, `CONTINUE`, block names and `offset + page_size <= used_length`, overflow-checked) and
 //! additionally requires the START block list to equal the destination's blocks exactly (names
 //! and lengths; the CVE-2014-7840 class). Page data is written straight into guest memory, which
@@ -18,14 +18,15 @@ use std::collections::HashMap;
 
 use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::{Bytes, GuestMemoryRegion, GuestRegionMmap, MemoryRegionAddress, MmapRegion};
-use vmstate_runtime::error::{ErrorKind, SectionRef};
+use vmstate_runtime::error::ErrorKind;
 use vmstate_runtime::machine::Framing;
 use vmstate_runtime::ram::{
     PageData, RamCounts, RamStepper, FLAG_CONTINUE, FLAG_EOS, FLAG_MEM_SIZE, FLAG_PAGE, FLAG_ZERO,
     RAM_IDSTR, RAM_VERSION,
 };
-use vmstate_runtime::stream::{self, SECTION_END, SECTION_PART, SECTION_START};
-use vmstate_runtime::{Reader, SectionHeader, Writer};
+use vmstate_runtime::reader::ErasedReader;
+use vmstate_runtime::stream::{SectionHandler, SectionKind, SectionMeta, StreamWriter};
+use vmstate_runtime::{Reader, Writer};
 
 use crate::error::{MigrationError, Result};
 use crate::memory::{GuestRam, PAGE_SIZE};
@@ -140,22 +141,17 @@ impl RamWriter {
         sink: &mut S,
         ram: &GuestRam,
     ) -> Result<u64> {
-        let mut v = Vec::new();
-        stream::write_section_header(
-            &mut v,
-            SECTION_START,
-            self.section_id,
-            RAM_IDSTR,
-            0,
-            RAM_VERSION,
-        )?;
+        let mut s = StreamWriter::new(Vec::new(), self.framing);
+        s.start_header(self.section_id, RAM_IDSTR, 0, RAM_VERSION)?;
+        let v = s.payload();
         v.write_be64(ram.total_bytes() | FLAG_MEM_SIZE)?;
         for (name, len) in ram.blocks() {
             v.write_counted_str(&name)?;
             v.write_be64(len)?;
         }
         v.write_be64(FLAG_EOS)?;
-        stream::write_footer(&mut v, self.section_id, &self.framing)?;
+        s.footer(self.section_id)?;
+        let v = s.into_inner();
         self.put_small(sink, &v)?;
         Ok(v.len() as u64)
     }
@@ -165,10 +161,9 @@ impl RamWriter {
     /// # Errors
     /// Sink errors.
     pub fn begin_chunk<S: ByteSink + ?Sized>(&mut self, sink: &mut S, end: bool) -> Result<()> {
-        let mut v = Vec::with_capacity(5);
-        let ty = if end { SECTION_END } else { SECTION_PART };
-        stream::write_chunk_header(&mut v, ty, self.section_id)?;
-        self.put_small(sink, &v)?;
+        let mut s = StreamWriter::new(Vec::with_capacity(5), self.framing);
+        s.chunk_header(self.section_id, end)?;
+        self.put_small(sink, &s.into_inner())?;
         self.last_block = None;
         self.in_chunk = true;
         Ok(())
@@ -179,10 +174,10 @@ impl RamWriter {
     /// # Errors
     /// Sink errors.
     pub fn end_chunk<S: ByteSink + ?Sized>(&mut self, sink: &mut S) -> Result<()> {
-        let mut v = Vec::with_capacity(13);
-        v.write_be64(FLAG_EOS)?;
-        stream::write_footer(&mut v, self.section_id, &self.framing)?;
-        self.put_small(sink, &v)?;
+        let mut s = StreamWriter::new(Vec::with_capacity(13), self.framing);
+        s.payload().write_be64(FLAG_EOS)?;
+        s.footer(self.section_id)?;
+        self.put_small(sink, &s.into_inner())?;
         self.in_chunk = false;
         Ok(())
     }
@@ -276,9 +271,10 @@ impl RamWriter {
     }
 }
 
-/// Loads the RAM section into the destination's guest memory, validating every record.
+/// The destination's handler of the RAM section (routed to it by the stream loader): writes
+/// every page into guest memory, validating every record.
 #[derive(Debug)]
-pub struct RamSink<'a> {
+pub struct RamLoader<'a> {
     ram: &'a GuestRam,
     index: HashMap<String, usize>,
     stepper: RamStepper,
@@ -287,20 +283,12 @@ pub struct RamSink<'a> {
     counts: RamCounts,
 }
 
-fn ram_ref() -> SectionRef {
-    SectionRef {
-        idstr: RAM_IDSTR.to_owned(),
-        instance_id: 0,
-        version: Some(RAM_VERSION),
-    }
-}
-
 fn invalid(message: String, pos: u64) -> vmstate_runtime::Error {
     vmstate_runtime::Error::new(ErrorKind::ValidationFailed { message }, pos)
 }
 
-impl<'a> RamSink<'a> {
-    /// A sink writing into `ram`.
+impl<'a> RamLoader<'a> {
+    /// A loader writing into `ram`.
     ///
     /// # Errors
     /// Never for the fixed 4096-byte page size (kept fallible for other target page sizes).
@@ -311,7 +299,7 @@ impl<'a> RamSink<'a> {
             .enumerate()
             .map(|(i, (n, _))| (n, i))
             .collect();
-        Ok(RamSink {
+        Ok(RamLoader {
             ram,
             index,
             stepper: RamStepper::new(PAGE_SIZE)?,
@@ -339,62 +327,48 @@ impl<'a> RamSink<'a> {
         self.counts
     }
 
-    /// Loads a START chunk whose header (already read) is `header`; `pos` is the header's stream
-    /// offset.
-    ///
-    /// # Errors
-    /// [`ErrorKind::UnknownSection`] for a START that is not `ram` instance 0,
-    /// [`ErrorKind::DuplicateSection`], version errors, block-list mismatches
-    /// ([`ErrorKind::ValidationFailed`]), record errors, footer errors.
-    pub fn start<R: Reader + ?Sized>(
+    /// A START chunk: the block list must equal this machine's blocks exactly.
+    fn start(
         &mut self,
-        r: &mut R,
-        framing: &Framing,
-        header: SectionHeader,
-        pos: u64,
-    ) -> Result<()> {
-        let SectionHeader::Start {
-            section_id,
-            idstr,
-            instance_id,
-            version,
-        } = header
-        else {
-            return Err(vmstate_runtime::Error::new(
-                ErrorKind::ValidationFailed {
-                    message: "a RAM START chunk was expected".into(),
-                },
-                pos,
-            )
-            .into());
-        };
-        let sref = ram_ref();
-        if idstr != RAM_IDSTR || instance_id != 0 {
-            return Err(vmstate_runtime::Error::new(
-                ErrorKind::UnknownSection { idstr, instance_id },
-                pos,
-            )
-            .into());
+        meta: &SectionMeta<'_>,
+        r: &mut dyn ErasedReader,
+    ) -> vmstate_runtime::Result<()> {
+        if meta.instance_id != 0 {
+            return Err(meta.unknown());
         }
         if self.section_id.is_some() {
             return Err(vmstate_runtime::Error::new(
-                ErrorKind::DuplicateSection { idstr, instance_id },
-                pos,
-            )
-            .into());
+                ErrorKind::DuplicateSection {
+                    idstr: meta.idstr.to_owned(),
+                    instance_id: meta.instance_id,
+                },
+                meta.offset,
+            ));
         }
-        if version != RAM_VERSION {
+        if meta.version != RAM_VERSION {
             return Err(vmstate_runtime::Error::new(
                 ErrorKind::InvalidValue {
                     expected: "RAM section version 4".into(),
-                    found: u64::from(version).into(),
+                    found: u64::from(meta.version).into(),
                 },
-                pos,
-            )
-            .in_section(sref)
-            .into());
+                meta.offset,
+            ));
         }
         let list_pos = r.position();
+        self.step(r, true, list_pos)?;
+        self.check_blocks(list_pos)?;
+        self.section_id = Some(meta.section_id);
+        Ok(())
+    }
+
+    /// Steps over one chunk's records, storing every page; `pos` is the offset errors of the
+    /// store report.
+    fn step(
+        &mut self,
+        r: &mut dyn ErasedReader,
+        start: bool,
+        pos: u64,
+    ) -> vmstate_runtime::Result<()> {
         let Self {
             ram,
             index,
@@ -402,14 +376,12 @@ impl<'a> RamSink<'a> {
             counts,
             ..
         } = self;
-        let c = stepper
-            .step_start_with(r, |b, o, d| store_page(ram, index, b, o, d, list_pos))
-            .map_err(|e| e.in_section(sref.clone()))?;
-        *counts += c;
-        self.check_blocks(list_pos)
-            .map_err(|e| e.in_section(sref.clone()))?;
-        stream::expect_footer(r, section_id, framing).map_err(|e| e.in_section(sref))?;
-        self.section_id = Some(section_id);
+        let store = |b: &str, o: u64, d: PageData<'_>| store_page(ram, index, b, o, d, pos);
+        *counts += if start {
+            stepper.step_start_with(r, store)?
+        } else {
+            stepper.step_part_with(r, store)?
+        };
         Ok(())
     }
 
@@ -450,40 +422,47 @@ impl<'a> RamSink<'a> {
         Ok(())
     }
 
-    /// Loads a PART or END chunk (header already read).
-    ///
-    /// # Errors
-    /// [`ErrorKind::UnknownSectionId`] for a chunk of another section or before START, a chunk
-    /// after END, record errors (unknown block, page out of range, bad flags), footer errors.
-    pub fn part<R: Reader + ?Sized>(
+    /// A PART or END chunk: pages of the blocks announced in START.
+    fn part(
         &mut self,
-        r: &mut R,
-        framing: &Framing,
-        section_id: u32,
-        end: bool,
-        pos: u64,
-    ) -> Result<()> {
-        if self.section_id != Some(section_id) || self.ended {
+        meta: &SectionMeta<'_>,
+        r: &mut dyn ErasedReader,
+    ) -> vmstate_runtime::Result<()> {
+        if self.section_id != Some(meta.section_id) || self.ended {
             return Err(vmstate_runtime::Error::new(
-                ErrorKind::UnknownSectionId { section_id },
-                pos,
-            )
-            .into());
+                ErrorKind::UnknownSectionId {
+                    section_id: meta.section_id,
+                },
+                meta.offset,
+            ));
         }
-        let Self {
-            ram,
-            index,
-            stepper,
-            counts,
-            ..
-        } = self;
-        let c = stepper
-            .step_part_with(r, |b, o, d| store_page(ram, index, b, o, d, pos))
-            .and_then(|c| stream::expect_footer(r, section_id, framing).map(|()| c))
-            .map_err(|e| e.in_section(ram_ref()))?;
-        *counts += c;
-        self.ended = end;
+        self.step(r, false, meta.offset)?;
+        self.ended = meta.kind == SectionKind::End;
         Ok(())
+    }
+}
+
+impl SectionHandler for RamLoader<'_> {
+    fn load(
+        &mut self,
+        meta: &SectionMeta<'_>,
+        r: &mut dyn ErasedReader,
+    ) -> vmstate_runtime::Result<()> {
+        match meta.kind {
+            SectionKind::Start => self.start(meta, r),
+            SectionKind::Part | SectionKind::End => self.part(meta, r),
+            SectionKind::Full | SectionKind::Command { .. } => Err(meta.unknown()),
+        }
+    }
+
+    fn finish(&mut self, end: u64) -> vmstate_runtime::Result<()> {
+        if self.ended {
+            return Ok(());
+        }
+        Err(invalid(
+            "the stream has no complete RAM section (START … END)".into(),
+            end,
+        ))
     }
 }
 

@@ -13,12 +13,23 @@ use vmstate_runtime::ram::{FLAG_CONTINUE, FLAG_EOS, FLAG_MEM_SIZE, FLAG_PAGE, FL
 use vmstate_runtime::stream::{self, Configuration};
 use vmstate_runtime::{Registry, Writer};
 
+use vmstate_runtime::stream::StreamWriter;
+
+/// Framing for hand-built streams (the methods used here do not depend on it).
+const ALL_FRAMING: vmstate_runtime::machine::Framing = vmstate_runtime::machine::Framing {
+    configuration: true,
+    footers: true,
+    vmdesc: true,
+};
+
 const RAM_ID: u32 = 1;
 
 fn prefix() -> Vec<u8> {
     let mut v = Vec::new();
-    stream::write_header(&mut v).unwrap();
-    stream::write_configuration(&mut v, &Configuration::new(machine().name())).unwrap();
+    StreamWriter::new(&mut v, ALL_FRAMING).header().unwrap();
+    StreamWriter::new(&mut v, ALL_FRAMING)
+        .configuration(&Configuration::new(machine().name()))
+        .unwrap();
     v
 }
 
@@ -32,7 +43,9 @@ fn good_blocks() -> Vec<(String, u64)> {
 
 fn start(blocks: &[(String, u64)], total: u64) -> Vec<u8> {
     let mut v = Vec::new();
-    stream::write_section_header(&mut v, stream::SECTION_START, RAM_ID, "ram", 0, 4).unwrap();
+    StreamWriter::new(&mut v, ALL_FRAMING)
+        .start_header(RAM_ID, "ram", 0, 4)
+        .unwrap();
     v.write_be64(total | FLAG_MEM_SIZE).unwrap();
     for (n, l) in blocks {
         v.write_counted_str(n).unwrap();

@@ -15,10 +15,14 @@
 //! - [`schema`]: the static description; [`machine`]: machine types and compat properties.
 //! - [`state`]: the [`VmState`] trait; [`context`]: what gates are evaluated against.
 //! - [`vmdesc`]: the trailing JSON description QEMU writes after EOF.
-//! - [`stream`]: the framing around sections (header, configuration, section headers, footers,
-//!   EOF, vmdesc trailer); [`ram`]: a validating stepper over QEMU's RAM section.
-//! - [`registry`]: the devices of a machine and whole-stream save/load (all-or-nothing load).
-//! - [`decode`]: generic decoding of any stream from its vmdesc, like `analyze-migration.py`.
+//! - [`stream`]: the one stream engine: [`StreamWriter`] writes every framing byte (header,
+//!   configuration, section headers, footers, EOF, vmdesc trailer); [`StreamLoader`] is the one
+//!   loop that reads a stream and hands each section to the [`SectionHandler`] routed for its
+//!   idstr. [`ram`]: a validating stepper over QEMU's RAM section and its handler.
+//! - [`registry`]: the devices of a machine and whole-stream save/load (all-or-nothing load;
+//!   [`RegistryLoader`] is the handler of its device sections).
+//! - [`decode`]: generic decoding of any stream from its vmdesc, like `analyze-migration.py` (a
+//!   handler of the same loader).
 //!
 //! No `unsafe` code.
 
@@ -55,9 +59,14 @@ pub use field::{Field, Timer, Unused};
 pub use machine::{MachineCatalog, MachineType};
 pub use ram::RamStepper;
 pub use reader::{IoReader, Reader, SliceReader};
-pub use registry::{LoadReport, RegisterOptions, Registry, SaveReport, SectionHandle, SectionKey};
+pub use registry::{
+    LoadReport, RegisterOptions, Registry, RegistryLoader, SaveReport, SectionHandle, SectionKey,
+};
 pub use state::{load_payload, save_payload, VmState};
-pub use stream::{Configuration, SectionHeader};
+pub use stream::{
+    Configuration, LoadOptions, SectionHandler, SectionHeader, SectionMeta, StreamEnd,
+    StreamLoader, StreamWriter,
+};
 pub use writer::{IoWriter, Writer};
 
 #[cfg(feature = "derive")]

@@ -30,7 +30,8 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::reader::Reader;
+use crate::reader::{ErasedReader, Reader};
+use crate::stream::{SectionHandler, SectionKind, SectionMeta, SectionSpan};
 
 /// idstr of the RAM section.
 pub const RAM_IDSTR: &str = "ram";
@@ -410,5 +411,122 @@ impl RamStepper {
             .ok_or_else(|| Error::new(ErrorKind::UnknownRamBlock { name }, pos))?;
         self.current = Some(idx);
         Ok(idx)
+    }
+}
+
+/// One RAM chunk read by a recording [`RamSection`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RamChunk {
+    /// START, PART or END.
+    pub kind: SectionKind,
+    /// The section id.
+    pub section_id: u32,
+    /// Where the chunk lies in the stream.
+    pub span: SectionSpan,
+    /// The blocks announced (START chunk only; empty for PART/END).
+    pub blocks: Vec<RamBlock>,
+    /// Records in this chunk.
+    pub counts: RamCounts,
+}
+
+/// The [`SectionHandler`] of the RAM section when guest memory is not restored: checks the
+/// section (instance 0, version 4) and steps over every chunk with a [`RamStepper`],
+/// validating it. Used by the registry's load (RAM is stepped over) and the generic decoder,
+/// which records every chunk ([`recording`](Self::recording)).
+#[derive(Debug, Clone)]
+pub struct RamSection {
+    page_size: u64,
+    stepper: Option<RamStepper>,
+    counts: RamCounts,
+    last: RamCounts,
+    chunks: Option<Vec<RamChunk>>,
+}
+
+impl RamSection {
+    /// A handler for target pages of `page_size` bytes (checked at the START chunk).
+    #[must_use]
+    pub fn new(page_size: u64) -> Self {
+        RamSection {
+            page_size,
+            stepper: None,
+            counts: RamCounts::default(),
+            last: RamCounts::default(),
+            chunks: None,
+        }
+    }
+
+    /// Keeps a [`RamChunk`] for every chunk read.
+    #[must_use]
+    pub fn recording(mut self) -> Self {
+        self.chunks = Some(Vec::new());
+        self
+    }
+
+    /// The blocks announced in the START chunk.
+    #[must_use]
+    pub fn blocks(&self) -> &[RamBlock] {
+        self.stepper.as_ref().map_or(&[], RamStepper::blocks)
+    }
+
+    /// Records read in all chunks.
+    #[must_use]
+    pub fn counts(&self) -> RamCounts {
+        self.counts
+    }
+
+    /// The chunks read, in stream order (empty unless [`recording`](Self::recording)).
+    #[must_use]
+    pub fn chunks(&self) -> &[RamChunk] {
+        self.chunks.as_deref().unwrap_or_default()
+    }
+}
+
+impl SectionHandler for RamSection {
+    fn load(&mut self, meta: &SectionMeta<'_>, r: &mut dyn ErasedReader) -> Result<()> {
+        let counts = match meta.kind {
+            SectionKind::Start => {
+                if meta.instance_id != 0 {
+                    return Err(meta.unknown());
+                }
+                crate::private::check_version(meta.version, RAM_VERSION, RAM_VERSION, meta.offset)?;
+                let stepper =
+                    RamStepper::new(self.page_size).map_err(|e| e.at_offset(meta.offset))?;
+                self.stepper.insert(stepper).step_start(r)?
+            }
+            SectionKind::Part | SectionKind::End => match self.stepper.as_mut() {
+                Some(stepper) => stepper.step_part(r)?,
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::UnknownSectionId {
+                            section_id: meta.section_id,
+                        },
+                        meta.offset,
+                    ))
+                }
+            },
+            // RAM is iterative; a FULL section of that name belongs to no device.
+            SectionKind::Full | SectionKind::Command { .. } => return Err(meta.unknown()),
+        };
+        self.counts += counts;
+        self.last = counts;
+        Ok(())
+    }
+
+    fn loaded(&mut self, meta: &SectionMeta<'_>, span: &SectionSpan) -> Result<()> {
+        let blocks = if meta.kind == SectionKind::Start {
+            self.blocks().to_vec()
+        } else {
+            Vec::new()
+        };
+        if let Some(chunks) = self.chunks.as_mut() {
+            chunks.push(RamChunk {
+                kind: meta.kind,
+                section_id: meta.section_id,
+                span: span.clone(),
+                blocks,
+                counts: self.last,
+            });
+        }
+        Ok(())
     }
 }

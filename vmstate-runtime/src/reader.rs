@@ -201,24 +201,46 @@ pub struct IoReader<R> {
     end: usize,
     pos: u64,
     eof: bool,
+    /// The last I/O error, kept whole (the [`Error`] carries only its kind).
+    io_error: Option<std::io::Error>,
 }
 
 impl<R: std::io::Read> IoReader<R> {
-    /// Wraps `inner`.
+    /// Wraps `inner` with a 64 KiB buffer.
     pub fn new(inner: R) -> Self {
+        Self::with_capacity(64 * 1024, inner)
+    }
+
+    /// Wraps `inner` with a buffer of `capacity` bytes (it grows for larger `take`s, up to
+    /// [`limits::MAX_TAKE`]). The reader reads ahead up to the buffer size.
+    pub fn with_capacity(capacity: usize, inner: R) -> Self {
         IoReader {
             inner,
-            buf: vec![0; 64 * 1024],
+            buf: vec![0; capacity.max(16)],
             start: 0,
             end: 0,
             pos: 0,
             eof: false,
+            io_error: None,
         }
     }
 
     /// Gives back the inner reader. Buffered, unread bytes are lost.
     pub fn into_inner(self) -> R {
         self.inner
+    }
+
+    /// Gives back the inner reader and the bytes read from it but not consumed (what follows
+    /// the last byte taken, e.g. the start of a message after a stream).
+    pub fn into_parts(self) -> (R, Vec<u8>) {
+        let rest = self.buf[self.start..self.end].to_vec();
+        (self.inner, rest)
+    }
+
+    /// The last I/O error of the inner reader, whole (errors returned by the [`Reader`] methods
+    /// carry only its kind).
+    pub fn take_io_error(&mut self) -> Option<std::io::Error> {
+        self.io_error.take()
     }
 
     /// Makes at least `n` bytes available in the buffer if the source has them.
@@ -248,7 +270,11 @@ impl<R: std::io::Read> IoReader<R> {
                 Ok(0) => self.eof = true,
                 Ok(k) => self.end += k,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::new(ErrorKind::Io(e.kind()), self.pos)),
+                Err(e) => {
+                    let kind = e.kind();
+                    self.io_error = Some(e);
+                    return Err(Error::new(ErrorKind::Io(kind), self.pos));
+                }
             }
         }
         Ok(self.end - self.start)
@@ -283,5 +309,57 @@ impl<R: std::io::Read> Reader for IoReader<R> {
 
     fn position(&self) -> u64 {
         self.pos
+    }
+}
+
+/// An object-safe view of a [`Reader`], so that handlers ([`SectionHandle`](crate::registry::SectionHandle), [`SectionHandler`](crate::stream::SectionHandler)) can be trait objects.
+/// Implemented for every sized `Reader`; `dyn ErasedReader` is itself a `Reader`.
+pub trait ErasedReader {
+    /// [`Reader::take`].
+    ///
+    /// # Errors
+    /// As [`Reader::take`].
+    fn erased_take(&mut self, n: usize) -> Result<&[u8]>;
+    /// [`Reader::peek`].
+    ///
+    /// # Errors
+    /// As [`Reader::peek`].
+    fn erased_peek(&mut self, n: usize) -> Result<Option<&[u8]>>;
+    /// [`Reader::position`].
+    fn erased_position(&self) -> u64;
+    /// [`Reader::skip`].
+    ///
+    /// # Errors
+    /// As [`Reader::skip`].
+    fn erased_skip(&mut self, n: u64) -> Result<()>;
+}
+
+impl<R: Reader> ErasedReader for R {
+    fn erased_take(&mut self, n: usize) -> Result<&[u8]> {
+        self.take(n)
+    }
+    fn erased_peek(&mut self, n: usize) -> Result<Option<&[u8]>> {
+        self.peek(n)
+    }
+    fn erased_position(&self) -> u64 {
+        self.position()
+    }
+    fn erased_skip(&mut self, n: u64) -> Result<()> {
+        self.skip(n)
+    }
+}
+
+impl Reader for dyn ErasedReader + '_ {
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        self.erased_take(n)
+    }
+    fn peek(&mut self, n: usize) -> Result<Option<&[u8]>> {
+        self.erased_peek(n)
+    }
+    fn position(&self) -> u64 {
+        self.erased_position()
+    }
+    fn skip(&mut self, n: u64) -> Result<()> {
+        self.erased_skip(n)
     }
 }

@@ -88,6 +88,18 @@ pub trait Writer {
     }
 }
 
+impl<W: Writer + ?Sized> Writer for &mut W {
+    #[inline]
+    fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        (**self).write_all(bytes)
+    }
+
+    #[inline]
+    fn position(&self) -> u64 {
+        (**self).position()
+    }
+}
+
 impl Writer for Vec<u8> {
     #[inline]
     fn write_all(&mut self, bytes: &[u8]) -> Result<()> {

@@ -10,6 +10,15 @@ use vmstate_runtime::registry::SectionKey;
 use vmstate_runtime::stream::{self, analyze_locator};
 use vmstate_runtime::{ErrorKind, RegisterOptions, Registry};
 
+use vmstate_runtime::stream::StreamWriter;
+
+/// Framing for hand-built streams (the methods used here do not depend on it).
+const ALL_FRAMING: vmstate_runtime::machine::Framing = vmstate_runtime::machine::Framing {
+    configuration: true,
+    footers: true,
+    vmdesc: true,
+};
+
 const UART_JSON_V3: &str = r#"{"page_size": 4096, "devices": [{"name": "serial", "instance_id": 0, "vmsd_name": "serial", "version": 3, "fields": [{"name": "divider", "type": "uint16", "size": 2}, {"name": "rbr", "type": "uint8", "size": 1}, {"name": "ier", "type": "uint8", "size": 1}, {"name": "lsr", "type": "uint8", "size": 1}, {"name": "fcr_vmstate", "type": "uint8", "size": 1}]}]}"#;
 const UART_JSON_V2: &str = r#"{"page_size": 4096, "devices": [{"name": "serial", "instance_id": 0, "vmsd_name": "serial", "version": 2, "fields": [{"name": "divider", "type": "uint16", "size": 2}, {"name": "rbr", "type": "uint8", "size": 1}, {"name": "ier", "type": "uint8", "size": 1}, {"name": "lsr", "type": "uint8", "size": 1}]}]}"#;
 
@@ -544,7 +553,9 @@ fn configuration_subsections_on_load() {
     let (stream, _, _) = sample_stream();
     let with = |config: &stream::Configuration| {
         let mut s = stream[..8].to_vec();
-        stream::write_configuration(&mut s, config).unwrap();
+        StreamWriter::new(&mut s, ALL_FRAMING)
+            .configuration(config)
+            .unwrap();
         s.extend_from_slice(&stream[26..]);
         s
     };
@@ -621,14 +632,18 @@ fn vmdesc_length_past_the_end() {
 fn commands_and_orphan_chunks() {
     let (stream, start, _) = sample_stream();
     let mut s = stream[..start].to_vec();
-    stream::write_command(&mut s, 0x0b, &[]).unwrap();
+    StreamWriter::new(&mut s, ALL_FRAMING)
+        .command(0x0b, &[])
+        .unwrap();
     s.extend_from_slice(&stream[start..]);
     let err = load72(&s);
     assert_eq!(err.kind(), &ErrorKind::UnsupportedCommand { cmd: 0x0b });
     assert_eq!(err.offset(), Some(start as u64));
 
     let mut s = stream[..start].to_vec();
-    stream::write_chunk_header(&mut s, stream::SECTION_PART, 9).unwrap();
+    StreamWriter::new(&mut s, ALL_FRAMING)
+        .chunk_header(9, false)
+        .unwrap();
     s.extend_from_slice(&stream[start..]);
     let err = load72(&s);
     assert_eq!(err.kind(), &ErrorKind::UnknownSectionId { section_id: 9 });
@@ -640,16 +655,20 @@ fn ram_stream(page_record: &[u8]) -> Vec<u8> {
     let (stream, start, _) = sample_stream();
     let framing = machine("pc-i440fx-7.2").framing();
     let mut s = stream[..start].to_vec();
-    stream::write_section_header(&mut s, stream::SECTION_START, 50, "ram", 0, 4).unwrap();
+    StreamWriter::new(&mut s, ALL_FRAMING)
+        .start_header(50, "ram", 0, 4)
+        .unwrap();
     s.extend_from_slice(&(0x2000 | FLAG_MEM_SIZE).to_be_bytes());
     s.extend_from_slice(&counted("pc.ram"));
     s.extend_from_slice(&0x2000u64.to_be_bytes());
     s.extend_from_slice(&FLAG_EOS.to_be_bytes());
-    stream::write_footer(&mut s, 50, &framing).unwrap();
-    stream::write_chunk_header(&mut s, stream::SECTION_END, 50).unwrap();
+    StreamWriter::new(&mut s, framing).footer(50).unwrap();
+    StreamWriter::new(&mut s, ALL_FRAMING)
+        .chunk_header(50, true)
+        .unwrap();
     s.extend_from_slice(page_record);
     s.extend_from_slice(&FLAG_EOS.to_be_bytes());
-    stream::write_footer(&mut s, 50, &framing).unwrap();
+    StreamWriter::new(&mut s, framing).footer(50).unwrap();
     s.extend_from_slice(&stream[start..]);
     s
 }

@@ -8,7 +8,16 @@ use std::sync::{Arc, Mutex};
 
 use common::{counted, machine, Pit, Rtc, Uart};
 use vmstate_runtime::ram::{FLAG_EOS, FLAG_MEM_SIZE, FLAG_PAGE, FLAG_ZERO};
-use vmstate_runtime::{decode_stream, stream, ErrorKind, Registry};
+use vmstate_runtime::{decode_stream, ErrorKind, Registry};
+
+use vmstate_runtime::stream::StreamWriter;
+
+/// Framing for hand-built streams (the methods used here do not depend on it).
+const ALL_FRAMING: vmstate_runtime::machine::Framing = vmstate_runtime::machine::Framing {
+    configuration: true,
+    footers: true,
+    vmdesc: true,
+};
 
 struct Devices {
     reg: Registry,
@@ -45,28 +54,34 @@ fn stream_with_ram(name: &str) -> (Vec<u8>, usize) {
     let first = usize::try_from(report.sections[0].offset).unwrap();
     let framing = m.framing();
     let mut s = saved[..first].to_vec();
-    stream::write_section_header(&mut s, stream::SECTION_START, 90, "ram", 0, 4).unwrap();
+    StreamWriter::new(&mut s, ALL_FRAMING)
+        .start_header(90, "ram", 0, 4)
+        .unwrap();
     s.extend_from_slice(&(0x3000 | FLAG_MEM_SIZE).to_be_bytes());
     for (name, len) in [("pc.ram", 0x2000u64), ("pc.bios", 0x1000)] {
         s.extend_from_slice(&counted(name));
         s.extend_from_slice(&len.to_be_bytes());
     }
     s.extend_from_slice(&FLAG_EOS.to_be_bytes());
-    stream::write_footer(&mut s, 90, &framing).unwrap();
-    stream::write_chunk_header(&mut s, stream::SECTION_PART, 90).unwrap();
+    StreamWriter::new(&mut s, framing).footer(90).unwrap();
+    StreamWriter::new(&mut s, ALL_FRAMING)
+        .chunk_header(90, false)
+        .unwrap();
     s.extend_from_slice(&FLAG_ZERO.to_be_bytes());
     s.extend_from_slice(&counted("pc.ram"));
     s.push(0);
     s.extend_from_slice(&(0x1000 | FLAG_PAGE | 0x20).to_be_bytes());
     s.extend_from_slice(&[0x11; 4096]);
     s.extend_from_slice(&FLAG_EOS.to_be_bytes());
-    stream::write_footer(&mut s, 90, &framing).unwrap();
-    stream::write_chunk_header(&mut s, stream::SECTION_END, 90).unwrap();
+    StreamWriter::new(&mut s, framing).footer(90).unwrap();
+    StreamWriter::new(&mut s, ALL_FRAMING)
+        .chunk_header(90, true)
+        .unwrap();
     s.extend_from_slice(&FLAG_ZERO.to_be_bytes());
     s.extend_from_slice(&counted("pc.bios"));
     s.push(0);
     s.extend_from_slice(&FLAG_EOS.to_be_bytes());
-    stream::write_footer(&mut s, 90, &framing).unwrap();
+    StreamWriter::new(&mut s, framing).footer(90).unwrap();
     s.extend_from_slice(&saved[first..]);
     let eof = s.len() - report.vmdesc_len.map_or(0, |n| n as usize + 5) - 1;
     assert_eq!(s[eof], 0);

@@ -122,27 +122,43 @@ enum Vcpu {
     Gone,
 }
 
-/// The registry of a tinyvm: `tinyvm-cpu` and `serial`, backed by these cells.
-fn registry(
-    cpu: &Arc<Mutex<CpuState>>,
-    serial: &Arc<Mutex<SerialSection>>,
-) -> Result<Registry, Error> {
-    let mut r = Registry::new();
-    r.register(Arc::clone(cpu))
-        .map_err(|e| Error::State(e.to_string()))?;
-    r.register(Arc::clone(serial))
-        .map_err(|e| Error::State(e.to_string()))?;
-    Ok(r)
-}
-
-/// A running tinyvm as a migration source (see the module docs).
+/// What both sides migrate: the VM's RAM, and a registry of `tinyvm-cpu` and `serial` backed by
+/// the cells `cpu` and `serial` (filled from the VM when it stops, copied into it before it
+/// starts).
 #[derive(Debug)]
-pub struct KvmSource {
+struct Sections {
     ram: GuestRam,
     registry: Registry,
     machine: MachineType,
     cpu: Arc<Mutex<CpuState>>,
     serial: Arc<Mutex<SerialSection>>,
+}
+
+impl Sections {
+    fn new(vm: &Vm, machine: MachineType) -> Result<Self, Error> {
+        let cpu = Arc::new(Mutex::new(CpuState::default()));
+        let serial = Arc::new(Mutex::new(SerialSection::default()));
+        let mut registry = Registry::new();
+        registry
+            .register(Arc::clone(&cpu))
+            .map_err(|e| Error::State(e.to_string()))?;
+        registry
+            .register(Arc::clone(&serial))
+            .map_err(|e| Error::State(e.to_string()))?;
+        Ok(Sections {
+            ram: vm.guest_ram()?,
+            registry,
+            machine,
+            cpu,
+            serial,
+        })
+    }
+}
+
+/// A running tinyvm as a migration source (see the module docs).
+#[derive(Debug)]
+pub struct KvmSource {
+    sections: Sections,
     dirty: DirtyLog,
     vcpu: Vcpu,
     /// The first vCPU error seen while stopping or resuming (the migration then fails).
@@ -156,14 +172,8 @@ impl KvmSource {
     ///
     /// Registry or guest-memory setup errors.
     pub fn start(vm: Vm, machine: MachineType) -> Result<Self, Error> {
-        let cpu = Arc::new(Mutex::new(CpuState::default()));
-        let serial = Arc::new(Mutex::new(SerialSection::default()));
         Ok(KvmSource {
-            ram: vm.guest_ram()?,
-            registry: registry(&cpu, &serial)?,
-            machine,
-            cpu,
-            serial,
+            sections: Sections::new(&vm, machine)?,
             dirty: vm.dirty_log(),
             vcpu: Vcpu::Running(VcpuThread::start(vm)),
             error: None,
@@ -219,22 +229,22 @@ impl KvmSource {
         let vm = self.vm()?;
         let cpu = vm.save_cpu()?;
         let serial = vm.serial.clone();
-        *self.cpu.lock().unwrap_or_else(PoisonError::into_inner) = cpu;
-        *self.serial.lock().unwrap_or_else(PoisonError::into_inner) = serial;
+        *self
+            .sections
+            .cpu
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = cpu;
+        *self
+            .sections
+            .serial
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = serial;
         Ok(())
     }
 }
 
 impl MigrationSource for KvmSource {
-    fn ram(&self) -> &GuestRam {
-        &self.ram
-    }
-    fn registry(&self) -> &Registry {
-        &self.registry
-    }
-    fn machine(&self) -> &MachineType {
-        &self.machine
-    }
+    super::vm_parts_accessors!(sections);
     fn stop_vcpus(&mut self) {
         if let Err(e) = self.save_devices() {
             // `take_dirty`, called right after the stop, fails the migration with it.
@@ -257,7 +267,7 @@ impl MigrationSource for KvmSource {
             .dirty
             .take()
             .map_err(|e| MigrationError::Memory(e.to_string()))?;
-        let mut blocks = self.ram.take_dirty();
+        let mut blocks = self.sections.ram.take_dirty();
         if let Some(b) = blocks.first_mut() {
             for (x, y) in b.iter_mut().zip(kvm) {
                 *x |= y;
@@ -272,11 +282,7 @@ pub type StartHook = Box<dyn FnMut(&Vm) + Send>;
 
 /// A tinyvm being migrated into (see the module docs).
 pub struct KvmDest {
-    ram: GuestRam,
-    registry: Registry,
-    machine: MachineType,
-    cpu: Arc<Mutex<CpuState>>,
-    serial: Arc<Mutex<SerialSection>>,
+    sections: Sections,
     vm: Option<Vm>,
     /// Called with the loaded VM after the acknowledgement, before its vCPU starts (checks).
     pub before_start: Option<StartHook>,
@@ -301,18 +307,15 @@ impl KvmDest {
     /// As [`Vm::new_empty`].
     pub fn new(machine: MachineType) -> Result<Self, Error> {
         let vm = Vm::new_empty()?;
-        let cpu = Arc::new(Mutex::new(CpuState::default()));
-        let serial = Arc::new(Mutex::new(SerialSection::default()));
-        let ram = vm.guest_ram()?;
+        let sections = Sections::new(&vm, machine)?;
         // Fault guest RAM in now, before the source connects, not page by page during the
         // migration.
-        ram.populate().map_err(|e| Error::Memory(e.to_string()))?;
+        sections
+            .ram
+            .populate()
+            .map_err(|e| Error::Memory(e.to_string()))?;
         Ok(KvmDest {
-            ram,
-            registry: registry(&cpu, &serial)?,
-            machine,
-            cpu,
-            serial,
+            sections,
             vm: Some(vm),
             before_start: None,
             started: None,
@@ -325,12 +328,14 @@ impl KvmDest {
             .take()
             .ok_or_else(|| Error::State("resumed twice".into()))?;
         let cpu = self
+            .sections
             .cpu
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         vm.restore_cpu(&cpu)?;
         vm.serial = self
+            .sections
             .serial
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -338,20 +343,12 @@ impl KvmDest {
         if let Some(hook) = self.before_start.as_mut() {
             hook(&vm);
         }
-        KvmSource::start(vm, self.machine.clone())
+        KvmSource::start(vm, self.sections.machine.clone())
     }
 }
 
 impl MigrationDestination for KvmDest {
-    fn ram(&self) -> &GuestRam {
-        &self.ram
-    }
-    fn registry(&self) -> &Registry {
-        &self.registry
-    }
-    fn machine(&self) -> &MachineType {
-        &self.machine
-    }
+    super::vm_parts_accessors!(sections);
     fn resume(&mut self) {
         let started = self.start();
         self.started = Some(started);

@@ -1,26 +1,161 @@
-//! The KVM side of tinyvm (feature `kvm`): a tiny hand-assembled guest, a KVM runner that
-//! emulates COM1 with the example [`Serial16550`](crate::Serial16550), and the vCPU state as a
-//! derived VmState type.
+//! tinyvm: a tiny guest that is live-migrated between processes. Everything the `tinyvm` binary
+//! does lives here; the binary only parses its command line.
+//!
+//! Two guests run the same memory pattern and print through the example
+//! [`Serial16550`](crate::Serial16550):
 //!
 //! - [`guest`]: the guest program (real mode, 1 MiB of RAM) that walks its pages writing a
 //!   per-page counter and prints `A`, then a `B` per pass, to COM1; the pattern invariant and
-//!   its check.
-//! - [`Vm`]: kvm-ioctls VM with vm-memory RAM and one vCPU; [`Vm::run_for`], pause/resume,
-//!   [`Vm::save_cpu`] / [`Vm::restore_cpu`].
-//! - [`CpuState`]: section `tinyvm-cpu` v1 — registers, special registers, FPU, MSRs, LAPIC.
-//! - [`live`]: live migration with `vmstate-migration` — the vCPU on its own thread, KVM's
-//!   dirty log ([`DirtyLog`], the slot is registered with `KVM_MEM_LOG_DIRTY_PAGES`) feeding the
-//!   RAM passes, `tinyvm-cpu` and `serial` device sections, a destination that restores and
-//!   starts the vCPU only after the acknowledgement. The `tinyvm` binary's `pingpong` uses it.
+//!   its check. Plain code, used by both guests.
+//! - [`soft`]: the software guest, a thread walking vm-memory RAM the same way (runs everywhere).
+//! - With the `kvm` feature, the KVM guest: `Vm` (kvm-ioctls VM with vm-memory RAM and one
+//!   vCPU; `Vm::run_for`, pause/resume, `Vm::save_cpu` / `Vm::restore_cpu`), `CpuState`
+//!   (section `tinyvm-cpu` v1: registers, special registers, FPU, MSRs, LAPIC) and `live`
+//!   (live migration with `vmstate-migration`: the vCPU on its own thread, KVM's dirty log
+//!   (`DirtyLog`, the slot is registered with `KVM_MEM_LOG_DIRTY_PAGES`) feeding the RAM
+//!   passes, `tinyvm-cpu` and `serial` device sections, a destination that restores and starts
+//!   the vCPU only after the acknowledgement).
 //!
-//! An in-process migration: stop the source (return from `run_for`), save its [`CpuState`] and
-//! [`SerialSection`](crate::SerialSection) payloads, copy RAM, load the payloads on the
+//! Live migration between two processes, `tinyvm pingpong`, has two sides that talk over one
+//! line per command on stdin/stdout ([`protocol`]):
+//!
+//! - [`child`]: `tinyvm serve`, the process that hosts a guest, sends it to another child or
+//!   receives it, and reports what it saw of guest memory while the guest was stopped.
+//! - [`driver`]: the parent, which spawns two children, migrates the guest back and forth,
+//!   checks every hop and prints the statistics; also `tinyvm save` (a migration into a file).
+//!
+//! An in-process KVM migration: stop the source (return from `run_for`), save its `CpuState`
+//! and [`SerialSection`](crate::SerialSection) payloads, copy RAM, load the payloads on the
 //! destination, restore, run. The tests in `tests/tinyvm_kvm.rs` do exactly that.
 
-pub mod cpu;
+use std::time::Duration;
+
+use vmstate_migration::Settings;
+use vmstate_runtime::MachineType;
+
+pub mod child;
+pub mod driver;
 pub mod guest;
+pub mod protocol;
+pub mod soft;
+
+#[cfg(feature = "kvm")]
+pub mod cpu;
+#[cfg(feature = "kvm")]
 pub mod live;
+#[cfg(feature = "kvm")]
 mod vm;
 
+#[cfg(feature = "kvm")]
 pub use cpu::{CpuState, DTable, Fpu, Msr, Segment, MAX_MSRS, SAVED_MSRS};
+#[cfg(feature = "kvm")]
 pub use vm::{DirtyLog, Error, RunReport, Vm};
+
+/// Implements the accessors that `MigrationSource` and `MigrationDestination` share (`ram`,
+/// `registry`, `machine`) from the fields of the same names under `self.<path>`.
+macro_rules! vm_parts_accessors {
+    ($($path:ident).*) => {
+        fn ram(&self) -> &::vmstate_migration::GuestRam {
+            &self$(.$path)*.ram
+        }
+        fn registry(&self) -> &::vmstate_runtime::Registry {
+            &self$(.$path)*.registry
+        }
+        fn machine(&self) -> &::vmstate_runtime::MachineType {
+            &self$(.$path)*.machine
+        }
+    };
+}
+pub(crate) use vm_parts_accessors;
+
+/// Which guest a tinyvm runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// The KVM guest (feature `kvm`, `/dev/kvm`).
+    Kvm,
+    /// The software guest ([`soft`]).
+    Soft,
+}
+
+impl Mode {
+    /// The command-line flag that selects this mode.
+    #[must_use]
+    pub fn flag(self) -> &'static str {
+        match self {
+            Mode::Kvm => "--kvm",
+            Mode::Soft => "--soft",
+        }
+    }
+
+    /// The name the summary line prints.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Kvm => "kvm",
+            Mode::Soft => "soft",
+        }
+    }
+
+    /// The mode for the `--kvm` / `--soft` flags, with the reason it was chosen: `--soft` is the
+    /// software guest; `--kvm` is KVM or an error; neither is KVM when this build has the `kvm`
+    /// feature and `/dev/kvm` opens, else the software guest.
+    ///
+    /// # Errors
+    ///
+    /// `--kvm` in a build without the `kvm` feature, or when `/dev/kvm` does not open.
+    pub fn pick(kvm: bool, soft: bool) -> Result<(Mode, String), String> {
+        if soft {
+            return Ok((Mode::Soft, "software guest (--soft)".into()));
+        }
+        let kvm_built = cfg!(feature = "kvm");
+        if kvm {
+            if !kvm_built {
+                return Err("--kvm: this tinyvm was built without the `kvm` feature".into());
+            }
+            kvm_opens()?;
+            return Ok((Mode::Kvm, "KVM guest (--kvm)".into()));
+        }
+        if !kvm_built {
+            return Ok((
+                Mode::Soft,
+                "software guest (built without the `kvm` feature)".into(),
+            ));
+        }
+        match kvm_opens() {
+            Ok(()) => Ok((Mode::Kvm, "KVM guest (/dev/kvm opens)".into())),
+            Err(e) => Ok((Mode::Soft, format!("software guest ({e})"))),
+        }
+    }
+}
+
+fn kvm_opens() -> Result<(), String> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map(drop)
+        .map_err(|e| format!("/dev/kvm: {e}"))
+}
+
+/// The machine type every tinyvm runs: `pc-i440fx-7.2` of [`crate::catalog`].
+///
+/// # Panics
+///
+/// Never: the catalog has that machine type.
+#[must_use]
+pub fn machine() -> MachineType {
+    crate::catalog()
+        .resolve("pc-i440fx-7.2")
+        .expect("pc-i440fx-7.2 is in the catalog")
+}
+
+/// The precopy settings of every tinyvm migration.
+#[must_use]
+pub fn settings() -> Settings {
+    Settings {
+        downtime: Duration::from_millis(50),
+        max_passes: 10,
+        ack_timeout: Duration::from_secs(20),
+        ..Settings::default()
+    }
+}

@@ -13,7 +13,7 @@ use super::symbol::*;
 
 /// A value with the tokens it came from (for spans).
 #[derive(Clone)]
-pub struct Spanned2<T> {
+pub struct WithTokens<T> {
     pub value: T,
     pub tokens: TokenStream,
 }
@@ -22,7 +22,7 @@ pub struct Spanned2<T> {
 struct Attr<'c, T> {
     cx: &'c Ctxt,
     name: Symbol,
-    value: Option<Spanned2<T>>,
+    value: Option<WithTokens<T>>,
 }
 
 impl<'c, T> Attr<'c, T> {
@@ -42,11 +42,11 @@ impl<'c, T> Attr<'c, T> {
                 format!("duplicate vmstate attribute `{}`", self.name),
             );
         } else {
-            self.value = Some(Spanned2 { value, tokens });
+            self.value = Some(WithTokens { value, tokens });
         }
     }
 
-    fn get(self) -> Option<Spanned2<T>> {
+    fn get(self) -> Option<WithTokens<T>> {
         self.value
     }
 }
@@ -261,17 +261,17 @@ pub struct Subsection {
 
 /// Container attributes.
 pub struct Container {
-    pub name: Option<Spanned2<String>>,
-    pub version: Option<Spanned2<u32>>,
-    pub min_version: Option<Spanned2<u32>>,
-    pub nested: Option<Spanned2<()>>,
-    pub priority: Option<Spanned2<i32>>,
-    pub pre_save: Option<Spanned2<syn::Path>>,
-    pub post_save: Option<Spanned2<syn::Path>>,
-    pub pre_load: Option<Spanned2<syn::Path>>,
-    pub post_load: Option<Spanned2<syn::Path>>,
+    pub name: Option<WithTokens<String>>,
+    pub version: Option<WithTokens<u32>>,
+    pub min_version: Option<WithTokens<u32>>,
+    pub nested: Option<WithTokens<()>>,
+    pub priority: Option<WithTokens<i32>>,
+    pub pre_save: Option<WithTokens<syn::Path>>,
+    pub post_save: Option<WithTokens<syn::Path>>,
+    pub pre_load: Option<WithTokens<syn::Path>>,
+    pub post_load: Option<WithTokens<syn::Path>>,
     pub validate: Vec<syn::Path>,
-    pub when: Option<Spanned2<Gate>>,
+    pub when: Option<WithTokens<Gate>>,
     pub pins: Vec<Pin>,
     pub props: Vec<Prop>,
     pub subsections: Vec<Subsection>,
@@ -567,17 +567,17 @@ pub enum Default {
 
 /// Field attributes.
 pub struct Field {
-    pub since: Option<Spanned2<(u32, LitInt)>>,
-    pub when: Option<Spanned2<Gate>>,
-    pub default: Option<Spanned2<Default>>,
-    pub skip: Option<Spanned2<()>>,
-    pub rename: Option<Spanned2<String>>,
-    pub buffer: Option<Spanned2<()>>,
-    pub count: Option<Spanned2<Ident>>,
-    pub max: Option<Spanned2<u32>>,
-    pub equal: Option<Spanned2<()>>,
-    pub range: Option<Spanned2<(Expr, Expr, bool)>>,
-    pub subsection: Option<Spanned2<LitStr>>,
+    pub since: Option<WithTokens<(u32, LitInt)>>,
+    pub when: Option<WithTokens<Gate>>,
+    pub default: Option<WithTokens<Default>>,
+    pub skip: Option<WithTokens<()>>,
+    pub rename: Option<WithTokens<String>>,
+    pub buffer: Option<WithTokens<()>>,
+    pub count: Option<WithTokens<Ident>>,
+    pub max: Option<WithTokens<u32>>,
+    pub equal: Option<WithTokens<()>>,
+    pub range: Option<WithTokens<(Expr, Expr, bool)>>,
+    pub subsection: Option<WithTokens<LitStr>>,
 }
 
 impl Field {

@@ -1,0 +1,184 @@
+//! The software guest: a thread that walks the pattern pages of a vm-memory [`GuestRam`] the way
+//! the KVM guest does (see [`guest`](super::guest)) and prints through the example UART, `A` once,
+//! then a `B` per pass. It needs no `/dev/kvm`, so `tinyvm pingpong --soft` runs everywhere.
+//!
+//! - [`SoftGuest`]: the running guest, a `MigrationSource` (its dirty pages are vm-memory's
+//!   bitmap; the throttle lengthens the pause between passes).
+//! - [`SoftDest`]: a guest being received, a `MigrationDestination` that checks what it loaded
+//!   before it starts the guest.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use vm_memory::{Bytes, GuestAddress};
+use vmstate_migration::{GuestRam, MigrationDestination, MigrationSource};
+use vmstate_runtime::{MachineType, Registry};
+
+use super::guest::{FIRST_PATTERN_PAGE, PAGE_SIZE, RAM_SIZE};
+use super::protocol::Seen;
+use crate::SerialSection;
+
+/// The software guest (see the module docs).
+pub struct SoftGuest {
+    ram: GuestRam,
+    registry: Registry,
+    machine: MachineType,
+    serial: Arc<Mutex<SerialSection>>,
+    quit: Arc<AtomicBool>,
+    throttle: Arc<AtomicU8>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for SoftGuest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SoftGuest")
+            .field("running", &self.thread.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn putc(serial: &Mutex<SerialSection>, b: u8) {
+    let mut s = serial.lock().unwrap_or_else(PoisonError::into_inner);
+    // Poll LSR.THRE (it is set again as soon as the byte went out), then write THR.
+    for _ in 0..1000 {
+        if s.state.io_read(5) & 0x20 != 0 {
+            break;
+        }
+    }
+    s.state.io_write(0, b);
+}
+
+impl SoftGuest {
+    /// A stopped guest with zeroed RAM (`pc.ram`, [`RAM_SIZE`]) and COM1 registered as
+    /// `serial`. `populated`: a migration destination, whose RAM is faulted in at creation.
+    ///
+    /// # Errors
+    ///
+    /// RAM allocation or registry errors.
+    pub fn new(populated: bool) -> Result<Self, String> {
+        let blocks = [("pc.ram", 0, RAM_SIZE)];
+        let ram = if populated {
+            GuestRam::new_populated(&blocks)
+        } else {
+            GuestRam::new(&blocks)
+        }
+        .map_err(|e| e.to_string())?;
+        let serial = Arc::new(Mutex::new(SerialSection::default()));
+        let mut registry = Registry::new();
+        registry
+            .register(Arc::clone(&serial))
+            .map_err(|e| e.to_string())?;
+        Ok(SoftGuest {
+            ram,
+            registry,
+            machine: super::machine(),
+            serial,
+            quit: Arc::new(AtomicBool::new(false)),
+            throttle: Arc::new(AtomicU8::new(0)),
+            thread: None,
+        })
+    }
+
+    /// Starts the guest thread (if not running); `fresh`: a new guest, which prints `A` first.
+    pub fn run(&mut self, fresh: bool) {
+        if self.thread.is_some() {
+            return;
+        }
+        self.quit.store(false, Ordering::Release);
+        let (mem, serial) = (self.ram.memory().clone(), Arc::clone(&self.serial));
+        let (quit, throttle) = (Arc::clone(&self.quit), Arc::clone(&self.throttle));
+        self.thread = Some(std::thread::spawn(move || {
+            if fresh {
+                putc(&serial, b'A');
+            }
+            while !quit.load(Ordering::Acquire) {
+                for page in FIRST_PATTERN_PAGE..RAM_SIZE / PAGE_SIZE {
+                    let at = GuestAddress((page * PAGE_SIZE) as u64);
+                    let v: u32 = mem.read_obj(at).unwrap_or(0);
+                    let _ = mem.write_obj(v.wrapping_add(1), at);
+                }
+                putc(&serial, b'B');
+                let t = u64::from(throttle.load(Ordering::Relaxed));
+                std::thread::sleep(Duration::from_micros(200 + 20 * t));
+            }
+        }));
+    }
+
+    /// Stops the guest thread and waits for it.
+    pub fn stop(&mut self) {
+        self.quit.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// The serial output since the last call.
+    #[must_use]
+    pub fn take_output(&self) -> Vec<u8> {
+        self.serial
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .state
+            .take_tx_output()
+    }
+}
+
+impl MigrationSource for SoftGuest {
+    super::vm_parts_accessors!();
+    fn stop_vcpus(&mut self) {
+        self.stop();
+    }
+    fn resume_vcpus(&mut self) {
+        self.run(false);
+    }
+    fn throttle(&mut self, percent: u8) {
+        self.throttle.store(percent, Ordering::Relaxed);
+    }
+}
+
+/// Fault injection: flips a byte of page 100 that is not a counter (the pattern stays valid,
+/// the memory no longer matches the source's).
+pub fn corrupt(ram: &GuestRam) {
+    let at = GuestAddress(100 * PAGE_SIZE as u64 + 100);
+    let b: u8 = ram.memory().read_obj(at).unwrap_or(0);
+    let _ = ram.memory().write_obj(!b, at);
+}
+
+/// The software guest being received; `resume` records what it loaded, then starts it.
+#[derive(Debug)]
+pub struct SoftDest {
+    /// The guest, running once `resume` was called.
+    pub guest: SoftGuest,
+    /// What `resume` saw of the loaded memory, before the guest started.
+    pub seen: Option<Result<Seen, String>>,
+    corrupt: bool,
+}
+
+impl SoftDest {
+    /// A destination whose RAM exists, faulted in, before the source connects (no setup in
+    /// the downtime). `corrupt`: [`corrupt`] the loaded RAM before the check (fault injection).
+    ///
+    /// # Errors
+    ///
+    /// As [`SoftGuest::new`].
+    pub fn new(corrupt: bool) -> Result<Self, String> {
+        Ok(SoftDest {
+            guest: SoftGuest::new(true)?,
+            seen: None,
+            corrupt,
+        })
+    }
+}
+
+impl MigrationDestination for SoftDest {
+    super::vm_parts_accessors!(guest);
+    fn resume(&mut self) {
+        if self.corrupt {
+            corrupt(&self.guest.ram);
+        }
+        self.seen = Some(Seen::inspect(&self.guest.ram));
+        self.guest.run(false);
+    }
+}
