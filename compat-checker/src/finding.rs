@@ -42,8 +42,10 @@ pub struct Finding {
     pub severity: Severity,
     /// Direction of the migration that breaks.
     pub direction: Direction,
-    /// Device (section name).
-    pub device: String,
+    /// The section (vmsd name) the finding is about; `device` in the JSON output (kept for
+    /// compatibility).
+    #[serde(rename = "device")]
+    pub section: String,
     /// Field or subsection path inside the device (empty for device-level findings).
     pub path: String,
     /// Every machine type affected, oldest first.
@@ -78,9 +80,9 @@ impl Report {
     pub fn sort(&mut self) {
         self.findings.sort_by(|a, b| {
             b.severity.cmp(&a.severity).then_with(|| {
-                (&a.rule, &a.device, &a.path, &a.machines).cmp(&(
+                (&a.rule, &a.section, &a.path, &a.machines).cmp(&(
                     &b.rule,
-                    &b.device,
+                    &b.section,
                     &b.path,
                     &b.machines,
                 ))

@@ -93,10 +93,10 @@ fn human_finding(out: &mut String, f: &Finding) {
     );
     let _ = writeln!(out);
     let _ = writeln!(out, "{}", paint(bold(), "Description:"));
-    if f.device.is_empty() {
+    if f.section.is_empty() {
         let _ = writeln!(out, "{}", f.message);
     } else {
-        let _ = writeln!(out, "In section `{}`: {}", f.device, f.message);
+        let _ = writeln!(out, "In section `{}`: {}", f.section, f.message);
     }
     let _ = writeln!(out, "        ref: cargo compat-check --explain {}", f.rule);
     let _ = writeln!(out);
@@ -187,13 +187,13 @@ pub fn github(report: &Report) -> String {
             "title={}",
             escape_property(&format!("{}: {}", f.rule, rule_name(&f.rule)))
         ));
-        let device = if f.device.is_empty() {
+        let section = if f.section.is_empty() {
             String::new()
         } else {
-            format!("In section `{}`: ", f.device)
+            format!("In section `{}`: ", f.section)
         };
         let msg = format!(
-            "{device}{}\nDirection: {}\nMachine types: {}\nFix: {}",
+            "{section}{}\nDirection: {}\nMachine types: {}\nFix: {}",
             f.message,
             direction_text(f.direction),
             f.machines.join(", "),

@@ -655,7 +655,7 @@ fn every_case_gives_exactly_its_findings() {
                 (
                     f.rule.clone(),
                     f.direction,
-                    f.device.clone(),
+                    f.section.clone(),
                     f.path.clone(),
                     f.message.clone(),
                 )

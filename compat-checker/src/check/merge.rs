@@ -46,7 +46,7 @@ pub(super) fn merge(
     let mut per_machine: BTreeMap<(Key, String), (BTreeSet<Direction>, &'static Rule)> =
         BTreeMap::new();
     for r in raw {
-        let key = (r.rule.id, r.device, r.path, r.message, r.location, r.fix);
+        let key = (r.rule.id, r.section, r.path, r.message, r.location, r.fix);
         per_machine
             .entry((key, r.machine))
             .or_insert_with(|| (BTreeSet::new(), r.rule))
@@ -75,7 +75,7 @@ pub(super) fn merge(
             Level::Deny => Severity::Deny,
         };
         crate::sort_machines(&mut machines);
-        let (_, device, path, message, location, mut fix) = key;
+        let (_, section, path, message, location, mut fix) = key;
         if fix.contains(NEXT) {
             if let Some((v, known)) = next_version(&machines, catalog) {
                 fix = fix.replace(NEXT, &v.to_string());
@@ -91,7 +91,7 @@ pub(super) fn merge(
             rule: rule.id.to_owned(),
             severity,
             direction,
-            device,
+            section,
             path,
             machines,
             message,

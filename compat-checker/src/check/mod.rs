@@ -61,7 +61,7 @@ pub fn check(baselines: &[Baseline], current: &Export, config: &Config) -> Repor
 /// Asks every rule about steps of one device on one machine type.
 struct Walk<'a> {
     machine: &'a str,
-    device: &'a str,
+    section: &'a str,
     out: &'a mut Vec<Raw>,
 }
 
@@ -76,7 +76,7 @@ impl Walk<'_> {
             let mut hits = Hits {
                 rule,
                 machine: self.machine,
-                device: self.device,
+                section: self.section,
                 out: self.out,
                 fired: &mut fired,
             };
@@ -91,7 +91,7 @@ fn check_machine(b: &Baseline, current: &Export, raw: &mut Vec<Raw>) {
     let cur = crate::eval::evaluate(current, m);
     let mut walk = Walk {
         machine: m,
-        device: "",
+        section: "",
         out: raw,
     };
     walk.ask(&Step::Machine {
@@ -108,7 +108,7 @@ fn check_machine(b: &Baseline, current: &Export, raw: &mut Vec<Raw>) {
     for bd in &b.devices {
         let mut walk = Walk {
             machine: m,
-            device: &bd.name,
+            section: &bd.name,
             out: raw,
         };
         if let Some(cd) = cur_by_name.get(bd.name.as_str()) {
@@ -136,7 +136,7 @@ fn check_machine(b: &Baseline, current: &Export, raw: &mut Vec<Raw>) {
         }
         let mut walk = Walk {
             machine: m,
-            device: &cd.name,
+            section: &cd.name,
             out: raw,
         };
         walk.ask(&Step::DeviceNew { cur: cd });

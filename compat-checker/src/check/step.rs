@@ -144,7 +144,7 @@ impl ListCx<'_> {
 pub(crate) struct Raw {
     pub(crate) rule: &'static Rule,
     pub(crate) dir: Direction,
-    pub(crate) device: String,
+    pub(crate) section: String,
     pub(crate) path: String,
     pub(crate) machine: String,
     pub(crate) message: String,
@@ -156,7 +156,7 @@ pub(crate) struct Raw {
 pub struct Hits<'a> {
     pub(crate) rule: &'static Rule,
     pub(crate) machine: &'a str,
-    pub(crate) device: &'a str,
+    pub(crate) section: &'a str,
     pub(crate) out: &'a mut Vec<Raw>,
     pub(crate) fired: &'a mut bool,
 }
@@ -177,7 +177,7 @@ impl Hits<'_> {
         self.out.push(Raw {
             rule: self.rule,
             dir,
-            device: self.device.to_owned(),
+            section: self.section.to_owned(),
             path: path.to_owned(),
             machine: self.machine.to_owned(),
             message,

@@ -136,7 +136,7 @@ pub struct Hits<'a> {
     pub(super) dir: Direction,
     pub(super) snd: &'static str,
     pub(super) rcv: &'static str,
-    pub(super) device: &'a str,
+    pub(super) section: &'a str,
     pub(super) machines: &'a [String],
     pub(super) out: &'a mut Vec<Finding>,
     pub(super) fired: &'a mut bool,
@@ -158,7 +158,7 @@ impl Hits<'_> {
     /// The sender's section key (the `device` of findings).
     #[must_use]
     pub fn section(&self) -> &str {
-        self.device
+        self.section
     }
 
     /// Whether this is the forward direction (old sends, new receives).
@@ -174,7 +174,7 @@ impl Hits<'_> {
             rule: self.rule.id.to_owned(),
             severity: severity(self.rule.level),
             direction: self.dir,
-            device: self.device.to_owned(),
+            section: self.section.to_owned(),
             path: path.to_owned(),
             machines: self.machines.to_vec(),
             message,

@@ -86,7 +86,7 @@ impl Walk<'_> {
                 dir: self.dir,
                 snd: self.snd,
                 rcv: self.rcv,
-                device: &self.section,
+                section: &self.section,
                 machines: self.machines,
                 out: self.findings,
                 fired: &mut fired,
