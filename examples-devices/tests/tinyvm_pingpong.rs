@@ -52,6 +52,33 @@ mod needs_kvm {
     }
 }
 
+/// A guest that stops running after a migration fails the next hop, after the progress check has
+/// waited its bound for it; the hops around it pass.
+#[test]
+fn pingpong_detects_a_stalled_guest() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tinyvm"))
+        .args(["pingpong", "--count", "3", "--soft", "--stall-hop", "1"])
+        .output()
+        .expect("run tinyvm");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(!out.status.success(), "a stalled guest was not noticed");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("hop 2: INCONSISTENT: the guest made no progress in "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    // It waited the whole bound before failing.
+    let waited: f64 = line
+        .trim_start_matches("hop 2: INCONSISTENT: the guest made no progress in ")
+        .split(' ')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(waited >= 2000.0, "{line}");
+    assert!(stdout.contains("inconsistencies 1"), "{stdout}");
+    assert!(stdout.contains("summary: mode soft hops 3/3"), "{stdout}");
+}
+
 /// The checks are not vacuous: a destination that changes one byte of the RAM it received is
 /// reported as an inconsistency and the run exits non-zero.
 #[test]

@@ -52,6 +52,11 @@ enum Cmd {
         /// of the RAM it received before starting the guest.
         #[arg(long)]
         corrupt_hop: Option<u32>,
+        /// Fault injection (to see the progress check fail; software guest only): the
+        /// destination of this hop loads the guest but never starts it; the next hop waits 2 s
+        /// for progress and fails.
+        #[arg(long)]
+        stall_hop: Option<u32>,
         #[command(flatten)]
         mode: ModeArgs,
     },
@@ -93,11 +98,13 @@ fn main() -> ExitCode {
             count,
             run_ms,
             corrupt_hop,
+            stall_hop,
             ..
         } => driver::Pingpong {
             count,
             run_ms,
             corrupt_hop,
+            stall_hop,
             mode,
         }
         .command(&why),

@@ -30,6 +30,8 @@ pub struct Child {
     mode: Mode,
     listener: TcpListener,
     held: Held,
+    /// Fault injection: the guest held here was received with `RECV stall` and does not run.
+    frozen: bool,
 }
 
 impl std::fmt::Debug for Child {
@@ -52,6 +54,7 @@ impl Child {
             mode,
             listener: TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?,
             held: Held::None,
+            frozen: false,
         })
     }
 
@@ -129,25 +132,31 @@ impl Child {
         }
     }
 
-    /// `RECV [corrupt]`: receives a guest on the listener and starts it; the answer has what
-    /// the destination loaded, checked before the guest started.
+    /// `RECV [corrupt] [stall]`: receives a guest on the listener and starts it; the answer has
+    /// what the destination loaded, checked before the guest started. Fault injection:
+    /// `corrupt` flips a byte of the received RAM before the check; `stall` (software guest
+    /// only) never starts the guest, until it is sent away.
     ///
     /// # Errors
     ///
-    /// A guest is held already, or the migration or the check failed.
-    pub fn recv(&mut self, corrupt: bool) -> Result<String, String> {
+    /// A guest is held already, the migration or the check failed, or `stall` on KVM.
+    pub fn recv(&mut self, corrupt: bool, stall: bool) -> Result<String, String> {
         self.ensure_empty()?;
         match self.mode {
             Mode::Soft => {
                 // The destination VM exists before the source connects (no setup in downtime).
-                let mut d = SoftDest::new(corrupt)?;
+                let mut d = SoftDest::new(corrupt, stall)?;
                 let mut t = self.accept()?;
                 let r = receive(&mut d, &mut t, &ReceiveSettings::default())
                     .map_err(|e| e.to_string())?;
                 let seen = d.seen.take().ok_or("not resumed")??;
                 self.held = Held::Soft(d.guest);
+                self.frozen = stall;
                 Ok(format!("RECEIVED {} {}", seen.words(), r.bytes))
             }
+            // A KVM guest runs from the moment its vCPU starts; it cannot be held back without
+            // racing it, so stall injection is for the software guest.
+            Mode::Kvm if stall => Err("`stall` needs the software guest (--soft)".into()),
             Mode::Kvm => self.recv_kvm(corrupt),
         }
     }
@@ -210,6 +219,7 @@ impl Child {
     pub fn send_over<T: Transport>(&mut self, t: &mut T) -> Result<String, String> {
         let t = &mut *t;
         let s = settings();
+        self.frozen = false;
         let (report, seen, out): (Report, Seen, Vec<u8>) =
             match std::mem::replace(&mut self.held, Held::None) {
                 Held::None => return Err("no guest here".into()),
@@ -257,14 +267,18 @@ impl Child {
             Held::Soft(g) => {
                 g.stop();
                 let r = (Seen::inspect(g.ram()), g.take_output());
-                g.run(false);
+                if !self.frozen {
+                    g.run(false);
+                }
                 r
             }
             #[cfg(feature = "kvm")]
             Held::Kvm(g) => {
                 let out = kvm_output(g)?;
                 let seen = Seen::inspect(g.ram());
-                g.run();
+                if !self.frozen {
+                    g.run();
+                }
                 (seen, out)
             }
         };
@@ -305,7 +319,10 @@ pub fn serve(mode: Mode) -> Result<(), String> {
         let mut words = line.split_whitespace();
         let answer = match (words.next(), words.next()) {
             (Some("START"), _) => me.start(),
-            (Some("RECV"), w) => me.recv(w == Some("corrupt")),
+            (Some("RECV"), w) => {
+                let faults: Vec<&str> = w.into_iter().chain(words.clone()).collect();
+                me.recv(faults.contains(&"corrupt"), faults.contains(&"stall"))
+            }
             (Some("SEND"), Some(p)) => p
                 .parse()
                 .map_err(|e| format!("port {p}: {e}"))

@@ -4,7 +4,8 @@
 //! ephemeral ports, starts the guest in one and migrates it live (precopy over loopback TCP,
 //! `vmstate-migration`) N times, swapping roles every hop. After each hop it checks that the
 //! destination loaded exactly the memory the source stopped with (pattern state and hash), that
-//! the guest made progress since the previous hop, and that the serial output, concatenated over
+//! the guest made progress since the previous hop (waiting up to [`PROGRESS_BOUND`] for it, so a
+//! guest starved of CPU is not a failure but a stalled one is), and that the serial output, concatenated over
 //! hops, is `A` then only `B`s, as many as the pattern's passes. A failed check is counted as an
 //! inconsistency and printed as `hop N: INCONSISTENT: …`.
 
@@ -71,6 +72,27 @@ impl Proc {
         }
     }
 
+    /// Asks `STATUS` until the guest has completed a pass after `prev`, for at most
+    /// [`PROGRESS_BOUND`], appending its serial output to `output`. Returns the last status,
+    /// how long it waited and whether the guest progressed.
+    fn wait_for_progress(
+        &mut self,
+        prev: PatternState,
+        output: &mut Vec<u8>,
+    ) -> Result<(Seen, Duration, bool), String> {
+        let t0 = Instant::now();
+        loop {
+            let w = self.ask("STATUS", "STATUS")?;
+            let seen = Seen::parse(&w)?;
+            output.extend_from_slice(&output_bytes(w.get(3)));
+            let waited = t0.elapsed();
+            if seen.state.passes > prev.passes || waited >= PROGRESS_BOUND {
+                return Ok((seen, waited, seen.state.passes > prev.passes));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn ask(&mut self, line: &str, want: &str) -> Result<Vec<String>, String> {
         self.send(line)?;
         self.answer(want)
@@ -87,6 +109,11 @@ impl Proc {
         Ok(w)
     }
 }
+
+/// How long a hop waits for the guest to make progress on its side before the guest counts as
+/// stalled. On a loaded machine the guest may get no CPU for a while; a guest that stalls after a
+/// migration still fails the hop, after this long.
+pub const PROGRESS_BOUND: Duration = Duration::from_secs(2);
 
 /// What a ping-pong run measured and found.
 #[derive(Debug, Default)]
@@ -145,6 +172,9 @@ pub struct Pingpong {
     /// Fault injection: the destination of this hop flips a byte of the RAM it received (to
     /// see the checks fail).
     pub corrupt_hop: Option<u32>,
+    /// Fault injection (software guest): the destination of this hop never starts the guest
+    /// (to see the progress check fail on the next hop).
+    pub stall_hop: Option<u32>,
     /// The guest.
     pub mode: Mode,
 }
@@ -175,6 +205,7 @@ impl Pingpong {
             count,
             run_ms,
             corrupt_hop,
+            stall_hop,
             mode,
         } = *self;
         let mut procs = [Proc::spawn("A", mode)?, Proc::spawn("B", mode)?];
@@ -190,12 +221,30 @@ impl Pingpong {
         for hop in 1..=count {
             std::thread::sleep(Duration::from_millis(run_ms));
             let (src, dst) = (holder, 1 - holder);
+            // The guest must have run on this side since it arrived: wait for a completed pass.
+            let mut stalled = false;
+            if let Some(prev) = last {
+                let (seen, waited, progressed) = procs[src].wait_for_progress(prev, &mut output)?;
+                if !progressed {
+                    stalled = true;
+                    st.fail(
+                        hop,
+                        &format!(
+                            "the guest made no progress in {:.0} ms since the last hop: {prev:?} -> {seen:?}",
+                            waited.as_secs_f64() * 1e3
+                        ),
+                    );
+                }
+            }
             let port = procs[dst].port;
-            procs[dst].send(if corrupt_hop == Some(hop) {
-                "RECV corrupt"
-            } else {
-                "RECV"
-            })?;
+            let mut recv = String::from("RECV");
+            if corrupt_hop == Some(hop) {
+                recv.push_str(" corrupt");
+            }
+            if stall_hop == Some(hop) {
+                recv.push_str(" stall");
+            }
+            procs[dst].send(&recv)?;
             procs[src].send(&format!("SEND {port}"))?;
             let sent = procs[src].answer("SENT");
             let recv = procs[dst].answer("RECEIVED");
@@ -231,11 +280,11 @@ impl Pingpong {
                 );
             }
             if let Some(prev) = last {
-                if s_seen.state.passes <= prev.passes {
+                if !stalled && s_seen.state.passes <= prev.passes {
                     st.fail(
                         hop,
                         &format!(
-                            "the guest made no progress since the last hop: {prev:?} -> {s_seen:?}"
+                            "the source stopped the guest behind the progress it reported: {prev:?} -> {s_seen:?}"
                         ),
                     );
                 }
@@ -264,17 +313,27 @@ impl Pingpong {
         }
         // The guest keeps running after the last hop, and its output continues.
         std::thread::sleep(Duration::from_millis(run_ms.max(20)));
-        let w = procs[holder].ask("STATUS", "STATUS")?;
-        let seen = Seen::parse(&w)?;
-        output.extend_from_slice(&output_bytes(w.get(3)));
-        if let Some(prev) = last {
-            if seen.state.passes <= prev.passes {
-                st.fail(
-                    count + 1,
-                    &format!("the guest stopped after the last hop: {prev:?} -> {seen:?}"),
-                );
+        let seen = match last {
+            Some(prev) => {
+                let (seen, waited, progressed) =
+                    procs[holder].wait_for_progress(prev, &mut output)?;
+                if !progressed {
+                    st.fail(
+                        count + 1,
+                        &format!(
+                            "the guest made no progress in {:.0} ms after the last hop: {prev:?} -> {seen:?}",
+                            waited.as_secs_f64() * 1e3
+                        ),
+                    );
+                }
+                seen
             }
-        }
+            None => {
+                let w = procs[holder].ask("STATUS", "STATUS")?;
+                output.extend_from_slice(&output_bytes(w.get(3)));
+                Seen::parse(&w)?
+            }
+        };
         match check_output(&output, true, 0, seen.state) {
             Ok(bs) => println!(
                 "after the last hop: {} runs the guest, pass {}, serial: A + {bs} B",

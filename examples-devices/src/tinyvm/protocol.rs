@@ -7,7 +7,7 @@
 //! | command | answer |
 //! |---|---|
 //! | `START` | `OK` |
-//! | `RECV [corrupt]` | `RECEIVED <seen> <bytes>` |
+//! | `RECV [corrupt] [stall]` | `RECEIVED <seen> <bytes>` |
 //! | `SEND <port>` | `SENT <seen> <bytes> <ram passes> <downtime µs> <total µs> <output>` |
 //! | `STATUS` | `STATUS <seen> <output>` |
 //! | `QUIT` | (exits) |

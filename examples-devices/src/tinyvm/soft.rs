@@ -154,20 +154,23 @@ pub struct SoftDest {
     /// What `resume` saw of the loaded memory, before the guest started.
     pub seen: Option<Result<Seen, String>>,
     corrupt: bool,
+    stall: bool,
 }
 
 impl SoftDest {
     /// A destination whose RAM exists, faulted in, before the source connects (no setup in
-    /// the downtime). `corrupt`: [`corrupt`] the loaded RAM before the check (fault injection).
+    /// the downtime). Fault injection: `corrupt`: [`corrupt`] the loaded RAM before the check;
+    /// `stall`: `resume` does not start the guest.
     ///
     /// # Errors
     ///
     /// As [`SoftGuest::new`].
-    pub fn new(corrupt: bool) -> Result<Self, String> {
+    pub fn new(corrupt: bool, stall: bool) -> Result<Self, String> {
         Ok(SoftDest {
             guest: SoftGuest::new(true)?,
             seen: None,
             corrupt,
+            stall,
         })
     }
 }
@@ -179,6 +182,8 @@ impl MigrationDestination for SoftDest {
             corrupt(&self.guest.ram);
         }
         self.seen = Some(Seen::inspect(&self.guest.ram));
-        self.guest.run(false);
+        if !self.stall {
+            self.guest.run(false);
+        }
     }
 }
