@@ -426,7 +426,8 @@ fn run_freeze(opts: &Opts, machines: Vec<String>, all: bool, force: bool) -> Res
     } else {
         machines
     };
-    let frozen = compat_checker::freeze(&export, &machines, &dir, force)?;
+    let config = ws.as_ref().map(|w| w.config.clone()).unwrap_or_default();
+    let frozen = compat_checker::freeze_with(&export, &machines, &dir, force, &config)?;
     let mut refused = 0;
     for f in &frozen {
         let what = format!(
@@ -437,18 +438,24 @@ fn run_freeze(opts: &Opts, machines: Vec<String>, all: bool, force: bool) -> Res
         );
         match f.status {
             FreezeStatus::Created => err(&shell::status("Freezing", &what)),
-            FreezeStatus::Replaced => err(&shell::status("Replacing", &what)),
+            FreezeStatus::Replaced => {
+                err(&shell::status("Replacing", &what));
+                err(&changes_text(f));
+            }
             FreezeStatus::Unchanged => err(&shell::status("Unchanged", &what)),
+            FreezeStatus::Reformatted => err(&shell::status(
+                "Reformatted",
+                &format!("{what} (same layout, current baseline format: no source locations)"),
+            )),
             FreezeStatus::Refused => {
                 refused += 1;
-                err(&shell::warning(&format!(
-                    "{} already holds a different baseline of {}; not replaced. Run `cargo \
-                     compat-check --machine {}` to see what changed, and `freeze --force` only \
-                     to accept the change",
+                err(&shell::error(&format!(
+                    "{} records a different layout for {}; not replaced",
                     show(&f.path, ws.as_ref()),
-                    f.machine,
                     f.machine
                 )));
+                err(&changes_text(f));
+                err(&shell::note(&refusal_next_step(f)));
             }
         }
     }
@@ -457,6 +464,44 @@ fn run_freeze(opts: &Opts, machines: Vec<String>, all: bool, force: bool) -> Res
     } else {
         EXIT_COMPATIBLE
     })
+}
+
+/// The differences of a refused or replaced baseline, indented under its status line.
+fn changes_text(f: &compat_checker::Frozen) -> String {
+    let mut s = format!(
+        "  what the current code would record for {}:
+",
+        f.machine
+    );
+    for c in &f.changes {
+        s.push_str(&format!(
+            "    {c}
+"
+        ));
+    }
+    s
+}
+
+/// What to do about a refused baseline: the check that explains the failures, or why there is
+/// none, and `--force`.
+fn refusal_next_step(f: &compat_checker::Frozen) -> String {
+    let m = &f.machine;
+    let accept = format!(
+        "`cargo compat-check freeze {m} --force` records the new layout (only for a machine \
+         type that was never released: a frozen one must keep what its release sends)"
+    );
+    if f.failures > 0 {
+        format!(
+            "`cargo compat-check --machine {m}` reports {} and explains why; fix the code, or \
+             {accept}",
+            plural(f.failures, "failure", "failures")
+        )
+    } else {
+        format!(
+            "`cargo compat-check --machine {m}` reports no failure: the current code still \
+             sends and loads what the baseline records, so keep the baseline; {accept}"
+        )
+    }
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value, Error> {

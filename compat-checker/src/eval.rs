@@ -57,8 +57,31 @@ pub fn freeze(export: &Export, machine: &str) -> Result<Baseline, Error> {
             ),
         },
         compat,
-        devices,
+        devices: devices.into_iter().map(without_locations).collect(),
     })
+}
+
+/// A baseline records the wire, not where the code was: every location goes.
+fn without_locations(mut d: DeviceLayout) -> DeviceLayout {
+    fn items(list: &mut [Item]) {
+        for i in list {
+            match i {
+                Item::Field(f) => f.at = None,
+                Item::Array(a) => {
+                    a.at = None;
+                    items(&mut a.items);
+                }
+                Item::Subsection(s) => {
+                    s.at = None;
+                    items(&mut s.items);
+                }
+            }
+        }
+    }
+    d.at = None;
+    d.pinned_at = None;
+    items(&mut d.items);
+    d
 }
 
 /// The layout of every device for `machine`, sorted by section name; `None` when no crate's
@@ -101,7 +124,7 @@ pub fn device_layout(c: &CrateExport, s: &StructSchema, m: &MachineType) -> Devi
         } else {
             Some(s.krate.to_string())
         },
-        at: Loc::from(&s.location),
+        at: Some(Loc::from(&s.location)),
         priority: s.priority,
         presence: cx.presence(s.gate.as_deref(), s),
         when: gate_text(s.gate.as_deref()),
@@ -172,7 +195,7 @@ fn expand_struct(
             presence,
             presence_from_since: from,
             when: gate_text(sub.gate.as_deref()),
-            at: Loc::from(&sub.location),
+            at: Some(Loc::from(&sub.location)),
             items,
         }));
     }
@@ -204,7 +227,7 @@ fn expand_fields(
         let gate = cx.presence(f.gate.as_deref(), s);
         let (since, presence, from) = cond(inh, f.since, gate);
         let when = gate_text(f.gate.as_deref());
-        let at = Loc::from(&f.location);
+        let at = Some(Loc::from(&f.location));
         let (elem, len) = flatten_array(&f.kind);
         let (elem, count, max) = match elem {
             Kind::VArray {
@@ -316,7 +339,11 @@ mod tests {
         let old = freeze(&e, "pc-i440fx-4.2").unwrap();
         let wdt = old.devices.iter().find(|d| d.name == "demo-wdt").unwrap();
         assert_eq!(wdt.version, 2);
-        assert!(wdt.pinned_at.is_some());
+        // A baseline holds no location; the current layout knows the pin's.
+        assert!(wdt.pinned_at.is_none() && wdt.at.is_none());
+        let cur = evaluate(&e, "pc-i440fx-4.2").unwrap();
+        let cur_wdt = cur.iter().find(|d| d.name == "demo-wdt").unwrap();
+        assert!(cur_wdt.pinned_at.is_some() && cur_wdt.at.is_some());
         let deadline = field(wdt, "deadline");
         assert_eq!(deadline.presence, Presence::Never);
         assert_eq!(deadline.presence_from_since, Some(Presence::Always));

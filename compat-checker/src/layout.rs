@@ -7,16 +7,20 @@
 //! version, `presence` is `never` and `presence_from_since` says what it would be at a version
 //! ≥ `since`. So the layout can be evaluated at any version the device accepts, which the
 //! old → new check needs.
+//!
+//! A baseline records the wire only: the `at` and `pinned_at` locations are filled in for the
+//! current code (findings point at it) and are never written to or read from a baseline, so
+//! code that moves without changing the wire leaves every baseline as it is.
 
 use std::fmt;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// Whether an item is on the wire for a machine type: the runtime's own evaluation result
 /// (`never` / `maybe` / `always` in baselines).
 pub use vmstate_runtime::schema::Presence;
 
-/// `file:line`, serialized as that string.
+/// `file:line` of a declaration in the current code (shown in findings; never in a baseline).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Loc {
     /// File.
@@ -28,25 +32,6 @@ pub struct Loc {
 impl fmt::Display for Loc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.file, self.line)
-    }
-}
-
-impl Serialize for Loc {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Loc {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let bad = || serde::de::Error::custom(format!("expected `file:line`, got `{s}`"));
-        let (file, line) = s.rsplit_once(':').ok_or_else(bad)?;
-        let line = line.parse().map_err(|_| bad())?;
-        Ok(Loc {
-            file: file.to_owned(),
-            line,
-        })
     }
 }
 
@@ -73,8 +58,14 @@ pub struct Header {
     pub note: String,
 }
 
-/// Current baseline format.
-pub const FORMAT: u32 = 1;
+/// Current baseline format: 2, the wire layout without source locations.
+pub const FORMAT: u32 = 2;
+
+/// The oldest format still read: 1 also recorded `file:line` of every item (`at`,
+/// `pinned_at`), which made a baseline change when code merely moved. Those keys are ignored
+/// on reading; `freeze` rewrites such a file in the current format when its wire layout is
+/// unchanged.
+pub const OLDEST_FORMAT: u32 = 1;
 
 /// What one machine type sends and accepts, per device: the content of
 /// `compat/<machine-type>.json`.
@@ -113,9 +104,10 @@ impl Baseline {
     pub fn parse(text: &str, origin: &str) -> Result<Self, crate::Error> {
         let b: Baseline = serde_json::from_str(text)
             .map_err(|e| crate::Error::BadInput(format!("{origin}: not a baseline: {e}")))?;
-        if b.header.format != FORMAT {
+        if !(OLDEST_FORMAT..=FORMAT).contains(&b.header.format) {
             return Err(crate::Error::BadInput(format!(
-                "{origin}: baseline format {} is not supported (this tool reads format {FORMAT})",
+                "{origin}: baseline format {} is not supported (this tool reads formats \
+                 {OLDEST_FORMAT} to {FORMAT})",
                 b.header.format
             )));
         }
@@ -142,8 +134,9 @@ pub struct DeviceLayout {
     /// Declaring package.
     #[serde(rename = "crate", default, skip_serializing_if = "Option::is_none")]
     pub krate: Option<String>,
-    /// Where the struct is declared.
-    pub at: Loc,
+    /// Where the struct is declared in the current code; never in a baseline.
+    #[serde(skip)]
+    pub at: Option<Loc>,
     /// Section order (higher first).
     pub priority: i32,
     /// Whether the section is sent (its `when` gate).
@@ -153,8 +146,9 @@ pub struct DeviceLayout {
     pub when: Option<String>,
     /// Section version sent for this machine type.
     pub version: u32,
-    /// The pin that chose `version`, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where the pin that chose `version` is declared in the current code, if a pin did; never
+    /// in a baseline.
+    #[serde(skip)]
     pub pinned_at: Option<Loc>,
     /// Versions accepted on load.
     pub accepts: Accepts,
@@ -229,8 +223,10 @@ pub struct FieldItem {
     /// Gate as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
-    /// Declaration.
-    pub at: Loc,
+    /// Where it is declared in the current code; never in a baseline (a frozen layout records
+    /// the wire, not where the code was).
+    #[serde(skip)]
+    pub at: Option<Loc>,
 }
 
 /// An array of nested structs.
@@ -263,8 +259,10 @@ pub struct ArrayItem {
     /// Gate as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
-    /// Declaration.
-    pub at: Loc,
+    /// Where it is declared in the current code; never in a baseline (a frozen layout records
+    /// the wire, not where the code was).
+    #[serde(skip)]
+    pub at: Option<Loc>,
     /// Layout of one element (paths `array[*].field`).
     pub items: Vec<Item>,
 }
@@ -289,8 +287,10 @@ pub struct SubItem {
     /// Gate as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
-    /// Declaration.
-    pub at: Loc,
+    /// Where it is declared in the current code; never in a baseline (a frozen layout records
+    /// the wire, not where the code was).
+    #[serde(skip)]
+    pub at: Option<Loc>,
     /// Its fields (their `since` compares with this subsection's version).
     pub items: Vec<Item>,
 }
@@ -335,13 +335,13 @@ impl Item {
         }
     }
 
-    /// Declaration.
+    /// Where it is declared in the current code (`None` for a frozen item).
     #[must_use]
-    pub fn at(&self) -> &Loc {
+    pub fn at(&self) -> Option<&Loc> {
         match self {
-            Item::Field(f) => &f.at,
-            Item::Array(a) => &a.at,
-            Item::Subsection(s) => &s.at,
+            Item::Field(f) => f.at.as_ref(),
+            Item::Array(a) => a.at.as_ref(),
+            Item::Subsection(s) => s.at.as_ref(),
         }
     }
 

@@ -47,6 +47,7 @@
 
 pub mod check;
 pub mod config;
+pub mod diff;
 pub mod error;
 pub mod eval;
 pub mod finding;
@@ -161,6 +162,9 @@ pub enum FreezeStatus {
     Replaced,
     /// The existing baseline already matched (only the tool version may differ).
     Unchanged,
+    /// The existing baseline recorded the same layout in an older baseline format (with source
+    /// locations); it was rewritten in the current format.
+    Reformatted,
     /// An existing, different baseline was kept because `force` was not set.
     Refused,
 }
@@ -176,10 +180,16 @@ pub struct Frozen {
     pub status: FreezeStatus,
     /// Devices recorded.
     pub devices: usize,
+    /// When the existing baseline differs ([`FreezeStatus::Refused`] or
+    /// [`FreezeStatus::Replaced`]): what differs, one line each ([`diff::diff`]).
+    pub changes: Vec<String>,
+    /// When the existing baseline differs: how many `deny` findings `cargo compat-check` reports
+    /// for this machine type against it (0: the current code still loads and sends what it
+    /// records, although the layouts differ).
+    pub failures: usize,
 }
 
-/// Writes the baselines of `machines` into `dir`. An existing baseline that differs is only
-/// replaced with `force` (replacing one accepts every break it would have caught).
+/// Writes the baselines of `machines` into `dir`, with default rule levels ([`freeze_with`]).
 ///
 /// # Errors
 /// [`Error::UnknownMachine`] (nothing is written then) or [`Error::Io`].
@@ -188,6 +198,25 @@ pub fn freeze(
     machines: &[String],
     dir: &Path,
     force: bool,
+) -> Result<Vec<Frozen>, Error> {
+    freeze_with(export, machines, dir, force, &Config::default())
+}
+
+/// Writes the baselines of `machines` into `dir`. An existing baseline that records a different
+/// layout is only replaced with `force` (replacing one accepts every break it would have
+/// caught); either way [`Frozen::changes`] lists the differences and [`Frozen::failures`] says
+/// whether `cargo compat-check` (with `config`'s levels) fails against the existing one. A
+/// baseline recording the same layout is left alone (rewritten only to upgrade its format), so
+/// code that merely moved changes nothing.
+///
+/// # Errors
+/// [`Error::UnknownMachine`] (nothing is written then) or [`Error::Io`].
+pub fn freeze_with(
+    export: &Export,
+    machines: &[String],
+    dir: &Path,
+    force: bool,
+    config: &Config,
 ) -> Result<Vec<Frozen>, Error> {
     let mut planned = Vec::new();
     for m in machines {
@@ -198,24 +227,49 @@ pub fn freeze(
     let mut out = Vec::new();
     for b in planned {
         let path = baseline_path(dir, b.machine());
+        let mut changes = Vec::new();
+        let mut failures = 0;
         let status = match std::fs::read_to_string(&path) {
             Err(_) => FreezeStatus::Created,
             Ok(text) => match Baseline::parse(&text, "") {
-                Ok(mut old) => {
-                    old.header.tool.clone_from(&b.header.tool);
-                    if old == b {
-                        FreezeStatus::Unchanged
-                    } else if force {
+                Ok(old) => {
+                    let mut same = old.clone();
+                    same.header.tool.clone_from(&b.header.tool);
+                    same.header.format = b.header.format;
+                    if same == b {
+                        if old.header.format == b.header.format {
+                            FreezeStatus::Unchanged
+                        } else {
+                            FreezeStatus::Reformatted
+                        }
+                    } else {
+                        changes = diff::diff(&old, &b);
+                        failures = check_with(std::slice::from_ref(&old), export, config)
+                            .findings
+                            .iter()
+                            .filter(|f| f.severity == Severity::Deny)
+                            .count();
+                        if force {
+                            FreezeStatus::Replaced
+                        } else {
+                            FreezeStatus::Refused
+                        }
+                    }
+                }
+                Err(e) => {
+                    changes.push(format!("the file is not a baseline this tool reads: {e}"));
+                    if force {
                         FreezeStatus::Replaced
                     } else {
                         FreezeStatus::Refused
                     }
                 }
-                Err(_) if force => FreezeStatus::Replaced,
-                Err(_) => FreezeStatus::Refused,
             },
         };
-        if matches!(status, FreezeStatus::Created | FreezeStatus::Replaced) {
+        if matches!(
+            status,
+            FreezeStatus::Created | FreezeStatus::Replaced | FreezeStatus::Reformatted
+        ) {
             std::fs::write(&path, b.to_pretty_json())
                 .map_err(|e| Error::Io(format!("cannot write {}: {e}", path.display())))?;
         }
@@ -224,6 +278,8 @@ pub fn freeze(
             path,
             status,
             devices: b.devices.len(),
+            changes,
+            failures,
         });
     }
     Ok(out)

@@ -342,8 +342,24 @@ fn freeze_refuses_to_replace_a_different_baseline() {
         &[],
     );
     assert_eq!(r.code, 1);
-    assert!(r.stderr.starts_with("warning: "), "{}", r.stderr);
-    assert!(r.stderr.contains("not replaced"), "{}", r.stderr);
+    let dir_s = dir.display().to_string();
+    assert_eq!(
+        r.stderr.replace(&dir_s, "[DIR]"),
+        "error: [DIR]/pc-2.0.json records a different layout for pc-2.0; not replaced\n  \
+         what the current code would record for pc-2.0:\n    \
+         section `uart`: field `fifo_level` (u8, 1 byte; always sent) added\n\
+         note: `cargo compat-check --machine pc-2.0` reports 1 failure and explains why; fix \
+         the code, or `cargo compat-check freeze pc-2.0 --force` records the new layout (only \
+         for a machine type that was never released: a frozen one must keep what its release \
+         sends)\n"
+    );
+    // The command it names does explain the refusal.
+    let r = run(
+        &["--machine", "pc-2.0", "--schema", &new, "--baseline-dir", d],
+        &[],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("1 failure"), "{}", r.stderr);
     assert_eq!(
         std::fs::read_to_string(dir.join("pc-2.0.json")).unwrap(),
         before
@@ -369,6 +385,12 @@ fn freeze_refuses_to_replace_a_different_baseline() {
     );
     assert_eq!(r.code, 0);
     assert!(r.stderr.contains("   Replacing pc-2.0"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("    section `uart`: field `fifo_level` (u8, 1 byte; always sent) added\n"),
+        "{}",
+        r.stderr
+    );
     assert_ne!(
         std::fs::read_to_string(dir.join("pc-2.0.json")).unwrap(),
         before
@@ -497,4 +519,143 @@ fn workspace_end_to_end() {
         r.stderr
     );
     assert!(r.stderr.contains("Summary compatible"), "{}", r.stderr);
+}
+
+/// `old.json` with every source line moved by `by` (as an edit above the structs would).
+fn moved_lines(case: &str, by: u64, name: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(common::manifest_dir().join(case).join("old.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    fn walk(v: &mut serde_json::Value, by: u64) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(serde_json::Value::Number(n)) = m.get("line").cloned() {
+                    m.insert("line".into(), (n.as_u64().unwrap() + by).into());
+                }
+                m.values_mut().for_each(|x| walk(x, by));
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, by)),
+            _ => {}
+        }
+    }
+    walk(&mut v, by);
+    let p = temp_dir(name).join("moved.json");
+    std::fs::write(&p, v.to_string()).unwrap();
+    p
+}
+
+/// Issue 9: code that moved without changing the wire leaves baselines alone, and findings
+/// point at the current lines.
+#[test]
+fn moving_code_changes_no_baseline() {
+    let dir = frozen(LEAK, "moved");
+    let d = dir.to_str().unwrap();
+    let before: Vec<String> = ["pc-1.0", "pc-2.0", "pc-3.0"]
+        .iter()
+        .map(|m| std::fs::read_to_string(dir.join(format!("{m}.json"))).unwrap())
+        .collect();
+    for b in &before {
+        assert!(!b.contains("\"at\"") && !b.contains(".rs"), "{b}");
+    }
+    let moved = moved_lines(LEAK, 40, "moved-schema");
+    let m = moved.to_str().unwrap();
+    let r = run(
+        &["freeze", "--all", "--schema", m, "--baseline-dir", d],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.matches("   Unchanged pc-").count(),
+        3,
+        "{}",
+        r.stderr
+    );
+    let after: Vec<String> = ["pc-1.0", "pc-2.0", "pc-3.0"]
+        .iter()
+        .map(|m| std::fs::read_to_string(dir.join(format!("{m}.json"))).unwrap())
+        .collect();
+    assert_eq!(before, after);
+    let r = run(&["--schema", m, "--baseline-dir", d], &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    // A finding's location is the current code's line.
+    let new = format!("{LEAK}/new.json");
+    let r = run(&["--schema", &new, "--baseline-dir", d], &[]);
+    assert!(
+        r.stdout.contains("Failed in:\n  src/uart.rs:15\n"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// A baseline of format 1 (with source locations) is read, and `freeze` rewrites it without
+/// them when the layout is the same.
+#[test]
+fn format_1_baselines_are_read_and_reformatted() {
+    let dir = frozen(LEAK, "format1");
+    let d = dir.to_str().unwrap();
+    let p = dir.join("pc-1.0.json");
+    let now = std::fs::read_to_string(&p).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&now).unwrap();
+    v["compat-check"]["format"] = 1.into();
+    v["devices"][0]["at"] = "src/uart.rs:3".into();
+    for (i, item) in v["devices"][0]["items"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
+        item["at"] = format!("src/uart.rs:{}", 100 + i).into();
+    }
+    std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let old = format!("{LEAK}/old.json");
+    let r = run(&["--schema", &old, "--baseline-dir", d], &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let r = run(
+        &["freeze", "pc-1.0", "--schema", &old, "--baseline-dir", d],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains(" Reformatted pc-1.0"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), now);
+}
+
+/// A refused baseline whose differences break nothing says so instead of pointing at a check
+/// that finds nothing.
+#[test]
+fn refusal_without_failures_says_the_code_is_compatible() {
+    let dir = frozen(LEAK, "refuse-compatible");
+    let d = dir.to_str().unwrap();
+    let text = std::fs::read_to_string(common::manifest_dir().join(LEAK).join("new.json")).unwrap();
+    // The new field, gated off every frozen machine type.
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let fields = v["devices"][0]["fields"].as_array_mut().unwrap();
+    let f = fields
+        .iter_mut()
+        .find(|f| f["name"] == "fifo_level")
+        .unwrap();
+    f["gate"] = serde_json::json!({"machine": {"op": "ge", "version": {"major": 4, "minor": 0}}});
+    let p = temp_dir("refuse-compatible-schema").join("gated.json");
+    std::fs::write(&p, v.to_string()).unwrap();
+    let g = p.to_str().unwrap();
+    let r = run(&["--schema", g, "--baseline-dir", d], &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let r = run(
+        &["freeze", "pc-2.0", "--schema", g, "--baseline-dir", d],
+        &[],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.starts_with("error: "), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("field `fifo_level` (u8, 1 byte; never sent) added"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(
+            "note: `cargo compat-check --machine pc-2.0` reports no failure: the current code \
+             still sends and loads what the baseline records, so keep the baseline"
+        ),
+        "{}",
+        r.stderr
+    );
 }

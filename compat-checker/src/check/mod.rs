@@ -150,7 +150,7 @@ fn compare_device(walk: &mut Walk<'_>, bd: &DeviceLayout, cd: &DeviceLayout) {
     }
     let cx = |v: u32, dir: Direction| ListCx {
         dev: cd,
-        container: &cd.at,
+        container: cd.at.as_ref(),
         top: true,
         sub: None,
         v,
@@ -265,7 +265,7 @@ fn compare_pair(walk: &mut Walk<'_>, o: &Item, n: &Item, cx: ListCx<'_>) {
     if let (Item::Array(oa), Item::Array(na)) = (o, n) {
         if oa.len == na.len && oa.count == na.count && oa.max == na.max {
             let inner = ListCx {
-                container: &na.at,
+                container: na.at.as_ref(),
                 top: false,
                 v: u32::MAX,
                 ..cx
@@ -308,7 +308,7 @@ fn compare_subsections(walk: &mut Walk<'_>, old: &[Item], new: &[Item], cx: List
                 _ => os.version,
             };
             let inner = ListCx {
-                container: &ns.at,
+                container: ns.at.as_ref(),
                 sub: Some(&ns.name),
                 top: false,
                 v,

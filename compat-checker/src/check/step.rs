@@ -118,8 +118,8 @@ pub struct ListCx<'a> {
     /// The current device.
     pub dev: &'a DeviceLayout,
     /// Where the (current) container of the list is declared (for removed items: where the
-    /// gap is).
-    pub container: &'a Loc,
+    /// gap is); from the current code, as every location in a finding.
+    pub container: Option<&'a Loc>,
     /// Whether the list is the device's own field list (so `since`/`pin` can be suggested).
     pub top: bool,
     /// The subsection the list belongs to, if any.

@@ -52,7 +52,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
                 o.shape(),
                 n.shape()
             ),
-            Some(n.at()),
+            n.at(),
             format!(
                 "keep `{key}` as {} on the wire for these machine types; migrate extra \
                  elements in a separate field or subsection gated `when = machine >= \
@@ -81,7 +81,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
             "variable array `{key}`{} changed its maximum from {om} to {nm}",
             cx.in_sub()
         ),
-        Some(n.at()),
+        n.at(),
         format!("restore `max = {om}` on `{key}`"),
     );
 }

@@ -41,7 +41,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
             cd.rust_name,
             presence_text(cd.presence, cd.when.as_deref())
         ),
-        Some(&cd.at),
+        cd.at.as_ref(),
         format!(
             "gate the section: `#[vmstate(when = {})]` on `{}`",
             gate_with_next(cd.when.as_deref()),

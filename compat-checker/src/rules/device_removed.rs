@@ -40,10 +40,10 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
         Direction::OldToNew,
         "",
         format!(
-            "the section ({}, declared at {} when frozen) is no longer \
+            "the section (Rust type `{}` when frozen, version {}) is no longer \
              declared; streams from the release that froze these machine types \
              contain it and fail to load",
-            bd.rust_name, bd.at
+            bd.rust_name, bd.version
         ),
         None,
         format!(

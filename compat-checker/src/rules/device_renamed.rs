@@ -40,7 +40,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
             "the section is now named `{}` ({}); the section name is on the wire",
             c.name, c.rust_name
         ),
-        Some(&c.at),
+        c.at.as_ref(),
         format!(
             "keep the wire name: `#[vmstate(name = \"{}\")]` on `{}`",
             bd.name, c.rust_name

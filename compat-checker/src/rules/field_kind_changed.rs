@@ -52,7 +52,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
                     o.shape(),
                     n.shape()
                 ),
-                Some(n.at()),
+                n.at(),
                 keep_frozen_form(key, o),
             );
         }
@@ -66,7 +66,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
                 o.shape(),
                 n.shape()
             ),
-            Some(n.at()),
+            n.at(),
             keep_frozen_form(key, o),
         ),
     }

@@ -89,7 +89,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
             cx.in_sub(),
             presence_text(n.cond().presence_at(cx.v), n.when())
         ),
-        Some(n.at()),
+        n.at(),
         fix,
     );
 }

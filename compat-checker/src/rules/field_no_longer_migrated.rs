@@ -65,7 +65,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
             o.shape(),
             cx.in_sub()
         ),
-        Some(n.at()),
+        n.at(),
         fix,
     );
 }

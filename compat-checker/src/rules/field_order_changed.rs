@@ -48,7 +48,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
              it comes {frozen}",
             cx.in_sub()
         ),
-        Some(new.at()),
+        new.at(),
         format!("restore the frozen order: declare `{key}` {frozen} again"),
     );
 }

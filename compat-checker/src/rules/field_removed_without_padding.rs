@@ -46,10 +46,9 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
         .sum();
     let mut message = format!(
         "field `{key}` ({}){} is no longer declared; the release that froze these \
-         machine types sends and expects it here (declared at {} when frozen)",
+         machine types sends and expects it here",
         o.shape(),
         cx.in_sub(),
-        o.at()
     );
     if new_pad > 0 {
         message.push_str(&format!(
@@ -70,5 +69,5 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
              \"{NEXT}\", default)]`"
         ),
     };
-    hits.push(cx.dir, key, message, Some(cx.container), fix);
+    hits.push(cx.dir, key, message, cx.container, fix);
 }

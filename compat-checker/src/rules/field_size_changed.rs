@@ -54,7 +54,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
             o.shape(),
             n.shape()
         ),
-        Some(n.at()),
+        n.at(),
         fix,
     );
 }

@@ -63,7 +63,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
             presence_text(op, o.when()),
             presence_text(np, n.when())
         ),
-        Some(n.at()),
+        n.at(),
         fix,
     );
 }

@@ -40,7 +40,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
              order, so the load order changes",
             bd.priority, cd.priority
         ),
-        Some(&cd.at),
+        cd.at.as_ref(),
         format!(
             "restore `priority = {}` on `{}`, or allow the rule once the new order is known \
              to be safe",

@@ -53,7 +53,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
              version {}{accepts}",
             cd.version, bd.version
         ),
-        Some(cd.pinned_at.as_ref().unwrap_or(&cd.at)),
+        cd.pinned_at.as_ref().or(cd.at.as_ref()),
         format!(
             "add `pin(below = \"{NEXT}\", version = {})` to `#[vmstate(...)]` of `{}`, so \
              these machine types keep sending version {} (fields added since need \

@@ -63,7 +63,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
             ns.version,
             presence_text(ns.presence_at(cx.v), ns.when.as_deref())
         ),
-        Some(&ns.at),
+        ns.at.as_ref(),
         format!(
             "gate subsection `{}` with `when = {}`",
             ns.name,

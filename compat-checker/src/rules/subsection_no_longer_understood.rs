@@ -54,7 +54,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
              subsection",
             os.name, os.version
         ),
-        Some(cx.container),
+        cx.container,
         format!(
             "keep declaring subsection `{}` (version {}) so old streams load; gate \
              it `when = machine < \"{NEXT}\"` to stop sending it",

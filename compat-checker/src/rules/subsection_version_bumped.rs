@@ -47,7 +47,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
              these machine types accepts at most version {}",
             ns.name, ns.version, os.version
         ),
-        Some(&ns.at),
+        ns.at.as_ref(),
         format!(
             "keep `{}` at version {} and put the new state into a new subsection \
              gated `when = machine >= \"{NEXT}\"`",

@@ -48,7 +48,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
                      froze these machine types",
                     cd.version, bd.accepts.min
                 ),
-                Some(cd.pinned_at.as_ref().unwrap_or(&cd.at)),
+                cd.pinned_at.as_ref().or(cd.at.as_ref()),
                 format!(
                     "send at least version {} for these machine types (check the `pin`s of `{}`)",
                     bd.accepts.min, cd.rust_name
@@ -83,7 +83,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
                      versions {}..={} are accepted now",
                     bd.version, cd.accepts.min, cd.accepts.max
                 ),
-                Some(&cd.at),
+                cd.at.as_ref(),
                 fix,
             );
         }
@@ -106,7 +106,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
                      version {} of the release that froze these machine types",
                     ns.name, ns.version, os.min_version
                 ),
-                Some(&ns.at),
+                ns.at.as_ref(),
                 format!("send `{}` at version {} again", ns.name, os.version),
             );
         }
@@ -126,7 +126,7 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
                      version {}, but it now accepts only versions {}..={}",
                     os.name, os.version, ns.min_version, ns.version
                 ),
-                Some(&ns.at),
+                ns.at.as_ref(),
                 format!(
                     "accept version {} of `{}` again (`minimum_version = {}`)",
                     os.version,
