@@ -10,8 +10,11 @@
 
 use std::path::Path;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::Deserialize;
-use vmstate_runtime::machine::MachineCatalog;
+use vmstate_runtime::machine::{closest_name, MachineCatalog, MIGRATION_DRIVER};
+use vmstate_runtime::schema::Kind;
 pub use vmstate_runtime::schema::StructSchema;
 
 use crate::error::Error;
@@ -28,6 +31,99 @@ pub struct CrateExport {
     pub devices: Vec<StructSchema>,
 }
 
+impl CrateExport {
+    /// Checks every compat entry of the catalog against the crate's devices: its driver must be
+    /// a section of the crate (or the runtime's [`MIGRATION_DRIVER`], whose properties
+    /// [`MachineCatalog::validate`] checks) and its property one that section declares with
+    /// `prop(name = …)`, directly or in a struct nested in it (gates read properties of the
+    /// top-level section). Any other entry applies to nothing: a misspelt driver or property
+    /// silently leaves a gated field or subsection on old machine types.
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] listing every such entry, with the closest valid name.
+    pub fn check_compat_entries(&self) -> Result<(), Error> {
+        let sections: BTreeMap<&str, &StructSchema> = self
+            .devices
+            .iter()
+            .filter(|d| !d.nested)
+            .map(|d| (&*d.name, d))
+            .collect();
+        let mut bad = Vec::new();
+        for (i, c) in self.catalog.compat.iter().enumerate() {
+            if c.driver == MIGRATION_DRIVER {
+                continue;
+            }
+            let Some(dev) = sections.get(c.driver.as_str()) else {
+                let known = sections.keys().copied().chain([MIGRATION_DRIVER]);
+                let hint = closest_name(&c.driver, known)
+                    .map(|n| format!("; did you mean `{n}`?"))
+                    .unwrap_or_default();
+                bad.push(format!(
+                    "{}: no section `{}` among the crate's devices ({}){hint}",
+                    c.describe(i),
+                    c.driver,
+                    list(sections.keys().copied())
+                ));
+                continue;
+            };
+            let mut props = BTreeSet::new();
+            declared_props(dev, &mut props);
+            if !props.contains(c.property.as_str()) {
+                let hint = closest_name(&c.property, props.iter().copied())
+                    .map(|n| format!("; did you mean `{n}`?"))
+                    .unwrap_or_default();
+                let declared = if props.is_empty() {
+                    "it declares no property".to_owned()
+                } else {
+                    format!("its properties: {}", list(props.iter().copied()))
+                };
+                bad.push(format!(
+                    "{}: section `{}` (`{}`, {}) declares no property `{}` ({declared}){hint}",
+                    c.describe(i),
+                    dev.name,
+                    dev.rust_name,
+                    crate::layout::Loc::from(&dev.location),
+                    c.property
+                ));
+            }
+        }
+        if bad.is_empty() {
+            return Ok(());
+        }
+        Err(Error::BadInput(format!(
+            "the machine catalog of crate `{}` has compat entries that apply to nothing:\n  {}",
+            self.krate.as_deref().unwrap_or("?"),
+            bad.join("\n  ")
+        )))
+    }
+}
+
+/// `` `a`, `b` `` (or `none`).
+fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+    if v.is_empty() {
+        "none".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// The properties `s` and every struct nested in it declare.
+fn declared_props<'a>(s: &'a StructSchema, out: &mut BTreeSet<&'a str>) {
+    fn kind<'a>(k: &'a Kind, out: &mut BTreeSet<&'a str>) {
+        match k {
+            Kind::Array { elem, .. } | Kind::VArray { elem, .. } => kind(elem, out),
+            Kind::Struct { schema } => declared_props(schema, out),
+            _ => {}
+        }
+    }
+    out.extend(s.props.iter().map(|p| &*p.name));
+    let subs = s.subsections.iter().flat_map(|x| x.fields.iter());
+    for f in s.fields.iter().chain(subs) {
+        kind(&f.kind, out);
+    }
+}
+
 /// Everything the current code declares: one document per crate.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Export {
@@ -40,13 +136,18 @@ impl Export {
     ///
     /// # Errors
     /// [`Error::BadInput`] when the JSON does not match the export format or the catalog is
-    /// invalid.
+    /// invalid, including compat entries that name no device or property of the crate
+    /// ([`CrateExport::check_compat_entries`]).
     pub fn parse_document(text: &str, origin: &str) -> Result<CrateExport, Error> {
         let doc: CrateExport = serde_json::from_str(text)
             .map_err(|e| Error::BadInput(format!("{origin}: not a schema export: {e}")))?;
         doc.catalog
             .validate()
             .map_err(|e| Error::BadInput(format!("{origin}: {e}")))?;
+        doc.check_compat_entries().map_err(|e| match e {
+            Error::BadInput(m) => Error::BadInput(format!("{origin}: {m}")),
+            e => e,
+        })?;
         Ok(doc)
     }
 

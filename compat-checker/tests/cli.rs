@@ -659,3 +659,78 @@ fn refusal_without_failures_says_the_code_is_compatible() {
         r.stderr
     );
 }
+
+/// Issue 9: a compat entry whose driver or property is misspelt applies to nothing, so gated
+/// state leaks into old machine types; check and freeze reject the catalog (exit 2), name the
+/// entry and the closest valid name, and write nothing.
+#[test]
+fn misspelt_compat_entries_are_errors() {
+    let t = temp_dir("catalog-typo");
+    let compat = t.join("compat");
+    let c = compat.to_str().unwrap();
+    let driver = "tests/catalog-fixtures/misspelt-driver.json";
+    let property = "tests/catalog-fixtures/misspelt-property.json";
+    let r = run(
+        &["freeze", "--all", "--schema", driver, "--baseline-dir", c],
+        &[],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        "error: tests/catalog-fixtures/misspelt-driver.json: the machine catalog of crate \
+         `fixture-devices` has compat entries that apply to nothing:\n  compat entry #0 {upto: \
+         \"1.0\", driver: \"uart0\", property: \"x-migrate-scr\", value: false}: no section \
+         `uart0` among the crate's devices (`uart`); did you mean `uart`?\n"
+    );
+    assert!(
+        !compat.exists(),
+        "freeze wrote baselines from a misspelt catalog"
+    );
+    let r = run(
+        &["freeze", "--all", "--schema", property, "--baseline-dir", c],
+        &[],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "compat entry #0 {upto: \"1.0\", driver: \"uart\", property: \"x-migrate-src\", \
+             value: false}: section `uart` (`Uart`, src/uart.rs:8) declares no property \
+             `x-migrate-src` (its properties: `x-migrate-scr`); did you mean `x-migrate-scr`?"
+        ),
+        "{}",
+        r.stderr
+    );
+    // The framing property of the runtime's own `migration` driver is valid.
+    assert!(!r.stderr.contains("#1"), "{}", r.stderr);
+    // The check rejects it the same way, against baselines frozen from the correct catalog.
+    let good = frozen(
+        "tests/fixtures/field-no-longer-migrated",
+        "catalog-typo-good",
+    );
+    let g = good.to_str().unwrap();
+    for bad in [driver, property] {
+        let r = run(&["--schema", bad, "--baseline-dir", g], &[]);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(r.stderr.contains("did you mean"), "{}", r.stderr);
+        assert!(r.stdout.is_empty());
+    }
+    // And a misspelt framing property is caught by the catalog's own validation.
+    let text = std::fs::read_to_string(common::manifest_dir().join(property)).unwrap();
+    let p = t.join("framing.json");
+    std::fs::write(
+        &p,
+        text.replace("\"x-migrate-src\"", "\"x-migrate-scr\"")
+            .replace("\"send-configuration\"", "\"send-configration\""),
+    )
+    .unwrap();
+    let r = run(&["--schema", p.to_str().unwrap(), "--baseline-dir", g], &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "the `migration` driver has no property `send-configration`; did you mean \
+             `send-configuration`?"
+        ),
+        "{}",
+        r.stderr
+    );
+}

@@ -25,6 +25,14 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::MachineVersion;
 
+/// The driver of the framing switches: compat entries for it set [`FRAMING_PROPERTIES`].
+pub const MIGRATION_DRIVER: &str = "migration";
+
+/// The properties of [`MIGRATION_DRIVER`] the runtime reads ([`MachineType::framing`]); any
+/// other property of that driver applies to nothing.
+pub const FRAMING_PROPERTIES: &[&str] =
+    &["send-configuration", "send-section-footer", "send-vmdesc"];
+
 /// One family of machine types, e.g. `pc-i440fx` with versions `2.3` … `7.2`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Family {
@@ -45,6 +53,48 @@ pub struct CompatEntry {
     pub property: String,
     /// Value for those machine types.
     pub value: bool,
+}
+
+impl CompatEntry {
+    /// `compat entry #i {upto: "6.2", driver: "pl031", property: "x", value: false}`: how
+    /// messages name the entry (`i` is its 0-based index in [`MachineCatalog::compat`]).
+    #[must_use]
+    pub fn describe(&self, i: usize) -> String {
+        format!(
+            "compat entry #{i} {{upto: \"{}\", driver: \"{}\", property: \"{}\", value: {}}}",
+            self.upto, self.driver, self.property, self.value
+        )
+    }
+}
+
+/// The name among `known` closest to `name` by edit distance, if it is close enough to be a
+/// likely misspelling (at most a third of the longer name's characters differ, at least one
+/// allowed); for "did you mean" hints.
+pub fn closest_name<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let a: Vec<char> = name.chars().collect();
+    known
+        .into_iter()
+        .filter(|k| *k != name)
+        .map(|k| (edit_distance(&a, k), k))
+        .filter(|(d, k)| *d <= (a.len().max(k.chars().count()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance (insert, delete, substitute; one row of memory).
+fn edit_distance(a: &[char], b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let sub = diag + usize::from(ca != cb);
+            diag = row[j + 1];
+            row[j + 1] = sub.min(row[j] + 1).min(diag + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// The catalog of machine types a VMM supports.
@@ -132,12 +182,14 @@ impl MachineType {
     pub fn framing(&self) -> Framing {
         Framing {
             configuration: self
-                .compat("migration", "send-configuration")
+                .compat(MIGRATION_DRIVER, FRAMING_PROPERTIES[0])
                 .unwrap_or(true),
             footers: self
-                .compat("migration", "send-section-footer")
+                .compat(MIGRATION_DRIVER, FRAMING_PROPERTIES[1])
                 .unwrap_or(true),
-            vmdesc: self.compat("migration", "send-vmdesc").unwrap_or(true),
+            vmdesc: self
+                .compat(MIGRATION_DRIVER, FRAMING_PROPERTIES[2])
+                .unwrap_or(true),
         }
     }
 }
@@ -158,10 +210,15 @@ impl MachineCatalog {
         Ok(cat)
     }
 
-    /// Checks that every version string parses.
+    /// Checks what can be checked without the devices: every version string parses, no
+    /// family or compat entry has an empty name, and a compat entry of the
+    /// [`MIGRATION_DRIVER`] sets one of the [`FRAMING_PROPERTIES`] (anything else would apply
+    /// to nothing). Whether a device driver and property exist is for a tool that has the
+    /// devices' schemas (`cargo compat-check` checks it).
     ///
     /// # Errors
-    /// [`ErrorKind::ValidationFailed`] naming the bad entry.
+    /// [`ErrorKind::ValidationFailed`] naming the bad entry (for a misspelt framing property,
+    /// with the closest valid one).
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| {
             Err(Error::without_offset(ErrorKind::ValidationFailed {
@@ -169,17 +226,39 @@ impl MachineCatalog {
             }))
         };
         for f in &self.families {
+            if f.name.is_empty() {
+                return bad("a family has an empty name".to_owned());
+            }
             for v in &f.versions {
                 if MachineVersion::parse(v).is_none() {
                     return bad(format!("family `{}` has bad version `{v}`", f.name));
                 }
             }
         }
-        for c in &self.compat {
+        for (i, c) in self.compat.iter().enumerate() {
             if MachineVersion::parse(&c.upto).is_none() {
                 return bad(format!(
                     "compat entry {}.{} has bad version `{}`",
                     c.driver, c.property, c.upto
+                ));
+            }
+            if c.driver.is_empty() || c.property.is_empty() {
+                return bad(format!("{} has an empty driver or property", c.describe(i)));
+            }
+            if c.driver == MIGRATION_DRIVER && !FRAMING_PROPERTIES.contains(&c.property.as_str()) {
+                let hint = closest_name(&c.property, FRAMING_PROPERTIES.iter().copied())
+                    .map(|n| format!("did you mean `{n}`? "))
+                    .unwrap_or_default();
+                return bad(format!(
+                    "{}: the `{MIGRATION_DRIVER}` driver has no property `{}`; {hint}its \
+                     properties are {}",
+                    c.describe(i),
+                    c.property,
+                    FRAMING_PROPERTIES
+                        .iter()
+                        .map(|p| format!("`{p}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
         }
@@ -274,7 +353,7 @@ impl MachineCatalog {
             .collect();
         let entry = |upto: &str, prop: &str| CompatEntry {
             upto: upto.to_owned(),
-            driver: "migration".to_owned(),
+            driver: MIGRATION_DRIVER.to_owned(),
             property: prop.to_owned(),
             value: false,
         };
@@ -302,5 +381,51 @@ impl MachineCatalog {
     pub fn with_compat(mut self, entries: impl IntoIterator<Item = CompatEntry>) -> Self {
         self.compat.extend(entries);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closest_names() {
+        assert_eq!(closest_name("pl-031", ["pl031", "serial"]), Some("pl031"));
+        assert_eq!(
+            closest_name("send-vmdsc", FRAMING_PROPERTIES.iter().copied()),
+            Some("send-vmdesc")
+        );
+        assert_eq!(closest_name("x", ["serial", "i8254"]), None);
+        assert_eq!(closest_name("serial", ["serial"]), None);
+    }
+
+    #[test]
+    fn validate_rejects_unknown_framing_properties_and_empty_names() {
+        let entry = |driver: &str, property: &str| CompatEntry {
+            upto: "2.3".to_owned(),
+            driver: driver.to_owned(),
+            property: property.to_owned(),
+            value: false,
+        };
+        assert!(MachineCatalog::qemu_pc().validate().is_ok());
+        let cat = MachineCatalog::qemu_pc().with_compat([entry(MIGRATION_DRIVER, "send-vmdsc")]);
+        let e = cat.validate().unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "compat entry #3 {upto: \"2.3\", driver: \"migration\", property: \"send-vmdsc\", \
+                 value: false}: the `migration` driver has no property `send-vmdsc`; did you mean \
+                 `send-vmdesc`?"
+            ),
+            "{e}"
+        );
+        let cat = MachineCatalog::qemu_pc().with_compat([entry("", "x")]);
+        assert!(cat
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("empty driver"));
+        // A device driver is not checked here (the catalog does not know the devices).
+        let cat = MachineCatalog::qemu_pc().with_compat([entry("pl-031", "x")]);
+        assert!(cat.validate().is_ok());
     }
 }
