@@ -8,7 +8,9 @@
 //! vmstate-demo reencode qemu.mig --out out.mig  # typed serial/i8254/mc146818rtc, rest copied
 //! ```
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -67,8 +69,54 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn read(path: &PathBuf) -> Result<Vec<u8>, ExitCode> {
-    std::fs::read(path).map_err(|e| fail(format_args!("cannot read {}: {e}", path.display())))
+/// How much of a stream is read up front to find its machine type (header and configuration
+/// section: a few hundred bytes at most).
+const PREFIX: u64 = 4096;
+
+/// Opens `path` and reads its first [`PREFIX`] bytes (fewer if the file is shorter); the rest
+/// is read as a stream, never all at once.
+fn open_with_prefix(path: &Path) -> Result<(Vec<u8>, BufReader<File>), ExitCode> {
+    let cannot = |e: std::io::Error| fail(format_args!("cannot read {}: {e}", path.display()));
+    let mut file = BufReader::new(File::open(path).map_err(cannot)?);
+    let mut prefix = Vec::new();
+    (&mut file)
+        .take(PREFIX)
+        .read_to_end(&mut prefix)
+        .map_err(cannot)?;
+    Ok((prefix, file))
+}
+
+/// Reads a whole file that must be a migration stream (the re-encoder needs all of it); a file
+/// that does not start like one fails before anything else is read.
+fn read_stream_file(path: &Path) -> Result<Vec<u8>, ExitCode> {
+    let (mut bytes, mut rest) = open_with_prefix(path)?;
+    if let Err(e) = read_stream_header(&mut SliceReader::new(&bytes)) {
+        return Err(fail(format_args!("{}: {e}", path.display())));
+    }
+    rest.read_to_end(&mut bytes)
+        .map_err(|e| fail(format_args!("cannot read {}: {e}", path.display())))?;
+    Ok(bytes)
+}
+
+/// That machine type `what` is not in the demo's catalog, and the machine types it knows, per
+/// family.
+fn unknown_machine(catalog: &MachineCatalog, what: &str) -> String {
+    let mut families: Vec<(String, Vec<String>)> = Vec::new();
+    for m in catalog.machine_names() {
+        let (family, version) = m.rsplit_once('-').unwrap_or((m.as_str(), ""));
+        match families.last_mut() {
+            Some((f, vs)) if f == family => vs.push(version.to_owned()),
+            _ => families.push((family.to_owned(), vec![version.to_owned()])),
+        }
+    }
+    let known: Vec<String> = families
+        .iter()
+        .map(|(f, vs)| format!("{f}-{{{}}}", vs.join(",")))
+        .collect();
+    format!(
+        "{what} is not in this demo's machine catalog; it knows {}",
+        known.join(" and ")
+    )
 }
 
 fn main() -> ExitCode {
@@ -92,10 +140,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn save(catalog: &MachineCatalog, machine: &str, out: &PathBuf) -> ExitCode {
-    let mt = match catalog.resolve(machine) {
-        Ok(m) => m,
-        Err(e) => return fail(e),
+fn save(catalog: &MachineCatalog, machine: &str, out: &Path) -> ExitCode {
+    let Ok(mt) = catalog.resolve(machine) else {
+        return fail(unknown_machine(
+            catalog,
+            &format!("machine type `{machine}` (--machine)"),
+        ));
     };
     let vm = match DemoMachine::new(&mt) {
         Ok(vm) => vm,
@@ -124,34 +174,47 @@ fn save(catalog: &MachineCatalog, machine: &str, out: &PathBuf) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn load(catalog: &MachineCatalog, file: &PathBuf, machine: Option<&str>) -> ExitCode {
-    let bytes = match read(file) {
-        Ok(b) => b,
+fn load(catalog: &MachineCatalog, file: &Path, machine: Option<&str>) -> ExitCode {
+    // The stream is read as it is loaded: memory is bounded by the device states, not by the
+    // file (`/dev/zero` or a huge file fail at their first bad byte).
+    let (prefix, rest) = match open_with_prefix(file) {
+        Ok(r) => r,
         Err(c) => return c,
     };
     // The machine type comes from the stream's configuration section when it has one.
-    let name = match machine {
-        Some(m) => m.to_owned(),
-        None => match machine_of(&bytes) {
-            Some(m) => m,
-            None => {
+    let (name, what) = match machine {
+        Some(m) => (m.to_owned(), format!("machine type `{m}` (--machine)")),
+        None => match machine_of(&prefix) {
+            Ok(Some(m)) => {
+                let what = format!("the stream is for machine type `{m}`, which");
+                (m, what)
+            }
+            Ok(None) => {
                 return fail(format_args!(
-                    "{}: no configuration section names the machine type (streams before 2.4, or not a stream); pass --machine",
+                    "{}: no configuration section names the machine type (a stream from \
+                     before 2.4); pass --machine",
                     file.display()
                 ))
             }
+            Err(e) => return fail(format_args!("{}: {e}", file.display())),
         },
     };
-    let mt = match catalog.resolve(&name) {
-        Ok(m) => m,
-        Err(e) => return fail(e),
+    let Ok(mt) = catalog.resolve(&name) else {
+        return fail(format_args!(
+            "{}: {}",
+            file.display(),
+            unknown_machine(catalog, &what)
+        ));
     };
     let vm = match DemoMachine::new(&mt) {
         Ok(vm) => vm,
         Err(e) => return fail(e),
     };
-    match vm.load(&bytes) {
+    let stream = std::io::Cursor::new(prefix).chain(rest);
+    match vm.registry().load_io(vm.machine(), stream) {
         Ok(report) => {
+            // Clock-dependent re-synchronisation (the RTC's periodic timer) after the commit.
+            vm.resume();
             println!(
                 "loaded {} sections ({} bytes) for {name}",
                 report.sections.len(),
@@ -166,11 +229,11 @@ fn load(catalog: &MachineCatalog, file: &PathBuf, machine: Option<&str>) -> Exit
 
 fn reencode_cmd(
     catalog: &MachineCatalog,
-    input: &PathBuf,
-    out: &PathBuf,
+    input: &Path,
+    out: &Path,
     machine: Option<&str>,
 ) -> ExitCode {
-    let bytes = match read(input) {
+    let bytes = match read_stream_file(input) {
         Ok(b) => b,
         Err(c) => return c,
     };
@@ -321,14 +384,15 @@ fn run_tour(catalog: &MachineCatalog) -> Result<(), String> {
 /// cmos_index and 28 unused bytes).
 const RTC_PERIODIC: std::ops::Range<usize> = 157..173;
 
-/// The machine type named by the stream's configuration section, if it starts with one.
-fn machine_of(bytes: &[u8]) -> Option<String> {
+/// The machine type named by the stream's configuration section (`None`: the stream has
+/// none); an error when `bytes` do not start like a migration stream.
+fn machine_of(bytes: &[u8]) -> Result<Option<String>, vmstate_runtime::Error> {
     let mut r = SliceReader::new(bytes);
-    read_stream_header(&mut r).ok()?;
-    match read_section_header(&mut r).ok()? {
-        SectionHeader::Configuration(c) => Some(c.machine),
+    read_stream_header(&mut r)?;
+    Ok(match read_section_header(&mut r) {
+        Ok(SectionHeader::Configuration(c)) => Some(c.machine),
         _ => None,
-    }
+    })
 }
 
 fn yn(b: bool) -> &'static str {
