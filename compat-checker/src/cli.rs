@@ -21,7 +21,8 @@ use compat_checker::{
 const EXIT_CODES: &str = "\
 Exit codes:
   0  compatible: no `deny` finding (warnings may have been printed)
-  1  incompatible: at least one `deny` finding (or `freeze` refused to replace a baseline)
+  1  incompatible: at least one `deny` finding (or `freeze` refused to replace a baseline
+     the current code is incompatible with)
   2  the tool failed: bad arguments, unreadable or malformed files, cargo failed";
 
 /// `cargo` with its one subcommand.
@@ -447,6 +448,17 @@ fn run_freeze(opts: &Opts, machines: Vec<String>, all: bool, force: bool) -> Res
                 "Reformatted",
                 &format!("{what} (same layout, current baseline format: no source locations)"),
             )),
+            FreezeStatus::Kept => {
+                err(&shell::status(
+                    "Kept",
+                    &format!(
+                        "{what} (the current code still sends and loads what it records; it \
+                         would record a different layout)"
+                    ),
+                ));
+                err(&changes_text(f));
+                err(&shell::note(&kept_next_step(f)));
+            }
             FreezeStatus::Refused => {
                 refused += 1;
                 err(&shell::error(&format!(
@@ -482,26 +494,38 @@ fn changes_text(f: &compat_checker::Frozen) -> String {
     s
 }
 
-/// What to do about a refused baseline: the check that explains the failures, or why there is
-/// none, and `--force`.
+/// `freeze <m> --force`, with what it means.
+fn force_text(m: &str) -> String {
+    format!(
+        "`cargo compat-check freeze {m} --force` records the new layout (only for a machine type \
+         that was never released: a frozen one must keep what its release sends)"
+    )
+}
+
+/// What to do about a refused baseline: the check that explains the failures, and `--force`.
 fn refusal_next_step(f: &compat_checker::Frozen) -> String {
     let m = &f.machine;
-    let accept = format!(
-        "`cargo compat-check freeze {m} --force` records the new layout (only for a machine \
-         type that was never released: a frozen one must keep what its release sends)"
-    );
-    if f.failures > 0 {
-        format!(
-            "`cargo compat-check --machine {m}` reports {} and explains why; fix the code, or \
-             {accept}",
-            plural(f.failures, "failure", "failures")
-        )
-    } else {
-        format!(
-            "`cargo compat-check --machine {m}` reports no failure: the current code still \
-             sends and loads what the baseline records, so keep the baseline; {accept}"
-        )
+    if f.failures == 0 {
+        return format!(
+            "the file is not a baseline this tool reads; {}",
+            force_text(m)
+        );
     }
+    format!(
+        "`cargo compat-check --machine {m}` reports {} and explains why; fix the code, or {}",
+        plural(f.failures, "failure", "failures"),
+        force_text(m)
+    )
+}
+
+/// Why a differing baseline was kept, and `--force`.
+fn kept_next_step(f: &compat_checker::Frozen) -> String {
+    let m = &f.machine;
+    format!(
+        "`cargo compat-check --machine {m}` reports no failure (e.g. the new items are never \
+         sent for {m}), so the baseline stays as frozen; {}",
+        force_text(m)
+    )
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value, Error> {

@@ -39,8 +39,8 @@
 //! | code | constant | meaning |
 //! |---|---|---|
 //! | 0 | [`EXIT_COMPATIBLE`] | no `deny` finding (warnings may have been printed) |
-//! | 1 | [`EXIT_INCOMPATIBLE`] | at least one `deny` finding |
-//! | 2 | [`EXIT_TOOL_ERROR`] | the tool failed: bad arguments, unreadable or malformed files, cargo failed |
+//! | 1 | [`EXIT_INCOMPATIBLE`] | at least one `deny` finding (or `freeze` refused to replace a baseline the current code is incompatible with) |
+//! | 2 | [`EXIT_TOOL_ERROR`] | the tool failed: bad arguments, unreadable or malformed files (including a machine catalog whose compat entries name no device or property), cargo failed |
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -69,7 +69,8 @@ pub use schema::Export;
 
 /// Exit code: compatible (no `deny` finding).
 pub const EXIT_COMPATIBLE: i32 = 0;
-/// Exit code: at least one `deny` finding.
+/// Exit code: at least one `deny` finding, or `freeze` refused to replace a baseline the
+/// current code is incompatible with.
 pub const EXIT_INCOMPATIBLE: i32 = 1;
 /// Exit code: the tool itself failed.
 pub const EXIT_TOOL_ERROR: i32 = 2;
@@ -165,7 +166,12 @@ pub enum FreezeStatus {
     /// The existing baseline recorded the same layout in an older baseline format (with source
     /// locations); it was rewritten in the current format.
     Reformatted,
-    /// An existing, different baseline was kept because `force` was not set.
+    /// An existing baseline records a different layout, but the current code still sends and
+    /// loads what it records (no `deny` finding against it): it was kept, as a frozen baseline
+    /// should be, because `force` was not set.
+    Kept,
+    /// An existing baseline records a layout the current code is incompatible with (or the file
+    /// is not a baseline this tool reads); it was kept because `force` was not set.
     Refused,
 }
 
@@ -180,7 +186,7 @@ pub struct Frozen {
     pub status: FreezeStatus,
     /// Devices recorded.
     pub devices: usize,
-    /// When the existing baseline differs ([`FreezeStatus::Refused`] or
+    /// When the existing baseline differs ([`FreezeStatus::Kept`], [`FreezeStatus::Refused`] or
     /// [`FreezeStatus::Replaced`]): what differs, one line each ([`diff::diff`]).
     pub changes: Vec<String>,
     /// When the existing baseline differs: how many `deny` findings `cargo compat-check` reports
@@ -204,8 +210,9 @@ pub fn freeze(
 
 /// Writes the baselines of `machines` into `dir`. An existing baseline that records a different
 /// layout is only replaced with `force` (replacing one accepts every break it would have
-/// caught); either way [`Frozen::changes`] lists the differences and [`Frozen::failures`] says
-/// whether `cargo compat-check` (with `config`'s levels) fails against the existing one. A
+/// caught); without it, it is [`FreezeStatus::Kept`] when `cargo compat-check` (with `config`'s
+/// levels) still passes against it and [`FreezeStatus::Refused`] when it fails. Either way
+/// [`Frozen::changes`] lists the differences and [`Frozen::failures`] counts the failures. A
 /// baseline recording the same layout is left alone (rewritten only to upgrade its format), so
 /// code that merely moved changes nothing.
 ///
@@ -251,6 +258,8 @@ pub fn freeze_with(
                             .count();
                         if force {
                             FreezeStatus::Replaced
+                        } else if failures == 0 {
+                            FreezeStatus::Kept
                         } else {
                             FreezeStatus::Refused
                         }
