@@ -147,7 +147,7 @@ pub enum ErrorKind {
     },
     /// Bytes remain after the end of the stream.
     TrailingBytes {
-        /// How many.
+        /// How many (counting stops at [`limits::MAX_SECTION_BYTES`](crate::limits::MAX_SECTION_BYTES)).
         count: u64,
     },
     /// The stream has no vmdesc JSON, but the operation needs one.
@@ -412,6 +412,12 @@ impl fmt::Display for ErrorKind {
             }
             ErrorKind::ValidationFailed { message } => write!(f, "validation failed: {message}"),
             ErrorKind::SaveFailed { message } => write!(f, "save failed: {message}"),
+            ErrorKind::TrailingBytes { count } if *count >= crate::limits::MAX_SECTION_BYTES => {
+                write!(
+                    f,
+                    "{count} or more unexpected bytes after the end of the stream"
+                )
+            }
             ErrorKind::TrailingBytes { count } => {
                 write!(f, "{count} unexpected bytes after the end of the stream")
             }
