@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use examples_devices::machine::DemoMachine;
-use examples_devices::reencode::reencode;
+use examples_devices::reencode::{reencode, ReencodeOptions};
+use examples_devices::rtc::RtcClock;
 use vmstate_runtime::decode::decode_stream;
 use vmstate_runtime::ErrorKind;
 
@@ -45,6 +46,14 @@ fn golden_with_vmdesc() -> Vec<(String, Option<&'static str>)> {
     v.sort();
     assert!(v.len() >= 10, "golden streams missing: {v:?}");
     v
+}
+
+/// Re-encoding options for `machine` and QEMU's default RTC clock (host).
+fn opts(machine: Option<&str>) -> ReencodeOptions {
+    ReencodeOptions {
+        machine: machine.map(str::to_owned),
+        ..ReencodeOptions::default()
+    }
 }
 
 #[test]
@@ -176,7 +185,7 @@ fn reencode_is_byte_identical_on_every_golden_stream() {
     for (stem, machine) in golden_with_vmdesc() {
         let input = std::fs::read(golden().join(format!("{stem}.mig"))).unwrap();
         let (out, report) =
-            reencode(&input, &cat, machine).unwrap_or_else(|e| panic!("{stem}: {e}"));
+            reencode(&input, &cat, &opts(machine)).unwrap_or_else(|e| panic!("{stem}: {e}"));
         assert!(report.typed.len() >= 3, "{stem}: {:?}", report.typed);
         assert!(report.identical_before_vmdesc, "{stem}");
         assert!(report.identical_vmdesc, "{stem}");
@@ -188,10 +197,10 @@ fn reencode_is_byte_identical_on_every_golden_stream() {
 fn reencode_refuses_streams_it_cannot_handle() {
     let cat = examples_devices::catalog();
     let input = std::fs::read(golden().join("machine-pc-i440fx-2.2.mig")).unwrap();
-    let e = reencode(&input, &cat, Some("pc-i440fx-2.2")).unwrap_err();
+    let e = reencode(&input, &cat, &opts(Some("pc-i440fx-2.2"))).unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::MissingVmdesc), "{e}");
     let input = std::fs::read(golden().join("machine-pc-i440fx-2.3.mig")).unwrap();
-    let e = reencode(&input, &cat, None).unwrap_err();
+    let e = reencode(&input, &cat, &opts(None)).unwrap_err();
     assert!(
         e.to_string().contains("pass") || e.to_string().contains("--machine"),
         "{e}"
@@ -209,13 +218,27 @@ fn reencode_refuses_streams_it_cannot_handle() {
             .unwrap();
     let head = at + name.len() + 4 + 16;
     input[head..head + 4].copy_from_slice(&99u32.to_be_bytes());
-    let e = reencode(&input, &cat, None).unwrap_err();
+    let e = reencode(&input, &cat, &opts(None)).unwrap_err();
     assert_eq!(
         e.to_string(),
         format!(
             "at byte {head:#x} in section `serial` instance 0 (v3), field `state.serial/recv_fifo.recv_fifo.head`: invalid value 99: expected a value in 0..16"
         )
     );
+}
+
+/// The RTC clock a golden stream's source used, from its `.args` (`-rtc …,clock=…`; no
+/// `clock=` is QEMU's default, host).
+fn golden_rtc_clock(stem: &str) -> RtcClock {
+    let args = std::fs::read_to_string(golden().join(format!("{stem}.args"))).unwrap();
+    let spec = args
+        .lines()
+        .skip_while(|l| *l != "-rtc")
+        .nth(1)
+        .unwrap_or("");
+    spec.split(',')
+        .find_map(|kv| kv.strip_prefix("clock="))
+        .map_or(RtcClock::Host, |c| c.parse().unwrap())
 }
 
 /// `vmstate-demo reencode` on a golden stream: writes `<tag>-<stem>.re.mig` and says it is
@@ -226,7 +249,8 @@ fn reencode_cli(tag: &str, stem: &str, machine: Option<&str>) -> PathBuf {
     cmd.arg("reencode")
         .arg(golden().join(format!("{stem}.mig")))
         .arg("--out")
-        .arg(&out);
+        .arg(&out)
+        .args(["--rtc-clock", golden_rtc_clock(stem).as_str()]);
     if let Some(m) = machine {
         cmd.args(["--machine", m]);
     }
@@ -236,7 +260,15 @@ fn reencode_cli(tag: &str, stem: &str, machine: Option<&str>) -> PathBuf {
         "{stem}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(String::from_utf8_lossy(&o.stdout).contains("identical to the input: yes"));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("bytes before the vmdesc identical to the input: yes"),
+        "{stem}: {stdout}"
+    );
+    assert!(
+        stdout.contains("vmdesc identical to the input: yes"),
+        "{stem}: {stdout}"
+    );
     out
 }
 

@@ -4,7 +4,11 @@
 mod common;
 
 use common::*;
-use examples_devices::rtc::{reg, reg_a, reg_b, reg_c, LostTickPolicy, Mc146818Rtc};
+use examples_devices::reencode::{reencode, ReencodeOptions};
+use examples_devices::rtc::{
+    format_time, reg, reg_a, reg_b, reg_c, LostTickPolicy, Mc146818Rtc, RtcBase, RtcClock,
+    RtcConfig,
+};
 use serde_json::{json, Map, Value};
 use vmstate_runtime::Timer;
 
@@ -47,9 +51,19 @@ fn check_golden(
     now: u64,
     has_vmdesc: bool,
 ) -> Mc146818Rtc {
-    let g = golden_section(stream, "mc146818rtc", 0);
     let mut dev = Mc146818Rtc::new(0, policy);
     dev.set_now_ns(now);
+    check_golden_into(dev, stream, machine, has_vmdesc)
+}
+
+/// [`check_golden`] into a given destination device.
+fn check_golden_into(
+    mut dev: Mc146818Rtc,
+    stream: &str,
+    machine: &str,
+    has_vmdesc: bool,
+) -> Mc146818Rtc {
+    let g = golden_section(stream, "mc146818rtc", 0);
     load_payload(&mut dev, g.payload(), g.version, machine, "mc146818rtc").unwrap();
     let (bytes, desc, version) = save_section(&dev, machine, "mc146818rtc");
     assert_eq!(version, 3);
@@ -117,6 +131,121 @@ fn golden_other_machine_types() {
         let d = check_golden(stream, machine, LostTickPolicy::Discard, 0, desc);
         assert_eq!(d.base_rtc, base.base_rtc, "{stream}");
     }
+}
+
+// ---- clock sources (`-rtc clock=host|rt|vm`) ----
+
+/// 2031-07-04 12:34:56 UTC.
+const Y2031: i64 = 1_940_934_896;
+const NS: u64 = 1_000_000_000;
+
+fn on(clock: RtcClock) -> Mc146818Rtc {
+    let config = RtcConfig {
+        clock,
+        ..RtcConfig::default()
+    };
+    // A destination powered on at some other time: the stream overrides it.
+    Mc146818Rtc::power_on(config, 1_000_000_000, 5 * NS)
+}
+
+/// The set-date program of the rtc-* streams: SET, the time registers, SET cleared.
+fn set_2031(r: &mut Mc146818Rtc) {
+    write(r, reg::B, reg_b::SET | reg_b::H24);
+    for (i, v) in [
+        (reg::SECONDS, 0x56),
+        (reg::MINUTES, 0x34),
+        (reg::HOURS, 0x12),
+        (reg::DAY_OF_WEEK, 0x06),
+        (reg::DAY_OF_MONTH, 0x04),
+        (reg::MONTH, 0x07),
+        (reg::YEAR, 0x31),
+        (reg::CENTURY, 0x20),
+    ] {
+        write(r, i, v);
+    }
+    write(r, reg::B, reg_b::H24);
+}
+
+#[test]
+fn host_clock_guest_date_survives_save_load_save_and_reencode() {
+    let host = 1_795_925_171; // the host's UTC time at power-on
+    let config = RtcConfig::default(); // QEMU's defaults: host clock, base=utc
+    assert_eq!(config.clock, RtcClock::Host);
+    let host_ns = host as u64 * NS + 123_456_789;
+    let mut src = Mc146818Rtc::power_on(config, host, host_ns);
+    assert_eq!(src.guest_time_secs(), host);
+    set_2031(&mut src);
+    src.advance_to(host_ns + 1_500_000_000);
+    assert_eq!(format_time(src.guest_time_secs()), "2031-07-04 12:34:57");
+    let (saved, _, _) = save_section(&src, M72, "mc146818rtc");
+    assert_eq!(
+        &saved[..10],
+        &[0x57, 0, 0x34, 0, 0x12, 0, 0x06, 0x04, 0x07, 0x31]
+    );
+
+    // Load on another host-clock RTC and save again before resuming: the same bytes.
+    let mut dst = on(RtcClock::Host);
+    load_payload(&mut dst, &saved, 3, M72, "mc146818rtc").unwrap();
+    assert_eq!(format_time(dst.guest_time_secs()), "2031-07-04 12:34:57");
+    assert_bytes_eq(&save_section(&dst, M72, "mc146818rtc").0, &saved);
+    // Resumed 4 s later on the host clock: 4 s later for the guest, saved as such.
+    dst.resume(host_ns + 5_500_000_000);
+    assert_eq!(format_time(dst.guest_time_secs()), "2031-07-04 12:35:01");
+    let (again, _, _) = save_section(&dst, M72, "mc146818rtc");
+    assert_eq!(again[0], 0x01);
+    assert_eq!(again[2], 0x35);
+
+    // In a real QEMU stream (in place of idle's RTC section: a VM that never ran, whose RTC is
+    // on the host clock), re-encoded with QEMU's default clock: identical, and the guest's date
+    // is the one saved.
+    let g = golden_section("idle", "mc146818rtc", 0);
+    let mut stream = g.stream.to_vec();
+    let at = g.payload_offset();
+    stream[at..at + saved.len()].copy_from_slice(&saved);
+    let cat = catalog();
+    let (out, report) = reencode(&stream, &cat, &ReencodeOptions::default()).unwrap();
+    assert!(report.identical_before_vmdesc);
+    assert_eq!(out, stream);
+    assert_eq!(report.rtc.len(), 1);
+    assert_eq!(report.rtc[0].clock, RtcClock::Host);
+    assert_eq!(
+        format_time(report.rtc[0].guest_time_secs),
+        "2031-07-04 12:34:57"
+    );
+}
+
+#[test]
+fn rtc_base_sets_the_time_at_power_on() {
+    let host = Y2020 + 3600;
+    let at = |base| {
+        let config = RtcConfig {
+            base,
+            ..RtcConfig::default()
+        };
+        Mc146818Rtc::power_on(config, host, host as u64 * NS).guest_time_secs()
+    };
+    assert_eq!(at(RtcBase::Utc), host);
+    assert_eq!(
+        at(RtcBase::LocalTime {
+            utc_offset_secs: -5 * 3600
+        }),
+        host - 5 * 3600
+    );
+    assert_eq!(at(RtcBase::Date(Y2031)), Y2031);
+    // The registers count local time: 01:00 UTC is 20:00 the day before at UTC-5.
+    let config = RtcConfig {
+        base: RtcBase::LocalTime {
+            utc_offset_secs: -5 * 3600,
+        },
+        ..RtcConfig::default()
+    };
+    let mut r = Mc146818Rtc::power_on(config, host, host as u64 * NS);
+    assert_eq!(read(&mut r, reg::HOURS), 0x20);
+    assert_eq!(read(&mut r, reg::DAY_OF_MONTH), 0x31);
+    assert_eq!("vm".parse::<RtcClock>(), Ok(RtcClock::Virtual));
+    assert_eq!("rt".parse::<RtcClock>(), Ok(RtcClock::Realtime));
+    assert_eq!("host".parse::<RtcClock>(), Ok(RtcClock::Host));
+    assert!("virtual".parse::<RtcClock>().is_err());
 }
 
 #[test]
@@ -323,8 +452,10 @@ fn v2_and_v1_streams_take_the_time_from_cmos() {
     let v1 = &v3[..245 - 48];
     for (payload, version) in [(v2, 2), (v1, 1)] {
         let mut d = Mc146818Rtc::new(0, LostTickPolicy::Discard);
-        d.set_now_ns(7_000_000_000);
         load_payload(&mut d, payload, version, M72, "mc146818rtc").unwrap();
+        assert_eq!(d.guest_time_secs(), Y2020, "held: the time registers");
+        // Resumed at 7 s on its (virtual) clock, the time registers become the time from then.
+        d.resume(7_000_000_000);
         assert_eq!(d.base_rtc, Y2020 as u64, "v{version}");
         assert_eq!(d.last_update, 7_000_000_000);
         assert_eq!(d.offset, 0);
