@@ -135,8 +135,11 @@ fn golden_other_machine_types() {
 
 // ---- clock sources (`-rtc clock=host|rt|vm`) ----
 
-/// 2031-07-04 12:34:56 UTC.
+/// 2031-07-04 12:34:56 UTC, the date the guest sets in the rtc-host-set, rtc-vm and rtc-rt
+/// streams.
 const Y2031: i64 = 1_940_934_896;
+/// When the rtc-host stream was made (QEMU's defaults: the host's UTC date).
+const RTC_HOST_MADE: i64 = 1_795_925_171;
 const NS: u64 = 1_000_000_000;
 
 fn on(clock: RtcClock) -> Mc146818Rtc {
@@ -146,6 +149,96 @@ fn on(clock: RtcClock) -> Mc146818Rtc {
     };
     // A destination powered on at some other time: the stream overrides it.
     Mc146818Rtc::power_on(config, 1_000_000_000, 5 * NS)
+}
+
+/// The streams of the three clocks, the clock, and the guest's time at the save.
+const CLOCK_STREAMS: [(&str, RtcClock, i64); 4] = [
+    ("rtc-host", RtcClock::Host, RTC_HOST_MADE),
+    ("rtc-host-set", RtcClock::Host, Y2031 + 1),
+    ("rtc-vm", RtcClock::Virtual, Y2031 + 1),
+    ("rtc-rt", RtcClock::Realtime, Y2031 + 1),
+];
+
+#[test]
+fn golden_clock_streams_resave_byte_identical_with_the_guests_date() {
+    for (stream, clock, time) in CLOCK_STREAMS {
+        let d = check_golden_into(on(clock), stream, M72, true);
+        assert!(d.holds_loaded_time(), "{stream}");
+        assert_eq!(
+            format_time(d.guest_time_secs()),
+            format_time(time),
+            "{stream}"
+        );
+        assert_eq!(d.time_register_secs(), time, "{stream}");
+    }
+    // QEMU's default clock: last_update is host time, ns since 1970, not virtual time.
+    let d = check_golden_into(on(RtcClock::Host), "rtc-host", M72, true);
+    assert_eq!(d.last_update / NS, RTC_HOST_MADE as u64);
+    assert_eq!(d.base_rtc, RTC_HOST_MADE as u64);
+    assert_eq!(d.cmos_data[usize::from(reg::CENTURY)], 0x20);
+}
+
+/// Where the RTC's clock stood when the source saved: the first instant whose time is the
+/// time registers' (to the second, which is all the registers record).
+fn save_instant(d: &Mc146818Rtc) -> u64 {
+    let secs = d.time_register_secs() - d.base_rtc as i64;
+    (d.last_update as i64 + secs * NS as i64 - d.offset) as u64
+}
+
+#[test]
+fn resume_counts_on_from_the_streams_time_on_each_clock() {
+    // Host: the stream's base_rtc/last_update stay; the guest's time counts on by the host
+    // time that passed, e.g. 10 s of downtime.
+    let mut d = check_golden_into(on(RtcClock::Host), "rtc-host-set", M72, true);
+    let at = save_instant(&d);
+    d.resume(at + 10 * NS + NS / 2);
+    assert!(!d.holds_loaded_time());
+    assert_eq!(d.base_rtc, Y2031 as u64, "base_rtc kept");
+    assert_eq!(format_time(d.guest_time_secs()), "2031-07-04 12:35:07");
+    assert_eq!(read(&mut d, reg::SECONDS), 0x07);
+    assert_eq!(read(&mut d, reg::MINUTES), 0x35);
+
+    // Realtime: the source's monotonic clock means nothing here; the time registers become the
+    // time from this clock's now on (sub-second offset dropped, as QEMU does).
+    let mut d = check_golden_into(on(RtcClock::Realtime), "rtc-rt", M72, true);
+    let rt_now = 77 * NS; // an unrelated monotonic clock
+    d.resume(rt_now);
+    assert_eq!(d.base_rtc, (Y2031 + 1) as u64);
+    assert_eq!(d.last_update, rt_now);
+    assert_eq!(d.offset, 0);
+    assert_eq!(d.guest_time_secs(), Y2031 + 1);
+    d.advance_to(rt_now + 2 * NS);
+    assert_eq!(read(&mut d, reg::SECONDS), 0x59);
+    // Register C has UF pending (the update timer ran while the source was paused), so the
+    // update timer waits for the alarm, 00:00:00, re-armed on this clock: 41103 s after
+    // 12:34:57.
+    assert_eq!(d.cmos_data[usize::from(reg::C)], reg_c::UF);
+    assert_eq!(d.next_alarm_time, rt_now + 41_103 * NS);
+    assert_eq!(d.update_timer, Timer::armed(d.next_alarm_time));
+
+    // Virtual: the clock was migrated (the `timer` section's cpu_clock_offset).
+    let vclock = 0x596e_9a31;
+    let mut d = check_golden_into(on(RtcClock::Virtual), "rtc-vm", M72, true);
+    assert!(d.time_registers_match(vclock));
+    d.resume(vclock);
+    assert_eq!(d.base_rtc, Y2031 as u64);
+    assert_eq!(d.last_update, 0);
+    assert_eq!(d.guest_time_secs(), Y2031 + 1);
+}
+
+#[test]
+fn time_registers_tell_whether_the_stream_was_on_the_virtual_clock() {
+    // At the virtual clock the stream saved (0: the VM never ran), base_rtc and a host-clock
+    // last_update give 1970, not what the registers show.
+    for stream in ["rtc-host", "rtc-host-set", "rtc-rt"] {
+        let d = check_golden_into(on(RtcClock::Host), stream, M72, true);
+        assert!(!d.time_registers_match(0), "{stream}");
+    }
+    for stream in ["rtc-vm", "rtc", "idle"] {
+        let d = check_golden_into(on(RtcClock::Virtual), stream, M72, true);
+        let vclock = if stream == "rtc-vm" { 0x596e_9a31 } else { 0 };
+        assert!(d.time_registers_match(vclock), "{stream}");
+    }
 }
 
 /// The set-date program of the rtc-* streams: SET, the time registers, SET cleared.
