@@ -591,15 +591,23 @@ fn hostile_time_fields_do_not_panic() {
         for b in &mut bad[..14] {
             *b = fill;
         }
-        for version in [1, 2, 3] {
-            let mut d = Mc146818Rtc::new(0, LostTickPolicy::Slew);
-            d.set_now_ns(u64::MAX / 3);
+        let clocks = [RtcClock::Host, RtcClock::Realtime, RtcClock::Virtual];
+        for (version, clock) in [1, 2, 3].into_iter().flat_map(|v| clocks.map(|c| (v, c))) {
+            let config = RtcConfig {
+                clock,
+                policy: LostTickPolicy::Slew,
+                ..RtcConfig::default()
+            };
+            let mut d = Mc146818Rtc::power_on(config, 0, u64::MAX / 3);
             let end = match version {
                 3 => 245,
                 2 => 205,
                 _ => 197,
             };
             if load_payload(&mut d, &bad[..end], version, M72, "mc146818rtc").is_ok() {
+                let _ = d.guest_time_secs();
+                let _ = d.time_registers_match(u64::MAX / 2);
+                d.resume(u64::MAX / 3);
                 for i in 0..14 {
                     read(&mut d, i);
                 }
