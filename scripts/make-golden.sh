@@ -5,6 +5,9 @@
 # For every scenario it starts
 #     qemu-system-x86_64 -nodefaults -display none -accel tcg -m 32 -S \
 #         -rtc base=2020-01-01T00:00:00,clock=vm -machine <type> <devices>
+# (the RTC clock scenarios rtc-host, rtc-host-set, rtc-vm and rtc-rt replace
+# that -rtc: none at all, i.e. QEMU's defaults base=utc,clock=host, or
+# `-rtc clock=vm` / `-rtc clock=rt`)
 # under scripts/qemu-driver.py (QMP on a private unix socket), pokes device
 # registers with HMP port writes (`o /b PORT VALUE`), migrates to
 # "exec:cat > <name>.mig", waits until `query-migrate` says "completed" and
@@ -18,7 +21,8 @@
 # so QEMU_CLOCK_VIRTUAL stays at 0, and `-rtc base=...,clock=vm` makes the
 # RTC use that clock and a fixed date; these streams are bit-for-bit
 # reproducible.  Without `clock=vm` the RTC section differs from run to run
-# (CMOS seconds, base_rtc, last_update, update_timer are host-clock based).
+# (CMOS seconds, base_rtc, last_update, update_timer are host-clock based);
+# the RTC clock scenarios are such runs on purpose.
 # Scenarios marked "(runs)" resume the guest for ~100 ms with a 64 KiB
 # "cli; hlt" firmware (hlt-bios.bin, generated here) so that timers fire;
 # their timer/clock fields are NOT reproducible.
@@ -66,24 +70,34 @@ PY
 # from run to run in recv_fifo data[5..15].
 export MALLOC_PERTURB_=255
 
-COMMON=(-nodefaults -display none -accel tcg -m 32 -rtc base=2020-01-01T00:00:00,clock=vm)
+# Every scenario's argv starts with COMMON; RTC_VM follows unless the scenario
+# passes --rtc (the rtc-clock scenarios below: QEMU's default host clock,
+# clock=rt, clock=vm with the default base).
+COMMON=(-nodefaults -display none -accel tcg -m 32)
+RTC_VM=(-rtc base=2020-01-01T00:00:00,clock=vm)
 
-# run_scenario NAME [--pty] -- QEMU-ARGS... ; commands are read from stdin
+# run_scenario NAME [--pty] [--rtc default|SPEC] -- QEMU-ARGS... ; commands are
+# read from stdin.  --rtc default: no -rtc argument at all (QEMU's defaults,
+# base=utc,clock=host); --rtc SPEC: `-rtc SPEC` instead of RTC_VM.
 run_scenario() {
     local name="$1"; shift
-    local pty=()
+    local pty=() rtc=("${RTC_VM[@]}")
     if [ "${1:-}" = "--pty" ]; then pty=(--pty); shift; fi
+    if [ "${1:-}" = "--rtc" ]; then
+        if [ "$2" = default ]; then rtc=(); else rtc=(-rtc "$2"); fi
+        shift 2
+    fi
     [ "$1" = "--" ] && shift
     local cmds="$TMP/$name.cmds"
     cat > "$cmds"
     echo "@migrate $OUT/$name.mig" >> "$cmds"
     rm -f "$OUT/$name.mig"
-    echo "== $name: $QEMU ${COMMON[*]} $*"
-    printf '%s\n' "${COMMON[@]}" "$@" > "$OUT/$name.args"
+    echo "== $name: $QEMU ${COMMON[*]} ${rtc[*]} $*"
+    printf '%s\n' "${COMMON[@]}" "${rtc[@]}" "$@" > "$OUT/$name.args"
     # QEMU runs with cwd=$OUT so that `-bios hlt-bios.bin` is a relative path
     # (the .args files stay valid wherever the repository is checked out).
     (cd "$OUT" && python3 "$DRIVER" --timeout 60 "${pty[@]}" --script "$cmds" -- \
-        "$QEMU" "${COMMON[@]}" -S "$@")
+        "$QEMU" "${COMMON[@]}" "${rtc[@]}" -S "$@")
     postprocess "$name"
 }
 
@@ -248,6 +262,69 @@ i /b 0x71
 EOF
 }
 
+# ------------------------------------------------------- RTC clock sources
+# QEMU's RTC keeps time as base_rtc (guest seconds) at last_update (ns on the
+# RTC's clock, chosen with -rtc clock=host|rt|vm; host is the default), so
+# these streams carry timestamps on three different clocks.  None of them is
+# reproducible: the host and rt clocks run while the VM is paused, and the
+# default base (utc) is the host's date when QEMU starts.
+
+# The guest sets its own date, 2031-07-04 12:34:56 (a Friday), in SET mode:
+# register B = 0x82 (SET | 24h), the BCD time registers and the century,
+# then B = 0x02 (SET cleared: the new time starts counting).
+rtc_set_date_cmds() {
+    cat <<'EOF2'
+o /b 0x70 0x0b
+o /b 0x71 0x82
+o /b 0x70 0x00
+o /b 0x71 0x56
+o /b 0x70 0x02
+o /b 0x71 0x34
+o /b 0x70 0x04
+o /b 0x71 0x12
+o /b 0x70 0x06
+o /b 0x71 0x06
+o /b 0x70 0x07
+o /b 0x71 0x04
+o /b 0x70 0x08
+o /b 0x71 0x07
+o /b 0x70 0x09
+o /b 0x71 0x31
+o /b 0x70 0x32
+o /b 0x71 0x20
+o /b 0x70 0x0b
+o /b 0x71 0x02
+EOF2
+}
+
+# QEMU's defaults: no -rtc argument (base=utc, clock=host).  Nothing touched:
+# the RTC holds the host's UTC date; last_update is host-clock nanoseconds.
+scenario_rtc_host() {
+    run_scenario rtc-host --rtc default -- -machine pc-i440fx-7.2 -device isa-serial < /dev/null
+}
+
+# Defaults, and the guest sets its own date; 1.2 s pass on the host clock
+# before the save (the VM stays paused), so the saved seconds are 57 or 58.
+scenario_rtc_host_set() {
+    { rtc_set_date_cmds; echo "@sleep-ms 1200"; } |
+        run_scenario rtc-host-set --rtc default -- -machine pc-i440fx-7.2 -device isa-serial
+}
+
+# -rtc clock=vm (default base): the guest sets its date at virtual time 0,
+# then runs ~1.5 s of "cli; hlt", so the saved time is about 12:34:57.5.
+scenario_rtc_vm() {
+    { rtc_set_date_cmds; echo "@cont-ms 1500"; } |
+        run_scenario rtc-vm --rtc clock=vm -- -machine pc-i440fx-7.2 -bios hlt-bios.bin \
+            -device isa-serial
+}
+
+# -rtc clock=rt: timestamps on QEMU's realtime (host monotonic) clock; the
+# guest sets its date, 1.2 s pass before the save.
+scenario_rtc_rt() {
+    { rtc_set_date_cmds; echo "@sleep-ms 1200"; } |
+        run_scenario rtc-rt --rtc clock=rt -- -machine pc-i440fx-7.2 -device isa-serial
+}
+
 # Framing variants: the uart-fifo state on other machine types (uart-fifo
 # itself is the pc-i440fx-7.2 member; a separate run gave identical bytes).
 scenario_machines() {
@@ -272,7 +349,7 @@ write_facts() {
         echo "$marker"
         echo
         for n in idle uart-fifo uart-xmit uart-timeout two-ports pit rtc rtc-slew \
-                 machine-pc-q35-7.2 machine-pc-i440fx-2.3 machine-pc-i440fx-2.2; do
+                 rtc-host rtc-host-set rtc-vm rtc-rt machine-pc-q35-7.2 machine-pc-i440fx-2.3 machine-pc-i440fx-2.2; do
             [ -f "$OUT/$n.mig" ] || continue
             d=()
             [ "$n" = machine-pc-i440fx-2.2 ] && d=(--desc-from machine-pc-i440fx-2.3.mig)
@@ -285,7 +362,8 @@ write_facts() {
 
 scenario_facts() { :; }   # `make-golden.sh facts` only rewrites FACTS.md
 
-ALL=(idle uart_fifo uart_xmit uart_timeout two_ports pit rtc rtc_slew machines)
+ALL=(idle uart_fifo uart_xmit uart_timeout two_ports pit rtc rtc_slew rtc_host rtc_host_set rtc_vm
+     rtc_rt machines)
 if [ $# -eq 0 ]; then set -- "${ALL[@]}"; fi
 for s in "$@"; do
     "scenario_${s//-/_}"

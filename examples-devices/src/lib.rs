@@ -11,8 +11,10 @@
 //! Each device is a plain struct: the migrated fields (documented with the register they
 //! mirror), then `#[vmstate(skip)]` fields for host-side state. Guests talk to a device through
 //! `io_read(offset)` / `io_write(offset, value)` with offsets relative to its I/O base; time is a
-//! virtual clock in nanoseconds moved forward with `advance_to(ns)`, and timers are
-//! [`vmstate_runtime::Timer`] values that fire when the clock passes them.
+//! clock in nanoseconds moved forward with `advance_to(ns)`, and timers are
+//! [`vmstate_runtime::Timer`] values that fire when the clock passes them. That clock is the
+//! virtual clock, except for the RTC, which keeps time on the clock its VMM chooses as QEMU's
+//! `-rtc clock=host|rt|vm` does ([`rtc::RtcClock`]; QEMU's default is the host clock).
 //!
 //! Registering the sections (idstr and instance id as QEMU uses them on x86 PCs):
 //!
@@ -60,7 +62,7 @@ pub mod tinyvm;
 pub mod watchdog;
 
 pub use pit::{PitChannel, I8254};
-pub use rtc::{LostTickPolicy, Mc146818Rtc};
+pub use rtc::{LostTickPolicy, Mc146818Rtc, RtcBase, RtcClock, RtcConfig};
 pub use serial::{Fifo8, Serial16550, SerialBackend, SerialSection};
 pub use watchdog::{DemoWatchdog, WatchdogConfig};
 

@@ -6,6 +6,13 @@
 //! each one ends. The vmdesc is written anew: our own description for the typed devices, the
 //! input's entries for the rest. For a stream QEMU 7.2 wrote, the bytes before the vmdesc come
 //! out identical, and QEMU loads the result with `-incoming`.
+//!
+//! The RTC's timestamps are on the clock the source chose with `-rtc clock=` (host, QEMU's
+//! default, rt or vm; see [`crate::rtc`]); the stream does not record which. The loaded RTC holds
+//! the stream's instant, so its time registers are written as QEMU saved them on every clock.
+//! [`ReencodeOptions::rtc_clock`] names the clock: with [`RtcClock::Virtual`] the save instant
+//! is known (the `timer` section's `cpu_clock_offset`), and a stream whose time registers do not
+//! match `base_rtc`/`last_update` at that instant is refused as not being on the virtual clock.
 
 use std::ops::Range;
 
@@ -17,8 +24,29 @@ use vmstate_runtime::{
 };
 
 use crate::pit::I8254;
-use crate::rtc::{LostTickPolicy, Mc146818Rtc};
+use crate::rtc::{format_time, Mc146818Rtc, RtcClock, RtcConfig};
 use crate::serial::{SerialBackend, SerialSection};
+
+/// How to re-encode.
+#[derive(Debug, Clone, Default)]
+pub struct ReencodeOptions {
+    /// The machine type; needed when the stream has no configuration section (machine types
+    /// before 2.4), else taken from it.
+    pub machine: Option<String>,
+    /// The clock of the source's RTC (`-rtc clock=`); QEMU's default is [`RtcClock::Host`].
+    pub rtc_clock: RtcClock,
+}
+
+/// An RTC section as re-encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtcReport {
+    /// The instance id.
+    pub instance_id: u32,
+    /// The clock its timestamps were taken to be on.
+    pub clock: RtcClock,
+    /// The guest's time when the source saved (the time registers), seconds since the epoch.
+    pub guest_time_secs: i64,
+}
 
 /// What `reencode` did.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +61,8 @@ pub struct ReencodeReport {
     pub identical_before_vmdesc: bool,
     /// Whether the vmdesc JSON text also equals the input's.
     pub identical_vmdesc: bool,
+    /// The RTC sections.
+    pub rtc: Vec<RtcReport>,
 }
 
 fn typed_section<T: VmState + Clone>(
@@ -41,7 +71,7 @@ fn typed_section<T: VmState + Clone>(
     version: u32,
     machine: &MachineType,
     base: u64,
-) -> Result<(Vec<u8>, vmstate_runtime::vmdesc::DescStruct)> {
+) -> Result<(Vec<u8>, vmstate_runtime::vmdesc::DescStruct, T)> {
     load_payload(&mut dev, payload, version, machine).map_err(|e| match e.offset() {
         // Offsets inside the payload → offsets in the stream.
         Some(o) => {
@@ -64,12 +94,12 @@ fn typed_section<T: VmState + Clone>(
             ),
         }));
     }
-    Ok((bytes, desc))
+    Ok((bytes, desc, dev))
 }
 
 /// The virtual clock at save time, from QEMU's `timer` section (`cpu_clock_offset` holds the
 /// clock while the VM is stopped, which it is during the final save).
-fn virtual_clock(d: &DecodedStream) -> u64 {
+fn virtual_clock(d: &DecodedStream) -> Option<u64> {
     d.sections
         .iter()
         .find(|s| s.idstr == "timer" && s.kind == SectionKind::Full)
@@ -77,21 +107,45 @@ fn virtual_clock(d: &DecodedStream) -> u64 {
         .and_then(|v| v.get("cpu_clock_offset"))
         .and_then(Value::int)
         .and_then(|v| u64::try_from(v).ok())
-        .unwrap_or(0)
 }
 
-/// Re-encodes `input` (a QEMU 7.2 stream with a vmdesc). `machine` is needed when the stream
-/// has no configuration section (machine types before 2.4).
+/// With the virtual clock the save instant is known: the time registers must be what
+/// `base_rtc`/`last_update` give then, or the RTC was not on that clock.
+fn check_rtc_clock(rtc: &Mc146818Rtc, vclock: Option<u64>) -> Result<()> {
+    let Some(now) = vclock.filter(|_| rtc.clock() == RtcClock::Virtual) else {
+        return Ok(());
+    };
+    if rtc.time_registers_match(now) {
+        return Ok(());
+    }
+    let mut at = rtc.clone();
+    at.resume(now);
+    Err(Error::without_offset(ErrorKind::ValidationFailed {
+        message: format!(
+            "the RTC is not on the virtual clock (-rtc clock=vm): its time registers read {}, \
+             but base_rtc {:#x} and last_update {:#x} give {} at the saved virtual clock {now:#x}; \
+             name the source's RTC clock (QEMU's default is host)",
+            format_time(rtc.time_register_secs()),
+            rtc.base_rtc,
+            rtc.last_update,
+            format_time(at.guest_time_secs()),
+        ),
+    }))
+}
+
+/// Re-encodes `input` (a QEMU 7.2 stream with a vmdesc) as `options` say.
 ///
 /// # Errors
 /// [`ErrorKind::MissingVmdesc`] for streams without a vmdesc (machine types before 2.3); any
 /// decode or validation error of the typed devices, naming section and field; an unknown
-/// machine type.
+/// machine type; with [`RtcClock::Virtual`], an RTC whose time registers show it was not on
+/// the virtual clock.
 pub fn reencode(
     input: &[u8],
     catalog: &MachineCatalog,
-    machine: Option<&str>,
+    options: &ReencodeOptions,
 ) -> Result<(Vec<u8>, ReencodeReport)> {
+    let machine = options.machine.as_deref();
     let d = decode_stream(input)?;
     let Some((vmdesc_range, vmdesc)) = &d.vmdesc else {
         return Err(Error::without_offset(ErrorKind::MissingVmdesc));
@@ -105,7 +159,8 @@ pub fn reencode(
         }
     };
     let mt = catalog.resolve(&name)?;
-    let clock = virtual_clock(&d);
+    let vclock = virtual_clock(&d);
+    let clock = vclock.unwrap_or(0);
     // Footers as the input has them (for QEMU streams this is the machine type's framing).
     let framing = vmstate_runtime::machine::Framing {
         footers: d.footers,
@@ -145,17 +200,32 @@ pub fn reencode(
             (SectionKind::Full, "serial") => {
                 let mut dev = SerialSection::new(SerialBackend::default());
                 dev.state.set_now_ns(clock);
-                Some(typed_section(dev, payload, s.version, &mt, base))
+                Some(typed_section(dev, payload, s.version, &mt, base).map(|(b, d, _)| (b, d)))
             }
             (SectionKind::Full, "i8254") => {
                 let mut dev = I8254::new();
                 dev.set_now_ns(clock);
-                Some(typed_section(dev, payload, s.version, &mt, base))
+                Some(typed_section(dev, payload, s.version, &mt, base).map(|(b, d, _)| (b, d)))
             }
             (SectionKind::Full, "mc146818rtc") => {
-                let mut dev = Mc146818Rtc::new(0, LostTickPolicy::Discard);
-                dev.set_now_ns(clock);
-                Some(typed_section(dev, payload, s.version, &mt, base))
+                // The RTC's clock is the source's choice, not necessarily the virtual clock; the
+                // loaded device holds the stream's instant, so no clock reading is needed.
+                let config = RtcConfig {
+                    clock: options.rtc_clock,
+                    ..RtcConfig::default()
+                };
+                let dev = Mc146818Rtc::power_on(config, 0, 0);
+                Some(
+                    typed_section(dev, payload, s.version, &mt, base).and_then(|(b, d, rtc)| {
+                        check_rtc_clock(&rtc, vclock)?;
+                        report.rtc.push(RtcReport {
+                            instance_id: s.instance_id,
+                            clock: rtc.clock(),
+                            guest_time_secs: rtc.guest_time_secs(),
+                        });
+                        Ok((b, d))
+                    }),
+                )
             }
             _ => None,
         };

@@ -21,18 +21,44 @@
 //! # Behaviour
 //!
 //! Port offset 0 selects a CMOS register, offset 1 reads or writes it
-//! ([`Mc146818Rtc::io_write`], [`Mc146818Rtc::io_read`]). The clock runs on a virtual clock in
-//! nanoseconds ([`Mc146818Rtc::advance_to`]); the guest-visible time is
-//! `base_rtc + (now - last_update) + offset`, so time registers are computed when read, as in
-//! QEMU with `-rtc clock=vm`. Implemented: BCD/binary and 12/24-hour formats, SET mode,
-//! divider reset, update-in-progress, the update-ended / alarm / periodic interrupts and their
-//! flags in register C (cleared by reading it), the periodic rate from register A, and the
-//! "slew" lost-tick policy that re-injects coalesced periodic interrupts.
+//! ([`Mc146818Rtc::io_write`], [`Mc146818Rtc::io_read`]). Implemented: BCD/binary and 12/24-hour
+//! formats, SET mode, divider reset, update-in-progress, the update-ended / alarm / periodic
+//! interrupts and their flags in register C (cleared by reading it), the periodic rate from
+//! register A, and the "slew" lost-tick policy that re-injects coalesced periodic interrupts.
+//!
+//! # Clocks
+//!
+//! The guest-visible time is `base_rtc + (now - last_update) + offset`: `base_rtc` is the
+//! guest's time in seconds when the RTC's clock read `last_update`, so the time registers are
+//! computed when read. Every timestamp in the section (`last_update`, `next_periodic_time`,
+//! `next_alarm_time`, the two timers) is on **the RTC's clock**, which the VMM chooses as QEMU
+//! does with `-rtc clock=` ([`RtcClock`]):
+//!
+//! | [`RtcClock`] | QEMU | `now` is | across a migration |
+//! |---|---|---|---|
+//! | [`Host`](RtcClock::Host) | `clock=host`, **the default** | host UTC, ns since 1970 (`last_update` ≈ 1.8e18) | the guest's time keeps counting, downtime included |
+//! | [`Realtime`](RtcClock::Realtime) | `clock=rt` | a host monotonic clock, ns | meaningless on the destination: [`resume`](Mc146818Rtc::resume) re-bases the time on the time registers |
+//! | [`Virtual`](RtcClock::Virtual) | `clock=vm` | the virtual clock, migrated in QEMU's `timer` section | stops while the VM is stopped |
+//!
+//! The time at power-on comes from [`RtcBase`] (QEMU's `-rtc base=utc|localtime|<date>`).
+//! A VMM creates the device with [`Mc146818Rtc::power_on`] and passes every later `now` on that
+//! same clock ([`advance_to`](Mc146818Rtc::advance_to), [`resume`](Mc146818Rtc::resume)).
+//!
+//! A loaded device holds the stream's instant until [`resume`](Mc146818Rtc::resume): saving it
+//! before then writes the time registers as loaded (they are the guest's time when the source
+//! saved), so a decoded stream re-encodes byte for byte whatever clock it was made on, and no
+//! clock of the re-encoding machine leaks into the guest's date. `resume(now)` does QEMU's
+//! clock-dependent `post_load` work: with [`RtcClock::Realtime`] (or a v1/v2 stream, which has
+//! no `base_rtc`) the time registers become the time from `now` on; the periodic timer is
+//! re-synchronised; the slew policy re-arms its re-injection timer.
 //!
 //! ```
-//! use examples_devices::rtc::{reg, LostTickPolicy, Mc146818Rtc};
-//! let mut rtc = Mc146818Rtc::new(1_577_836_800, LostTickPolicy::Discard); // 2020-01-01
-//! rtc.advance_to(61_000_000_000);                  // 61 s later
+//! use examples_devices::rtc::{reg, LostTickPolicy, Mc146818Rtc, RtcBase, RtcClock, RtcConfig};
+//! // QEMU's defaults: base=utc, clock=host. The host's clock reads 2020-01-01T00:00:00Z.
+//! let host_ns: u64 = 1_577_836_800 * 1_000_000_000;
+//! let config = RtcConfig { clock: RtcClock::Host, base: RtcBase::Utc, policy: LostTickPolicy::Discard };
+//! let mut rtc = Mc146818Rtc::power_on(config, 1_577_836_800, host_ns);
+//! rtc.advance_to(host_ns + 61_000_000_000);        // 61 s later on the host clock
 //! rtc.io_write(0, reg::MINUTES);
 //! assert_eq!(rtc.io_read(1), 0x01);                // BCD
 //! rtc.io_write(0, reg::SECONDS);
@@ -145,6 +171,99 @@ pub enum LostTickPolicy {
     Slew,
 }
 
+/// The clock the RTC keeps time on, and so the clock of every timestamp in its section
+/// (QEMU's `-rtc clock=`). The stream does not say which one it is: the VMM knows how it
+/// configured the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RtcClock {
+    /// `clock=host`, QEMU's default: host UTC in ns since 1970. It runs while the VM is stopped,
+    /// and it means the same on the destination (as far as the hosts' clocks agree), so the
+    /// guest's time keeps counting across a migration, the downtime included.
+    #[default]
+    Host,
+    /// `clock=rt`: a host monotonic clock in ns from an arbitrary start (QEMU's realtime
+    /// clock). Its readings mean nothing on another host, so a loaded device re-bases its time
+    /// on the time registers when it resumes: the sub-second phase and the downtime are lost.
+    Realtime,
+    /// `clock=vm`: the virtual clock in ns, which QEMU migrates in its `timer` section; it stops
+    /// while the VM is stopped.
+    Virtual,
+}
+
+impl RtcClock {
+    /// QEMU's name: `host`, `rt` or `vm`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RtcClock::Host => "host",
+            RtcClock::Realtime => "rt",
+            RtcClock::Virtual => "vm",
+        }
+    }
+}
+
+impl std::fmt::Display for RtcClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RtcClock {
+    type Err = String;
+
+    /// Parses QEMU's names `host`, `rt` and `vm`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "host" => Ok(RtcClock::Host),
+            "rt" => Ok(RtcClock::Realtime),
+            "vm" => Ok(RtcClock::Virtual),
+            _ => Err(format!("unknown RTC clock `{s}`: expected host, rt or vm")),
+        }
+    }
+}
+
+/// The guest's time at power-on (QEMU's `-rtc base=`). It only sets the start: afterwards the
+/// time is `base_rtc` counted on the [`RtcClock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RtcBase {
+    /// `base=utc`, QEMU's default: the host's UTC time.
+    #[default]
+    Utc,
+    /// `base=localtime`: the host's local time, given as its offset from UTC (the VMM knows
+    /// its time zone; east of Greenwich is positive). The registers then count local time.
+    LocalTime {
+        /// Local time minus UTC, seconds.
+        utc_offset_secs: i64,
+    },
+    /// `base=2020-01-01T00:00:00`: a fixed date, seconds since the epoch.
+    Date(i64),
+}
+
+impl RtcBase {
+    /// The guest's time at power-on, seconds since the epoch, when the host's UTC time is
+    /// `host_unix_secs`.
+    #[must_use]
+    pub fn start_secs(self, host_unix_secs: i64) -> i64 {
+        match self {
+            RtcBase::Utc => host_unix_secs,
+            RtcBase::LocalTime { utc_offset_secs } => host_unix_secs.wrapping_add(utc_offset_secs),
+            RtcBase::Date(secs) => secs,
+        }
+    }
+}
+
+/// How a VMM configures the RTC: QEMU's `-rtc base=…,clock=…,driftfix=…`
+/// (`driftfix=slew` is [`LostTickPolicy::Slew`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RtcConfig {
+    /// The clock of every timestamp.
+    pub clock: RtcClock,
+    /// The time at power-on.
+    pub base: RtcBase,
+    /// Lost periodic interrupt handling.
+    pub policy: LostTickPolicy,
+}
+
 /// Broken-down UTC time (fields as in C's `struct tm`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Tm {
@@ -184,6 +303,22 @@ fn gmtime(t: i64) -> Tm {
         // 1970-01-01 was a Thursday.
         wday: (days + 4).rem_euclid(7) as i32,
     }
+}
+
+/// `secs` (since the epoch) as `YYYY-MM-DD HH:MM:SS`, the way the time registers count it
+/// (UTC, or local time with [`RtcBase::LocalTime`]).
+#[must_use]
+pub fn format_time(secs: i64) -> String {
+    let tm = gmtime(secs);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        i64::from(tm.year) + 1900,
+        tm.mon + 1,
+        tm.mday,
+        tm.hour,
+        tm.min,
+        tm.sec
+    )
 }
 
 /// Seconds since the epoch of a broken-down UTC time; out-of-range fields are not normalised
@@ -247,9 +382,9 @@ pub struct Mc146818Rtc {
     pub cmos_index: u8,
     /// Seven 32-bit fields of an older RTC model (28 bytes).
     _removed_v1: Unused<28>,
-    /// Next periodic interrupt (rtc clock, ns).
+    /// Next periodic interrupt (RTC clock, ns).
     pub periodic_timer: Timer,
-    /// Time of the next periodic interrupt, ns.
+    /// Time of the next periodic interrupt (RTC clock, ns).
     pub next_periodic_time: i64,
     /// Three 64-bit fields of an older RTC model (24 bytes).
     _removed_v2: Unused<24>,
@@ -262,16 +397,17 @@ pub struct Mc146818Rtc {
     /// Guest time (seconds since the epoch) at `last_update`.
     #[vmstate(since = 3, default)]
     pub base_rtc: u64,
-    /// Virtual time (ns) at which `base_rtc` was taken.
+    /// The RTC's clock (ns, see [`RtcClock`]) when `base_rtc` was taken.
     #[vmstate(since = 3, default)]
     pub last_update: u64,
     /// Sub-second offset of the guest time, ns.
     #[vmstate(since = 3, default)]
     pub offset: i64,
-    /// Next update cycle (end of the current second, or the alarm when UF is pending).
+    /// Next update cycle (end of the current second, or the alarm when UF is pending; RTC
+    /// clock).
     #[vmstate(since = 3, default)]
     pub update_timer: Timer,
-    /// Virtual time (ns) at which the alarm next matches.
+    /// The RTC's clock (ns) when the alarm next matches.
     #[vmstate(since = 3, default)]
     pub next_alarm_time: u64,
     /// Coalesced interrupts re-injected on register C reads since the last periodic tick.
@@ -294,19 +430,39 @@ pub struct Mc146818Rtc {
     /// interrupts disabled, so slew-policy deliveries fail and coalesce).
     #[vmstate(skip)]
     irq_accepted: bool,
-    /// The virtual clock, ns.
+    /// The clock `now_ns` and every timestamp are on.
+    #[vmstate(skip)]
+    clock: RtcClock,
+    /// The RTC's clock, ns.
     #[vmstate(skip)]
     now_ns: u64,
-    /// A v2+ stream was loaded and `resume` has not run yet.
+    /// The version of a stream that was loaded while `resume` has not run yet: the device holds
+    /// the stream's instant (its time registers are the guest's time at the source's save).
     #[vmstate(skip)]
-    resync_pending: bool,
+    loaded: Option<u32>,
 }
 
 impl Mc146818Rtc {
-    /// An RTC after power-on and reset whose clock reads `base_unix_secs` (UTC) with the
-    /// virtual clock at 0. Registers A = 0x26, B = 0x02 (24-hour, BCD), D = 0x80.
+    /// An RTC after power-on and reset on the virtual clock at 0, whose time reads
+    /// `base_unix_secs`: [`power_on`](Self::power_on) with [`RtcClock::Virtual`] and
+    /// [`RtcBase::Date`] (QEMU's `-rtc base=<date>,clock=vm` in a VM that has not run yet).
     #[must_use]
     pub fn new(base_unix_secs: i64, policy: LostTickPolicy) -> Self {
+        let config = RtcConfig {
+            clock: RtcClock::Virtual,
+            base: RtcBase::Date(base_unix_secs),
+            policy,
+        };
+        Self::power_on(config, base_unix_secs, 0)
+    }
+
+    /// An RTC after power-on and reset, configured by `config`, when the host's UTC time is
+    /// `host_unix_secs` and the RTC's clock ([`RtcConfig::clock`]) reads `now_ns`. The time
+    /// registers show [`RtcBase::start_secs`]. Registers A = 0x26, B = 0x02 (24-hour, BCD),
+    /// D = 0x80.
+    #[must_use]
+    pub fn power_on(config: RtcConfig, host_unix_secs: i64, now_ns: u64) -> Self {
+        let start = config.base.start_secs(host_unix_secs);
         let mut cmos_data = [0u8; 128];
         cmos_data[usize::from(reg::A)] = 0x26;
         cmos_data[usize::from(reg::B)] = reg_b::H24;
@@ -321,21 +477,22 @@ impl Mc146818Rtc {
             irq_coalesced: 0,
             period: 0,
             #[allow(clippy::cast_sign_loss)]
-            base_rtc: base_unix_secs as u64,
-            last_update: 0,
+            base_rtc: start as u64,
+            last_update: now_ns,
             offset: 0,
             update_timer: Timer::disarmed(),
             next_alarm_time: 0,
             irq_reinject_on_ack_count: 0,
-            policy,
+            policy: config.policy,
             coalesced_timer: Timer::disarmed(),
             irq_level: false,
             irq_raised: 0,
             irq_accepted: true,
-            now_ns: 0,
-            resync_pending: false,
+            clock: config.clock,
+            now_ns,
+            loaded: None,
         };
-        s.set_cmos(&gmtime(base_unix_secs));
+        s.set_cmos(&gmtime(start));
         s.check_update_timer();
         s.reset();
         s
@@ -382,26 +539,73 @@ impl Mc146818Rtc {
         self.irq_raised
     }
 
-    /// The virtual clock, ns.
+    /// The clock the RTC keeps time on.
+    #[must_use]
+    pub fn clock(&self) -> RtcClock {
+        self.clock
+    }
+
+    /// The RTC's clock, ns.
     #[must_use]
     pub fn now_ns(&self) -> u64 {
         self.now_ns
     }
 
-    /// Sets the virtual clock without running timers (e.g. a destination whose clock was
-    /// restored from the stream's timer section before this device loads).
+    /// Sets the RTC's clock without running timers (e.g. a virtual clock restored from the
+    /// stream's `timer` section before this device loads).
     pub fn set_now_ns(&mut self, now_ns: u64) {
         self.now_ns = now_ns;
     }
 
-    /// The guest's wall-clock time, seconds since the epoch.
+    /// Whether a loaded stream's instant is held, i.e. the device was loaded and
+    /// [`resume`](Self::resume) has not run yet.
+    #[must_use]
+    pub fn holds_loaded_time(&self) -> bool {
+        self.loaded.is_some()
+    }
+
+    /// The guest's wall-clock time, seconds since the epoch: from the clock, or, while a loaded
+    /// stream's instant is held (before [`resume`](Self::resume)), from the time registers,
+    /// which hold the guest's time when the source saved.
     #[must_use]
     #[allow(clippy::cast_possible_wrap)]
     pub fn guest_time_secs(&self) -> i64 {
+        if self.loaded.is_some() {
+            return self.time_register_secs();
+        }
         (self.guest_rtc_ns() as i64) / NS_PER_SEC as i64
     }
 
-    /// Advances the virtual clock to `now_ns` (never backwards), running the periodic, update
+    /// The time the time registers show (seconds, century register included), as a guest
+    /// reads it; in SET mode, the time written so far.
+    #[must_use]
+    pub fn time_register_secs(&self) -> i64 {
+        mktimegm(&self.get_time())
+    }
+
+    /// Whether the time registers hold the time the clock gives at `now_ns` (always, in SET
+    /// mode, where they do not follow the clock): true for a stream saved when the RTC's clock
+    /// read `now_ns`. A re-encoder that knows the save instant on the virtual clock uses it to
+    /// check that the stream's RTC really is on that clock.
+    #[must_use]
+    pub fn time_registers_match(&self, now_ns: u64) -> bool {
+        let mut at = self.clone();
+        at.now_ns = now_ns;
+        at.update_time();
+        let regs = [
+            reg::SECONDS,
+            reg::MINUTES,
+            reg::HOURS,
+            reg::DAY_OF_WEEK,
+            reg::DAY_OF_MONTH,
+            reg::MONTH,
+            reg::YEAR,
+            reg::CENTURY,
+        ];
+        regs.iter().all(|&r| at.cmos(r) == self.cmos(r))
+    }
+
+    /// Advances the RTC's clock to `now_ns` (never backwards), running the periodic, update
     /// and re-injection timers that expire on the way, earliest first.
     pub fn advance_to(&mut self, now_ns: u64) {
         let target = now_ns.max(self.now_ns);
@@ -971,32 +1175,43 @@ impl Mc146818Rtc {
     // ---- migration hooks ----
 
     fn pre_save(&mut self) -> Result<(), Infallible> {
-        self.update_time();
+        // A held stream instant is saved as loaded: the time registers already are the guest's
+        // time at that instant, and this machine's clock says nothing about it.
+        if self.loaded.is_none() {
+            self.update_time();
+        }
         Ok(())
     }
 
     fn post_load(&mut self, version: u32) -> Result<(), Infallible> {
-        if version <= 2 {
-            // No base_rtc/offset in the stream: take the time from the CMOS registers.
-            self.set_time();
-            self.offset = 0;
-            self.check_update_timer();
-        }
         self.period = self.periodic_clock_ticks();
         // Clock-dependent re-synchronisation (QEMU does it in post_load) is in `resume`, which
         // the VMM calls after the whole stream loaded and was committed: a load that is
         // rolled back, or a stream that is only re-encoded, never depends on the local clock.
-        self.resync_pending = version >= 2;
+        self.loaded = Some(version);
         Ok(())
     }
 
-    /// Starts the device on the destination after a successful load, at virtual time
-    /// `now_ns` (the clock migrated with the machine): re-synchronises the periodic timer
-    /// unless the clock is within [deadline, deadline + 60 s] (then it fires on its own), and
-    /// with the `slew` policy re-arms the coalesced-interrupt timer — what QEMU's `post_load`
-    /// does at load time.
+    /// Starts the device on the destination after a successful load, at `now_ns` on the RTC's
+    /// clock ([`clock`](Self::clock)) — what QEMU's `post_load` does at load time:
+    ///
+    /// - with [`RtcClock::Realtime`], or after a v1/v2 stream (no `base_rtc`), the time
+    ///   registers become the guest's time from `now_ns` on (sub-second offset 0);
+    ///   with [`RtcClock::Host`] and [`RtcClock::Virtual`] the stream's `base_rtc` and
+    ///   `last_update` stay, so the time counts on from the source's;
+    /// - the periodic timer is re-synchronised unless the clock is within
+    ///   [deadline, deadline + 60 s] (then it fires on its own);
+    /// - with the `slew` policy, the coalesced-interrupt timer is re-armed (v2+ streams).
     pub fn resume(&mut self, now_ns: u64) {
         self.now_ns = now_ns;
+        let loaded = self.loaded.take();
+        if let Some(version) = loaded {
+            if version <= 2 || self.clock == RtcClock::Realtime {
+                self.set_time();
+                self.offset = 0;
+                self.check_update_timer();
+            }
+        }
         #[allow(clippy::cast_sign_loss)]
         let next = self.next_periodic_time as u64;
         #[allow(clippy::cast_sign_loss)]
@@ -1004,10 +1219,9 @@ impl Mc146818Rtc {
         if self.now_ns < next || self.now_ns > latest {
             self.periodic_timer_update(self.now_ns, self.period, false);
         }
-        if self.resync_pending && self.policy == LostTickPolicy::Slew {
+        if loaded.is_some_and(|v| v >= 2) && self.policy == LostTickPolicy::Slew {
             self.coalesced_timer_update();
         }
-        self.resync_pending = false;
     }
 
     fn reinject_needed(&self) -> bool {

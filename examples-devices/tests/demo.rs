@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use examples_devices::machine::DemoMachine;
-use examples_devices::reencode::reencode;
+use examples_devices::reencode::{reencode, ReencodeOptions};
+use examples_devices::rtc::{format_time, RtcClock};
 use vmstate_runtime::decode::decode_stream;
 use vmstate_runtime::ErrorKind;
 
@@ -45,6 +46,14 @@ fn golden_with_vmdesc() -> Vec<(String, Option<&'static str>)> {
     v.sort();
     assert!(v.len() >= 10, "golden streams missing: {v:?}");
     v
+}
+
+/// Re-encoding options for `machine` and QEMU's default RTC clock (host).
+fn opts(machine: Option<&str>) -> ReencodeOptions {
+    ReencodeOptions {
+        machine: machine.map(str::to_owned),
+        ..ReencodeOptions::default()
+    }
 }
 
 #[test]
@@ -176,7 +185,7 @@ fn reencode_is_byte_identical_on_every_golden_stream() {
     for (stem, machine) in golden_with_vmdesc() {
         let input = std::fs::read(golden().join(format!("{stem}.mig"))).unwrap();
         let (out, report) =
-            reencode(&input, &cat, machine).unwrap_or_else(|e| panic!("{stem}: {e}"));
+            reencode(&input, &cat, &opts(machine)).unwrap_or_else(|e| panic!("{stem}: {e}"));
         assert!(report.typed.len() >= 3, "{stem}: {:?}", report.typed);
         assert!(report.identical_before_vmdesc, "{stem}");
         assert!(report.identical_vmdesc, "{stem}");
@@ -188,10 +197,10 @@ fn reencode_is_byte_identical_on_every_golden_stream() {
 fn reencode_refuses_streams_it_cannot_handle() {
     let cat = examples_devices::catalog();
     let input = std::fs::read(golden().join("machine-pc-i440fx-2.2.mig")).unwrap();
-    let e = reencode(&input, &cat, Some("pc-i440fx-2.2")).unwrap_err();
+    let e = reencode(&input, &cat, &opts(Some("pc-i440fx-2.2"))).unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::MissingVmdesc), "{e}");
     let input = std::fs::read(golden().join("machine-pc-i440fx-2.3.mig")).unwrap();
-    let e = reencode(&input, &cat, None).unwrap_err();
+    let e = reencode(&input, &cat, &opts(None)).unwrap_err();
     assert!(
         e.to_string().contains("pass") || e.to_string().contains("--machine"),
         "{e}"
@@ -209,13 +218,121 @@ fn reencode_refuses_streams_it_cannot_handle() {
             .unwrap();
     let head = at + name.len() + 4 + 16;
     input[head..head + 4].copy_from_slice(&99u32.to_be_bytes());
-    let e = reencode(&input, &cat, None).unwrap_err();
+    let e = reencode(&input, &cat, &opts(None)).unwrap_err();
     assert_eq!(
         e.to_string(),
         format!(
             "at byte {head:#x} in section `serial` instance 0 (v3), field `state.serial/recv_fifo.recv_fifo.head`: invalid value 99: expected a value in 0..16"
         )
     );
+}
+
+/// The RTC clock a golden stream's source used, from its `.args` (`-rtc …,clock=…`; no
+/// `clock=` is QEMU's default, host).
+fn golden_rtc_clock(stem: &str) -> RtcClock {
+    let args = std::fs::read_to_string(golden().join(format!("{stem}.args"))).unwrap();
+    let spec = args
+        .lines()
+        .skip_while(|l| *l != "-rtc")
+        .nth(1)
+        .unwrap_or("");
+    spec.split(',')
+        .find_map(|kv| kv.strip_prefix("clock="))
+        .map_or(RtcClock::Host, |c| c.parse().unwrap())
+}
+
+#[test]
+fn reencode_keeps_the_guests_date_on_every_rtc_clock() {
+    let cat = examples_devices::catalog();
+    let mut seen = Vec::new();
+    for (stem, machine) in golden_with_vmdesc() {
+        let clock = golden_rtc_clock(&stem);
+        seen.push(clock);
+        let input = std::fs::read(golden().join(format!("{stem}.mig"))).unwrap();
+        let options = ReencodeOptions {
+            machine: machine.map(str::to_owned),
+            rtc_clock: clock,
+        };
+        let (out, report) =
+            reencode(&input, &cat, &options).unwrap_or_else(|e| panic!("{stem}: {e}"));
+        assert_eq!(out, input, "{stem} on clock={clock}");
+        assert_eq!(report.rtc.len(), 1, "{stem}");
+        assert_eq!(report.rtc[0].clock, clock);
+        if stem.starts_with("rtc-") && stem != "rtc-host" && stem != "rtc-slew" {
+            // The guest set 2031-07-04 12:34:56; about 1.2-1.5 s passed before the save.
+            assert_eq!(
+                format_time(report.rtc[0].guest_time_secs),
+                "2031-07-04 12:34:57",
+                "{stem}"
+            );
+        }
+        // Named as the virtual clock, a host or rt stream is refused: its timestamps cannot be
+        // read on the virtual clock the stream saved at.
+        let vm = ReencodeOptions {
+            rtc_clock: RtcClock::Virtual,
+            ..options
+        };
+        match (clock, reencode(&input, &cat, &vm)) {
+            (RtcClock::Virtual, r) => assert_eq!(r.unwrap().0, input, "{stem}"),
+            (_, Ok(_)) => panic!("{stem}: a clock={clock} stream accepted as clock=vm"),
+            (_, Err(e)) => assert!(
+                e.to_string().starts_with(
+                    "in section `mc146818rtc` instance 0 (v3): validation failed: the RTC is not on the virtual clock (-rtc clock=vm): its time registers read "
+                ),
+                "{stem}: {e}"
+            ),
+        }
+    }
+    for c in [RtcClock::Host, RtcClock::Realtime, RtcClock::Virtual] {
+        assert!(seen.contains(&c), "no golden stream on clock={c}");
+    }
+}
+
+#[test]
+fn reencode_cli_names_the_rtc_clock() {
+    let input = golden().join("rtc-host-set.mig");
+    let out = tmp("clock-rtc-host-set.re.mig");
+    let o = demo()
+        .arg("reencode")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout.contains(
+            "mc146818rtc instance 0: clock=host, guest time at the save 2031-07-04 12:34:57"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&input).unwrap());
+    let o = demo()
+        .arg("reencode")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .args(["--rtc-clock", "vm"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the RTC is not on the virtual clock (-rtc clock=vm): its time registers read 2031-07-04 12:34:57, but base_rtc 0x73b050f0 and last_update 0x18ec686db02d19d8 give"),
+        "{err}"
+    );
+    let o = demo()
+        .arg("reencode")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .args(["--rtc-clock", "virtual"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("expected host, rt or vm"), "{err}");
 }
 
 /// `vmstate-demo reencode` on a golden stream: writes `<tag>-<stem>.re.mig` and says it is
@@ -226,7 +343,8 @@ fn reencode_cli(tag: &str, stem: &str, machine: Option<&str>) -> PathBuf {
     cmd.arg("reencode")
         .arg(golden().join(format!("{stem}.mig")))
         .arg("--out")
-        .arg(&out);
+        .arg(&out)
+        .args(["--rtc-clock", golden_rtc_clock(stem).as_str()]);
     if let Some(m) = machine {
         cmd.args(["--machine", m]);
     }
@@ -236,7 +354,15 @@ fn reencode_cli(tag: &str, stem: &str, machine: Option<&str>) -> PathBuf {
         "{stem}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(String::from_utf8_lossy(&o.stdout).contains("identical to the input: yes"));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("bytes before the vmdesc identical to the input: yes"),
+        "{stem}: {stdout}"
+    );
+    assert!(
+        stdout.contains("vmdesc identical to the input: yes"),
+        "{stem}: {stdout}"
+    );
     out
 }
 
@@ -314,8 +440,13 @@ const DEMO_MACHINES: [&str; 3] = ["pc-i440fx-7.2", "pc-q35-5.2", "pc-i440fx-2.3"
 mod needs_qemu {
     use std::path::Path;
     use std::process::Command;
+    use std::time::{SystemTime, UNIX_EPOCH};
 
-    use super::{golden, golden_with_vmdesc, reencode_cli, tools};
+    use examples_devices::rtc::{format_time, LostTickPolicy, Mc146818Rtc, RtcClock, RtcConfig};
+    use vmstate_runtime::decode::decode_stream;
+    use vmstate_runtime::load_payload;
+
+    use super::{golden, golden_rtc_clock, golden_with_vmdesc, reencode_cli, tools};
 
     /// QEMU 7.2 loads what `vmstate-demo reencode` wrote, for every golden stream.
     #[test]
@@ -338,6 +469,112 @@ mod needs_qemu {
                 String::from_utf8_lossy(&o.stdout),
                 String::from_utf8_lossy(&o.stderr)
             );
+        }
+    }
+
+    /// The time registers a paused QEMU shows, read with HMP port I/O (index port 0x70, data
+    /// port 0x71) after it loaded `stream` with `-incoming`, as the time they count (seconds
+    /// since the epoch, read through our model's register decoding).
+    fn qemu_rtc_time(stem: &str, stream: &Path) -> i64 {
+        let args = std::fs::read_to_string(golden().join(format!("{stem}.args"))).unwrap();
+        let regs = [0x00u8, 0x02, 0x04, 0x06, 0x07, 0x08, 0x09, 0x0b, 0x32];
+        let mut cmd = Command::new("python3");
+        cmd.current_dir(golden())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/qemu-driver.py"))
+            .args(["--timeout", "60", "-c", "@expect-incoming"]);
+        for r in regs {
+            cmd.arg("-c")
+                .arg(format!("o /b 0x70 {r:#04x}"))
+                .args(["-c", "@hmp-print i /b 0x71"]);
+        }
+        cmd.arg("--").arg("qemu-system-x86_64").args(args.lines());
+        cmd.arg("-S")
+            .arg("-incoming")
+            .arg(format!("exec:cat '{}'", stream.display()));
+        let o = cmd.output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "QEMU did not load the re-encoded {stem}: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // "portb[0x0071] = 0x57"
+        let values: Vec<u8> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("portb[0x0071] = 0x"))
+            .map(|v| u8::from_str_radix(v.trim(), 16).unwrap())
+            .collect();
+        assert_eq!(values.len(), regs.len(), "{out}");
+        let mut shown = Mc146818Rtc::new(0, LostTickPolicy::Discard);
+        for (r, v) in regs.iter().zip(values) {
+            shown.set_cmos_byte(*r, v);
+        }
+        shown.time_register_secs()
+    }
+
+    /// QEMU 7.2 loads the re-encoded stream of each RTC clock, and its guest reads the same time
+    /// as after loading the original stream, which is also the time our model gives when it
+    /// loads the original and resumes on that clock now: the guest's date survived the
+    /// re-encode.
+    #[test]
+    #[ignore = "needs qemu-system-x86_64: apt-get install qemu-system-x86"]
+    fn qemu_reads_the_guests_date_from_reencoded_rtc_streams() {
+        tools::require_qemu();
+        for stem in ["rtc-host", "rtc-host-set", "rtc-vm", "rtc-rt"] {
+            let clock = golden_rtc_clock(stem);
+            let original = golden().join(format!("{stem}.mig"));
+            let reencoded = reencode_cli("qemu-date", stem, None);
+            let stream = std::fs::read(&original).unwrap();
+            let d = decode_stream(&stream).unwrap();
+            let s = d
+                .sections
+                .iter()
+                .find(|s| s.idstr == "mc146818rtc")
+                .unwrap();
+            let config = RtcConfig {
+                clock,
+                ..RtcConfig::default()
+            };
+            let mut rtc = Mc146818Rtc::power_on(config, 0, 0);
+            let cat = examples_devices::catalog();
+            load_payload(
+                &mut rtc,
+                &stream[s.payload_range.clone()],
+                s.version,
+                &cat.resolve("pc-i440fx-7.2").unwrap(),
+            )
+            .unwrap();
+            let qemu_original = qemu_rtc_time(stem, &original);
+            let qemu_reencoded = qemu_rtc_time(stem, &reencoded);
+            // Now on the RTC's clock: host UTC; any monotonic reading; the migrated virtual
+            // clock (the destination stays paused).
+            let now = match clock {
+                RtcClock::Host => u64::try_from(
+                    SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos(),
+                )
+                .unwrap(),
+                RtcClock::Realtime => 1_000_000_000,
+                RtcClock::Virtual => d
+                    .sections
+                    .iter()
+                    .find(|s| s.idstr == "timer")
+                    .and_then(|s| s.value.as_ref()?.get("cpu_clock_offset")?.int())
+                    .and_then(|v| u64::try_from(v).ok())
+                    .unwrap(),
+            };
+            rtc.resume(now);
+            let ours = rtc.guest_time_secs();
+            for (what, t) in [("the original", qemu_original), ("our model", ours)] {
+                assert!(
+                    (qemu_reencoded - t).abs() <= 2,
+                    "{stem} (clock={clock}): QEMU's guest reads {} after the re-encoded stream, {} after {what}",
+                    format_time(qemu_reencoded),
+                    format_time(t)
+                );
+            }
         }
     }
 

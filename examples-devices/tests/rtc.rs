@@ -4,7 +4,11 @@
 mod common;
 
 use common::*;
-use examples_devices::rtc::{reg, reg_a, reg_b, reg_c, LostTickPolicy, Mc146818Rtc};
+use examples_devices::reencode::{reencode, ReencodeOptions};
+use examples_devices::rtc::{
+    format_time, reg, reg_a, reg_b, reg_c, LostTickPolicy, Mc146818Rtc, RtcBase, RtcClock,
+    RtcConfig,
+};
 use serde_json::{json, Map, Value};
 use vmstate_runtime::Timer;
 
@@ -47,9 +51,19 @@ fn check_golden(
     now: u64,
     has_vmdesc: bool,
 ) -> Mc146818Rtc {
-    let g = golden_section(stream, "mc146818rtc", 0);
     let mut dev = Mc146818Rtc::new(0, policy);
     dev.set_now_ns(now);
+    check_golden_into(dev, stream, machine, has_vmdesc)
+}
+
+/// [`check_golden`] into a given destination device.
+fn check_golden_into(
+    mut dev: Mc146818Rtc,
+    stream: &str,
+    machine: &str,
+    has_vmdesc: bool,
+) -> Mc146818Rtc {
+    let g = golden_section(stream, "mc146818rtc", 0);
     load_payload(&mut dev, g.payload(), g.version, machine, "mc146818rtc").unwrap();
     let (bytes, desc, version) = save_section(&dev, machine, "mc146818rtc");
     assert_eq!(version, 3);
@@ -117,6 +131,214 @@ fn golden_other_machine_types() {
         let d = check_golden(stream, machine, LostTickPolicy::Discard, 0, desc);
         assert_eq!(d.base_rtc, base.base_rtc, "{stream}");
     }
+}
+
+// ---- clock sources (`-rtc clock=host|rt|vm`) ----
+
+/// 2031-07-04 12:34:56 UTC, the date the guest sets in the rtc-host-set, rtc-vm and rtc-rt
+/// streams.
+const Y2031: i64 = 1_940_934_896;
+/// When the rtc-host stream was made (QEMU's defaults: the host's UTC date).
+const RTC_HOST_MADE: i64 = 1_795_925_171;
+const NS: u64 = 1_000_000_000;
+
+fn on(clock: RtcClock) -> Mc146818Rtc {
+    let config = RtcConfig {
+        clock,
+        ..RtcConfig::default()
+    };
+    // A destination powered on at some other time: the stream overrides it.
+    Mc146818Rtc::power_on(config, 1_000_000_000, 5 * NS)
+}
+
+/// The streams of the three clocks, the clock, and the guest's time at the save.
+const CLOCK_STREAMS: [(&str, RtcClock, i64); 4] = [
+    ("rtc-host", RtcClock::Host, RTC_HOST_MADE),
+    ("rtc-host-set", RtcClock::Host, Y2031 + 1),
+    ("rtc-vm", RtcClock::Virtual, Y2031 + 1),
+    ("rtc-rt", RtcClock::Realtime, Y2031 + 1),
+];
+
+#[test]
+fn golden_clock_streams_resave_byte_identical_with_the_guests_date() {
+    for (stream, clock, time) in CLOCK_STREAMS {
+        let d = check_golden_into(on(clock), stream, M72, true);
+        assert!(d.holds_loaded_time(), "{stream}");
+        assert_eq!(
+            format_time(d.guest_time_secs()),
+            format_time(time),
+            "{stream}"
+        );
+        assert_eq!(d.time_register_secs(), time, "{stream}");
+    }
+    // QEMU's default clock: last_update is host time, ns since 1970, not virtual time.
+    let d = check_golden_into(on(RtcClock::Host), "rtc-host", M72, true);
+    assert_eq!(d.last_update / NS, RTC_HOST_MADE as u64);
+    assert_eq!(d.base_rtc, RTC_HOST_MADE as u64);
+    assert_eq!(d.cmos_data[usize::from(reg::CENTURY)], 0x20);
+}
+
+/// Where the RTC's clock stood when the source saved: the first instant whose time is the
+/// time registers' (to the second, which is all the registers record).
+fn save_instant(d: &Mc146818Rtc) -> u64 {
+    let secs = d.time_register_secs() - d.base_rtc as i64;
+    (d.last_update as i64 + secs * NS as i64 - d.offset) as u64
+}
+
+#[test]
+fn resume_counts_on_from_the_streams_time_on_each_clock() {
+    // Host: the stream's base_rtc/last_update stay; the guest's time counts on by the host
+    // time that passed, e.g. 10 s of downtime.
+    let mut d = check_golden_into(on(RtcClock::Host), "rtc-host-set", M72, true);
+    let at = save_instant(&d);
+    d.resume(at + 10 * NS + NS / 2);
+    assert!(!d.holds_loaded_time());
+    assert_eq!(d.base_rtc, Y2031 as u64, "base_rtc kept");
+    assert_eq!(format_time(d.guest_time_secs()), "2031-07-04 12:35:07");
+    assert_eq!(read(&mut d, reg::SECONDS), 0x07);
+    assert_eq!(read(&mut d, reg::MINUTES), 0x35);
+
+    // Realtime: the source's monotonic clock means nothing here; the time registers become the
+    // time from this clock's now on (sub-second offset dropped, as QEMU does).
+    let mut d = check_golden_into(on(RtcClock::Realtime), "rtc-rt", M72, true);
+    let rt_now = 77 * NS; // an unrelated monotonic clock
+    d.resume(rt_now);
+    assert_eq!(d.base_rtc, (Y2031 + 1) as u64);
+    assert_eq!(d.last_update, rt_now);
+    assert_eq!(d.offset, 0);
+    assert_eq!(d.guest_time_secs(), Y2031 + 1);
+    d.advance_to(rt_now + 2 * NS);
+    assert_eq!(read(&mut d, reg::SECONDS), 0x59);
+    // Register C has UF pending (the update timer ran while the source was paused), so the
+    // update timer waits for the alarm, 00:00:00, re-armed on this clock: 41103 s after
+    // 12:34:57.
+    assert_eq!(d.cmos_data[usize::from(reg::C)], reg_c::UF);
+    assert_eq!(d.next_alarm_time, rt_now + 41_103 * NS);
+    assert_eq!(d.update_timer, Timer::armed(d.next_alarm_time));
+
+    // Virtual: the clock was migrated (the `timer` section's cpu_clock_offset).
+    let vclock = 0x596e_9a31;
+    let mut d = check_golden_into(on(RtcClock::Virtual), "rtc-vm", M72, true);
+    assert!(d.time_registers_match(vclock));
+    d.resume(vclock);
+    assert_eq!(d.base_rtc, Y2031 as u64);
+    assert_eq!(d.last_update, 0);
+    assert_eq!(d.guest_time_secs(), Y2031 + 1);
+}
+
+#[test]
+fn time_registers_tell_whether_the_stream_was_on_the_virtual_clock() {
+    // At the virtual clock the stream saved (0: the VM never ran), base_rtc and a host-clock
+    // last_update give 1970, not what the registers show.
+    for stream in ["rtc-host", "rtc-host-set", "rtc-rt"] {
+        let d = check_golden_into(on(RtcClock::Host), stream, M72, true);
+        assert!(!d.time_registers_match(0), "{stream}");
+    }
+    for stream in ["rtc-vm", "rtc", "idle"] {
+        let d = check_golden_into(on(RtcClock::Virtual), stream, M72, true);
+        let vclock = if stream == "rtc-vm" { 0x596e_9a31 } else { 0 };
+        assert!(d.time_registers_match(vclock), "{stream}");
+    }
+}
+
+/// The set-date program of the rtc-* streams: SET, the time registers, SET cleared.
+fn set_2031(r: &mut Mc146818Rtc) {
+    write(r, reg::B, reg_b::SET | reg_b::H24);
+    for (i, v) in [
+        (reg::SECONDS, 0x56),
+        (reg::MINUTES, 0x34),
+        (reg::HOURS, 0x12),
+        (reg::DAY_OF_WEEK, 0x06),
+        (reg::DAY_OF_MONTH, 0x04),
+        (reg::MONTH, 0x07),
+        (reg::YEAR, 0x31),
+        (reg::CENTURY, 0x20),
+    ] {
+        write(r, i, v);
+    }
+    write(r, reg::B, reg_b::H24);
+}
+
+#[test]
+fn host_clock_guest_date_survives_save_load_save_and_reencode() {
+    let host = 1_795_925_171; // the host's UTC time at power-on
+    let config = RtcConfig::default(); // QEMU's defaults: host clock, base=utc
+    assert_eq!(config.clock, RtcClock::Host);
+    let host_ns = host as u64 * NS + 123_456_789;
+    let mut src = Mc146818Rtc::power_on(config, host, host_ns);
+    assert_eq!(src.guest_time_secs(), host);
+    set_2031(&mut src);
+    src.advance_to(host_ns + 1_500_000_000);
+    assert_eq!(format_time(src.guest_time_secs()), "2031-07-04 12:34:57");
+    let (saved, _, _) = save_section(&src, M72, "mc146818rtc");
+    assert_eq!(
+        &saved[..10],
+        &[0x57, 0, 0x34, 0, 0x12, 0, 0x06, 0x04, 0x07, 0x31]
+    );
+
+    // Load on another host-clock RTC and save again before resuming: the same bytes.
+    let mut dst = on(RtcClock::Host);
+    load_payload(&mut dst, &saved, 3, M72, "mc146818rtc").unwrap();
+    assert_eq!(format_time(dst.guest_time_secs()), "2031-07-04 12:34:57");
+    assert_bytes_eq(&save_section(&dst, M72, "mc146818rtc").0, &saved);
+    // Resumed 4 s later on the host clock: 4 s later for the guest, saved as such.
+    dst.resume(host_ns + 5_500_000_000);
+    assert_eq!(format_time(dst.guest_time_secs()), "2031-07-04 12:35:01");
+    let (again, _, _) = save_section(&dst, M72, "mc146818rtc");
+    assert_eq!(again[0], 0x01);
+    assert_eq!(again[2], 0x35);
+
+    // In a real QEMU stream (in place of idle's RTC section: a VM that never ran, whose RTC is
+    // on the host clock), re-encoded with QEMU's default clock: identical, and the guest's date
+    // is the one saved.
+    let g = golden_section("idle", "mc146818rtc", 0);
+    let mut stream = g.stream.to_vec();
+    let at = g.payload_offset();
+    stream[at..at + saved.len()].copy_from_slice(&saved);
+    let cat = catalog();
+    let (out, report) = reencode(&stream, &cat, &ReencodeOptions::default()).unwrap();
+    assert!(report.identical_before_vmdesc);
+    assert_eq!(out, stream);
+    assert_eq!(report.rtc.len(), 1);
+    assert_eq!(report.rtc[0].clock, RtcClock::Host);
+    assert_eq!(
+        format_time(report.rtc[0].guest_time_secs),
+        "2031-07-04 12:34:57"
+    );
+}
+
+#[test]
+fn rtc_base_sets_the_time_at_power_on() {
+    let host = Y2020 + 3600;
+    let at = |base| {
+        let config = RtcConfig {
+            base,
+            ..RtcConfig::default()
+        };
+        Mc146818Rtc::power_on(config, host, host as u64 * NS).guest_time_secs()
+    };
+    assert_eq!(at(RtcBase::Utc), host);
+    assert_eq!(
+        at(RtcBase::LocalTime {
+            utc_offset_secs: -5 * 3600
+        }),
+        host - 5 * 3600
+    );
+    assert_eq!(at(RtcBase::Date(Y2031)), Y2031);
+    // The registers count local time: 01:00 UTC is 20:00 the day before at UTC-5.
+    let config = RtcConfig {
+        base: RtcBase::LocalTime {
+            utc_offset_secs: -5 * 3600,
+        },
+        ..RtcConfig::default()
+    };
+    let mut r = Mc146818Rtc::power_on(config, host, host as u64 * NS);
+    assert_eq!(read(&mut r, reg::HOURS), 0x20);
+    assert_eq!(read(&mut r, reg::DAY_OF_MONTH), 0x31);
+    assert_eq!("vm".parse::<RtcClock>(), Ok(RtcClock::Virtual));
+    assert_eq!("rt".parse::<RtcClock>(), Ok(RtcClock::Realtime));
+    assert_eq!("host".parse::<RtcClock>(), Ok(RtcClock::Host));
+    assert!("virtual".parse::<RtcClock>().is_err());
 }
 
 #[test]
@@ -323,8 +545,10 @@ fn v2_and_v1_streams_take_the_time_from_cmos() {
     let v1 = &v3[..245 - 48];
     for (payload, version) in [(v2, 2), (v1, 1)] {
         let mut d = Mc146818Rtc::new(0, LostTickPolicy::Discard);
-        d.set_now_ns(7_000_000_000);
         load_payload(&mut d, payload, version, M72, "mc146818rtc").unwrap();
+        assert_eq!(d.guest_time_secs(), Y2020, "held: the time registers");
+        // Resumed at 7 s on its (virtual) clock, the time registers become the time from then.
+        d.resume(7_000_000_000);
         assert_eq!(d.base_rtc, Y2020 as u64, "v{version}");
         assert_eq!(d.last_update, 7_000_000_000);
         assert_eq!(d.offset, 0);
@@ -367,15 +591,23 @@ fn hostile_time_fields_do_not_panic() {
         for b in &mut bad[..14] {
             *b = fill;
         }
-        for version in [1, 2, 3] {
-            let mut d = Mc146818Rtc::new(0, LostTickPolicy::Slew);
-            d.set_now_ns(u64::MAX / 3);
+        let clocks = [RtcClock::Host, RtcClock::Realtime, RtcClock::Virtual];
+        for (version, clock) in [1, 2, 3].into_iter().flat_map(|v| clocks.map(|c| (v, c))) {
+            let config = RtcConfig {
+                clock,
+                policy: LostTickPolicy::Slew,
+                ..RtcConfig::default()
+            };
+            let mut d = Mc146818Rtc::power_on(config, 0, u64::MAX / 3);
             let end = match version {
                 3 => 245,
                 2 => 205,
                 _ => 197,
             };
             if load_payload(&mut d, &bad[..end], version, M72, "mc146818rtc").is_ok() {
+                let _ = d.guest_time_secs();
+                let _ = d.time_registers_match(u64::MAX / 2);
+                d.resume(u64::MAX / 3);
                 for i in 0..14 {
                     read(&mut d, i);
                 }

@@ -6,6 +6,7 @@
 //! vmstate-demo save --machine pc-i440fx-7.2 --out vm.mig
 //! vmstate-demo load vm.mig                      # prints the device state; errors exit non-zero
 //! vmstate-demo reencode qemu.mig --out out.mig  # typed serial/i8254/mc146818rtc, rest copied
+//! vmstate-demo reencode qemu.mig --out out.mig --rtc-clock vm   # the source ran -rtc clock=vm
 //! ```
 
 use std::fs::File;
@@ -15,7 +16,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use examples_devices::machine::DemoMachine;
-use examples_devices::reencode::reencode;
+use examples_devices::reencode::{reencode, ReencodeOptions};
+use examples_devices::rtc::{format_time, RtcClock};
 use vmstate_runtime::stream::{read_section_header, read_stream_header, SectionHeader};
 use vmstate_runtime::{MachineCatalog, SliceReader};
 
@@ -59,6 +61,11 @@ enum Cmd {
         /// Machine type; required for streams without a configuration section (before 2.4).
         #[arg(long)]
         machine: Option<String>,
+        /// The clock of the source's RTC, as its `-rtc clock=` said: host (QEMU's default), rt
+        /// or vm. The stream does not record it; with vm, a stream whose RTC is not on the
+        /// virtual clock is refused.
+        #[arg(long, default_value = "host", value_name = "host|rt|vm")]
+        rtc_clock: RtcClock,
     },
     /// List the machine types of the catalog.
     Machines,
@@ -130,7 +137,11 @@ fn main() -> ExitCode {
             input,
             out,
             machine,
-        }) => reencode_cmd(&catalog, &input, &out, machine.as_deref()),
+            rtc_clock,
+        }) => {
+            let options = ReencodeOptions { machine, rtc_clock };
+            reencode_cmd(&catalog, &input, &out, &options)
+        }
         Some(Cmd::Machines) => {
             for m in catalog.machine_names() {
                 println!("{m}");
@@ -231,13 +242,13 @@ fn reencode_cmd(
     catalog: &MachineCatalog,
     input: &Path,
     out: &Path,
-    machine: Option<&str>,
+    options: &ReencodeOptions,
 ) -> ExitCode {
     let bytes = match read_stream_file(input) {
         Ok(b) => b,
         Err(c) => return c,
     };
-    let (outb, report) = match reencode(&bytes, catalog, machine) {
+    let (outb, report) = match reencode(&bytes, catalog, options) {
         Ok(r) => r,
         Err(e) => return fail(format_args!("{}: {e}", input.display())),
     };
@@ -254,6 +265,14 @@ fn reencode_cmd(
     );
     for (idstr, inst, n) in &report.typed {
         println!("  typed  {idstr:<12} instance {inst}  {n:>4} bytes");
+    }
+    for r in &report.rtc {
+        println!(
+            "  mc146818rtc instance {}: clock={}, guest time at the save {}",
+            r.instance_id,
+            r.clock,
+            format_time(r.guest_time_secs)
+        );
     }
     println!(
         "  bytes before the vmdesc identical to the input: {}",
