@@ -1,17 +1,22 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
+use crate::internals::symbol::NESTED;
 use crate::internals::{ast::Container, Ctxt};
 use crate::{de, dummy, fallback, schema, ser};
 
 pub fn derive(input: &syn::DeriveInput) -> TokenStream {
     let cx = Ctxt::new();
     let cont = Container::from_ast(&cx, input);
+    let stub_nested = cont
+        .as_ref()
+        .is_some_and(|c| c.nested || c.attrs.failed.any(&[NESTED]));
     if let Err(e) = cx.check() {
-        return fallback::expand(input, e);
+        return fallback::expand(input, stub_nested, e);
     }
     let Some(cont) = cont else {
-        return fallback::expand(input, syn::Error::new_spanned(input, "invalid input"));
+        let e = syn::Error::new_spanned(input, "invalid input");
+        return fallback::expand(input, false, e);
     };
     let ident = cont.ident;
     let schema = schema::expand(&cont);
