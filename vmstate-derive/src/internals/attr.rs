@@ -318,15 +318,28 @@ pub struct Container {
 /// `otherwise` (the list of valid keys).
 fn unknown(cx: &Ctxt, meta: &ParseNestedMeta, what: &str, valid: &[Symbol], otherwise: &str) {
     let path = meta.path.to_token_stream().to_string().replace(' ', "");
-    let suggestion = super::suggest::closest(&path, words(valid));
-    let hint = suggestion.map_or_else(
-        || otherwise.to_owned(),
-        |s| format!("; did you mean `{s}`?"),
-    );
+    let hint = if let Some(s) = super::suggest::closest(&path, words(valid)) {
+        format!("; did you mean `{s}`?")
+    } else if let Some((s, place)) = misplaced_near_miss(&path, what) {
+        format!("; did you mean `{s}`? It belongs {place}")
+    } else {
+        otherwise.to_owned()
+    };
     cx.error_spanned_by(
         &meta.path,
         format!("unknown vmstate {what} attribute `{path}`{hint}"),
     );
+}
+
+/// A near miss of a key that is valid only in the other position (`verison` on a field): the
+/// key and where it belongs.
+fn misplaced_near_miss(key: &str, what: &str) -> Option<(&'static str, &'static str)> {
+    let (keys, place) = match what {
+        "field" => (CONTAINER_KEYS, "on the struct, not on a field"),
+        "container" => (FIELD_KEYS, "on a field, not on the struct"),
+        _ => return None,
+    };
+    super::suggest::closest(key, words(keys)).map(|s| (s, place))
 }
 
 /// "; expected one of a, b, c".
