@@ -2,6 +2,8 @@ pub mod ast;
 pub mod attr;
 pub mod check;
 pub mod ctxt;
+pub mod gate_expr;
+pub mod items;
 pub mod suggest;
 pub mod symbol;
 
