@@ -33,7 +33,8 @@ fn load_field(c: &Container, f: &Field, sub: Option<&str>) -> TokenStream {
             quote!(_vmstate::__private::load_equal(&mut self.#ident, __r, __cx)#path?;)
         }
         Style::Plain => {
-            quote!(_vmstate::__private::Field::load_field(&mut self.#ident, __r, __cx)#path?;)
+            let codec = crate::internals::field_codec_of(f.ty);
+            quote!(#codec::load(&mut self.#ident, __r, __cx)#path?;)
         }
         Style::Buffer => quote!(_vmstate::__private::load_buffer(&mut self.#ident, __r)#path?;),
         Style::VArray { count, max } => quote!(

@@ -13,6 +13,7 @@ pub fn wrap_in_const(crate_path: Option<&syn::Path>, code: TokenStream) -> Token
     quote! {
         #[doc(hidden)]
         #[allow(
+            dead_code,
             non_upper_case_globals,
             unused_attributes,
             unused_qualifications,

@@ -4,16 +4,15 @@ use quote::quote;
 use crate::dummy;
 
 /// On invalid input: the compile errors plus a stub impl, so users don't get a cascade of
-/// "trait not implemented" errors on top of the real ones.
-pub fn expand(input: &syn::DeriveInput, error: syn::Error) -> TokenStream {
+/// "trait not implemented" errors on top of the real ones. `nested` (decided by the parser:
+/// `nested` was given, or an unknown key was a near miss of it) adds a stub `Field` impl, so
+/// the structs that hold this one as a field get no follow-on error either.
+pub fn expand(input: &syn::DeriveInput, nested: bool, error: syn::Error) -> TokenStream {
     let errors = error.into_compile_error();
     let ident = &input.ident;
     if !input.generics.params.is_empty() {
         return errors;
     }
-    let nested = input.attrs.iter().any(|a| {
-        a.path().is_ident("vmstate") && a.meta.to_token_stream_string().contains("nested")
-    });
     let nested_impl = if nested {
         quote! {
             #[automatically_derived]
@@ -54,14 +53,4 @@ pub fn expand(input: &syn::DeriveInput, error: syn::Error) -> TokenStream {
     };
     let wrapped = dummy::wrap_in_const(None, stub);
     quote! { #errors #wrapped }
-}
-
-trait MetaString {
-    fn to_token_stream_string(&self) -> String;
-}
-
-impl MetaString for syn::Meta {
-    fn to_token_stream_string(&self) -> String {
-        quote::ToTokens::to_token_stream(self).to_string()
-    }
 }

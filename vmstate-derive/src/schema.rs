@@ -30,7 +30,10 @@ pub fn location(span: Span) -> TokenStream {
 pub fn kind(f: &Field) -> TokenStream {
     let ty = f.ty;
     let kind = match &f.style {
-        Style::Plain => quote!(&<#ty as _vmstate::__private::Field>::KIND),
+        Style::Plain => {
+            let codec = crate::internals::field_codec_of(ty);
+            quote!(&#codec::KIND)
+        }
         Style::Buffer => {
             quote!(&_vmstate::__private::Kind::Buffer { len: <#ty as _vmstate::__private::ByteBuffer>::LEN })
         }

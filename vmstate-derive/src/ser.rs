@@ -38,7 +38,10 @@ fn save_field(
     };
     let (save, n) = match &f.style {
         Style::Plain => (
-            quote!(_vmstate::__private::Field::save_field(&mut self.#ident, __w, __cx)#path?;),
+            {
+                let codec = crate::internals::field_codec_of(f.ty);
+                quote!(#codec::save(&mut self.#ident, __w, __cx)#path?;)
+            },
             quote!(1u64),
         ),
         Style::Buffer => (

@@ -5,6 +5,7 @@ use syn::{Ident, Type};
 
 use super::attr;
 use super::ctxt::Ctxt;
+use super::symbol::{Symbol, SUBSECTION};
 
 /// How a field goes on the wire.
 pub enum Style {
@@ -31,6 +32,9 @@ pub struct Field<'a> {
     pub vmdesc_name: String,
     /// Index into the container's subsections.
     pub sub: Option<usize>,
+    /// `subsection = "…"` names no declared subsection (`check_subsections` reports it). Such a
+    /// field's presence is unknown, so the rules about its default skip it.
+    pub undeclared_sub: bool,
 }
 
 impl Field<'_> {
@@ -45,6 +49,15 @@ impl Field<'_> {
     /// Not always present: needs a default.
     pub fn conditional(&self) -> bool {
         self.since() > 0 || self.attrs.when.is_some() || self.sub.is_some()
+    }
+
+    /// Whether a mistake already reported may have left one of these slots empty or wrong: a
+    /// key that failed to parse, or (for `subsection`) a name that is not declared. Rules that
+    /// read such a slot skip the field, so a mistake is reported once, not again as its
+    /// consequences.
+    pub fn unsure(&self, keys: &[Symbol]) -> bool {
+        self.attrs.failed.any(keys)
+            || (self.undeclared_sub && keys.iter().any(|k| k.as_str() == SUBSECTION.as_str()))
     }
 }
 
@@ -150,6 +163,7 @@ impl<'a> Container<'a> {
                     .iter()
                     .position(|d| d.name.value() == s.value.value())
             });
+            let undeclared_sub = fattrs.subsection.is_some() && sub.is_none();
             fields.push(Field {
                 ident,
                 ty: &f.ty,
@@ -159,6 +173,7 @@ impl<'a> Container<'a> {
                 name: fname,
                 vmdesc_name: String::new(),
                 sub,
+                undeclared_sub,
             });
         }
         let mut c = Container {

@@ -4,11 +4,15 @@
 use proc_macro2::{Span, TokenStream};
 use quote::ToTokens;
 use syn::meta::ParseNestedMeta;
-use syn::parse::{ParseStream, Parser};
-use syn::spanned::Spanned;
 use syn::{Expr, Ident, LitBool, LitInt, LitStr, Token};
 
 use super::ctxt::Ctxt;
+use super::gate_expr::gate_value;
+pub use super::gate_expr::{parse_machine_version, Gate, Op};
+pub use super::items::Failed;
+use super::items::{
+    declaration, expected_one_of, key, nested_items, parse_items, skip_to_comma, unknown,
+};
 use super::symbol::*;
 
 /// A value with the tokens it came from (for spans).
@@ -49,148 +53,6 @@ impl<'c, T> Attr<'c, T> {
     fn get(self) -> Option<WithTokens<T>> {
         self.value
     }
-}
-
-/// Comparison operator of a machine gate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Ge,
-    Gt,
-    Lt,
-    Le,
-    Eq,
-    Ne,
-}
-
-/// A parsed gate expression.
-#[derive(Clone)]
-pub enum Gate {
-    Machine { op: Op, major: u16, minor: u16 },
-    Prop(LitStr),
-    Pred(syn::Path),
-    All(Vec<Gate>),
-    Any(Vec<Gate>),
-    Not(Box<Gate>),
-}
-
-impl Gate {
-    /// Every `prop("…")` the gate reads.
-    pub fn props(&self, out: &mut Vec<LitStr>) {
-        match self {
-            Gate::Prop(l) => out.push(l.clone()),
-            Gate::All(gs) | Gate::Any(gs) => gs.iter().for_each(|g| g.props(out)),
-            Gate::Not(g) => g.props(out),
-            Gate::Machine { .. } | Gate::Pred(_) => {}
-        }
-    }
-
-    /// Whether any part needs the runtime state.
-    #[allow(dead_code)]
-    pub fn has_pred(&self) -> bool {
-        match self {
-            Gate::Pred(_) => true,
-            Gate::All(gs) | Gate::Any(gs) => gs.iter().any(Gate::has_pred),
-            Gate::Not(g) => g.has_pred(),
-            Gate::Machine { .. } | Gate::Prop(_) => false,
-        }
-    }
-}
-
-/// Parses `major.minor`.
-pub fn parse_machine_version(s: &str) -> Option<(u16, u16)> {
-    let (a, b) = s.split_once('.')?;
-    if a.is_empty() || b.is_empty() || !a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    Some((a.parse().ok()?, b.parse().ok()?))
-}
-
-const GATE_HELP: &str = "expected a gate: `machine >= \"X.Y\"` (or >, <, <=, ==, !=), `prop(\"name\")`, `pred(path)`, `all(...)`, `any(...)` or `not(...)`";
-
-fn parse_gate(cx: &Ctxt, input: ParseStream) -> syn::Result<Gate> {
-    let ident: Ident = input
-        .parse()
-        .map_err(|e| syn::Error::new(e.span(), GATE_HELP))?;
-    if ident == MACHINE {
-        let op = if input.peek(Token![>=]) {
-            input.parse::<Token![>=]>()?;
-            Op::Ge
-        } else if input.peek(Token![<=]) {
-            input.parse::<Token![<=]>()?;
-            Op::Le
-        } else if input.peek(Token![==]) {
-            input.parse::<Token![==]>()?;
-            Op::Eq
-        } else if input.peek(Token![!=]) {
-            input.parse::<Token![!=]>()?;
-            Op::Ne
-        } else if input.peek(Token![>]) {
-            input.parse::<Token![>]>()?;
-            Op::Gt
-        } else if input.peek(Token![<]) {
-            input.parse::<Token![<]>()?;
-            Op::Lt
-        } else {
-            return Err(input.error(
-                "expected a comparison after `machine`: `>=`, `>`, `<`, `<=`, `==` or `!=`",
-            ));
-        };
-        let lit: LitStr = input.parse()?;
-        let (major, minor) = parse_machine_version(&lit.value()).unwrap_or_else(|| {
-            cx.error_spanned_by(
-                &lit,
-                format!(
-                    "machine version `{}` cannot be evaluated: expected \"major.minor\", e.g. \"7.2\"",
-                    lit.value()
-                ),
-            );
-            (0, 0)
-        });
-        return Ok(Gate::Machine { op, major, minor });
-    }
-    let content;
-    syn::parenthesized!(content in input);
-    if ident == PROP {
-        let lit: LitStr = content.parse()?;
-        if lit.value().is_empty() {
-            cx.error_spanned_by(&lit, "property name must not be empty");
-        }
-        Ok(Gate::Prop(lit))
-    } else if ident == PRED {
-        Ok(Gate::Pred(content.parse()?))
-    } else if ident == ALL || ident == ANY {
-        let mut gs = Vec::new();
-        while !content.is_empty() {
-            gs.push(parse_gate(cx, &content)?);
-            if content.is_empty() {
-                break;
-            }
-            content.parse::<Token![,]>()?;
-        }
-        if gs.is_empty() {
-            return Err(syn::Error::new(
-                ident.span(),
-                format!("`{ident}()` needs at least one gate"),
-            ));
-        }
-        Ok(if ident == ALL {
-            Gate::All(gs)
-        } else {
-            Gate::Any(gs)
-        })
-    } else if ident == NOT {
-        Ok(Gate::Not(Box::new(parse_gate(cx, &content)?)))
-    } else {
-        Err(syn::Error::new(
-            ident.span(),
-            format!("unknown gate `{ident}`; {GATE_HELP}"),
-        ))
-    }
-}
-
-fn gate_value(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Gate> {
-    let value = meta.value()?;
-    parse_gate(cx, value)
 }
 
 fn lit_u32(meta: &ParseNestedMeta, what: &str) -> syn::Result<(u32, LitInt)> {
@@ -234,6 +96,8 @@ pub struct Pin {
     pub version: u32,
     pub version_lit: Option<LitInt>,
     pub tokens: TokenStream,
+    /// Some key failed to parse; its slot is empty.
+    pub had_errors: bool,
 }
 
 /// A compat property declaration: `prop(name = "x-foo", default = true)`.
@@ -257,6 +121,8 @@ pub struct Subsection {
     pub pre_load: Option<syn::Path>,
     pub post_load: Option<syn::Path>,
     pub tokens: TokenStream,
+    /// Some key failed to parse; its slot is empty.
+    pub had_errors: bool,
 }
 
 /// Container attributes.
@@ -276,26 +142,14 @@ pub struct Container {
     pub props: Vec<Prop>,
     pub subsections: Vec<Subsection>,
     pub crate_path: Option<syn::Path>,
-}
-
-fn unknown(cx: &Ctxt, meta: &ParseNestedMeta, what: &str, hint: &str) {
-    let path = meta.path.to_token_stream().to_string().replace(' ', "");
-    cx.error_spanned_by(
-        &meta.path,
-        format!("unknown vmstate {what} attribute `{path}`{hint}"),
-    );
-}
-
-/// Skips the rest of a meta item whose key was unknown, so later keys are still parsed.
-fn skip_rest(meta: &ParseNestedMeta) -> syn::Result<()> {
-    if meta.input.peek(Token![=]) {
-        let _: Token![=] = meta.input.parse()?;
-        let _: Expr = meta.input.parse()?;
-    } else if meta.input.peek(syn::token::Paren) {
-        let _content;
-        syn::parenthesized!(_content in meta.input);
-    }
-    Ok(())
+    /// The slots of the struct's keys that had errors: rules reading them are skipped.
+    pub failed: Failed,
+    /// Some `subsection(...)` declaration failed to parse or has no name, so a field naming an
+    /// undeclared subsection may be naming that one.
+    pub subsection_errors: bool,
+    /// Some `prop(...)` declaration failed to parse or has no name, so a gate reading an
+    /// undeclared property may be reading that one.
+    pub prop_errors: bool,
 }
 
 impl Container {
@@ -315,6 +169,9 @@ impl Container {
         let mut pins = Vec::new();
         let mut props = Vec::new();
         let mut subsections = Vec::new();
+        let mut subsection_errors = false;
+        let mut prop_errors = false;
+        let mut failed = Failed::default();
 
         for attr in &input.attrs {
             if attr.path() != VMSTATE {
@@ -324,22 +181,22 @@ impl Container {
                 cx.error_spanned_by(attr, "expected `#[vmstate(...)]` with arguments");
                 continue;
             }
-            let r = attr.parse_nested_meta(|meta| {
+            parse_items(cx, attr, CONTAINER_KEYS, &mut failed, |meta| {
                 let p = &meta.path;
                 if p == NAME {
                     // name = "serial"
-                    let s = lit_str(&meta, "name")?;
+                    let s = lit_str(meta, "name")?;
                     if s.value().is_empty() || s.value().len() > 255 {
                         cx.error_spanned_by(&s, "name must be 1 to 255 bytes long");
                     }
                     name.set(&s, s.value());
                 } else if p == VERSION {
                     // version = 3
-                    let (v, lit) = lit_u32(&meta, "version")?;
+                    let (v, lit) = lit_u32(meta, "version")?;
                     version.set(&lit, v);
                 } else if p == MINIMUM_VERSION || p.is_ident("min_version") {
                     // minimum_version = 2
-                    let (v, lit) = lit_u32(&meta, "minimum_version")?;
+                    let (v, lit) = lit_u32(meta, "minimum_version")?;
                     min_version.set(&lit, v);
                 } else if p == NESTED {
                     // nested
@@ -352,46 +209,63 @@ impl Container {
                         None => cx.error_spanned_by(&e, "`priority` expects an integer literal"),
                     }
                 } else if p == PRE_SAVE {
-                    pre_save.set(p, path_value(&meta, "pre_save")?);
+                    pre_save.set(p, path_value(meta, "pre_save")?);
                 } else if p == POST_SAVE {
-                    post_save.set(p, path_value(&meta, "post_save")?);
+                    post_save.set(p, path_value(meta, "post_save")?);
                 } else if p == PRE_LOAD {
-                    pre_load.set(p, path_value(&meta, "pre_load")?);
+                    pre_load.set(p, path_value(meta, "pre_load")?);
                 } else if p == POST_LOAD {
-                    post_load.set(p, path_value(&meta, "post_load")?);
+                    post_load.set(p, path_value(meta, "post_load")?);
                 } else if p == VALIDATE {
                     // validate = Self::check (repeatable)
-                    validate.push(path_value(&meta, "validate")?);
+                    validate.push(path_value(meta, "validate")?);
                 } else if p == WHEN {
                     // when = <gate>: the whole section is sent only when it holds
-                    let g = gate_value(cx, &meta)?;
+                    let g = gate_value(cx, meta)?;
                     when.set(p, g);
                 } else if p == CRATE {
                     // crate = "vmstate_runtime"
-                    let s = lit_str(&meta, "crate")?;
+                    let s = lit_str(meta, "crate")?;
                     crate_path.set(&s, s.parse()?);
                 } else if p == PIN {
                     // pin(below = "2.10", version = 2)
-                    pins.push(parse_pin(cx, &meta)?);
+                    pins.extend(declaration(cx, meta, parse_pin));
                 } else if p == PROP {
                     // prop(name = "x-foo", default = true)
-                    props.push(parse_prop(cx, &meta)?);
+                    let prop = declaration(cx, meta, parse_prop);
+                    prop_errors |= prop.as_ref().is_none_or(|p| p.name.value().is_empty());
+                    props.extend(prop);
                 } else if p == SUBSECTION {
                     // subsection(name = "serial/tsr", version = 1, when = ..., ...)
-                    subsections.push(parse_subsection(cx, &meta)?);
-                } else if p == SINCE || p == SKIP || p == DEFAULT || p == RENAME || p == BUFFER || p == COUNT || p == MAX || p == EQUAL || p == RANGE {
+                    let sub = declaration(cx, meta, parse_subsection);
+                    subsection_errors |= sub.as_ref().is_none_or(|s| s.name.value().is_empty());
+                    subsections.extend(sub);
+                } else if p == SINCE
+                    || p == SKIP
+                    || p == DEFAULT
+                    || p == KEEP
+                    || p == RENAME
+                    || p == BUFFER
+                    || p == COUNT
+                    || p == MAX
+                    || p == EQUAL
+                    || p == RANGE
+                {
                     let key = p.to_token_stream().to_string();
                     cx.error_spanned_by(p, format!("`{key}` is not expected here; the `{key}` attribute belongs on a field"));
-                    skip_rest(&meta)?;
+                    skip_to_comma(meta.input);
                 } else {
-                    unknown(cx, &meta, "container", "; expected one of name, version, minimum_version, nested, priority, pre_save, post_save, pre_load, post_load, validate, when, pin, prop, subsection, crate");
-                    skip_rest(&meta)?;
+                    unknown(
+                        cx,
+                        meta,
+                        "container",
+                        CONTAINER_KEYS,
+                        &expected_one_of(CONTAINER_KEYS),
+                    );
+                    skip_to_comma(meta.input);
                 }
                 Ok(())
             });
-            if let Err(e) = r {
-                cx.syn_error(e);
-            }
         }
 
         Container {
@@ -410,6 +284,9 @@ impl Container {
             props,
             subsections,
             crate_path: crate_path.get().map(|s| s.value),
+            failed,
+            subsection_errors,
+            prop_errors,
         }
     }
 }
@@ -431,24 +308,34 @@ fn eval_i32(e: &Expr) -> Option<i32> {
 
 fn parse_pin(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Pin> {
     let tokens = meta.path.to_token_stream();
+    let cp = cx.checkpoint();
     let mut below = None;
     let mut version = None;
-    meta.parse_nested_meta(|m| {
-        if m.path == BELOW {
-            let s = lit_str(&m, "below")?;
-            match parse_machine_version(&s.value()) {
-                Some(v) => below = Some(v),
-                None => cx.error_spanned_by(&s, format!("machine version `{}` cannot be evaluated: expected \"major.minor\", e.g. \"2.10\"", s.value())),
+    nested_items(meta, |m| {
+        key(cx, &m, |m| {
+            if m.path == BELOW {
+                let s = lit_str(m, "below")?;
+                match parse_machine_version(&s.value()) {
+                    Some(v) => below = Some(v),
+                    None => cx.error_spanned_by(&s, format!("machine version `{}` cannot be evaluated: expected \"major.minor\", e.g. \"2.10\"", s.value())),
+                }
+            } else if m.path == VERSION {
+                version = Some(lit_u32(m, "version")?);
+            } else {
+                unknown(
+                    cx,
+                    m,
+                    "pin",
+                    PIN_KEYS,
+                    "; expected `below = \"X.Y\"` and `version = N`",
+                );
+                skip_to_comma(m.input);
             }
-        } else if m.path == VERSION {
-            version = Some(lit_u32(&m, "version")?);
-        } else {
-            unknown(cx, &m, "pin", "; expected `below = \"X.Y\"` and `version = N`");
-            skip_rest(&m)?;
-        }
-        Ok(())
+            Ok(())
+        })
     })?;
-    if below.is_none() || version.is_none() {
+    let had_errors = cx.errors_since(cp);
+    if !had_errors && (below.is_none() || version.is_none()) {
         cx.error_spanned_by(&tokens, "`pin` needs `below = \"X.Y\"` and `version = N`, e.g. `pin(below = \"7.0\", version = 2)`");
     }
     let (v, lit) = version.map_or((0, None), |(v, l)| (v, Some(l)));
@@ -457,38 +344,46 @@ fn parse_pin(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Pin> {
         version: v,
         version_lit: lit,
         tokens,
+        had_errors,
     })
 }
 
 fn parse_prop(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Prop> {
     let tokens = meta.path.to_token_stream();
+    let cp = cx.checkpoint();
     let mut name = None;
     let mut default = None;
-    meta.parse_nested_meta(|m| {
-        if m.path == NAME {
-            name = Some(lit_str(&m, "name")?);
-        } else if m.path == DEFAULT {
-            let b: LitBool = m.value()?.parse()?;
-            default = Some(b.value);
-        } else {
-            unknown(
-                cx,
-                &m,
-                "prop",
-                "; expected `name = \"...\"` and `default = true|false`",
-            );
-            skip_rest(&m)?;
-        }
-        Ok(())
+    nested_items(meta, |m| {
+        key(cx, &m, |m| {
+            if m.path == NAME {
+                name = Some(lit_str(m, "name")?);
+            } else if m.path == DEFAULT {
+                let b: LitBool = m.value()?.parse()?;
+                default = Some(b.value);
+            } else {
+                unknown(
+                    cx,
+                    m,
+                    "prop",
+                    PROP_KEYS,
+                    "; expected `name = \"...\"` and `default = true|false`",
+                );
+                skip_to_comma(m.input);
+            }
+            Ok(())
+        })
     })?;
+    let had_errors = cx.errors_since(cp);
     let Some(name) = name else {
-        cx.error_spanned_by(&tokens, "`prop` needs `name = \"...\"`");
+        if !had_errors {
+            cx.error_spanned_by(&tokens, "`prop` needs `name = \"...\"`");
+        }
         return Ok(Prop {
             name: LitStr::new("", Span::call_site()),
             default: false,
         });
     };
-    if default.is_none() {
+    if default.is_none() && !had_errors {
         cx.error_spanned_by(&name, "`prop` needs `default = true` or `default = false`: the value used when no compat entry of the machine type sets it");
     }
     Ok(Prop {
@@ -499,6 +394,7 @@ fn parse_prop(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Prop> {
 
 fn parse_subsection(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Subsection> {
     let tokens = meta.path.to_token_stream();
+    let cp = cx.checkpoint();
     let mut name = Attr::none(cx, NAME);
     let mut version = Attr::none(cx, VERSION);
     let mut min_version = Attr::none(cx, MINIMUM_VERSION);
@@ -507,36 +403,47 @@ fn parse_subsection(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Subsection
     let mut post_save = Attr::none(cx, POST_SAVE);
     let mut pre_load = Attr::none(cx, PRE_LOAD);
     let mut post_load = Attr::none(cx, POST_LOAD);
-    meta.parse_nested_meta(|m| {
-        let p = &m.path;
-        if p == NAME {
-            let s = lit_str(&m, "name")?;
-            name.set(&s, s.clone());
-        } else if p == VERSION {
-            let (v, lit) = lit_u32(&m, "version")?;
-            version.set(&lit, (v, lit.clone()));
-        } else if p == MINIMUM_VERSION || p.is_ident("min_version") {
-            let (v, lit) = lit_u32(&m, "minimum_version")?;
-            min_version.set(&lit, (v, lit.clone()));
-        } else if p == WHEN {
-            let g = gate_value(cx, &m)?;
-            when.set(p, g);
-        } else if p == PRE_SAVE {
-            pre_save.set(p, path_value(&m, "pre_save")?);
-        } else if p == POST_SAVE {
-            post_save.set(p, path_value(&m, "post_save")?);
-        } else if p == PRE_LOAD {
-            pre_load.set(p, path_value(&m, "pre_load")?);
-        } else if p == POST_LOAD {
-            post_load.set(p, path_value(&m, "post_load")?);
-        } else {
-            unknown(cx, &m, "subsection", "; expected one of name, version, minimum_version, when, pre_save, post_save, pre_load, post_load");
-            skip_rest(&m)?;
-        }
-        Ok(())
+    nested_items(meta, |m| {
+        key(cx, &m, |m| {
+            let p = &m.path;
+            if p == NAME {
+                let s = lit_str(m, "name")?;
+                name.set(&s, s.clone());
+            } else if p == VERSION {
+                let (v, lit) = lit_u32(m, "version")?;
+                version.set(&lit, (v, lit.clone()));
+            } else if p == MINIMUM_VERSION || p.is_ident("min_version") {
+                let (v, lit) = lit_u32(m, "minimum_version")?;
+                min_version.set(&lit, (v, lit.clone()));
+            } else if p == WHEN {
+                let g = gate_value(cx, m)?;
+                when.set(p, g);
+            } else if p == PRE_SAVE {
+                pre_save.set(p, path_value(m, "pre_save")?);
+            } else if p == POST_SAVE {
+                post_save.set(p, path_value(m, "post_save")?);
+            } else if p == PRE_LOAD {
+                pre_load.set(p, path_value(m, "pre_load")?);
+            } else if p == POST_LOAD {
+                post_load.set(p, path_value(m, "post_load")?);
+            } else {
+                unknown(
+                    cx,
+                    m,
+                    "subsection",
+                    SUBSECTION_KEYS,
+                    &expected_one_of(SUBSECTION_KEYS),
+                );
+                skip_to_comma(m.input);
+            }
+            Ok(())
+        })
     })?;
+    let had_errors = cx.errors_since(cp);
     let name = name.get().map(|s| s.value).unwrap_or_else(|| {
-        cx.error_spanned_by(&tokens, "`subsection` needs `name = \"<section>/<child>\"`");
+        if !had_errors {
+            cx.error_spanned_by(&tokens, "`subsection` needs `name = \"<section>/<child>\"`");
+        }
         LitStr::new("", Span::call_site())
     });
     let version = version.get().map(|s| s.value);
@@ -551,6 +458,7 @@ fn parse_subsection(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Subsection
         pre_load: pre_load.get().map(|s| s.value),
         post_load: post_load.get().map(|s| s.value),
         tokens,
+        had_errors: cx.errors_since(cp),
     })
 }
 
@@ -578,10 +486,15 @@ pub struct Field {
     pub equal: Option<WithTokens<()>>,
     pub range: Option<WithTokens<(Expr, Expr, bool)>>,
     pub subsection: Option<WithTokens<LitStr>>,
+    /// The slots of the field's keys that had errors: the cross-cutting rules that read them
+    /// skip the field rather than report a follow-on error (e.g. "`default` is never used"
+    /// after a misspelt `since`).
+    pub failed: Failed,
 }
 
 impl Field {
     pub fn from_ast(cx: &Ctxt, field: &syn::Field) -> Self {
+        let mut failed = Failed::default();
         let mut since = Attr::none(cx, SINCE);
         let mut when = Attr::none(cx, WHEN);
         let mut default = Attr::none(cx, DEFAULT);
@@ -602,21 +515,24 @@ impl Field {
                 cx.error_spanned_by(attr, "expected `#[vmstate(...)]` with arguments");
                 continue;
             }
-            let r = attr.parse_nested_meta(|meta| {
+            parse_items(cx, attr, FIELD_KEYS, &mut failed, |meta| {
                 let p = &meta.path;
                 if p == SINCE {
                     // since = 3: present only in streams of version >= 3
-                    let (v, lit) = lit_u32(&meta, "since")?;
+                    let (v, lit) = lit_u32(meta, "since")?;
                     since.set(&lit, (v, lit.clone()));
                 } else if p == WHEN {
                     // when = <gate>
-                    let g = gate_value(cx, &meta)?;
+                    let g = gate_value(cx, meta)?;
                     when.set(p, g);
                 } else if p == DEFAULT {
                     // default | default = expr
-                    if matches!(default.value.as_ref().map(|d| &d.value), Some(Default::Keep)) {
+                    if matches!(
+                        default.value.as_ref().map(|d| &d.value),
+                        Some(Default::Keep)
+                    ) {
                         cx.error_spanned_by(p, "`default` cannot be combined with `keep`: choose one value for streams without the field");
-                        skip_rest(&meta)?;
+                        skip_to_comma(meta.input);
                     } else if meta.input.peek(Token![=]) {
                         let e: Expr = meta.value()?.parse()?;
                         default.set(&e, Default::Expr(Box::new(e.clone())));
@@ -633,16 +549,21 @@ impl Field {
                 } else if p == SKIP {
                     skip.set(p, ());
                 } else if p == RENAME {
-                    let s = lit_str(&meta, "rename")?;
+                    let s = lit_str(meta, "rename")?;
                     rename.set(&s, s.value());
                 } else if p == BUFFER {
                     buffer.set(p, ());
                 } else if p == COUNT {
                     // count = earlier_field
-                    let id: Ident = meta.value()?.parse().map_err(|e| syn::Error::new(e.span(), "`count` expects the name of an earlier field, e.g. `count = num`"))?;
+                    let id: Ident = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(
+                            e.span(),
+                            "`count` expects the name of an earlier field, e.g. `count = num`",
+                        )
+                    })?;
                     count.set(&id, id.clone());
                 } else if p == MAX {
-                    let (v, lit) = lit_u32(&meta, "max")?;
+                    let (v, lit) = lit_u32(meta, "max")?;
                     max.set(&lit, v);
                 } else if p == EQUAL {
                     equal.set(p, ());
@@ -650,33 +571,40 @@ impl Field {
                     // range = 0..=15
                     let e: Expr = meta.value()?.parse()?;
                     match &e {
-                        Expr::Range(r) if r.start.is_some() && r.end.is_some() => {
-                            let closed = matches!(r.limits, syn::RangeLimits::Closed(_));
-                            let lo = (**r.start.as_ref().expect("checked")).clone();
-                            let hi = (**r.end.as_ref().expect("checked")).clone();
-                            range.set(&e, (lo, hi, closed));
+                        Expr::Range(syn::ExprRange { start: Some(lo), end: Some(hi), limits, .. }) => {
+                            let closed = matches!(limits, syn::RangeLimits::Closed(_));
+                            range.set(&e, ((**lo).clone(), (**hi).clone(), closed));
                         }
                         _ => cx.error_spanned_by(&e, "`range` expects a bounded range, e.g. `range = 0..=15` or `range = 0..16`"),
                     }
                 } else if p == SUBSECTION {
                     // subsection = "serial/tsr"
-                    let s = lit_str(&meta, "subsection")?;
+                    let s = lit_str(meta, "subsection")?;
                     subsection.set(&s, s.clone());
-                } else if p == NAME || p == VERSION || p == MINIMUM_VERSION || p == NESTED || p == PRIORITY || p == PRE_SAVE || p == POST_SAVE || p == PRE_LOAD || p == POST_LOAD || p == VALIDATE || p == PIN || p == PROP || p == CRATE {
+                } else if p == NAME
+                    || p == VERSION
+                    || p == MINIMUM_VERSION
+                    || p == NESTED
+                    || p == PRIORITY
+                    || p == PRE_SAVE
+                    || p == POST_SAVE
+                    || p == PRE_LOAD
+                    || p == POST_LOAD
+                    || p == VALIDATE
+                    || p == PIN
+                    || p == PROP
+                    || p == CRATE
+                {
                     let key = p.to_token_stream().to_string();
                     cx.error_spanned_by(p, format!("`{key}` is not expected here; the `{key}` attribute belongs on the struct"));
-                    skip_rest(&meta)?;
+                    skip_to_comma(meta.input);
                 } else {
-                    unknown(cx, &meta, "field", "; expected one of since, when, default, keep, skip, rename, buffer, count, max, equal, range, subsection");
-                    skip_rest(&meta)?;
+                    unknown(cx, meta, "field", FIELD_KEYS, &expected_one_of(FIELD_KEYS));
+                    skip_to_comma(meta.input);
                 }
                 Ok(())
             });
-            if let Err(e) = r {
-                cx.syn_error(e);
-            }
         }
-        let _ = field.span();
         Field {
             since: since.get(),
             when: when.get(),
@@ -689,12 +617,7 @@ impl Field {
             equal: equal.get(),
             range: range.get(),
             subsection: subsection.get(),
+            failed,
         }
     }
-}
-
-/// Parses a gate from a token stream (used by tests of the parser).
-#[allow(dead_code)]
-pub fn parse_gate_tokens(cx: &Ctxt, tokens: TokenStream) -> syn::Result<Gate> {
-    (|input: ParseStream| parse_gate(cx, input)).parse2(tokens)
 }

@@ -1,11 +1,22 @@
 //! Cross-cutting rules. Each function is one rule, with the reason for it. All of them run, so
 //! several mistakes are reported at once.
+//!
+//! One mistake gives one error. A key that failed to parse (reported in `attr.rs`) leaves its
+//! slot empty, and the field, the struct's settings or the declaration it belonged to is marked
+//! as having errors; a rule whose verdict depends on such a slot skips it instead of reporting
+//! what the empty slot implies (a misspelt `since` must not also give "`default` is never
+//! used"). The same holds for a field naming an undeclared subsection.
 
 use syn::{Type, TypeArray};
 
-use super::ast::{Container, Field, Style};
+use super::ast::{Container, Style};
 use super::attr::Gate;
 use super::ctxt::Ctxt;
+use super::suggest::did_you_mean;
+use super::symbol::{
+    BUFFER, COUNT, DEFAULT, KEEP, MAX, MINIMUM_VERSION, NAME, SINCE, SKIP, SUBSECTION, VERSION,
+    WHEN,
+};
 
 pub fn check(cx: &Ctxt, c: &Container) {
     check_versions(cx, c);
@@ -23,6 +34,9 @@ pub fn check(cx: &Ctxt, c: &Container) {
 
 /// `minimum_version ≤ version`: otherwise no stream could ever be loaded.
 fn check_versions(cx: &Ctxt, c: &Container) {
+    if c.attrs.failed.any(&[VERSION, MINIMUM_VERSION]) {
+        return;
+    }
     if let Some(m) = &c.attrs.min_version {
         if m.value > c.version {
             cx.error_spanned_by(
@@ -39,16 +53,25 @@ fn check_versions(cx: &Ctxt, c: &Container) {
 /// `since ≤ version` of the vmsd the field belongs to (the struct, or its subsection): a field
 /// newer than the version written would never be sent.
 fn check_since(cx: &Ctxt, c: &Container) {
-    for f in c.fields.iter().filter(|f| !f.skipped()) {
+    for f in c
+        .fields
+        .iter()
+        .filter(|f| !f.skipped() && !f.unsure(&[SINCE, SUBSECTION]))
+    {
         let Some(s) = &f.attrs.since else { continue };
-        let (limit, what) = match f.sub {
+        let (limit, what, settings_ok) = match f.sub {
             Some(i) => (
                 c.attrs.subsections[i].version,
                 format!("subsection `{}`", c.attrs.subsections[i].name.value()),
+                !c.attrs.subsections[i].had_errors,
             ),
-            None => (c.version, format!("`{}`", c.name)),
+            None => (
+                c.version,
+                format!("`{}`", c.name),
+                !c.attrs.failed.any(&[VERSION]),
+            ),
         };
-        if s.value.0 > limit {
+        if s.value.0 > limit && settings_ok {
             cx.error_spanned_by(
                 &s.tokens,
                 format!(
@@ -98,7 +121,12 @@ fn check_nested(cx: &Ctxt, c: &Container) {
 /// Every field that is not always present needs a declared value for when it is absent, and a
 /// `default` on an always-present field is a mistake (it would never be used).
 fn check_defaults(cx: &Ctxt, c: &Container) {
-    for f in c.fields.iter().filter(|f| !f.skipped()) {
+    let presence = [SINCE, WHEN, SUBSECTION, DEFAULT, KEEP, SKIP];
+    for f in c
+        .fields
+        .iter()
+        .filter(|f| !f.skipped() && !f.unsure(&presence))
+    {
         if f.conditional() && f.attrs.default.is_none() {
             let why = if let Some(s) = &f.attrs.since {
                 format!("since = {}", s.value.0)
@@ -168,7 +196,12 @@ fn check_skip_conflicts(cx: &Ctxt, c: &Container) {
 /// comes earlier on the wire: QEMU does not repeat the count, the loader reads it first and
 /// checks it against the maximum before any element (CVE-2013-4527 class).
 fn check_counts(cx: &Ctxt, c: &Container) {
-    for (i, f) in c.fields.iter().enumerate().filter(|(_, f)| !f.skipped()) {
+    for (i, f) in c
+        .fields
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !f.skipped() && !f.unsure(&[COUNT, MAX, BUFFER]))
+    {
         match (&f.attrs.count, &f.attrs.max) {
             (Some(cnt), None) => cx.error_spanned_by(
                 &cnt.tokens,
@@ -212,12 +245,16 @@ fn check_counts(cx: &Ctxt, c: &Container) {
 /// declared subsection.
 fn check_subsections(cx: &Ctxt, c: &Container) {
     let prefix = format!("{}/", c.name);
+    // A misspelt `name` key leaves the default name, which every prefix would then contradict.
+    let name_known = !c.attrs.failed.any(&[NAME]);
+    // A field whose `subsection` key failed may be the one meant for an empty subsection.
+    let fields_known = !c.fields.iter().any(|f| f.unsure(&[SUBSECTION]));
     for (i, s) in c.attrs.subsections.iter().enumerate() {
         let n = s.name.value();
         if n.is_empty() {
             continue;
         }
-        if !n.starts_with(&prefix) || n.len() == prefix.len() {
+        if name_known && (!n.starts_with(&prefix) || n.len() == prefix.len()) {
             cx.error_spanned_by(
                 &s.name,
                 format!("subsection name `{n}` must start with `{prefix}` (the struct's name): QEMU's loader hands subsections without the parent's prefix back to the caller"),
@@ -226,11 +263,12 @@ fn check_subsections(cx: &Ctxt, c: &Container) {
         if n.len() > 255 {
             cx.error_spanned_by(&s.name, "subsection name is longer than 255 bytes");
         }
-        if c.attrs.subsections[..i].iter().any(|o| o.name.value() == n) {
+        let duplicate = c.attrs.subsections[..i].iter().any(|o| o.name.value() == n);
+        if duplicate {
             cx.error_spanned_by(&s.name, format!("duplicate subsection `{n}`"));
         }
         if let Some((m, lit)) = &s.min_version {
-            if *m > s.version {
+            if *m > s.version && !s.had_errors {
                 cx.error_spanned_by(
                     lit,
                     format!(
@@ -240,17 +278,30 @@ fn check_subsections(cx: &Ctxt, c: &Container) {
                 );
             }
         }
-        if !c.fields.iter().any(|f| !f.skipped() && f.sub == Some(i)) {
+        // A duplicate's fields are the first declaration's: "no fields" would repeat the
+        // duplicate error. A field naming an undeclared subsection may have meant this one.
+        if !duplicate && fields_known && !c.fields.iter().any(|f| !f.skipped() && f.sub == Some(i))
+        {
             cx.error_spanned_by(&s.name, format!("subsection `{n}` has no fields; mark fields with `#[vmstate(subsection = \"{n}\")]`"));
         }
     }
-    for f in c.fields.iter().filter(|f| !f.skipped()) {
-        if let (Some(s), None) = (&f.attrs.subsection, f.sub) {
-            cx.error_spanned_by(
-                &s.tokens,
-                format!("unknown subsection `{}`; declare it on the struct with `#[vmstate(subsection(name = \"{}\", ...))]`", s.value.value(), s.value.value()),
-            );
-        }
+    // A declaration that failed to parse may be the one the field names.
+    if c.attrs.subsection_errors {
+        return;
+    }
+    let declared: Vec<String> = c.attrs.subsections.iter().map(|s| s.name.value()).collect();
+    for f in c.fields.iter().filter(|f| !f.skipped() && f.undeclared_sub) {
+        let Some(s) = &f.attrs.subsection else {
+            continue;
+        };
+        let n = s.value.value();
+        let declare =
+            format!("declare it on the struct with `#[vmstate(subsection(name = \"{n}\", ...))]`");
+        let message = match did_you_mean(&n, declared.iter().map(String::as_str)) {
+            Some(hint) => format!("unknown subsection `{n}`{hint} Otherwise {declare}"),
+            None => format!("unknown subsection `{n}`; {declare}"),
+        };
+        cx.error_spanned_by(&s.tokens, message);
     }
 }
 
@@ -276,26 +327,35 @@ fn gates<'c>(c: &'c Container<'_>) -> Vec<&'c Gate> {
 /// its default; property names are unique.
 fn check_props(cx: &Ctxt, c: &Container) {
     for (i, p) in c.attrs.props.iter().enumerate() {
-        if c.attrs.props[..i]
-            .iter()
-            .any(|o| o.name.value() == p.name.value())
+        if !p.name.value().is_empty()
+            && c.attrs.props[..i]
+                .iter()
+                .any(|o| o.name.value() == p.name.value())
         {
             cx.error_spanned_by(&p.name, format!("duplicate property `{}`", p.name.value()));
         }
     }
+    // A declaration that failed to parse may be the one the gate reads.
+    if c.attrs.prop_errors {
+        return;
+    }
+    let declared: Vec<String> = c.attrs.props.iter().map(|p| p.name.value()).collect();
     for g in gates(c) {
         let mut used = Vec::new();
         g.props(&mut used);
         for lit in used {
-            if !c.attrs.props.iter().any(|p| p.name.value() == lit.value()) {
-                cx.error_spanned_by(
-                    &lit,
-                    format!(
-                        "gate cannot be evaluated: compat property `{0}` is not declared; add `#[vmstate(prop(name = \"{0}\", default = true))]` to the struct",
-                        lit.value()
-                    ),
-                );
+            let n = lit.value();
+            if n.is_empty() || declared.contains(&n) {
+                continue;
             }
+            let hint = did_you_mean(&n, declared.iter().map(String::as_str))
+                .map_or_else(String::new, |h| format!("{h} Otherwise"));
+            cx.error_spanned_by(
+                &lit,
+                format!(
+                    "gate cannot be evaluated: compat property `{n}` is not declared{hint}; add `#[vmstate(prop(name = \"{n}\", default = true))]` to the struct"
+                ),
+            );
         }
     }
 }
@@ -303,7 +363,15 @@ fn check_props(cx: &Ctxt, c: &Container) {
 /// A pinned version must be one this code can write and still load: at least
 /// `minimum_version` and below `version`; one pin per machine boundary.
 fn check_pins(cx: &Ctxt, c: &Container) {
+    // On a nested struct every pin is already an error (`check_nested`); a version that failed
+    // to parse leaves nothing to compare with.
+    if c.nested || c.attrs.failed.any(&[VERSION, MINIMUM_VERSION]) {
+        return;
+    }
     for (i, p) in c.attrs.pins.iter().enumerate() {
+        if p.had_errors {
+            continue;
+        }
         let Some(lit) = &p.version_lit else { continue };
         if p.version >= c.version {
             cx.error_spanned_by(
@@ -378,6 +446,11 @@ fn check_field_types(cx: &Ctxt, c: &Container) {
             }
             continue;
         }
+        // With a failed key the style may be wrong: a Vec whose `count` failed to parse is not
+        // "missing `count`", and a `buffer` whose `count` failed is not "not an array".
+        if f.unsure(&[COUNT, MAX, BUFFER]) && (is_vec(f.ty) || f.attrs.buffer.is_some()) {
+            continue;
+        }
         if let Some(msg) = unsupported(f.ty) {
             cx.error_spanned_by(f.ty, msg);
         }
@@ -405,6 +478,3 @@ fn check_value_checks(cx: &Ctxt, c: &Container) {
         }
     }
 }
-
-#[allow(dead_code)]
-fn _unused(_: &Field) {}

@@ -6,6 +6,10 @@ use std::thread;
 
 use quote::ToTokens;
 
+/// A position in the error list; see [`Ctxt::checkpoint`].
+#[derive(Clone, Copy)]
+pub struct Checkpoint(usize);
+
 /// Collects errors during parsing and checking.
 #[derive(Default)]
 pub struct Ctxt {
@@ -31,10 +35,22 @@ impl Ctxt {
         }
     }
 
-    /// Whether any error was recorded so far.
-    #[allow(dead_code)]
-    pub fn has_errors(&self) -> bool {
-        self.errors.borrow().as_ref().is_some_and(|e| !e.is_empty())
+    /// Marks the current point, so a caller can later ask whether the code in between reported
+    /// anything (darling's `checkpoint`). Parsing uses it to mark a field or the container as
+    /// "had errors": a key that failed to parse leaves its slot empty, and the cross-cutting
+    /// checks that would read that slot are skipped instead of reporting a follow-on error.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint(self.errors.borrow().as_ref().map_or(0, Vec::len))
+    }
+
+    /// Whether any error was recorded since `cp`.
+    pub fn errors_since(&self, cp: Checkpoint) -> bool {
+        self.error_count_since(cp) > 0
+    }
+
+    /// How many errors were recorded since `cp`.
+    pub fn error_count_since(&self, cp: Checkpoint) -> usize {
+        self.errors.borrow().as_ref().map_or(0, Vec::len) - cp.0
     }
 
     /// Consumes the context; all errors combined into one.

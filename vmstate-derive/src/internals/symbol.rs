@@ -42,6 +42,57 @@ pub const ALL: Symbol = Symbol("all");
 pub const ANY: Symbol = Symbol("any");
 pub const NOT: Symbol = Symbol("not");
 
+/// Keys accepted in `#[vmstate(...)]` on the struct (`min_version` is also accepted as an alias).
+pub const CONTAINER_KEYS: &[Symbol] = &[
+    NAME,
+    VERSION,
+    MINIMUM_VERSION,
+    NESTED,
+    PRIORITY,
+    PRE_SAVE,
+    POST_SAVE,
+    PRE_LOAD,
+    POST_LOAD,
+    VALIDATE,
+    WHEN,
+    PIN,
+    PROP,
+    SUBSECTION,
+    CRATE,
+];
+/// Keys accepted in `#[vmstate(...)]` on a field.
+pub const FIELD_KEYS: &[Symbol] = &[
+    SINCE, WHEN, DEFAULT, KEEP, SKIP, RENAME, BUFFER, COUNT, MAX, EQUAL, RANGE, SUBSECTION,
+];
+/// Keys accepted inside `subsection(...)` on the struct.
+pub const SUBSECTION_KEYS: &[Symbol] = &[
+    NAME,
+    VERSION,
+    MINIMUM_VERSION,
+    WHEN,
+    PRE_SAVE,
+    POST_SAVE,
+    PRE_LOAD,
+    POST_LOAD,
+];
+/// Keys accepted inside `pin(...)`.
+pub const PIN_KEYS: &[Symbol] = &[BELOW, VERSION];
+/// Keys accepted inside `prop(...)`.
+pub const PROP_KEYS: &[Symbol] = &[NAME, DEFAULT];
+/// The words a gate expression starts with.
+pub const GATE_WORDS: &[Symbol] = &[MACHINE, PROP, PRED, ALL, ANY, NOT];
+
+impl Symbol {
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+/// The keywords as strings, for suggestions and "expected one of" lists.
+pub fn words(keys: &[Symbol]) -> impl Iterator<Item = &'static str> + '_ {
+    keys.iter().map(|k| k.0)
+}
+
 impl PartialEq<Symbol> for Ident {
     fn eq(&self, word: &Symbol) -> bool {
         self == word.0
