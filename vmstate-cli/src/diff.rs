@@ -77,7 +77,7 @@ fn leaf(v: &Value) -> String {
 
 /// The sections of a stream keyed by (idstr, instance id), in stream order: FULL sections with
 /// their value, the RAM START chunk as its block list.
-fn sections(d: &DecodedStream) -> Vec<((String, u32), Value)> {
+fn sections(d: &DecodedStream) -> Vec<((String, u32), u32, Value)> {
     let mut out = Vec::new();
     for s in &d.sections {
         let value = match (s.kind, &s.value, &s.ram) {
@@ -99,7 +99,7 @@ fn sections(d: &DecodedStream) -> Vec<((String, u32), Value)> {
             },
             _ => continue,
         };
-        out.push(((s.idstr.clone(), s.instance_id), value));
+        out.push(((s.idstr.clone(), s.instance_id), s.version, value));
     }
     out
 }
@@ -119,10 +119,10 @@ pub fn diff_streams(a: &DecodedStream, b: &DecodedStream) -> Vec<Difference> {
     }
     let sa = sections(a);
     let mut sb = sections(b);
-    for ((idstr, instance), va) in sa {
+    for ((idstr, instance), version, va) in sa {
         let found = sb
             .iter()
-            .position(|((i, n), _)| *i == idstr && *n == instance);
+            .position(|((i, n), _, _)| *i == idstr && *n == instance);
         let mut d = Walk {
             section: &idstr,
             instance,
@@ -130,13 +130,20 @@ pub fn diff_streams(a: &DecodedStream, b: &DecodedStream) -> Vec<Difference> {
         };
         match found {
             Some(i) => {
-                let (_, vb) = sb.remove(i);
+                let (_, vb_version, vb) = sb.remove(i);
+                if version != vb_version {
+                    d.push(
+                        "(section version)",
+                        Some(version.to_string()),
+                        Some(vb_version.to_string()),
+                    );
+                }
                 d.value("", &va, &vb);
             }
             None => d.push("", Some("(present)".into()), None),
         }
     }
-    for ((idstr, instance), _) in sb {
+    for ((idstr, instance), _, _) in sb {
         Walk {
             section: &idstr,
             instance,

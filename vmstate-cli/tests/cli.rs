@@ -499,3 +499,31 @@ mod needs_qemu {
         assert_same_as_script(&t);
     }
 }
+
+#[test]
+fn diff_shows_what_an_older_machine_type_does_not_send() {
+    let save_for = |machine: &str| {
+        let mt = examples_devices::catalog().resolve(machine).unwrap();
+        let vm = DemoMachine::new(&mt).unwrap();
+        vm.run_guest_program();
+        save(&vm, &format!("diff-{machine}.mig"))
+    };
+    let (a, b) = (save_for("pc-i440fx-7.2"), save_for("pc-i440fx-4.2"));
+    let o = run(&["diff", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(code(&o), EXIT_FOUND);
+    let out = stdout(&o);
+    assert!(
+        out.contains("stream: machine type: pc-i440fx-7.2 -> pc-i440fx-4.2\n"),
+        "{out}"
+    );
+    // demo-wdt is pinned to version 2 below 5.0, without its since-3 fields.
+    assert!(
+        out.contains("demo-wdt instance 0: (section version): 3 -> 2\n"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .all(|l| l.starts_with("stream: ") || l.starts_with("demo-wdt ")),
+        "{out}"
+    );
+}
