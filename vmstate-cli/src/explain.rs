@@ -10,7 +10,7 @@
 //! terms of why migrations fail.
 
 use std::fmt::Write as _;
-use std::io::Read as _;
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::Path;
 
 use examples_devices::machine::DemoMachine;
@@ -60,20 +60,33 @@ pub const WINDOW_AFTER: u64 = 32;
 /// The file cannot be opened, or `--machine` names a machine type the demo does not know.
 pub fn explain(path: &Path, machine: Option<&str>) -> Result<Explanation, CliError> {
     let catalog = examples_devices::catalog();
-    let mut prefix = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(4096).read_to_end(&mut prefix))
-        .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
-    // A stream that does not even start like one.
-    let mut r = SliceReader::new(&prefix);
-    if let Err(e) = read_stream_header(&mut r) {
-        return Ok(report(path, Against::Generic, e));
-    }
-    let named = match read_section_header(&mut r) {
+    let mut input = match Input::open(path) {
+        Ok(i) => i,
+        // The stream itself is at fault (its header, its vmdesc): that is what to explain.
+        Err(e) => match e.stream_error() {
+            Some(se) => {
+                let mut x = report(path, Against::Generic, se.clone());
+                if let (Some(off), Ok(mut f)) = (se.offset(), std::fs::File::open(path)) {
+                    if f.metadata().is_ok_and(|m| m.is_file()) {
+                        let (start, len) = window(off);
+                        let mut bytes = Vec::new();
+                        if f.seek(SeekFrom::Start(start)).is_ok()
+                            && f.take(len as u64).read_to_end(&mut bytes).is_ok()
+                        {
+                            x.report.push_str(&hex_block(&bytes, start, off));
+                        }
+                    }
+                }
+                return Ok(x);
+            }
+            None => return Err(e),
+        },
+    };
+    let mut r = SliceReader::new(input.head());
+    let named = match read_stream_header(&mut r).and_then(|()| read_section_header(&mut r)) {
         Ok(SectionHeader::Configuration(c)) => Some(c.machine),
         _ => None,
     };
-    let input = Input::open(path)?;
     let against = choose(&catalog, machine, named.as_deref(), &input)?;
     let Against::Demo(name) = &against else {
         return Ok(match input.decode_raw() {
@@ -82,7 +95,13 @@ pub fn explain(path: &Path, machine: Option<&str>) -> Result<Explanation, CliErr
                 against,
                 &format!("{} sections decoded", d.sections.len()),
             ),
-            Err(e) => report(path, against, e),
+            Err(e) => {
+                let hex = e.offset().and_then(|off| {
+                    let (start, len) = window(off);
+                    input.bytes_at(start, len).ok().map(|b| (start, b))
+                });
+                with_bytes(report(path, against, e), hex)
+            }
         });
     };
     let mt = catalog.resolve(name).map_err(|_| {
@@ -92,9 +111,16 @@ pub fn explain(path: &Path, machine: Option<&str>) -> Result<Explanation, CliErr
         ))
     })?;
     let vm = DemoMachine::new(&mt).map_err(|e| CliError::new(e.to_string()))?;
-    let result = vm.registry().load_io(&mt, input.into_reader());
+    let result = {
+        let cannot =
+            |e: std::io::Error| CliError::new(format!("cannot read {}: {e}", path.display()));
+        let reader = input.reader().map_err(cannot)?;
+        vm.registry().load_io(&mt, reader)
+    };
     Ok(match result {
         Ok(rep) => {
+            // Clock-dependent re-synchronisation after the commit, as a VMM does.
+            vm.resume();
             let mut s = format!("{} device sections loaded", rep.sections.len());
             if !rep.ram_blocks.is_empty() {
                 let _ = write!(s, ", {} RAM blocks stepped over", rep.ram_blocks.len());
@@ -111,10 +137,46 @@ pub fn explain(path: &Path, machine: Option<&str>) -> Result<Explanation, CliErr
                     names.join(", ")
                 );
             }
-            ok(path, against, &s)
+            let mut x = ok(path, against, &s);
+            x.report
+                .push_str("\nThe loaded devices (typed, from their schemas):\n");
+            x.report.push_str(&vm.describe());
+            x
         }
-        Err(e) => report(path, against, e),
+        Err(e) => {
+            let hex = e.offset().and_then(|off| {
+                let (start, len) = window(off);
+                input.bytes_at(start, len).ok().map(|b| (start, b))
+            });
+            with_bytes(report(path, against, e), hex)
+        }
     })
+}
+
+/// The part of the stream shown around `offset`: from [`WINDOW_BEFORE`] bytes before it
+/// (rounded down to a row of 16) to [`WINDOW_AFTER`] bytes after it.
+fn window(offset: u64) -> (u64, usize) {
+    let start = offset.saturating_sub(WINDOW_BEFORE) & !0xf;
+    let len = usize::try_from(offset + WINDOW_AFTER + 1 - start).unwrap_or(0);
+    (start, len)
+}
+
+fn with_bytes(mut x: Explanation, hex: Option<(u64, Vec<u8>)>) -> Explanation {
+    if let (Some((start, bytes)), Some(off)) = (hex, x.failure.as_ref().and_then(Error::offset)) {
+        x.report.push_str(&hex_block(&bytes, start, off));
+    }
+    x
+}
+
+/// The hex window with its heading (nothing when there are no bytes to show).
+fn hex_block(bytes: &[u8], start: u64, mark: u64) -> String {
+    if bytes.is_empty() {
+        return String::new();
+    }
+    format!(
+        "  bytes (the one at the offset in [ ]):\n{}",
+        hex_window(bytes, start, mark)
+    )
 }
 
 /// The demo machine when asked for, or when it has a device for every section the vmdesc
@@ -183,16 +245,6 @@ fn report(path: &Path, against: Against, e: Error) -> Explanation {
     let _ = writeln!(s, "  problem:  {}", e.kind());
     let _ = writeln!(s, "  expected: {}", expected(e.kind()));
     let _ = writeln!(s, "  cause:    {}", cause(e.kind()));
-    if let Some(off) = e.offset() {
-        let start = off.saturating_sub(WINDOW_BEFORE) & !0xf;
-        let len = usize::try_from(off + WINDOW_AFTER + 1 - start).unwrap_or(0);
-        if let Ok(bytes) = Input::bytes_at(path, start, len) {
-            if !bytes.is_empty() {
-                let _ = writeln!(s, "  bytes (the one at the offset in [ ]):");
-                s.push_str(&hex_window(&bytes, start, off));
-            }
-        }
-    }
     Explanation {
         against,
         failure: Some(e),
@@ -273,7 +325,9 @@ pub fn expected(kind: &ErrorKind) -> String {
         ErrorKind::InvalidValue { expected, .. } => expected.to_string(),
         ErrorKind::TrailingBytes { .. } => "the end of the input".into(),
         ErrorKind::MissingVmdesc => "a vmdesc after EOF describing the sections".into(),
-        ErrorKind::BadVmdesc { .. } => "the bytes the stream's vmdesc describes".into(),
+        ErrorKind::BadVmdesc { .. } => {
+            "a vmdesc (JSON) after EOF that describes exactly the sections' bytes".into()
+        }
         ErrorKind::UnknownRamBlock { .. } | ErrorKind::RamPageOutOfRange { .. } => {
             "a page inside a RAM block announced at the start of the RAM section".into()
         }
@@ -346,8 +400,9 @@ pub fn cause(kind: &ErrorKind) -> &'static str {
              describes its sections; check it against a known machine with --machine"
         }
         ErrorKind::BadVmdesc { .. } => {
-            "the section's bytes do not match the description the source attached: the stream \
-             was corrupted after it was written, or the source's writer is broken"
+            "the vmdesc (the description for analysis tools; QEMU itself never reads it) is \
+             malformed or does not match the sections' bytes: the stream was corrupted after it \
+             was written, or its writer is broken"
         }
         ErrorKind::UnsupportedCommand { .. } | ErrorKind::UnsupportedRamFlags { .. } => {
             "the source used a migration feature (postcopy, compression, XBZRLE, multifd, …) \

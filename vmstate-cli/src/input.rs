@@ -27,6 +27,9 @@ use crate::CliError;
 /// The most bytes read from an input that is not a regular file (a pipe or a device).
 pub const PIPE_CAP: u64 = 32 << 20;
 
+/// How much of the stream's start is kept for a look at its header and configuration section.
+pub const HEAD: u64 = 4096;
+
 /// A located and parsed vmdesc trailer.
 #[derive(Debug, Clone)]
 pub struct Located {
@@ -43,6 +46,8 @@ pub struct Located {
 #[derive(Debug)]
 pub struct Input {
     path: PathBuf,
+    /// The first [`HEAD`] bytes (fewer if the stream is shorter).
+    head: Vec<u8>,
     source: Source,
     /// The stream's length in bytes.
     len: u64,
@@ -66,10 +71,13 @@ impl Input {
             |e: std::io::Error| CliError::new(format!("cannot read {}: {e}", path.display()));
         let mut file = File::open(path).map_err(cannot)?;
         let meta = file.metadata().map_err(cannot)?;
-        let mut head = Vec::with_capacity(8);
-        (&mut file).take(8).read_to_end(&mut head).map_err(cannot)?;
+        let mut head = Vec::new();
+        (&mut file)
+            .take(HEAD)
+            .read_to_end(&mut head)
+            .map_err(cannot)?;
         read_stream_header(&mut SliceReader::new(&head)).map_err(|e| CliError::at(path, &e))?;
-        let mut input = if meta.is_file() {
+        if meta.is_file() {
             let len = meta.len();
             let tail_len = len.min(VMDESC_TAIL);
             let base = len - tail_len;
@@ -80,14 +88,15 @@ impl Input {
                 .read_to_end(&mut tail)
                 .map_err(cannot)?;
             let located = locate(path, &tail, base)?;
-            Input {
+            Ok(Input {
                 path: path.to_owned(),
+                head,
                 source: Source::File(file),
                 len,
                 located,
-            }
+            })
         } else {
-            let bytes = read_capped(&mut file, head).map_err(cannot)?;
+            let bytes = read_capped(&mut file, head.clone()).map_err(cannot)?;
             if bytes.len() as u64 > PIPE_CAP {
                 return Err(CliError::new(format!(
                     "{}: not a regular file and longer than {} MiB; save the stream to a file first",
@@ -96,23 +105,20 @@ impl Input {
                 )));
             }
             let located = locate(path, &bytes, 0)?;
-            Input {
+            Ok(Input {
                 path: path.to_owned(),
+                head,
                 len: bytes.len() as u64,
                 source: Source::Memory(bytes),
-                located: None,
-            }
-            .with_located(located)
-        };
-        if let Source::File(f) = &mut input.source {
-            f.seek(SeekFrom::Start(0)).map_err(cannot)?;
+                located,
+            })
         }
-        Ok(input)
     }
 
-    fn with_located(mut self, located: Option<Located>) -> Self {
-        self.located = located;
-        self
+    /// The stream's first bytes (up to [`HEAD`]): its header and configuration section.
+    #[must_use]
+    pub fn head(&self) -> &[u8] {
+        &self.head
     }
 
     /// The input's path.
@@ -143,53 +149,70 @@ impl Input {
     ///
     /// # Errors
     /// The decoder's error, naming the file, offset, section and field.
-    pub fn decode(self) -> Result<DecodedStream, CliError> {
+    pub fn decode(mut self) -> Result<DecodedStream, CliError> {
         let path = self.path.clone();
         self.decode_raw().map_err(|e| CliError::at(&path, &e))
     }
 
-    /// [`decode`](Self::decode), with the runtime's error.
+    /// [`decode`](Self::decode), with the runtime's error; the input can be read again
+    /// afterwards.
     ///
     /// # Errors
     /// The decoder's error.
-    pub fn decode_raw(self) -> vmstate_runtime::Result<DecodedStream> {
-        let located = self.located.map(|l| (l.range, l.desc));
+    pub fn decode_raw(&mut self) -> vmstate_runtime::Result<DecodedStream> {
+        let located = self
+            .located
+            .as_ref()
+            .map(|l| (l.range.clone(), l.desc.clone()));
         let body_end = located.as_ref().map_or(self.len, |(r, _)| r.start);
-        match self.source {
+        match &mut self.source {
             Source::File(f) => {
-                let mut r = IoReader::new(f.take(body_end));
+                f.seek(SeekFrom::Start(0)).map_err(|e| {
+                    vmstate_runtime::Error::new(vmstate_runtime::ErrorKind::Io(e.kind()), 0)
+                })?;
+                let mut r = IoReader::new((&*f).take(body_end));
                 decode_reader(&mut r, located, None)
             }
             Source::Memory(bytes) => {
                 let n = usize::try_from(body_end).unwrap_or(usize::MAX);
-                let body = bytes.get(..n).unwrap_or(&bytes);
+                let body = bytes.get(..n).unwrap_or(bytes);
                 decode_reader(&mut SliceReader::new(body), located, None)
             }
         }
     }
 
     /// A reader over the whole stream from its first byte (for loading into a machine).
-    #[must_use]
-    pub fn into_reader(self) -> Box<dyn Read> {
-        match self.source {
-            Source::File(f) => Box::new(f),
-            Source::Memory(b) => Box::new(std::io::Cursor::new(b)),
-        }
+    ///
+    /// # Errors
+    /// The file cannot be rewound.
+    pub fn reader(&mut self) -> std::io::Result<Box<dyn Read + '_>> {
+        Ok(match &mut self.source {
+            Source::File(f) => {
+                f.seek(SeekFrom::Start(0))?;
+                Box::new(&*f)
+            }
+            Source::Memory(b) => Box::new(std::io::Cursor::new(&b[..])),
+        })
     }
 
     /// Up to `len` bytes of the stream starting at `offset` (for showing bytes around an error).
     ///
     /// # Errors
     /// I/O errors.
-    pub fn bytes_at(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        let mut f = File::open(path)?;
-        if !f.metadata()?.is_file() {
-            return Ok(Vec::new());
+    pub fn bytes_at(&mut self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        match &mut self.source {
+            Source::File(f) => {
+                f.seek(SeekFrom::Start(offset))?;
+                let mut out = Vec::new();
+                f.take(len as u64).read_to_end(&mut out)?;
+                Ok(out)
+            }
+            Source::Memory(b) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
+                let end = start.saturating_add(len).min(b.len());
+                Ok(b[start..end].to_vec())
+            }
         }
-        f.seek(SeekFrom::Start(offset))?;
-        let mut out = Vec::new();
-        f.take(len as u64).read_to_end(&mut out)?;
-        Ok(out)
     }
 }
 

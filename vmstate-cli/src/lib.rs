@@ -44,25 +44,40 @@ pub const EXIT_ERROR: u8 = 2;
 
 /// An error of the tool: one line naming what went wrong and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CliError(String);
+pub struct CliError {
+    message: String,
+    stream: Option<vmstate_runtime::Error>,
+}
 
 impl CliError {
     /// An error with this message.
     #[must_use]
     pub fn new(message: String) -> Self {
-        CliError(message)
+        CliError {
+            message,
+            stream: None,
+        }
     }
 
     /// A runtime error in the stream `path`.
     #[must_use]
     pub fn at(path: &Path, e: &vmstate_runtime::Error) -> Self {
-        CliError(format!("{}: {e}", path.display()))
+        CliError {
+            message: format!("{}: {e}", path.display()),
+            stream: Some(e.clone()),
+        }
+    }
+
+    /// The stream's error, when the stream (not the tool or the file system) is at fault.
+    #[must_use]
+    pub fn stream_error(&self) -> Option<&vmstate_runtime::Error> {
+        self.stream.as_ref()
     }
 }
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 

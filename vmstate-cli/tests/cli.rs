@@ -344,6 +344,12 @@ fn explain_names_a_corrupted_subsection_where_and_why() {
     let o = run(&["explain", p.to_str().unwrap()]);
     assert_eq!(code(&o), EXIT_OK, "{}", stdout(&o));
     assert!(stdout(&o).starts_with("ok: "), "{}", stdout(&o));
+    // The devices as their typed state, from the example devices' schemas.
+    assert!(
+        stdout(&o).contains("\nCOM1 serial: divider="),
+        "{}",
+        stdout(&o)
+    );
 
     let mut bytes = std::fs::read(&p).unwrap();
     let needle = b"\x05\x10serial/recv_fifo";
@@ -371,6 +377,31 @@ fn explain_names_a_corrupted_subsection_where_and_why() {
     // The hex window marks the subsection byte and shows the corrupted name.
     assert!(out.contains("[05]10 73"), "{out}");
     assert!(out.contains("recv_fifX"), "{out}");
+
+    // The same from a pipe (read into memory after the header check).
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("exec \"$0\" explain /dev/stdin < /dev/stdin")
+        .arg(bin())
+        .stdin(std::fs::File::open(&bad).unwrap())
+        .output()
+        .unwrap();
+    let piped = Command::new("sh")
+        .arg("-c")
+        .arg("cat \"$1\" | \"$0\" explain /dev/stdin")
+        .arg(bin())
+        .arg(&bad)
+        .output()
+        .unwrap();
+    for o in [o, piped] {
+        assert_eq!(code(&o), EXIT_FOUND, "{}", stderr(&o));
+        let out = stdout(&o);
+        assert!(
+            out.contains("unknown subsection `serial/recv_fifX`"),
+            "{out}"
+        );
+        assert!(out.contains("[05]10 73"), "{out}");
+    }
 }
 
 #[test]
