@@ -4,6 +4,7 @@
 //! | command | what |
 //! |---|---|
 //! | `vmstate analyze FILE [--dump state\|desc]` | the stream as JSON, exactly as QEMU's `scripts/analyze-migration.py -f FILE [-d desc]` prints it (RAM summarised as block sizes) |
+//! | `vmstate analyze FILE --typed [--machine T]` | sections of the example devices loaded into their Rust types and printed ([`typed`]); the others as the vmdesc decodes them |
 //! | `vmstate diff A B [--json]` | field-level differences between two streams: section, instance, field path, old → new |
 //! | `vmstate explain FILE [--machine T]` | loads the stream as a destination would and explains the first failure: offset, section, field, the bytes around it, what was expected and the likely cause |
 //!
@@ -31,6 +32,7 @@ pub mod analyze;
 pub mod diff;
 pub mod explain;
 pub mod input;
+pub mod typed;
 
 use std::fmt;
 use std::path::Path;

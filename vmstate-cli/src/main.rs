@@ -35,6 +35,13 @@ enum Cmd {
         /// What to print: the decoded state, or the vmdesc (`analyze-migration.py -d`).
         #[arg(short, long, value_enum, default_value = "state")]
         dump: DumpArg,
+        /// Load the sections of known devices (the example devices) into their Rust types and
+        /// print those instead of JSON.
+        #[arg(long, conflicts_with = "dump")]
+        typed: bool,
+        /// With --typed: the machine type to load for (default: the one the stream names).
+        #[arg(long, requires = "typed")]
+        machine: Option<String>,
     },
     /// Field-level differences between two streams; exit 1 when they differ, 0 when equal.
     Diff {
@@ -80,7 +87,19 @@ fn main() -> ExitCode {
         }
     };
     match cli.cmd {
-        Cmd::Analyze { file, dump } => {
+        Cmd::Analyze {
+            file,
+            typed: true,
+            machine,
+            ..
+        } => match vmstate_cli::typed::typed(&file, machine.as_deref()) {
+            Ok(s) => {
+                out(&s);
+                ExitCode::from(EXIT_OK)
+            }
+            Err(e) => fail(e),
+        },
+        Cmd::Analyze { file, dump, .. } => {
             let dump = match dump {
                 DumpArg::State => Dump::State,
                 DumpArg::Desc => Dump::Desc,

@@ -558,3 +558,31 @@ fn diff_shows_what_an_older_machine_type_does_not_send() {
         "{out}"
     );
 }
+
+#[test]
+fn analyze_typed_loads_known_sections_into_their_types() {
+    let p = save(&demo_machine(), "typed.mig");
+    let o = run(&["analyze", "--typed", p.to_str().unwrap()]);
+    assert_eq!(code(&o), EXIT_OK, "{}", stderr(&o));
+    let out = stdout(&o);
+    for ty in [
+        "Mc146818Rtc {",
+        "I8254 {",
+        "SerialSection {",
+        "DemoWatchdog {",
+    ] {
+        assert!(out.contains(ty), "{ty}: {out}");
+    }
+    assert!(!out.contains("does not load"), "{out}");
+    // A real QEMU stream: its PIT, RTC and UART typed, everything else from the vmdesc.
+    let q = golden().join("pit.mig");
+    let o = run(&["analyze", "--typed", q.to_str().unwrap()]);
+    assert_eq!(code(&o), EXIT_OK, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("i8254 (") && out.contains("I8254 {"), "{out}");
+    assert!(
+        out.contains("timer (0) instance 0 v2: no schema known"),
+        "{out}"
+    );
+    assert!(!out.contains("does not load"), "{out}");
+}
