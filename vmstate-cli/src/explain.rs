@@ -190,12 +190,15 @@ fn choose(
     if let Some(m) = machine {
         return Ok(Against::Demo(m.to_owned()));
     }
-    let demo_knows = |idstr: &str| {
-        matches!(
-            idstr,
-            "serial" | "i8254" | "mc146818rtc" | "demo-wdt" | "ram"
-        )
-    };
+    // The demo machine's sections are the same for every machine type (a newer device
+    // version, never another device).
+    let keys = catalog
+        .resolve("pc-i440fx-7.2")
+        .ok()
+        .and_then(|mt| DemoMachine::new(&mt).ok())
+        .map(|vm| vm.registry().keys())
+        .unwrap_or_default();
+    let demo_knows = |idstr: &str| idstr == "ram" || keys.iter().any(|k| k.idstr == idstr);
     let all_known = input
         .located()
         .is_none_or(|l| l.desc.devices.iter().all(|d| demo_knows(&d.name)));

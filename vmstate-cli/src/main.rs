@@ -13,7 +13,9 @@ use vmstate_cli::{EXIT_ERROR, EXIT_FOUND, EXIT_OK};
 #[command(
     name = "vmstate",
     version,
-    about = "Look into QEMU migration streams (file format v3) without QEMU"
+    about = "Look into QEMU migration streams (file format v3) without QEMU",
+    after_help = "Exit codes: 0 ok (printed, equal, loads); 1 a difference (diff) or a failure \
+                  (explain) was found; 2 the tool could not do its job (a one-line error on stderr)."
 )]
 struct Cli {
     #[command(subcommand)]
