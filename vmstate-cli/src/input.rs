@@ -88,6 +88,7 @@ impl Input {
                 .read_to_end(&mut tail)
                 .map_err(cannot)?;
             let located = locate(path, &tail, base)?;
+            drop(tail);
             Ok(Input {
                 path: path.to_owned(),
                 head,
