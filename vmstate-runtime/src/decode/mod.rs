@@ -37,7 +37,7 @@ use std::ops::Range;
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits;
 use crate::ram::{RamBlock, RamCounts, RamSection, RAM_IDSTR, RAM_VERSION};
-use crate::reader::{ErasedReader, SliceReader};
+use crate::reader::{ErasedReader, Reader, SliceReader};
 use crate::stream::{
     self, Configuration, LoadOptions, SectionHandler, SectionMeta, SectionSpan, StreamLoader,
 };
@@ -221,16 +221,65 @@ pub fn decode_stream(bytes: &[u8]) -> Result<DecodedStream> {
 /// # Errors
 /// As [`decode_stream`].
 pub fn decode_stream_with(bytes: &[u8], external: Option<&Vmdesc>) -> Result<DecodedStream> {
-    let located = find_vmdesc(bytes);
-    let (limit, mut vmdesc) = match &located {
+    let located = match find_vmdesc(bytes) {
         Some((start, json)) => {
             let json_bytes = bytes.get(json.clone()).unwrap_or_default();
             let v = vmdesc::parse_vmdesc(json_bytes).map_err(|e| e.at_offset(json.start as u64))?;
-            (*start, Some((*start..bytes.len(), v)))
+            Some((start as u64..bytes.len() as u64, v))
         }
-        None => (bytes.len(), None),
+        None => None,
     };
+    let limit = located
+        .as_ref()
+        .map_or(bytes.len(), |(r, _)| usize_of(r.start));
     let body = bytes.get(..limit).unwrap_or_default();
+    let (mut decoded, trailer) = decode_body(&mut SliceReader::new(body), located, external)?;
+    // A trailer the locator did not accept (its JSON does not start with `{`): parse it.
+    if let Some(t) = trailer {
+        let json = bytes
+            .get(usize_of(t.json_start)..usize_of(t.json_start + u64::from(t.len)))
+            .unwrap_or_default();
+        let v = vmdesc::parse_vmdesc(json).map_err(|e| e.at_offset(t.json_start))?;
+        decoded.vmdesc = Some((usize_of(t.start)..bytes.len(), v));
+    }
+    Ok(decoded)
+}
+
+/// How many bytes from the end of a stream [`find_vmdesc`] looks at: a caller that cannot hold
+/// the whole stream (a large file) passes the last `VMDESC_TAIL` bytes (or all of them, when
+/// fewer) and gets the same answer, with offsets relative to that tail.
+pub const VMDESC_TAIL: u64 = limits::MAX_VMDESC + 6;
+
+/// [`decode_stream_with`] over any [`Reader`], for streams too large to hold in memory (RAM
+/// page data is stepped over, never kept; memory is bounded by the decoded device sections).
+///
+/// `located` is the stream's vmdesc trailer as the caller located it with [`find_vmdesc`]
+/// (over the last [`VMDESC_TAIL`] bytes is enough) and parsed with
+/// [`parse_vmdesc`](vmdesc::parse_vmdesc): its byte range (from the `06` byte to the end of the
+/// stream) and content. `r` must then yield the stream's bytes from its first byte up to the
+/// trailer's start, and nothing after. Without `located`, `r` yields the whole stream; a trailer
+/// after EOF that the locator did not accept is stepped over and not parsed
+/// ([`DecodedStream::vmdesc`] is then `None`).
+///
+/// # Errors
+/// As [`decode_stream`], plus I/O errors of the reader.
+pub fn decode_reader<R: Reader>(
+    r: &mut R,
+    located: Option<(Range<u64>, Vmdesc)>,
+    external: Option<&Vmdesc>,
+) -> Result<DecodedStream> {
+    decode_body(r, located, external).map(|(d, _)| d)
+}
+
+/// The section loop of the decoder over the stream's bytes before the located trailer (or all of
+/// them); also returns a trailer read after EOF when none was located.
+fn decode_body<R: Reader>(
+    r: &mut R,
+    located: Option<(Range<u64>, Vmdesc)>,
+    external: Option<&Vmdesc>,
+) -> Result<(DecodedStream, Option<stream::VmdescTrailer>)> {
+    let vmdesc = located.map(|(range, v)| (usize_of(range.start)..usize_of(range.end), v));
+    let located = vmdesc.is_some();
     let desc: Option<&Vmdesc> = external.or(vmdesc.as_ref().map(|(_, v)| v));
     let mut entries: HashMap<(String, u32), VecDeque<usize>> = HashMap::new();
     for (i, d) in desc.iter().flat_map(|v| v.devices.iter()).enumerate() {
@@ -250,29 +299,20 @@ pub fn decode_stream_with(bytes: &[u8], external: Option<&Vmdesc>) -> Result<Dec
     let out = StreamLoader::new(LoadOptions::detect())
         .route(RAM_IDSTR, &mut ram)
         .fallback(&mut devices)
-        .run(&mut SliceReader::new(body))?;
+        .run(r)?;
     let mut sections = devices.sections;
-    match (&located, out.vmdesc) {
+    let trailer = match (located, out.vmdesc) {
         // The located vmdesc ends the input; a second trailer before it is trailing garbage.
-        (Some(_), Some(t)) => {
+        (true, Some(t)) => {
             return Err(Error::new(
                 ErrorKind::TrailingBytes {
-                    count: body.len() as u64 - t.start,
+                    count: out.end - t.start,
                 },
                 t.start,
             ))
         }
-        (Some(_), None) => {}
-        // A trailer the locator did not accept (its JSON does not start with `{`): parse it.
-        (None, Some(t)) => {
-            let json = bytes
-                .get(usize_of(t.json_start)..usize_of(t.json_start + u64::from(t.len)))
-                .unwrap_or_default();
-            let v = vmdesc::parse_vmdesc(json).map_err(|e| e.at_offset(t.json_start))?;
-            vmdesc = Some((usize_of(t.start)..bytes.len(), v));
-        }
-        (None, None) => {}
-    }
+        (_, t) => t,
+    };
     // RAM chunks and the other sections, back in stream order.
     sections.extend(ram.chunks().iter().map(|c| DecodedSection {
         kind: c.kind,
@@ -292,7 +332,7 @@ pub fn decode_stream_with(bytes: &[u8], external: Option<&Vmdesc>) -> Result<Dec
     let configuration = out
         .configuration
         .map(|(r, c)| (usize_of(r.start)..usize_of(r.end), c));
-    Ok(DecodedStream {
+    let decoded = DecodedStream {
         header_range: 0..8,
         machine: configuration.as_ref().map(|(_, c)| c.machine.clone()),
         configuration,
@@ -300,7 +340,8 @@ pub fn decode_stream_with(bytes: &[u8], external: Option<&Vmdesc>) -> Result<Dec
         sections,
         eof_offset: usize_of(out.eof_offset),
         vmdesc,
-    })
+    };
+    Ok((decoded, trailer))
 }
 
 /// The whole stream as `analyze-migration.py -d state` prints it: one entry per section id,
