@@ -21,7 +21,8 @@
 //! 5. [`report`] renders findings (human, JSON, GitHub annotations); [`shell`] formats status
 //!    lines. The library never prints; the `cargo-compat-check` binary does.
 //!
-//! [`qemu`] compares two QEMU `-dump-vmstate` files instead.
+//! [`git`] reads the baselines as committed at a git revision instead of from the working tree
+//! (`--baseline-rev`). [`qemu`] compares two QEMU `-dump-vmstate` files instead.
 //!
 //! # Use from `cargo test`
 //!
