@@ -210,3 +210,48 @@ fn only_the_check_takes_a_revision() {
          tree's baselines and `qemu-dump` reads none\n"
     );
 }
+
+#[test]
+fn the_baseline_dir_may_be_nested_or_the_repository_root() {
+    let repo = temp_dir("rev-dirs");
+    git(&repo, &["init", "-q"]);
+    let old = format!("{LEAK}/old.json");
+    let nested = repo.join("vmm/migration-baselines");
+    for dir in [&nested, &repo] {
+        let r = run(
+            &[
+                "freeze",
+                "--all",
+                "--schema",
+                &old,
+                "--baseline-dir",
+                dir.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "freeze"]);
+    git(&repo, &["rm", "-q", "-r", "."]);
+    git(&repo, &["commit", "-q", "-m", "drop everything"]);
+    let new = format!("{LEAK}/new.json");
+    for (dir, shown) in [(&nested, "vmm/migration-baselines"), (&repo, ".")] {
+        let r = check(&new, dir, "HEAD~1");
+        assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains(&format!(
+                "against 3 frozen machine types ({shown} at HEAD~1 ("
+            )),
+            "{}",
+            r.stderr
+        );
+        let r = check(&new, dir, "HEAD");
+        assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains(&format!("has no baselines in {shown} ")),
+            "{}",
+            r.stderr
+        );
+    }
+}
