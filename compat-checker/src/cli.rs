@@ -66,6 +66,10 @@ pub struct Opts {
     /// Directory of the baselines [default: WORKSPACE_ROOT/compat, or ./compat with --schema].
     #[arg(long, value_name = "DIR", global = true)]
     pub baseline_dir: Option<PathBuf>,
+    /// Read the baselines as committed at this git revision (branch, tag or hash) instead of
+    /// from the working tree; the check only.
+    #[arg(long, value_name = "REV", global = true)]
+    pub baseline_rev: Option<String>,
     /// Path to Cargo.toml of the workspace.
     #[arg(long, value_name = "PATH", global = true)]
     pub manifest_path: Option<PathBuf>,
@@ -259,7 +263,14 @@ fn run(cmd: CompatCheck) -> Result<i32, Error> {
         FormatArg::Json => Format::Json,
         FormatArg::Github => Format::Github,
     };
-    match cmd.command.unwrap_or(Command::Check) {
+    let command = cmd.command.unwrap_or(Command::Check);
+    if let (Some(rev), false) = (&cmd.opts.baseline_rev, matches!(command, Command::Check)) {
+        return Err(Error::Usage(format!(
+            "--baseline-rev {rev} only applies to the check: `freeze` writes the working tree's \
+             baselines and `qemu-dump` reads none"
+        )));
+    }
+    match command {
         Command::Check => run_check(&cmd.opts, format),
         Command::Freeze {
             machines,
@@ -280,16 +291,24 @@ fn quiet_config(opts: &Opts) -> Config {
         .unwrap_or_default()
 }
 
+/// The workspace to export, or `None` with `--schema`.
+fn workspace(opts: &Opts) -> Result<Option<Workspace>, Error> {
+    if opts.schema.is_empty() {
+        Workspace::discover(opts.manifest_path.as_deref()).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// The current code's export: `--schema` files, or the workspace's crates.
-fn load_export(opts: &Opts) -> Result<(Export, Option<Workspace>), Error> {
+fn load_export(opts: &Opts, ws: Option<&Workspace>) -> Result<Export, Error> {
     let mut export = Export::default();
-    if !opts.schema.is_empty() {
+    let Some(ws) = ws else {
         for f in &opts.schema {
             export.add_file(f)?;
         }
-        return Ok((export, None));
-    }
-    let ws = Workspace::discover(opts.manifest_path.as_deref())?;
+        return Ok(export);
+    };
     for p in &ws.packages {
         if p.export_line {
             err(&shell::status(
@@ -313,7 +332,7 @@ fn load_export(opts: &Opts) -> Result<(Export, Option<Workspace>), Error> {
              of each crate with VmState devices, or pass --schema FILE"
         )));
     }
-    Ok((export, Some(ws)))
+    Ok(export)
 }
 
 fn baseline_dir(opts: &Opts, ws: Option<&Workspace>) -> PathBuf {
@@ -340,9 +359,22 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 fn run_check(opts: &Opts, format: Format) -> Result<i32, Error> {
     let start = Instant::now();
-    let (export, ws) = load_export(opts)?;
+    let ws = workspace(opts)?;
     let dir = baseline_dir(opts, ws.as_ref());
-    let mut baselines = compat_checker::load_baselines(&dir)?;
+    // A revision is resolved before the (slow) export, so a bad one fails at once; working-tree
+    // baselines are read after it, so a bad `--schema` file is reported first.
+    let at_rev = match &opts.baseline_rev {
+        Some(rev) => Some(compat_checker::git::load_baselines_at_rev(&dir, rev)?),
+        None => None,
+    };
+    let export = load_export(opts, ws.as_ref())?;
+    let (mut baselines, source) = match at_rev {
+        Some((b, at)) => (b, at.describe()),
+        None => (
+            compat_checker::load_baselines(&dir)?,
+            show(&dir, ws.as_ref()),
+        ),
+    };
     if baselines.is_empty() {
         return Err(Error::Usage(format!(
             "no baselines in {}; freeze the machine types to protect first: \
@@ -353,10 +385,7 @@ fn run_check(opts: &Opts, format: Format) -> Result<i32, Error> {
     if !opts.machine.is_empty() {
         for m in &opts.machine {
             if !baselines.iter().any(|b| b.machine() == m) {
-                return Err(Error::Usage(format!(
-                    "`{m}` has no baseline in {}",
-                    show(&dir, ws.as_ref())
-                )));
+                return Err(Error::Usage(format!("`{m}` has no baseline in {source}")));
             }
         }
         baselines.retain(|b| opts.machine.iter().any(|m| m == b.machine()));
@@ -372,7 +401,7 @@ fn run_check(opts: &Opts, format: Format) -> Result<i32, Error> {
                 "frozen machine type",
                 "frozen machine types"
             ),
-            show(&dir, ws.as_ref())
+            source
         ),
     ));
     let config = ws.as_ref().map(|w| w.config.clone()).unwrap_or_default();
@@ -420,7 +449,8 @@ fn finish(report: &Report, format: Format, start: Instant, verb: &str) -> Result
 }
 
 fn run_freeze(opts: &Opts, machines: Vec<String>, all: bool, force: bool) -> Result<i32, Error> {
-    let (export, ws) = load_export(opts)?;
+    let ws = workspace(opts)?;
+    let export = load_export(opts, ws.as_ref())?;
     let dir = baseline_dir(opts, ws.as_ref());
     let machines = if all {
         export.machine_names()

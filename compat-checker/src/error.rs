@@ -21,12 +21,18 @@ pub enum Error {
     Cargo(String),
     /// Bad usage (e.g. `freeze` without machine types).
     Usage(String),
+    /// Running `git` (for `--baseline-rev`) failed.
+    Git(String),
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Io(m) | Error::BadInput(m) | Error::Cargo(m) | Error::Usage(m) => f.write_str(m),
+            Error::Io(m)
+            | Error::BadInput(m)
+            | Error::Cargo(m)
+            | Error::Usage(m)
+            | Error::Git(m) => f.write_str(m),
             Error::UnknownMachine { name, known } => {
                 write!(f, "unknown machine type `{name}`")?;
                 if !known.is_empty() {

@@ -21,7 +21,8 @@
 //! 5. [`report`] renders findings (human, JSON, GitHub annotations); [`shell`] formats status
 //!    lines. The library never prints; the `cargo-compat-check` binary does.
 //!
-//! [`qemu`] compares two QEMU `-dump-vmstate` files instead.
+//! [`git`] reads the baselines as committed at a git revision instead of from the working tree
+//! (`--baseline-rev`). [`qemu`] compares two QEMU `-dump-vmstate` files instead.
 //!
 //! # Use from `cargo test`
 //!
@@ -51,6 +52,7 @@ pub mod diff;
 pub mod error;
 pub mod eval;
 pub mod finding;
+pub mod git;
 pub mod layout;
 pub mod qemu;
 pub mod report;
@@ -138,20 +140,26 @@ pub fn load_baselines(dir: &Path) -> Result<Vec<Baseline>, Error> {
         }
         let text = std::fs::read_to_string(&p)
             .map_err(|e| Error::Io(format!("cannot read {}: {e}", p.display())))?;
-        let b = Baseline::parse(&text, &p.display().to_string())?;
+        let origin = p.display().to_string();
+        let b = Baseline::parse(&text, &origin)?;
         let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-        if stem != b.machine() {
-            return Err(Error::BadInput(format!(
-                "{}: holds the baseline of `{}`; the file must be named `{}.json`",
-                p.display(),
-                b.machine(),
-                b.machine()
-            )));
-        }
+        check_file_name(&b, stem, &origin)?;
         out.push(b);
     }
     out.sort_by_cached_key(|b| machine_sort_key(b.machine()));
     Ok(out)
+}
+
+/// A baseline file must be named after the machine type it holds.
+fn check_file_name(b: &Baseline, stem: &str, origin: &str) -> Result<(), Error> {
+    if stem == b.machine() {
+        return Ok(());
+    }
+    Err(Error::BadInput(format!(
+        "{origin}: holds the baseline of `{}`; the file must be named `{}.json`",
+        b.machine(),
+        b.machine()
+    )))
 }
 
 /// What `freeze` did with one machine type.

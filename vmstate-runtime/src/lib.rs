@@ -74,5 +74,5 @@ pub use vmstate_derive::VmState;
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
+#[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
