@@ -120,7 +120,7 @@ impl DescBuilder {
                 vmsd_name: Cow::Borrowed(vmsd_name),
                 version,
                 // Most structs have a handful of fields: skip the smallest growth steps.
-                fields: Vec::with_capacity(8),
+                fields: Vec::new(),
                 ..DescStruct::default()
             },
             start: pos,
