@@ -795,6 +795,22 @@ mod tests {
     }
 
     #[test]
+    fn raw_floats_print_back_to_the_same_number() {
+        // Found by the `vmdesc` fuzz target: without serde_json's `float_roundtrip` this integer
+        // beyond u64 parses one ULP off, so its printed form parsed to another number.
+        let json =
+            r#"{"devices": [{"name": "x", "instance_id": 0, "size": 488888888888888881605050}]}"#;
+        let v = parse_vmdesc(json.as_bytes()).unwrap();
+        let again = parse_vmdesc(super::super::write_json(&v).as_bytes()).unwrap();
+        assert_eq!(v, again);
+        let exact: f64 = "488888888888888881605050".parse().unwrap();
+        let DescBody::Raw(raw) = &v.devices[0].body else {
+            panic!("not raw")
+        };
+        assert_eq!(raw["size"].as_f64(), Some(exact));
+    }
+
+    #[test]
     fn the_budget_stops_tiny_nodes() {
         let mut j = String::from(r#"{"devices": [], "configuration": ["#);
         for i in 0..200_000 {
