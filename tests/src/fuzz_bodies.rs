@@ -1,0 +1,271 @@
+//! The fuzz bodies: plain functions from bytes to nothing that panic when an oracle fails.
+//!
+//! The cargo-fuzz crate in `fuzz/` (nightly, libFuzzer) calls them from its targets, and the
+//! stable test `tests/tests/fuzz_corpus.rs` replays every committed corpus file through them, so
+//! CI exercises the same code without nightly (hostile-input.md §4.4).
+//!
+//! | target | what it feeds | oracles |
+//! |---|---|---|
+//! | [`load_machine`] | a whole stream into the example machine ([`DemoMachine`]) with `Registry::load` | no panic; an error leaves every device unchanged; an accepted stream's state saves, and that save loads back to the same state |
+//! | [`decode_stream`] | the generic decoder, then `value_to_json`/`stream_to_json` | no panic |
+//! | [`ram`] | a migration stream into a small guest memory through `vmstate_migration::receive` | no panic; an error leaves the devices unchanged and the destination not started |
+//! | [`vmdesc`] | the vmdesc JSON parser and writer | no panic; what parses prints back to text that parses to the same thing |
+
+use std::io::{self, Cursor, Read, Write};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use examples_devices::machine::DemoMachine;
+use vmstate_migration::{receive, GuestRam, MigrationDestination, ReceiveSettings, Transport};
+use vmstate_runtime::decode::{stream_to_json, value_to_json};
+use vmstate_runtime::vmdesc::{parse_vmdesc, write_json};
+use vmstate_runtime::{MachineCatalog, MachineType, Registry};
+
+/// A fuzz body.
+pub type Body = fn(&[u8]);
+
+/// Every target, by the name of its corpus directory (`fuzz/corpus/<name>`).
+pub const TARGETS: &[(&str, Body)] = &[
+    ("load_machine", load_machine),
+    ("decode_stream", decode_stream),
+    ("ram", ram),
+    ("vmdesc", vmdesc),
+];
+
+fn catalog() -> &'static MachineCatalog {
+    static CATALOG: OnceLock<MachineCatalog> = OnceLock::new();
+    CATALOG.get_or_init(examples_devices::catalog)
+}
+
+/// The machine type a stream is for: the one its configuration section names
+/// (`07 · be32 len · name` right after the header) when the catalog knows it, else
+/// pc-i440fx-2.2 (the newest type without a configuration section).
+#[must_use]
+pub fn machine_for(data: &[u8]) -> MachineType {
+    let named = (data.get(8) == Some(&0x07))
+        .then(|| data.get(9..13))
+        .flatten()
+        .and_then(|l| {
+            let n = usize::try_from(u32::from_be_bytes([l[0], l[1], l[2], l[3]])).ok()?;
+            data.get(13..13usize.checked_add(n)?)
+        })
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|name| catalog().resolve(name).ok());
+    named.unwrap_or_else(|| {
+        catalog()
+            .resolve("pc-i440fx-2.2")
+            .expect("the catalog has pc-i440fx-2.2")
+    })
+}
+
+/// The example machine after its guest program (every device in a non-reset state).
+fn busy_machine(m: &MachineType) -> DemoMachine {
+    let machine = DemoMachine::new(m).expect("the demo machine builds");
+    machine.run_guest_program();
+    machine
+}
+
+type Payloads = Vec<(&'static str, Vec<u8>)>;
+
+fn payloads(machine: &DemoMachine) -> Payloads {
+    machine.payloads().expect("the example devices always save")
+}
+
+/// A whole stream into the example machine: all or nothing, and a round trip when accepted.
+///
+/// # Panics
+/// When an oracle fails (see the module docs).
+pub fn load_machine(data: &[u8]) {
+    let m = machine_for(data);
+    let machine = busy_machine(&m);
+    let before = payloads(&machine);
+    match machine.registry().load(&m, data) {
+        Err(e) => {
+            let _ = e.to_string();
+            assert!(
+                payloads(&machine) == before,
+                "a failed load changed device state: {e}"
+            );
+        }
+        Ok(_) => {
+            let loaded = payloads(&machine);
+            let (again, _) = machine
+                .save()
+                .unwrap_or_else(|e| panic!("an accepted state does not save: {e}"));
+            let other = busy_machine(&m);
+            other
+                .registry()
+                .load(&m, &again)
+                .unwrap_or_else(|e| panic!("the save of an accepted state does not load: {e}"));
+            assert!(
+                payloads(&other) == loaded,
+                "load(save(load(x))) differs from load(x)"
+            );
+        }
+    }
+}
+
+/// The generic decoder, and the JSON views of what it accepts.
+///
+/// # Panics
+/// Only if the decoder or the printers panic.
+pub fn decode_stream(data: &[u8]) {
+    match vmstate_runtime::decode_stream(data) {
+        Ok(d) => {
+            for s in &d.sections {
+                if let Some(v) = &s.value {
+                    let _ = value_to_json(v);
+                }
+            }
+            let _ = stream_to_json(&d);
+        }
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
+}
+
+/// The vmdesc parser; what it accepts prints back to text that parses to the same value.
+///
+/// # Panics
+/// When the round trip fails.
+pub fn vmdesc(data: &[u8]) {
+    let Ok(v) = parse_vmdesc(data) else {
+        return;
+    };
+    let text = write_json(&v);
+    let again = parse_vmdesc(text.as_bytes())
+        .unwrap_or_else(|e| panic!("write_json output does not parse: {e}\n{text}"));
+    assert!(again == v, "write_json does not round-trip:\n{text}");
+}
+
+/// The guest memory layout of the RAM target's destination (and of its seed streams):
+/// `(name, guest address, length)`.
+pub const RAM_LAYOUT: &[(&str, u64, usize)] = &[
+    ("pc.ram", 0, 256 << 10),
+    ("pc.rom", 0xc000_0000, 64 << 10),
+    ("pc.bios", 0xfff0_0000, 64 << 10),
+];
+
+/// The machine type of the RAM target.
+#[must_use]
+pub fn ram_machine() -> MachineType {
+    catalog()
+        .resolve("pc-i440fx-7.2")
+        .expect("the catalog has pc-i440fx-7.2")
+}
+
+/// An in-memory, file-like [`Transport`]: reads `input`, collects what is written, no return
+/// path.
+pub struct MemTransport {
+    /// What the peer sent.
+    pub input: Cursor<Vec<u8>>,
+    /// What was written.
+    pub output: Vec<u8>,
+}
+
+impl MemTransport {
+    /// A transport that reads `data`.
+    #[must_use]
+    pub fn new(data: &[u8]) -> Self {
+        MemTransport {
+            input: Cursor::new(data.to_vec()),
+            output: Vec::new(),
+        }
+    }
+}
+
+impl Read for MemTransport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.input.read(buf)
+    }
+}
+
+impl Write for MemTransport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.output.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for MemTransport {
+    fn finish_stream(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn set_timeout(&mut self, _timeout: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
+    fn has_return_path(&self) -> bool {
+        false
+    }
+}
+
+/// The RAM target's destination: the example machine and [`RAM_LAYOUT`].
+pub struct RamDest {
+    /// Devices.
+    pub machine: DemoMachine,
+    /// Guest memory.
+    pub ram: GuestRam,
+    /// Whether `resume` was called.
+    pub resumed: bool,
+}
+
+impl RamDest {
+    /// A destination with busy devices and zeroed memory.
+    ///
+    /// # Panics
+    /// If the memory cannot be mapped.
+    #[must_use]
+    pub fn new() -> Self {
+        RamDest {
+            machine: busy_machine(&ram_machine()),
+            ram: GuestRam::new(RAM_LAYOUT).expect("guest memory maps"),
+            resumed: false,
+        }
+    }
+}
+
+impl Default for RamDest {
+    fn default() -> Self {
+        RamDest::new()
+    }
+}
+
+impl MigrationDestination for RamDest {
+    fn ram(&self) -> &GuestRam {
+        &self.ram
+    }
+    fn registry(&self) -> &Registry {
+        self.machine.registry()
+    }
+    fn machine(&self) -> &MachineType {
+        self.machine.machine()
+    }
+    fn resume(&mut self) {
+        self.resumed = true;
+    }
+}
+
+/// A migration stream (RAM sections, then devices) into [`RamDest`] through `receive`.
+///
+/// # Panics
+/// When a failed migration changed device state or started the destination.
+pub fn ram(data: &[u8]) {
+    let mut dest = RamDest::new();
+    let before = payloads(&dest.machine);
+    let mut t = MemTransport::new(data);
+    let settings = ReceiveSettings { read_timeout: None };
+    match receive(&mut dest, &mut t, &settings) {
+        Ok(_) => assert!(dest.resumed, "an accepted migration did not start"),
+        Err(e) => {
+            let _ = e.to_string();
+            assert!(!dest.resumed, "a failed migration started: {e}");
+            assert!(
+                payloads(&dest.machine) == before,
+                "a failed migration changed device state: {e}"
+            );
+        }
+    }
+}
