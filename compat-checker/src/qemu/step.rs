@@ -130,6 +130,22 @@ pub enum Step<'a> {
     },
 }
 
+impl<'a> Step<'a> {
+    /// The sender's field, the receiver's field and the path of a [`Step::FieldPair`].
+    #[must_use]
+    pub fn field_pair(&self) -> Option<(&'a Field, &'a Field, &'a str)> {
+        match *self {
+            Step::FieldPair {
+                sender,
+                receiver,
+                path,
+                ..
+            } => Some((sender, receiver, path)),
+            _ => None,
+        }
+    }
+}
+
 /// Where a rule reports what it found at one step, and who sends to whom.
 pub struct Hits<'a> {
     pub(super) rule: &'static Rule,

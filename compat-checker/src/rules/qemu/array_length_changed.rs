@@ -18,13 +18,7 @@ pub const RULE: Rule = Rule {
 
 /// Two aligned fixed arrays whose `num` differs (both dumps give it).
 fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
-    let Step::FieldPair {
-        sender: sf,
-        receiver: df,
-        path,
-        ..
-    } = *step
-    else {
+    let Some((sf, df, path)) = step.field_pair() else {
         return;
     };
     let (Some(a), Some(b)) = (sf.num, df.num) else {

@@ -19,13 +19,7 @@ pub const RULE: Rule = Rule {
 
 /// Two aligned fields, not nested structs, of different sizes.
 fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
-    let Step::FieldPair {
-        sender: sf,
-        receiver: df,
-        path,
-        ..
-    } = *step
-    else {
+    let Some((sf, df, path)) = step.field_pair() else {
         return;
     };
     if sf.desc.is_some() || sf.size == df.size {

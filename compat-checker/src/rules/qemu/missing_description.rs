@@ -17,13 +17,7 @@ pub const RULE: Rule = Rule {
 
 /// A nested-struct field of the sender whose receiver field is not a nested struct.
 fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
-    let Step::FieldPair {
-        sender: sf,
-        receiver: df,
-        path,
-        ..
-    } = *step
-    else {
+    let Some((sf, df, path)) = step.field_pair() else {
         return;
     };
     if sf.desc.is_none() || df.desc.is_some() {
