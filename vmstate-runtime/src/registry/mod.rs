@@ -306,6 +306,8 @@ pub struct Registry {
     /// idstr -> its instances.
     by_idstr: HashMap<String, Instances>,
     page_size: u64,
+    /// Bytes of the last save: the next one allocates its buffer once instead of growing it.
+    save_size_hint: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for Registry {
@@ -339,6 +341,7 @@ impl Registry {
             entries: Vec::new(),
             by_idstr: HashMap::new(),
             page_size: 4096,
+            save_size_hint: std::sync::atomic::AtomicUsize::new(4096),
         }
     }
 

@@ -8,6 +8,8 @@ use crate::stream::StreamWriter;
 use crate::vmdesc::{self, DescBody, DescDevice, Vmdesc};
 use crate::writer::Writer;
 
+use std::sync::atomic::Ordering;
+
 impl Registry {
     /// Saves every device into a whole stream for `machine`.
     ///
@@ -29,7 +31,7 @@ impl Registry {
     /// # Errors
     /// As [`save`](Self::save).
     pub fn save_to_vec(&self, machine: &MachineType) -> Result<(Vec<u8>, SaveReport)> {
-        let mut s = StreamWriter::for_machine(Vec::with_capacity(4096), machine);
+        let mut s = StreamWriter::for_machine(self.save_buffer(), machine);
         s.prologue(machine.name())?;
         let report = self.write_sections(machine, &mut s, 0)?;
         Ok((s.into_inner(), report))
@@ -46,9 +48,14 @@ impl Registry {
         machine: &MachineType,
         first_section_id: u32,
     ) -> Result<(Vec<u8>, SaveReport)> {
-        let mut s = StreamWriter::for_machine(Vec::with_capacity(4096), machine);
+        let mut s = StreamWriter::for_machine(self.save_buffer(), machine);
         let report = self.write_sections(machine, &mut s, first_section_id)?;
         Ok((s.into_inner(), report))
+    }
+
+    /// An output buffer the size of the last save (a machine's stream size barely changes).
+    fn save_buffer(&self) -> Vec<u8> {
+        Vec::with_capacity(self.save_size_hint.load(Ordering::Relaxed))
     }
 
     /// Writes one FULL section per device (in save order), EOF and the vmdesc.
@@ -126,6 +133,10 @@ impl Registry {
             report.vmdesc_len = Some(s.vmdesc(&json)?);
         }
         report.total_bytes = s.position();
+        self.save_size_hint.store(
+            usize::try_from(report.total_bytes).unwrap_or(0),
+            Ordering::Relaxed,
+        );
         Ok(report)
     }
 }

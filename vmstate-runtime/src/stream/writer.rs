@@ -235,8 +235,8 @@ impl<W: Writer> StreamWriter<W> {
                 at,
             ));
         }
-        let padded = pad_vmdesc_json(json).map_err(|e| e.at_offset(at))?;
-        let n = padded.len() as u64;
+        let pad = vmdesc_padding(json.len()).map_err(|e| e.at_offset(at))?;
+        let n = (json.len() + pad) as u64;
         if n > limits::MAX_VMDESC {
             return Err(Error::new(
                 ErrorKind::LengthTooLarge {
@@ -250,7 +250,21 @@ impl<W: Writer> StreamWriter<W> {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         self.w.write_u8(VMDESC)?;
         self.w.write_be32(n)?;
-        self.w.write_all(padded.as_bytes())?;
+        // The padding goes before the final `}` (after the document if it has none), written in
+        // place rather than through a padded copy of the document.
+        let (body, close) = match json.strip_suffix('}') {
+            Some(body) => (body, "}"),
+            None => (json, ""),
+        };
+        self.w.write_all(body.as_bytes())?;
+        let spaces = [b' '; 64];
+        let mut left = pad;
+        while left > 0 {
+            let k = left.min(spaces.len());
+            self.w.write_all(&spaces[..k])?;
+            left -= k;
+        }
+        self.w.write_all(close.as_bytes())?;
         Ok(n)
     }
 }
@@ -287,20 +301,7 @@ pub fn vmdesc_len_is_safe(n: u32) -> bool {
 /// # Errors
 /// [`ErrorKind::LengthTooLarge`] when the document does not fit a be32 length.
 pub fn pad_vmdesc_json(json: &str) -> Result<String> {
-    let too_large = || {
-        Error::without_offset(ErrorKind::LengthTooLarge {
-            len: json.len() as u64,
-            limit: u32::MAX.into(),
-        })
-    };
-    let len = u32::try_from(json.len()).map_err(|_| too_large())?;
-    let mut pad = 0u32;
-    while !vmdesc_len_is_safe(len.checked_add(pad).ok_or_else(too_large)?) {
-        pad += 1;
-    }
-    // `pad` is at most a few tens of thousands (the worst case jumps to the next multiple of
-    // 0x100 of a byte position), so this cannot overflow usize.
-    let pad = usize::try_from(pad).map_err(|_| too_large())?;
+    let pad = vmdesc_padding(json.len())?;
     let mut out = String::with_capacity(json.len() + pad);
     match json.strip_suffix('}') {
         Some(body) => {
@@ -314,6 +315,24 @@ pub fn pad_vmdesc_json(json: &str) -> Result<String> {
         }
     }
     Ok(out)
+}
+
+/// How many spaces [`pad_vmdesc_json`] adds to a document of `len` bytes.
+fn vmdesc_padding(len: usize) -> Result<usize> {
+    let too_large = || {
+        Error::without_offset(ErrorKind::LengthTooLarge {
+            len: len as u64,
+            limit: u32::MAX.into(),
+        })
+    };
+    let len = u32::try_from(len).map_err(|_| too_large())?;
+    let mut pad = 0u32;
+    while !vmdesc_len_is_safe(len.checked_add(pad).ok_or_else(too_large)?) {
+        pad += 1;
+    }
+    // `pad` is at most a few tens of thousands (the worst case jumps to the next multiple of
+    // 0x100 of a byte position), so this cannot overflow usize.
+    usize::try_from(pad).map_err(|_| too_large())
 }
 
 /// Replays `analyze-migration.py`'s vmdesc locator on a whole stream: the offset of the JSON's
