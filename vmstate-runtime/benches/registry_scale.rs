@@ -1,5 +1,6 @@
 //! Whole-machine save + load through the registry at 10, 100 and 1,000 devices, with the vmdesc
-//! (pc-i440fx-7.2) and without (pc-i440fx-2.2, whose framing has no vmdesc). Prints the total
+//! (pc-i440fx-7.2) and without (pc-i440fx-2.2, whose framing has no vmdesc), saving into a new
+//! buffer each time (`save_to_vec`) and into one reused buffer (`save_into`). Prints the total
 //! and the cost per device (min and median of several runs), so a cost that grows with the
 //! number of devices shows as a rising per-device column.
 //! `cargo bench -p vmstate-runtime --bench registry_scale`.
@@ -65,18 +66,32 @@ fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
-fn measure(n: usize, machine: &MachineType, runs: usize) -> (Duration, Duration, usize) {
+/// Save + load per iteration; `reuse`: save into one buffer kept across saves
+/// (`Registry::save_into`) instead of a new one each time (`Registry::save_to_vec`).
+fn measure(
+    n: usize,
+    machine: &MachineType,
+    runs: usize,
+    reuse: bool,
+) -> (Duration, Duration, usize) {
     let src = registry(n);
     let dst = registry(n);
     let (bytes, _) = src.save_to_vec(machine).expect("save");
     let mut times = Vec::with_capacity(runs);
     // Enough iterations per run that one run takes a few milliseconds.
     let iters = (20_000 / n).max(1);
+    let mut buf = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
         for _ in 0..iters {
-            let (s, _) = src.save_to_vec(machine).expect("save");
-            let report = dst.load(machine, black_box(&s)).expect("load");
+            let report = if reuse {
+                buf.clear();
+                src.save_into(machine, &mut buf).expect("save");
+                dst.load(machine, black_box(&buf)).expect("load")
+            } else {
+                let (s, _) = src.save_to_vec(machine).expect("save");
+                dst.load(machine, black_box(&s)).expect("load")
+            };
             black_box(report);
         }
         times.push(t.elapsed() / u32::try_from(iters).unwrap_or(1));
@@ -90,28 +105,27 @@ fn main() {
     let runs = 11;
     println!("registry save + load (min / median of {runs} runs)");
     println!(
-        "{:>8} {:>8} {:>10} {:>12} {:>12} {:>14} {:>14}",
-        "machine", "devices", "bytes", "min", "median", "min/device", "median/device"
+        "{:>10} {:>7} {:>8} {:>10} {:>12} {:>12} {:>14} {:>14}",
+        "machine", "buffer", "devices", "bytes", "min", "median", "min/device", "median/device"
     );
-    for (label, mt) in [("7.2", "pc-i440fx-7.2"), ("2.2", "pc-i440fx-2.2")] {
+    for (label, mt) in [("vmdesc", "pc-i440fx-7.2"), ("no-vmdesc", "pc-i440fx-2.2")] {
         let machine = cat.resolve(mt).expect("machine type");
-        for n in [10usize, 100, 1000] {
-            let (min, med, bytes) = measure(n, &machine, runs);
-            let per = |d: Duration| d / u32::try_from(n).unwrap_or(1);
-            println!(
-                "{:>8} {:>8} {:>10} {:>12?} {:>12?} {:>14?} {:>14?}",
-                if label == "7.2" {
-                    "vmdesc"
-                } else {
-                    "no-vmdesc"
-                },
-                n,
-                bytes,
-                min,
-                med,
-                per(min),
-                per(med)
-            );
+        for (reuse, buffer) in [(false, "new"), (true, "reused")] {
+            for n in [10usize, 100, 1000] {
+                let (min, med, bytes) = measure(n, &machine, runs, reuse);
+                let per = |d: Duration| d / u32::try_from(n).unwrap_or(1);
+                println!(
+                    "{:>10} {:>7} {:>8} {:>10} {:>12?} {:>12?} {:>14?} {:>14?}",
+                    label,
+                    buffer,
+                    n,
+                    bytes,
+                    min,
+                    med,
+                    per(min),
+                    per(med)
+                );
+            }
         }
     }
 }

@@ -37,6 +37,26 @@ impl Registry {
         Ok((s.into_inner(), report))
     }
 
+    /// Saves every device, appending the whole stream to `out` (a buffer the caller reuses from
+    /// save to save, so its memory is not fresh each time); see [`save`](Self::save). Offsets in
+    /// the report are positions in `out`. On error, `out` may hold a partial stream after its
+    /// previous length.
+    ///
+    /// # Errors
+    /// As [`save`](Self::save).
+    pub fn save_into(&self, machine: &MachineType, out: &mut Vec<u8>) -> Result<SaveReport> {
+        let start = out.len() as u64;
+        let mut s = StreamWriter::for_machine(std::mem::take(out), machine);
+        let result = s
+            .prologue(machine.name())
+            .and_then(|()| self.write_sections(machine, &mut s, 0));
+        *out = s.into_inner();
+        result.map(|mut report| {
+            report.total_bytes = out.len() as u64 - start;
+            report
+        })
+    }
+
     /// Saves only the device sections, EOF and the vmdesc — what follows the header and the
     /// configuration section, or an iterative section such as RAM — numbering sections from
     /// `first_section_id`. Offsets in the report are relative to the returned buffer.
@@ -125,12 +145,12 @@ impl Registry {
         }
         s.eof()?;
         if framing.vmdesc {
-            let json = vmdesc::write_json(&Vmdesc {
+            let desc = Vmdesc {
                 configuration: None,
                 page_size: self.page_size,
                 devices,
-            });
-            report.vmdesc_len = Some(s.vmdesc(&json)?);
+            };
+            report.vmdesc_len = Some(s.vmdesc_with(|out| vmdesc::write_json_into(&desc, out))?);
         }
         report.total_bytes = s.position();
         self.save_size_hint.store(

@@ -185,3 +185,29 @@ fn trailer() {
     let e = skip_vmdesc_trailer(&mut SliceReader::new(&[1, 2, 3])).unwrap_err();
     assert_eq!(e.kind(), &ErrorKind::TrailingBytes { count: 3 });
 }
+
+#[test]
+fn vmdesc_with_writes_what_vmdesc_writes() {
+    let target = 0x0001_847b_usize;
+    let filler = target - r#"{"a": ""}"#.len();
+    let padded = format!("{{\"a\": \"{}\"}}", "x".repeat(filler));
+    for json in [r#"{"page_size": 4096, "devices": []}"#, padded.as_str()] {
+        let mut want = vec![7u8];
+        let n = w(&mut want).vmdesc(json).unwrap();
+        let mut s = StreamWriter::new(vec![7u8], ALL);
+        assert_eq!(
+            s.vmdesc_with(|out| out.extend_from_slice(json.as_bytes()))
+                .unwrap(),
+            n
+        );
+        assert_eq!(s.into_inner(), want);
+    }
+    // A bad document leaves nothing of the trailer behind.
+    let mut s = StreamWriter::new(vec![7u8], ALL);
+    let e = s
+        .vmdesc_with(|out| out.extend_from_slice(b"[1]"))
+        .unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::BadVmdesc { .. }));
+    assert_eq!(e.offset(), Some(1));
+    assert_eq!(s.into_inner(), [7]);
+}

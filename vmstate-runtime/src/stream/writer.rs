@@ -269,6 +269,68 @@ impl<W: Writer> StreamWriter<W> {
     }
 }
 
+impl StreamWriter<Vec<u8>> {
+    /// Writes the vmdesc trailer with the JSON that `write` appends straight into the output
+    /// buffer (no document of its own, no copy): the same checks, limit and padding as
+    /// [`vmdesc`](Self::vmdesc). On error nothing of the trailer stays in the buffer.
+    ///
+    /// # Errors
+    /// As [`vmdesc`](Self::vmdesc).
+    pub fn vmdesc_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> Result<u32> {
+        let at = self.w.len();
+        self.w.push(VMDESC);
+        self.w.extend_from_slice(&[0; 4]);
+        let json_start = self.w.len();
+        write(&mut self.w);
+        let result = self.finish_vmdesc(at, json_start);
+        if result.is_err() {
+            self.w.truncate(at);
+        }
+        result
+    }
+
+    /// Checks and pads the JSON written at `json_start` and patches the length at `at + 1`.
+    fn finish_vmdesc(&mut self, at: usize, json_start: usize) -> Result<u32> {
+        let pos = at as u64;
+        let json = &self.w[json_start..];
+        if json.first() != Some(&b'{') || json.contains(&0) {
+            return Err(Error::new(
+                ErrorKind::BadVmdesc {
+                    message: "the vmdesc JSON must start with `{` and contain no NUL byte".into(),
+                },
+                pos,
+            ));
+        }
+        let len = json.len();
+        let close = json.last() == Some(&b'}');
+        let pad = vmdesc_padding(len).map_err(|e| e.at_offset(pos))?;
+        let n = (len + pad) as u64;
+        if n > limits::MAX_VMDESC {
+            return Err(Error::new(
+                ErrorKind::LengthTooLarge {
+                    len: n,
+                    limit: limits::MAX_VMDESC,
+                },
+                pos,
+            ));
+        }
+        if pad > 0 {
+            // Before the final `}` (after the document if it has none), as `pad_vmdesc_json`.
+            if close {
+                self.w.pop();
+            }
+            self.w.resize(self.w.len() + pad, b' ');
+            if close {
+                self.w.push(b'}');
+            }
+        }
+        // n <= MAX_VMDESC < u32::MAX.
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.w[at + 1..at + 5].copy_from_slice(&n.to_be_bytes());
+        Ok(n)
+    }
+}
+
 fn too_large(len: usize, limit: u32, at: u64) -> Error {
     Error::new(
         ErrorKind::LengthTooLarge {

@@ -20,7 +20,7 @@ mod parse;
 mod write;
 
 pub use parse::parse_vmdesc;
-pub use write::{write_device, write_json, write_value_qemu};
+pub use write::{write_device, write_json, write_json_into, write_value_qemu, JsonOut};
 
 /// Array marker of a vmdesc field entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

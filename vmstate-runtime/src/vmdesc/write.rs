@@ -6,14 +6,47 @@
 //! by hand rather than through `core::fmt`. Saving a machine spends most of its time here, since
 //! the vmdesc is most of the stream's bytes.
 
-use std::fmt::Write as _;
-
 use super::{DescArray, DescBody, DescDevice, DescStruct, Vmdesc};
+
+/// Where JSON text goes: a `String`, or the bytes of a stream being written (so a save writes the
+/// vmdesc straight into its output buffer, without a copy of its own).
+pub trait JsonOut {
+    /// Appends `s`.
+    fn push_str(&mut self, s: &str);
+    /// Appends one ASCII byte.
+    fn push_ascii(&mut self, b: u8);
+    /// Reserves room for `n` more bytes.
+    fn reserve(&mut self, n: usize);
+}
+
+impl JsonOut for String {
+    fn push_str(&mut self, s: &str) {
+        String::push_str(self, s);
+    }
+    fn push_ascii(&mut self, b: u8) {
+        self.push(char::from(b));
+    }
+    fn reserve(&mut self, n: usize) {
+        String::reserve(self, n);
+    }
+}
+
+impl JsonOut for Vec<u8> {
+    fn push_str(&mut self, s: &str) {
+        self.extend_from_slice(s.as_bytes());
+    }
+    fn push_ascii(&mut self, b: u8) {
+        self.push(b);
+    }
+    fn reserve(&mut self, n: usize) {
+        Vec::reserve(self, n);
+    }
+}
 
 /// Appends `s` as a JSON string literal. `"`, `\` and control characters are escaped (`\n`,
 /// `\r`, `\t`, else `\u00XX`); everything else, including non-ASCII, is copied verbatim.
-fn json_str(out: &mut String, s: &str) {
-    out.push('"');
+fn json_str<O: JsonOut + ?Sized>(out: &mut O, s: &str) {
+    out.push_ascii(b'"');
     let mut run = 0;
     for (i, b) in s.bytes().enumerate() {
         let esc = match b {
@@ -28,18 +61,18 @@ fn json_str(out: &mut String, s: &str) {
         // `i` is at an ASCII byte, so both slices end on character boundaries.
         out.push_str(&s[run..i]);
         if esc.is_empty() {
-            let _ = write!(out, "\\u{:04x}", b);
+            out.push_str(&format!("\\u{b:04x}"));
         } else {
             out.push_str(esc);
         }
         run = i + 1;
     }
     out.push_str(&s[run..]);
-    out.push('"');
+    out.push_ascii(b'"');
 }
 
 /// Appends `n` in decimal.
-fn push_u64(out: &mut String, mut n: u64) {
+fn push_u64<O: JsonOut + ?Sized>(out: &mut O, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -51,7 +84,7 @@ fn push_u64(out: &mut String, mut n: u64) {
         }
     }
     for &d in &buf[i..] {
-        out.push(char::from(d));
+        out.push_ascii(d);
     }
 }
 
@@ -69,7 +102,7 @@ fn estimate(d: &DescStruct) -> usize {
     64 + d.vmsd_name.len() + fields + subs
 }
 
-fn write_struct_members(out: &mut String, d: &DescStruct) {
+fn write_struct_members<O: JsonOut + ?Sized>(out: &mut O, d: &DescStruct) {
     out.push_str("\"vmsd_name\": ");
     json_str(out, &d.vmsd_name);
     out.push_str(", \"version\": ");
@@ -97,32 +130,32 @@ fn write_struct_members(out: &mut String, d: &DescStruct) {
         if let Some(s) = &f.strukt {
             out.push_str(", \"struct\": {");
             write_struct_members(out, s);
-            out.push('}');
+            out.push_ascii(b'}');
         }
         out.push_str(", \"size\": ");
         push_u64(out, f.size);
-        out.push('}');
+        out.push_ascii(b'}');
     }
-    out.push(']');
+    out.push_ascii(b']');
     if !d.subsections.is_empty() {
         out.push_str(", \"subsections\": [");
         for (i, s) in d.subsections.iter().enumerate() {
             if i > 0 {
                 out.push_str(", ");
             }
-            out.push('{');
+            out.push_ascii(b'{');
             write_struct_members(out, s);
-            out.push('}');
+            out.push_ascii(b'}');
         }
-        out.push(']');
+        out.push_ascii(b']');
     }
 }
 
 /// Writes a JSON value with QEMU's separators (`", "`, `": "`).
-pub fn write_value_qemu(out: &mut String, v: &serde_json::Value) {
+pub fn write_value_qemu<O: JsonOut + ?Sized>(out: &mut O, v: &serde_json::Value) {
     match v {
         serde_json::Value::Object(m) => {
-            out.push('{');
+            out.push_ascii(b'{');
             for (i, (k, v)) in m.iter().enumerate() {
                 if i > 0 {
                     out.push_str(", ");
@@ -131,33 +164,29 @@ pub fn write_value_qemu(out: &mut String, v: &serde_json::Value) {
                 out.push_str(": ");
                 write_value_qemu(out, v);
             }
-            out.push('}');
+            out.push_ascii(b'}');
         }
         serde_json::Value::Array(a) => {
-            out.push('[');
+            out.push_ascii(b'[');
             for (i, v) in a.iter().enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }
                 write_value_qemu(out, v);
             }
-            out.push(']');
+            out.push_ascii(b']');
         }
         serde_json::Value::String(s) => json_str(out, s),
         serde_json::Value::Number(n) => match n.as_u64() {
             Some(n) => push_u64(out, n),
-            None => {
-                let _ = write!(out, "{n}");
-            }
+            None => out.push_str(&n.to_string()),
         },
-        other => {
-            let _ = write!(out, "{other}");
-        }
+        other => out.push_str(&other.to_string()),
     }
 }
 
 /// One device entry as QEMU writes it.
-pub fn write_device(out: &mut String, d: &DescDevice) {
+pub fn write_device<O: JsonOut + ?Sized>(out: &mut O, d: &DescDevice) {
     match &d.body {
         DescBody::Vmsd(s) => {
             out.reserve(48 + d.name.len() + estimate(s));
@@ -167,7 +196,7 @@ pub fn write_device(out: &mut String, d: &DescDevice) {
             push_u64(out, u64::from(d.instance_id));
             out.push_str(", ");
             write_struct_members(out, s);
-            out.push('}');
+            out.push_ascii(b'}');
         }
         DescBody::Raw(v) => write_value_qemu(out, v),
     }
@@ -176,6 +205,13 @@ pub fn write_device(out: &mut String, d: &DescDevice) {
 /// The whole vmdesc JSON as QEMU writes it.
 #[must_use]
 pub fn write_json(v: &Vmdesc) -> String {
+    let mut out = String::new();
+    write_json_into(v, &mut out);
+    out
+}
+
+/// [`write_json`], appended to `out` (e.g. straight into a stream's output buffer).
+pub fn write_json_into<O: JsonOut + ?Sized>(v: &Vmdesc, out: &mut O) {
     let guess: usize = v
         .devices
         .iter()
@@ -184,24 +220,23 @@ pub fn write_json(v: &Vmdesc) -> String {
             DescBody::Raw(_) => 256,
         })
         .sum();
-    let mut out = String::with_capacity(64 + guess);
-    out.push('{');
+    out.reserve(64 + guess);
+    out.push_ascii(b'{');
     if let Some(c) = &v.configuration {
         out.push_str("\"configuration\": ");
-        write_value_qemu(&mut out, c);
+        write_value_qemu(out, c);
         out.push_str(", ");
     }
     out.push_str("\"page_size\": ");
-    push_u64(&mut out, v.page_size);
+    push_u64(out, v.page_size);
     out.push_str(", \"devices\": [");
     for (i, d) in v.devices.iter().enumerate() {
         if i > 0 {
             out.push_str(", ");
         }
-        write_device(&mut out, d);
+        write_device(out, d);
     }
     out.push_str("]}");
-    out
 }
 
 #[cfg(test)]
