@@ -14,6 +14,7 @@
 use std::io::{self, Cursor, Read, Write};
 use std::sync::OnceLock;
 use std::time::Duration;
+use vmstate_migration::VmParts;
 
 use examples_devices::machine::DemoMachine;
 use vmstate_migration::{receive, GuestRam, MigrationDestination, ReceiveSettings, Transport};
@@ -233,7 +234,7 @@ impl Default for RamDest {
     }
 }
 
-impl MigrationDestination for RamDest {
+impl VmParts for RamDest {
     fn ram(&self) -> &GuestRam {
         &self.ram
     }
@@ -243,6 +244,9 @@ impl MigrationDestination for RamDest {
     fn machine(&self) -> &MachineType {
         self.machine.machine()
     }
+}
+
+impl MigrationDestination for RamDest {
     fn resume(&mut self) {
         self.resumed = true;
     }

@@ -11,6 +11,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use vmstate_migration::VmParts;
 
 use examples_devices::machine::DemoMachine;
 
@@ -115,7 +116,7 @@ struct SeedSource {
     ram: GuestRam,
 }
 
-impl MigrationSource for SeedSource {
+impl VmParts for SeedSource {
     fn ram(&self) -> &GuestRam {
         &self.ram
     }
@@ -125,6 +126,9 @@ impl MigrationSource for SeedSource {
     fn machine(&self) -> &MachineType {
         self.machine.machine()
     }
+}
+
+impl MigrationSource for SeedSource {
     fn stop_vcpus(&mut self) {}
     fn resume_vcpus(&mut self) {}
 }

@@ -17,22 +17,16 @@ use std::time::{Duration, Instant};
 
 use vmstate_runtime::ram::RAM_IDSTR;
 use vmstate_runtime::stream::StreamEnd;
-use vmstate_runtime::{IoReader, MachineType, Reader, Registry};
+use vmstate_runtime::{IoReader, Reader};
 
 use crate::error::{MigrationError, Result};
-use crate::memory::GuestRam;
 use crate::precopy::Report;
 use crate::ram::RamLoader;
 use crate::transport::{read_line, write_ack, Transport, GO};
+use crate::VmParts;
 
-/// The VM being migrated into (not running yet).
-pub trait MigrationDestination {
-    /// Its guest memory (scratch until the migration is acknowledged).
-    fn ram(&self) -> &GuestRam;
-    /// Its devices.
-    fn registry(&self) -> &Registry;
-    /// Its machine type.
-    fn machine(&self) -> &MachineType;
+/// The VM being migrated into (not running yet). Its guest memory ([`VmParts::ram`]) is scratch until the migration is acknowledged.
+pub trait MigrationDestination: VmParts {
     /// Starts timers and vCPUs; called once, after `LOADED` was sent and `GO` received.
     fn resume(&mut self);
 }

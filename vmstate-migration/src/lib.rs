@@ -1,7 +1,7 @@
 //! RAM precopy live migration in QEMU's migration stream format (v3) over vm-memory.
 //!
-//! A source VM ([`MigrationSource`]: [`GuestRam`], a device [`Registry`](vmstate_runtime::Registry),
-//! a machine type, vCPU stop/resume/throttle callbacks) is sent with [`migrate`] over a
+//! A source VM ([`MigrationSource`]: its [`VmParts`] — a [`GuestRam`], a device [`Registry`], a
+//! machine type — and vCPU stop/resume/throttle callbacks) is sent with [`migrate`] over a
 //! [`Transport`] (TCP, Unix socket, file); the destination ([`MigrationDestination`]) loads it
 //! with [`receive`] and answers over the same connection (the return path). The stream is what
 //! QEMU writes for a precopy migration: header, configuration, the `ram` iterative section
@@ -34,6 +34,20 @@ pub mod ram;
 pub mod transport;
 
 pub use dest::{receive, MigrationDestination, ReceiveSettings};
+
+use vmstate_runtime::{MachineType, Registry};
+
+/// What both ends of a migration are made of: guest memory, devices and the machine type.
+/// [`MigrationSource`] and [`MigrationDestination`] build on it, so a VM type that can be both
+/// says where its parts are once.
+pub trait VmParts {
+    /// Its guest memory.
+    fn ram(&self) -> &GuestRam;
+    /// Its devices.
+    fn registry(&self) -> &Registry;
+    /// Its machine type.
+    fn machine(&self) -> &MachineType;
+}
 pub use error::{MigrationError, Result};
 pub use memory::{GuestMem, GuestRam, PAGE_SIZE};
 pub use precopy::{migrate, MigrationSource, PassStats, Report, Settings};

@@ -18,25 +18,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vmstate_runtime::stream::StreamWriter;
-use vmstate_runtime::{MachineType, Registry};
+use vmstate_runtime::MachineType;
 
 use crate::error::{MigrationError, Result};
 use crate::memory::{GuestRam, PAGE_SIZE};
 use crate::ram::{ByteSink, PageCounts, RamWriter};
 use crate::transport::{read_ack, write_line, Transport, GO};
+use crate::VmParts;
 
-/// The VM being migrated away.
-pub trait MigrationSource {
-    /// Its guest memory (dirty-tracked).
-    fn ram(&self) -> &GuestRam;
-    /// Its devices.
-    fn registry(&self) -> &Registry;
-    /// Its machine type.
-    fn machine(&self) -> &MachineType;
+/// The VM being migrated away. Its guest memory ([`VmParts::ram`]) is dirty-tracked.
+pub trait MigrationSource: VmParts {
     /// Stops the vCPUs (and anything else that changes guest memory or device state).
     fn stop_vcpus(&mut self);
     /// Pages dirtied since the previous call (the first call starts the log; its answer is
-    /// ignored because pass 0 sends every page): one bitmap per block of [`ram`](Self::ram), in
+    /// ignored because pass 0 sends every page): one bitmap per block of [`ram`](VmParts::ram), in
     /// migration order, bit `i % 64` of word `i / 64` for page `i`. Missing or short bitmaps
     /// count as clean.
     ///

@@ -5,6 +5,7 @@ mod common;
 
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
+use vmstate_migration::VmParts;
 
 use common::{layout, machine, DestVm, TestDev};
 use vm_memory::{Bytes, GuestAddress};
@@ -46,7 +47,7 @@ impl ExternalWriter {
     }
 }
 
-impl MigrationSource for ExternalWriter {
+impl VmParts for ExternalWriter {
     fn ram(&self) -> &GuestRam {
         &self.ram
     }
@@ -56,6 +57,9 @@ impl MigrationSource for ExternalWriter {
     fn machine(&self) -> &MachineType {
         &self.machine
     }
+}
+
+impl MigrationSource for ExternalWriter {
     fn stop_vcpus(&mut self) {
         // The last guest write before the stop, hidden from vm-memory's bitmap.
         self.ram

@@ -7,9 +7,10 @@
 use std::io::{BufRead, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
+use vmstate_migration::VmParts as _;
 
 use vmstate_migration::transport::Transport;
-use vmstate_migration::{migrate, receive, MigrationSource, ReceiveSettings, Report};
+use vmstate_migration::{migrate, receive, ReceiveSettings, Report};
 
 use super::protocol::{output_word, Seen};
 use super::soft::{SoftDest, SoftGuest};
@@ -164,8 +165,6 @@ impl Child {
     #[cfg(feature = "kvm")]
     fn recv_kvm(&mut self, corrupt_ram: bool) -> Result<String, String> {
         use std::sync::{Arc, Mutex, PoisonError};
-
-        use vmstate_migration::MigrationDestination;
 
         use super::live::KvmDest;
         // The destination VM exists before the source connects (no setup in downtime).

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use vmstate_migration::VmParts;
 
 use vmstate_migration::{GuestRam, MigrationDestination, MigrationError, MigrationSource};
 use vmstate_runtime::{MachineType, Registry};
@@ -243,8 +244,11 @@ impl KvmSource {
     }
 }
 
-impl MigrationSource for KvmSource {
+impl VmParts for KvmSource {
     super::vm_parts_accessors!(sections);
+}
+
+impl MigrationSource for KvmSource {
     fn stop_vcpus(&mut self) {
         if let Err(e) = self.save_devices() {
             // `take_dirty`, called right after the stop, fails the migration with it.
@@ -347,8 +351,11 @@ impl KvmDest {
     }
 }
 
-impl MigrationDestination for KvmDest {
+impl VmParts for KvmDest {
     super::vm_parts_accessors!(sections);
+}
+
+impl MigrationDestination for KvmDest {
     fn resume(&mut self) {
         let started = self.start();
         self.started = Some(started);

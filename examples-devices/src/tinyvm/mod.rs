@@ -51,8 +51,8 @@ pub use cpu::{CpuState, DTable, Fpu, Msr, Segment, MAX_MSRS, SAVED_MSRS};
 #[cfg(feature = "kvm")]
 pub use vm::{DirtyLog, Error, RunReport, Vm};
 
-/// Implements the accessors that `MigrationSource` and `MigrationDestination` share (`ram`,
-/// `registry`, `machine`) from the fields of the same names under `self.<path>`.
+/// The body of an `impl vmstate_migration::VmParts` (`ram`, `registry`, `machine`) from the
+/// fields of the same names under `self.<path>`.
 macro_rules! vm_parts_accessors {
     ($($path:ident).*) => {
         fn ram(&self) -> &::vmstate_migration::GuestRam {

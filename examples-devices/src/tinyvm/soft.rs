@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use vmstate_migration::VmParts;
 
 use vm_memory::{Bytes, GuestAddress};
 use vmstate_migration::{GuestRam, MigrationDestination, MigrationSource};
@@ -125,8 +126,11 @@ impl SoftGuest {
     }
 }
 
-impl MigrationSource for SoftGuest {
+impl VmParts for SoftGuest {
     super::vm_parts_accessors!();
+}
+
+impl MigrationSource for SoftGuest {
     fn stop_vcpus(&mut self) {
         self.stop();
     }
@@ -175,8 +179,11 @@ impl SoftDest {
     }
 }
 
-impl MigrationDestination for SoftDest {
+impl VmParts for SoftDest {
     super::vm_parts_accessors!(guest);
+}
+
+impl MigrationDestination for SoftDest {
     fn resume(&mut self) {
         if self.corrupt {
             corrupt(&self.guest.ram);

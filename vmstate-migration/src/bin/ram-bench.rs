@@ -14,6 +14,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
+use vmstate_migration::VmParts;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use vmstate_migration::{
@@ -28,7 +29,7 @@ struct Vm {
     machine: MachineType,
 }
 
-impl MigrationSource for Vm {
+impl VmParts for Vm {
     fn ram(&self) -> &GuestRam {
         &self.ram
     }
@@ -38,20 +39,14 @@ impl MigrationSource for Vm {
     fn machine(&self) -> &MachineType {
         &self.machine
     }
+}
+
+impl MigrationSource for Vm {
     fn stop_vcpus(&mut self) {}
     fn resume_vcpus(&mut self) {}
 }
 
 impl MigrationDestination for Vm {
-    fn ram(&self) -> &GuestRam {
-        &self.ram
-    }
-    fn registry(&self) -> &Registry {
-        &self.registry
-    }
-    fn machine(&self) -> &MachineType {
-        &self.machine
-    }
     fn resume(&mut self) {}
 }
 

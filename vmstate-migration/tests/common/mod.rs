@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use vmstate_migration::VmParts;
 
 use vm_memory::{Bytes, GuestAddress};
 use vmstate_migration::{GuestRam, MigrationDestination, MigrationSource, PAGE_SIZE};
@@ -173,7 +174,7 @@ fn guest_loop(
     }
 }
 
-impl MigrationSource for SourceVm {
+impl VmParts for SourceVm {
     fn ram(&self) -> &GuestRam {
         &self.ram
     }
@@ -183,6 +184,9 @@ impl MigrationSource for SourceVm {
     fn machine(&self) -> &MachineType {
         &self.machine
     }
+}
+
+impl MigrationSource for SourceVm {
     fn stop_vcpus(&mut self) {
         self.stops += 1;
         self.ctl.pause.store(true, Ordering::SeqCst);
@@ -233,7 +237,7 @@ impl DestVm {
     }
 }
 
-impl MigrationDestination for DestVm {
+impl VmParts for DestVm {
     fn ram(&self) -> &GuestRam {
         &self.ram
     }
@@ -243,6 +247,9 @@ impl MigrationDestination for DestVm {
     fn machine(&self) -> &MachineType {
         &self.machine
     }
+}
+
+impl MigrationDestination for DestVm {
     fn resume(&mut self) {
         self.resumed = true;
     }
