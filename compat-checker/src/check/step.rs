@@ -185,6 +185,30 @@ impl Hits<'_> {
             fix,
         });
     }
+
+    /// Reports that the item `key` of the list `cx` changed its wire form from `old` to `new`
+    /// (kind, size or shape), with the fix `fix`.
+    pub fn shape_changed(
+        &mut self,
+        cx: &ListCx<'_>,
+        key: &str,
+        old: &Item,
+        new: &Item,
+        fix: String,
+    ) {
+        self.push(
+            cx.dir,
+            key,
+            format!(
+                "field `{key}`{} changed from {} to {}",
+                cx.in_sub(),
+                old.shape(),
+                new.shape()
+            ),
+            new.at(),
+            fix,
+        );
+    }
 }
 
 /// `machine >= "{next}"`, combined with an existing gate.

@@ -43,31 +43,9 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
             {
                 return;
             }
-            hits.push(
-                cx.dir,
-                key,
-                format!(
-                    "field `{key}`{} changed from {} to {}",
-                    cx.in_sub(),
-                    o.shape(),
-                    n.shape()
-                ),
-                n.at(),
-                keep_frozen_form(key, o),
-            );
+            hits.shape_changed(&cx, key, o, n, keep_frozen_form(key, o));
         }
         (Item::Array(_), Item::Array(_)) | (Item::Subsection(_), Item::Subsection(_)) => {}
-        _ => hits.push(
-            cx.dir,
-            key,
-            format!(
-                "field `{key}`{} changed from {} to {}",
-                cx.in_sub(),
-                o.shape(),
-                n.shape()
-            ),
-            n.at(),
-            keep_frozen_form(key, o),
-        ),
+        _ => hits.shape_changed(&cx, key, o, n, keep_frozen_form(key, o)),
     }
 }

@@ -45,16 +45,5 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
         }
         keep_frozen_form(key, o)
     };
-    hits.push(
-        cx.dir,
-        key,
-        format!(
-            "field `{key}`{} changed from {} to {}",
-            cx.in_sub(),
-            o.shape(),
-            n.shape()
-        ),
-        n.at(),
-        fix,
-    );
+    hits.shape_changed(&cx, key, o, n, fix);
 }
