@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{run, temp_dir};
+use common::{freeze_case, run, temp_dir};
 
 const LEAK: &str = "tests/fixtures/field-leaks-into-old-machine";
 
@@ -48,19 +48,7 @@ fn repo(name: &str) -> (PathBuf, PathBuf) {
     git(&repo, &["init", "-q"]);
     std::fs::write(repo.join("README"), "a project\n").unwrap();
     let dir = repo.join("compat");
-    let old = format!("{LEAK}/old.json");
-    let r = run(
-        &[
-            "freeze",
-            "--all",
-            "--schema",
-            &old,
-            "--baseline-dir",
-            dir.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    freeze_case(LEAK, &dir);
     git(&repo, &["add", "."]);
     git(&repo, &["commit", "-q", "-m", "freeze"]);
     git(&repo, &["tag", "v1"]);

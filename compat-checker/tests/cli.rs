@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{run, temp_dir};
+use common::{freeze_case, run, temp_dir};
 use compat_checker::rules;
 
 const LEAK: &str = "tests/fixtures/field-leaks-into-old-machine";
@@ -11,19 +11,7 @@ const LEAK: &str = "tests/fixtures/field-leaks-into-old-machine";
 /// Freezes `<case>/old.json` into a fresh directory; returns it.
 fn frozen(case: &str, name: &str) -> std::path::PathBuf {
     let dir = temp_dir(name).join("compat");
-    let old = format!("{case}/old.json");
-    let r = run(
-        &[
-            "freeze",
-            "--all",
-            "--schema",
-            &old,
-            "--baseline-dir",
-            dir.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    freeze_case(case, &dir);
     dir
 }
 

@@ -149,3 +149,20 @@ pub fn qemu_fixture_transcript(case: &str) -> (String, i32) {
     );
     (normalise(&transcript, &manifest_dir()), r.code)
 }
+
+/// Freezes every machine type of `<case>/old.json` into the baseline directory `dir`.
+pub fn freeze_case(case: &str, dir: &Path) {
+    let old = format!("{case}/old.json");
+    let r = run(
+        &[
+            "freeze",
+            "--all",
+            "--schema",
+            &old,
+            "--baseline-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
