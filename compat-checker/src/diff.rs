@@ -189,11 +189,7 @@ mod tests {
     use crate::schema::Export;
 
     fn sample() -> Export {
-        let text = include_str!("../tests/fixtures/sample-export.json");
-        let mut e = Export::default();
-        e.add(Export::parse_document(text, "sample").unwrap())
-            .unwrap();
-        e
+        crate::schema::sample_export()
     }
 
     #[test]

@@ -319,11 +319,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Export {
-        let text = include_str!("../tests/fixtures/sample-export.json");
-        let mut e = Export::default();
-        e.add(Export::parse_document(text, "sample").unwrap())
-            .unwrap();
-        e
+        crate::schema::sample_export()
     }
 
     fn field<'a>(d: &'a DeviceLayout, key: &str) -> &'a FieldItem {

@@ -236,3 +236,13 @@ impl Export {
         v
     }
 }
+
+/// The export of `tests/fixtures/sample-export.json`, for unit tests.
+#[cfg(test)]
+pub(crate) fn sample_export() -> Export {
+    let text = include_str!("../tests/fixtures/sample-export.json");
+    let mut e = Export::default();
+    e.add(Export::parse_document(text, "sample").unwrap())
+        .unwrap();
+    e
+}

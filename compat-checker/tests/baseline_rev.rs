@@ -203,21 +203,9 @@ fn only_the_check_takes_a_revision() {
 fn the_baseline_dir_may_be_nested_or_the_repository_root() {
     let repo = temp_dir("rev-dirs");
     git(&repo, &["init", "-q"]);
-    let old = format!("{LEAK}/old.json");
     let nested = repo.join("vmm/migration-baselines");
     for dir in [&nested, &repo] {
-        let r = run(
-            &[
-                "freeze",
-                "--all",
-                "--schema",
-                &old,
-                "--baseline-dir",
-                dir.to_str().unwrap(),
-            ],
-            &[],
-        );
-        assert_eq!(r.code, 0, "{}", r.stderr);
+        freeze_case(LEAK, dir);
     }
     git(&repo, &["add", "."]);
     git(&repo, &["commit", "-q", "-m", "freeze"]);
