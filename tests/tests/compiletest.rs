@@ -2,56 +2,44 @@
 //! Regenerate with `TRYBUILD=overwrite cargo test -p vmstate-tests --test compiletest` and read
 //! the diff. Runs on the stable toolchain every time.
 //!
-//! It also compiles and runs the example of `docs/dsl.md`: the `rust` blocks of the file are
-//! extracted into one program each time, so the documentation cannot drift from the derive.
-
-use std::path::PathBuf;
+//! The attribute reference's examples are doctests of vmstate-runtime and vmstate-derive (both
+//! include `vmstate-runtime/src/dsl.md`); `docs/dsl.md` and `docs/machine-catalog.md` are
+//! copies of rustdoc text, checked here.
 
 #[test]
 fn ui() {
     let t = trybuild::TestCases::new();
     t.compile_fail("tests/ui/**/*.rs");
     t.pass("tests/pass/*.rs");
-    t.pass(docs_dsl_example());
 }
 
-/// Writes the ```` ```rust ```` blocks of `docs/dsl.md`, in order, to one file under the
-/// target directory and returns its path.
-fn docs_dsl_example() -> PathBuf {
-    let md_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/dsl.md");
-    let md = std::fs::read_to_string(md_path).expect("docs/dsl.md is readable");
-    let code = rust_blocks(&md);
-    assert!(
-        code.contains("fn main"),
-        "docs/dsl.md: the `rust` blocks must form a program with `fn main`"
-    );
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("docs");
-    std::fs::create_dir_all(&dir).expect("create target tmp dir");
-    let path = dir.join("dsl_md.rs");
-    let text = format!(
-        "// Generated from docs/dsl.md by tests/compiletest.rs; edit the markdown.\n\n{code}"
-    );
-    std::fs::write(&path, text).expect("write the extracted example");
-    path
-}
+/// The guides in `docs/` that are also rustdoc: (the file the crate includes, its copy in docs/).
+const RUSTDOC_COPIES: &[(&str, &str)] = &[
+    ("vmstate-runtime/src/dsl.md", "docs/dsl.md"),
+    (
+        "vmstate-runtime/src/machine_catalog.md",
+        "docs/machine-catalog.md",
+    ),
+];
 
-/// The contents of the fenced blocks whose info string is exactly `rust`.
-fn rust_blocks(md: &str) -> String {
-    let mut out = String::new();
-    let mut inside = false;
-    for line in md.lines() {
-        let fence = line.trim_start();
-        if inside {
-            if fence.starts_with("```") {
-                inside = false;
-                out.push('\n');
-            } else {
-                out.push_str(line);
-                out.push('\n');
-            }
-        } else if fence == "```rust" {
-            inside = true;
+/// Each copy in `docs/` is its rustdoc text byte for byte, so what a reader finds in the
+/// repository is the text whose examples the doctests compile and run.
+/// `VMSTATE_WRITE_DOCS=1` rewrites the copies.
+#[test]
+fn docs_copies_are_the_rustdoc_text() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    for (source, copy) in RUSTDOC_COPIES {
+        let text = std::fs::read_to_string(format!("{root}/{source}"))
+            .unwrap_or_else(|e| panic!("{source}: {e}"));
+        let copy_path = format!("{root}/{copy}");
+        if std::env::var_os("VMSTATE_WRITE_DOCS").is_some() {
+            std::fs::write(&copy_path, &text).unwrap_or_else(|e| panic!("{copy}: {e}"));
         }
+        let on_disk = std::fs::read_to_string(&copy_path).unwrap_or_default();
+        assert!(
+            on_disk == text,
+            "{copy} differs from {source} (the rustdoc text): edit the latter and run \
+             `VMSTATE_WRITE_DOCS=1 cargo test -p vmstate-tests --test compiletest docs_copies`"
+        );
     }
-    out
 }

@@ -1,5 +1,6 @@
-//! `#[derive(VmState)]`. Use it through `vmstate-runtime`, which re-exports it and documents the
-//! attributes.
+//! `#[derive(VmState)]`. Use it through `vmstate-runtime`, which re-exports it; the attribute
+//! reference, with examples, is the documentation of [`VmState`](macro@VmState) (and
+//! `vmstate_runtime::dsl`).
 //!
 //! The derive works in three stages: parse attributes (`internals/attr.rs`), build and check the
 //! intermediate representation (`internals/ast.rs`, `internals/check.rs`), and generate code
@@ -17,7 +18,9 @@ mod ser;
 
 use proc_macro::TokenStream;
 
-/// Derives `vmstate_runtime::VmState` (see the `vmstate-runtime` crate docs for the attributes).
+/// Derives `vmstate_runtime::VmState`: save/load code and the static schema of a device's state.
+///
+#[doc = include_str!("dsl.md")]
 #[proc_macro_derive(VmState, attributes(vmstate))]
 pub fn derive_vmstate(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);

@@ -7,6 +7,37 @@
 //! ([`schema::StructSchema`]) of the exact wire layout, which the vmdesc writer and the compat
 //! checker read.
 //!
+//! **The attribute reference is [`dsl`]**: container and field attributes, gates, hooks and
+//! limits, each with an example that is compiled and run as a doctest. The shortest use:
+//!
+//! ```
+//! use vmstate_runtime::{load_payload, save_payload, MachineCatalog, VmState};
+//!
+//! #[derive(VmState, Clone, Default, Debug, PartialEq)]
+//! #[vmstate(name = "pl031", version = 2)]
+//! struct Pl031 {
+//!     load: u32,
+//!     #[vmstate(since = 2, default)] // absent from version-1 streams
+//!     tick_offset: u32,
+//!     #[vmstate(when = machine >= "7.0", default)] // sent by machine types 7.0 and later
+//!     irq_mask: u8,
+//! }
+//!
+//! let machine = MachineCatalog::qemu_pc().resolve("pc-q35-6.2")?;
+//! let dev = Pl031 { load: 5, tick_offset: 7, irq_mask: 1 };
+//! let (version, bytes, _vmdesc) = save_payload(&dev, &machine)?;
+//! assert_eq!((version, bytes.as_slice()), (2, &[0, 0, 0, 5, 0, 0, 0, 7][..]));
+//!
+//! let mut back = Pl031::default();
+//! load_payload(&mut back, &bytes, version, &machine)?;
+//! assert_eq!(back, Pl031 { irq_mask: 0, ..dev });
+//! # Ok::<(), vmstate_runtime::Error>(())
+//! ```
+//!
+//! Whole machines go through a [`Registry`]; streams are read by the [`StreamLoader`] and
+//! decoded without the devices' code by [`decode_stream`]. Machine types come from a
+//! [`MachineCatalog`].
+//!
 //! Modules, bottom up:
 //!
 //! - [`reader`] / [`writer`]: byte sources and sinks (big-endian, fallible, zero-copy on slices).
@@ -31,6 +62,8 @@
 
 pub mod context;
 pub mod decode;
+#[doc = include_str!("dsl.md")]
+pub mod dsl {}
 pub mod error;
 pub mod export;
 pub mod field;

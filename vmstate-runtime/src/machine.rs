@@ -16,6 +16,8 @@
 //! assert!(!m.framing().configuration);   // 2.3 sends no configuration section
 //! assert!(cat.resolve("pc-i440fx-7.2").unwrap().framing().footers);
 //! ```
+//!
+#![doc = include_str!("machine_catalog.md")]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
