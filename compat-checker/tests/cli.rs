@@ -3,16 +3,17 @@
 
 mod common;
 
-use common::{freeze_case, run, temp_dir};
+use common::{assert_contains, assert_starts_with, check, freeze, freeze_case, run, temp_dir};
 use compat_checker::rules;
 
 const LEAK: &str = "tests/fixtures/field-leaks-into-old-machine";
 
-/// Freezes `<case>/old.json` into a fresh directory; returns it.
-fn frozen(case: &str, name: &str) -> std::path::PathBuf {
+/// Freezes `<case>/old.json` into a fresh directory; returns it and the path of
+/// `<case>/new.json`.
+fn frozen(case: &str, name: &str) -> (std::path::PathBuf, String) {
     let dir = temp_dir(name).join("compat");
     freeze_case(case, &dir);
-    dir
+    (dir, format!("{case}/new.json"))
 }
 
 #[test]
@@ -40,7 +41,7 @@ fn explain_prints_the_long_text() {
         let r = run(&["--explain", rule.id], &[]);
         assert_eq!(r.code, 0);
         assert!(r.stdout.contains(rule.explanation), "{}", rule.id);
-        assert!(r.stdout.starts_with(&format!("{}: {}", rule.id, rule.name)));
+        assert_starts_with(&r.stdout, &format!("{}: {}", rule.id, rule.name));
     }
 }
 
@@ -76,12 +77,8 @@ fn works_with_and_without_the_subcommand_argument() {
 fn help_and_version() {
     let r = run(&["--help"], &[]);
     assert_eq!(r.code, 0);
-    assert!(
-        r.stdout.contains("Usage: cargo compat-check"),
-        "{}",
-        r.stdout
-    );
-    assert!(r.stdout.contains("Exit codes:"), "{}", r.stdout);
+    assert_contains(&r.stdout, "Usage: cargo compat-check");
+    assert_contains(&r.stdout, "Exit codes:");
     let r = run(&["--version"], &[]);
     assert_eq!(r.code, 0);
     assert!(r.stdout.contains(env!("CARGO_PKG_VERSION")));
@@ -97,8 +94,7 @@ fn bad_arguments_exit_2() {
 
 #[test]
 fn leak_fails_with_human_report() {
-    let dir = frozen(LEAK, "human");
-    let new = format!("{LEAK}/new.json");
+    let (dir, new) = frozen(LEAK, "human");
     let r = run(
         &[
             "check",
@@ -110,36 +106,28 @@ fn leak_fails_with_human_report() {
         &[],
     );
     assert_eq!(r.code, 1);
-    assert!(r.stdout.starts_with(
-        "--- failure field-leaks-into-old-machine: field on the wire where the baseline never had it ---\n"
-    ));
-    assert!(r.stdout.contains("Machine types: pc-1.0, pc-2.0, pc-3.0\n"));
-    assert!(r.stdout.contains("Failed in:\n  src/uart.rs:15\n"));
-    assert!(r
-        .stdout
-        .contains("`#[vmstate(when = machine >= \"3.1\", default)]`"));
-    assert!(r
-        .stderr
-        .contains("    Checking 1 device against 3 frozen machine types"));
-    assert!(r.stderr.contains("     Summary incompatible"));
+    assert_starts_with(
+        &r.stdout,
+        "--- failure field-leaks-into-old-machine: field on the wire where the baseline never had it ---\n",
+    );
+    assert_contains(&r.stdout, "Machine types: pc-1.0, pc-2.0, pc-3.0\n");
+    assert_contains(&r.stdout, "Failed in:\n  src/uart.rs:15\n");
+    assert_contains(
+        &r.stdout,
+        "`#[vmstate(when = machine >= \"3.1\", default)]`",
+    );
+    assert_contains(
+        &r.stderr,
+        "    Checking 1 device against 3 frozen machine types",
+    );
+    assert_contains(&r.stderr, "     Summary incompatible");
     assert!(!r.stdout.contains('\x1b') && !r.stderr.contains('\x1b'));
 }
 
 #[test]
 fn leak_as_json() {
-    let dir = frozen(LEAK, "json");
-    let new = format!("{LEAK}/new.json");
-    let r = run(
-        &[
-            "--schema",
-            &new,
-            "--baseline-dir",
-            dir.to_str().unwrap(),
-            "--format",
-            "json",
-        ],
-        &[],
-    );
+    let (dir, new) = frozen(LEAK, "json");
+    let r = check(&new, &dir, &["--format", "json"]);
     assert_eq!(r.code, 1);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["result"], "incompatible");
@@ -168,92 +156,38 @@ fn leak_as_json() {
 
 #[test]
 fn leak_as_github_annotations() {
-    let dir = frozen(LEAK, "github");
-    let new = format!("{LEAK}/new.json");
-    let r = run(
-        &[
-            "--schema",
-            &new,
-            "--baseline-dir",
-            dir.to_str().unwrap(),
-            "--format",
-            "github",
-        ],
-        &[],
-    );
+    let (dir, new) = frozen(LEAK, "github");
+    let r = check(&new, &dir, &["--format", "github"]);
     assert_eq!(r.code, 1);
     let line = r.stdout.lines().next().unwrap();
-    assert!(
-        line.starts_with(
-            "::error file=src/uart.rs,line=15,title=field-leaks-into-old-machine%3A field on the wire where the baseline never had it::In section `uart`: field `fifo_level`"
-        ),
-        "{line}"
+    assert_starts_with(
+        line,
+        "::error file=src/uart.rs,line=15,title=field-leaks-into-old-machine%3A field on the wire where the baseline never had it::In section `uart`: field `fifo_level`",
     );
-    assert!(
-        line.contains("%0AMachine types: pc-1.0, pc-2.0, pc-3.0%0AFix: "),
-        "{line}"
-    );
+    assert_contains(line, "%0AMachine types: pc-1.0, pc-2.0, pc-3.0%0AFix: ");
     assert_eq!(r.stdout.lines().count(), 1);
 }
 
 #[test]
 fn warnings_do_not_fail() {
     let case = "tests/fixtures/priority-changed";
-    let dir = frozen(case, "warn");
-    let new = format!("{case}/new.json");
-    let r = run(
-        &["--schema", &new, "--baseline-dir", dir.to_str().unwrap()],
-        &[],
-    );
+    let (dir, new) = frozen(case, "warn");
+    let r = check(&new, &dir, &[]);
     assert_eq!(r.code, 0);
-    assert!(
-        r.stdout.starts_with("--- warning priority-changed:"),
-        "{}",
-        r.stdout
-    );
-    let r = run(
-        &[
-            "--schema",
-            &new,
-            "--baseline-dir",
-            dir.to_str().unwrap(),
-            "--format",
-            "github",
-        ],
-        &[],
-    );
-    assert!(
-        r.stdout.starts_with("::warning file=src/uart.rs,line=8,"),
-        "{}",
-        r.stdout
-    );
+    assert_starts_with(&r.stdout, "--- warning priority-changed:");
+    let r = check(&new, &dir, &["--format", "github"]);
+    assert_starts_with(&r.stdout, "::warning file=src/uart.rs,line=8,");
 }
 
 #[test]
 fn compatible_passes_quietly() {
     let case = "tests/fixtures/compatible";
-    let dir = frozen(case, "ok");
-    let new = format!("{case}/new.json");
-    let r = run(
-        &["--schema", &new, "--baseline-dir", dir.to_str().unwrap()],
-        &[],
-    );
+    let (dir, new) = frozen(case, "ok");
+    let r = check(&new, &dir, &[]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.is_empty());
-    assert!(r
-        .stderr
-        .contains("Summary compatible with 3 frozen machine types"));
-    let r = run(
-        &[
-            "--schema",
-            &new,
-            "--baseline-dir",
-            dir.to_str().unwrap(),
-            "--format",
-            "json",
-        ],
-        &[],
-    );
+    assert_contains(&r.stderr, "Summary compatible with 3 frozen machine types");
+    let r = check(&new, &dir, &["--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["result"], "compatible");
     assert_eq!(v["findings"], serde_json::json!([]));
@@ -261,41 +195,19 @@ fn compatible_passes_quietly() {
 
 #[test]
 fn machine_filter() {
-    let dir = frozen(LEAK, "filter");
-    let new = format!("{LEAK}/new.json");
-    let d = dir.to_str().unwrap();
-    let r = run(
-        &[
-            "--schema",
-            &new,
-            "--baseline-dir",
-            d,
-            "--machine",
-            "pc-2.0",
-            "--format",
-            "json",
-        ],
-        &[],
-    );
+    let (dir, new) = frozen(LEAK, "filter");
+    let r = check(&new, &dir, &["--machine", "pc-2.0", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["machines_checked"], serde_json::json!(["pc-2.0"]));
     assert_eq!(v["findings"][0]["machines"], serde_json::json!(["pc-2.0"]));
-    let r = run(
-        &["--schema", &new, "--baseline-dir", d, "--machine", "pc-9.9"],
-        &[],
-    );
+    let r = check(&new, &dir, &["--machine", "pc-9.9"]);
     assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.starts_with("error: `pc-9.9` has no baseline"),
-        "{}",
-        r.stderr
-    );
+    assert_starts_with(&r.stderr, "error: `pc-9.9` has no baseline");
 }
 
 #[test]
 fn colour_follows_cargo_term_color_and_flag() {
-    let dir = frozen(LEAK, "colour");
-    let new = format!("{LEAK}/new.json");
+    let (dir, new) = frozen(LEAK, "colour");
     let d = dir.to_str().unwrap();
     let r = run(
         &["--schema", &new, "--baseline-dir", d],
@@ -312,23 +224,16 @@ fn colour_follows_cargo_term_color_and_flag() {
         &[("CARGO_TERM_COLOR", "always")],
     );
     assert!(!r.stderr.contains('\x1b') && !r.stdout.contains('\x1b'));
-    let r = run(
-        &["--schema", &new, "--baseline-dir", d, "--color=always"],
-        &[],
-    );
+    let r = check(&new, &dir, &["--color=always"]);
     assert!(r.stdout.contains('\x1b'));
 }
 
 #[test]
 fn freeze_refuses_to_replace_a_different_baseline() {
-    let dir = frozen(LEAK, "refuse");
+    let (dir, new) = frozen(LEAK, "refuse");
     let d = dir.to_str().unwrap();
-    let new = format!("{LEAK}/new.json");
     let before = std::fs::read_to_string(dir.join("pc-2.0.json")).unwrap();
-    let r = run(
-        &["freeze", "pc-2.0", "--schema", &new, "--baseline-dir", d],
-        &[],
-    );
+    let r = freeze(&["pc-2.0"], &new, &dir);
     assert_eq!(r.code, 1);
     let dir_s = dir.display().to_string();
     assert_eq!(
@@ -347,37 +252,21 @@ fn freeze_refuses_to_replace_a_different_baseline() {
         &[],
     );
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("1 failure"), "{}", r.stderr);
+    assert_contains(&r.stderr, "1 failure");
     assert_eq!(
         std::fs::read_to_string(dir.join("pc-2.0.json")).unwrap(),
         before
     );
     let old = format!("{LEAK}/old.json");
-    let r = run(
-        &["freeze", "pc-2.0", "--schema", &old, "--baseline-dir", d],
-        &[],
-    );
+    let r = freeze(&["pc-2.0"], &old, &dir);
     assert_eq!(r.code, 0);
-    assert!(r.stderr.contains("   Unchanged pc-2.0"), "{}", r.stderr);
-    let r = run(
-        &[
-            "freeze",
-            "pc-2.0",
-            "--force",
-            "--schema",
-            &new,
-            "--baseline-dir",
-            d,
-        ],
-        &[],
-    );
+    assert_contains(&r.stderr, "   Unchanged pc-2.0");
+    let r = freeze(&["pc-2.0", "--force"], &new, &dir);
     assert_eq!(r.code, 0);
-    assert!(r.stderr.contains("   Replacing pc-2.0"), "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("    section `uart`: field `fifo_level` (u8, 1 byte; always sent) added\n"),
-        "{}",
-        r.stderr
+    assert_contains(&r.stderr, "   Replacing pc-2.0");
+    assert_contains(
+        &r.stderr,
+        "    section `uart`: field `fifo_level` (u8, 1 byte; always sent) added\n",
     );
     assert_ne!(
         std::fs::read_to_string(dir.join("pc-2.0.json")).unwrap(),
@@ -388,18 +277,7 @@ fn freeze_refuses_to_replace_a_different_baseline() {
 #[test]
 fn freeze_unknown_machine_type_is_a_tool_error() {
     let dir = temp_dir("unknown-machine").join("compat");
-    let old = format!("{LEAK}/old.json");
-    let r = run(
-        &[
-            "freeze",
-            "pc-9.9",
-            "--schema",
-            &old,
-            "--baseline-dir",
-            dir.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let r = freeze(&["pc-9.9"], &format!("{LEAK}/old.json"), &dir);
     assert_eq!(r.code, 2);
     assert_eq!(
         r.stderr,
@@ -456,21 +334,14 @@ fn bad_inputs_are_one_line_errors() {
     }
     // A malformed baseline, and one under the wrong file name.
     std::fs::write(baselines.join("pc-1.0.json"), "[]").unwrap();
-    let r = run(&["--schema", &old, "--baseline-dir", b], &[]);
+    let r = check(&old, &baselines, &[]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("not a baseline"), "{}", r.stderr);
-    let good = frozen(LEAK, "renamed-baseline");
+    assert_contains(&r.stderr, "not a baseline");
+    let (good, _) = frozen(LEAK, "renamed-baseline");
     std::fs::rename(good.join("pc-1.0.json"), good.join("pc-7.0.json")).unwrap();
-    let r = run(
-        &["--schema", &old, "--baseline-dir", good.to_str().unwrap()],
-        &[],
-    );
+    let r = check(&old, &good, &[]);
     assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("must be named `pc-1.0.json`"),
-        "{}",
-        r.stderr
-    );
+    assert_contains(&r.stderr, "must be named `pc-1.0.json`");
 }
 
 #[test]
@@ -482,7 +353,7 @@ fn qemu_dump_mode_is_wired() {
     );
     let r = run(&["qemu-dump", dump, dump], &[]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("Summary compatible"), "{}", r.stderr);
+    assert_contains(&r.stderr, "Summary compatible");
     let r = run(&["qemu-dump", dump, "does/not/exist.json"], &[]);
     assert_eq!(r.code, 2);
 }
@@ -501,12 +372,8 @@ fn workspace_end_to_end() {
     let manifest = root.join("Cargo.toml");
     let r = run(&["--manifest-path", manifest.to_str().unwrap()], &[]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr.contains("   Exporting examples-devices"),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("Summary compatible"), "{}", r.stderr);
+    assert_contains(&r.stderr, "   Exporting examples-devices");
+    assert_contains(&r.stderr, "Summary compatible");
 }
 
 /// `old.json` with every source line moved by `by` (as an edit above the structs would).
@@ -535,21 +402,20 @@ fn moved_lines(case: &str, by: u64, name: &str) -> std::path::PathBuf {
 /// point at the current lines.
 #[test]
 fn moving_code_changes_no_baseline() {
-    let dir = frozen(LEAK, "moved");
-    let d = dir.to_str().unwrap();
-    let before: Vec<String> = ["pc-1.0", "pc-2.0", "pc-3.0"]
-        .iter()
-        .map(|m| std::fs::read_to_string(dir.join(format!("{m}.json"))).unwrap())
-        .collect();
+    let (dir, new) = frozen(LEAK, "moved");
+    let read_all = || -> Vec<String> {
+        ["pc-1.0", "pc-2.0", "pc-3.0"]
+            .iter()
+            .map(|m| std::fs::read_to_string(dir.join(format!("{m}.json"))).unwrap())
+            .collect()
+    };
+    let before = read_all();
     for b in &before {
         assert!(!b.contains("\"at\"") && !b.contains(".rs"), "{b}");
     }
     let moved = moved_lines(LEAK, 40, "moved-schema");
     let m = moved.to_str().unwrap();
-    let r = run(
-        &["freeze", "--all", "--schema", m, "--baseline-dir", d],
-        &[],
-    );
+    let r = freeze(&["--all"], m, &dir);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(
         r.stderr.matches("   Unchanged pc-").count(),
@@ -557,29 +423,19 @@ fn moving_code_changes_no_baseline() {
         "{}",
         r.stderr
     );
-    let after: Vec<String> = ["pc-1.0", "pc-2.0", "pc-3.0"]
-        .iter()
-        .map(|m| std::fs::read_to_string(dir.join(format!("{m}.json"))).unwrap())
-        .collect();
-    assert_eq!(before, after);
-    let r = run(&["--schema", m, "--baseline-dir", d], &[]);
+    assert_eq!(before, read_all());
+    let r = check(m, &dir, &[]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     // A finding's location is the current code's line.
-    let new = format!("{LEAK}/new.json");
-    let r = run(&["--schema", &new, "--baseline-dir", d], &[]);
-    assert!(
-        r.stdout.contains("Failed in:\n  src/uart.rs:15\n"),
-        "{}",
-        r.stdout
-    );
+    let r = check(&new, &dir, &[]);
+    assert_contains(&r.stdout, "Failed in:\n  src/uart.rs:15\n");
 }
 
 /// A baseline of format 1 (with source locations) is read, and `freeze` rewrites it without
 /// them when the layout is the same.
 #[test]
 fn format_1_baselines_are_read_and_reformatted() {
-    let dir = frozen(LEAK, "format1");
-    let d = dir.to_str().unwrap();
+    let (dir, _) = frozen(LEAK, "format1");
     let p = dir.join("pc-1.0.json");
     let now = std::fs::read_to_string(&p).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&now).unwrap();
@@ -595,14 +451,11 @@ fn format_1_baselines_are_read_and_reformatted() {
     }
     std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
     let old = format!("{LEAK}/old.json");
-    let r = run(&["--schema", &old, "--baseline-dir", d], &[]);
+    let r = check(&old, &dir, &[]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    let r = run(
-        &["freeze", "pc-1.0", "--schema", &old, "--baseline-dir", d],
-        &[],
-    );
+    let r = freeze(&["pc-1.0"], &old, &dir);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.contains(" Reformatted pc-1.0"), "{}", r.stderr);
+    assert_contains(&r.stderr, " Reformatted pc-1.0");
     assert_eq!(std::fs::read_to_string(&p).unwrap(), now);
 }
 
@@ -610,7 +463,7 @@ fn format_1_baselines_are_read_and_reformatted() {
 /// why instead of pointing at a check that finds nothing.
 #[test]
 fn a_compatible_difference_keeps_the_baseline() {
-    let dir = frozen(LEAK, "keep-compatible");
+    let (dir, _) = frozen(LEAK, "keep-compatible");
     let d = dir.to_str().unwrap();
     let before = std::fs::read_to_string(dir.join("pc-2.0.json")).unwrap();
     let text = std::fs::read_to_string(common::manifest_dir().join(LEAK).join("new.json")).unwrap();
@@ -625,12 +478,9 @@ fn a_compatible_difference_keeps_the_baseline() {
     let p = temp_dir("keep-compatible-schema").join("gated.json");
     std::fs::write(&p, v.to_string()).unwrap();
     let g = p.to_str().unwrap();
-    let r = run(&["--schema", g, "--baseline-dir", d], &[]);
+    let r = check(g, &dir, &[]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    let r = run(
-        &["freeze", "pc-2.0", "--schema", g, "--baseline-dir", d],
-        &[],
-    );
+    let r = freeze(&["pc-2.0"], g, &dir);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(
         r.stderr.replace(d, "[DIR]"),
@@ -656,13 +506,9 @@ fn a_compatible_difference_keeps_the_baseline() {
 fn misspelt_compat_entries_are_errors() {
     let t = temp_dir("catalog-typo");
     let compat = t.join("compat");
-    let c = compat.to_str().unwrap();
     let driver = "tests/catalog-fixtures/misspelt-driver.json";
     let property = "tests/catalog-fixtures/misspelt-property.json";
-    let r = run(
-        &["freeze", "--all", "--schema", driver, "--baseline-dir", c],
-        &[],
-    );
+    let r = freeze(&["--all"], driver, &compat);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert_eq!(
         r.stderr,
@@ -675,32 +521,25 @@ fn misspelt_compat_entries_are_errors() {
         !compat.exists(),
         "freeze wrote baselines from a misspelt catalog"
     );
-    let r = run(
-        &["freeze", "--all", "--schema", property, "--baseline-dir", c],
-        &[],
-    );
+    let r = freeze(&["--all"], property, &compat);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr.contains(
-            "compat entry #0 {upto: \"1.0\", driver: \"uart\", property: \"x-migrate-src\", \
-             value: false}: section `uart` (`Uart`, src/uart.rs:8) declares no property \
-             `x-migrate-src` (its properties: `x-migrate-scr`); did you mean `x-migrate-scr`?"
-        ),
-        "{}",
-        r.stderr
+    assert_contains(
+        &r.stderr,
+        "compat entry #0 {upto: \"1.0\", driver: \"uart\", property: \"x-migrate-src\", \
+         value: false}: section `uart` (`Uart`, src/uart.rs:8) declares no property \
+         `x-migrate-src` (its properties: `x-migrate-scr`); did you mean `x-migrate-scr`?",
     );
     // The framing property of the runtime's own `migration` driver is valid.
     assert!(!r.stderr.contains("#1"), "{}", r.stderr);
     // The check rejects it the same way, against baselines frozen from the correct catalog.
-    let good = frozen(
+    let (good, _) = frozen(
         "tests/fixtures/field-no-longer-migrated",
         "catalog-typo-good",
     );
-    let g = good.to_str().unwrap();
     for bad in [driver, property] {
-        let r = run(&["--schema", bad, "--baseline-dir", g], &[]);
+        let r = check(bad, &good, &[]);
         assert_eq!(r.code, 2, "{}", r.stderr);
-        assert!(r.stderr.contains("did you mean"), "{}", r.stderr);
+        assert_contains(&r.stderr, "did you mean");
         assert!(r.stdout.is_empty());
     }
     // And a misspelt framing property is caught by the catalog's own validation.
@@ -712,14 +551,11 @@ fn misspelt_compat_entries_are_errors() {
             .replace("\"send-configuration\"", "\"send-configration\""),
     )
     .unwrap();
-    let r = run(&["--schema", p.to_str().unwrap(), "--baseline-dir", g], &[]);
+    let r = check(p.to_str().unwrap(), &good, &[]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr.contains(
-            "the `migration` driver has no property `send-configration`; did you mean \
-             `send-configuration`?"
-        ),
-        "{}",
-        r.stderr
+    assert_contains(
+        &r.stderr,
+        "the `migration` driver has no property `send-configration`; did you mean \
+         `send-configuration`?",
     );
 }

@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{temp_dir, Run};
+use common::{assert_contains, assert_starts_with, git, temp_dir, Run};
 
 const DEVICE: &str = r#"//! A VMM's devices.
 use vmstate_runtime::machine::{Family, MachineCatalog};
@@ -66,24 +66,6 @@ fn run(dir: &Path, args: &[&str]) -> Run {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "commit.gpgsign=false", "-c", "user.name=t"])
-        .args(["-c", "user.email=t@localhost"])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn baselines(dir: &Path) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = std::fs::read_dir(dir.join("compat"))
         .unwrap()
@@ -129,20 +111,20 @@ fn a_crate_outside_the_workspace() {
     // Freeze, then check.
     let r = run(&dir, &["freeze", "--all"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("   Exporting mydevs (schema export)"));
-    assert!(r
-        .stderr
-        .contains("    Freezing myvm-1.0: 1 device → compat/myvm-1.0.json"));
-    assert!(r
-        .stderr
-        .contains("    Freezing myvm-2.0: 1 device → compat/myvm-2.0.json"));
+    assert_contains(&r.stderr, "   Exporting mydevs (schema export)");
+    assert_contains(
+        &r.stderr,
+        "    Freezing myvm-1.0: 1 device → compat/myvm-1.0.json",
+    );
+    assert_contains(
+        &r.stderr,
+        "    Freezing myvm-2.0: 1 device → compat/myvm-2.0.json",
+    );
     let frozen = baselines(&dir);
     assert_eq!(frozen.len(), 2);
     let r = run(&dir, &[]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r
-        .stderr
-        .contains("Summary compatible with 2 frozen machine types"));
+    assert_contains(&r.stderr, "Summary compatible with 2 frozen machine types");
     git(&dir, &["init", "-q"]);
     git(&dir, &["add", "Cargo.toml", "src", "compat"]);
     git(&dir, &["commit", "-q", "-m", "freeze"]);
@@ -157,32 +139,22 @@ fn a_crate_outside_the_workspace() {
     for args in [&[][..], &["--baseline-rev", "HEAD"][..]] {
         let r = run(&dir, args);
         assert_eq!(r.code, 1, "{args:?}: {}{}", r.stdout, r.stderr);
-        assert!(
-            r.stdout.starts_with(
-                "--- failure field-leaks-into-old-machine: field on the wire where the baseline never had it ---\n"
-            ),
-            "{}",
-            r.stdout
+        assert_starts_with(
+            &r.stdout,
+            "--- failure field-leaks-into-old-machine: field on the wire where the baseline never had it ---\n",
         );
-        assert!(r.stdout.contains("Machine types: myvm-1.0, myvm-2.0\n"));
-        assert!(
-            r.stdout
-                .contains(&format!("Failed in:\n  src/lib.rs:{line}\n")),
-            "{}",
-            r.stdout
+        assert_contains(&r.stdout, "Machine types: myvm-1.0, myvm-2.0\n");
+        assert_contains(&r.stdout, &format!("Failed in:\n  src/lib.rs:{line}\n"));
+        assert_contains(
+            &r.stdout,
+            "Fix:\n  gate `flags` with `#[vmstate(when = machine >= \"2.1\", default)]`",
         );
-        assert!(r.stdout.contains(
-            "Fix:\n  gate `flags` with `#[vmstate(when = machine >= \"2.1\", default)]`"
-        ));
     }
     let r = run(&dir, &["--format", "github"]);
     assert_eq!(r.code, 1);
-    assert!(
-        r.stdout.starts_with(&format!(
-            "::error file=src/lib.rs,line={line},title=field-leaks-into-old-machine"
-        )),
-        "{}",
-        r.stdout
+    assert_starts_with(
+        &r.stdout,
+        &format!("::error file=src/lib.rs,line={line},title=field-leaks-into-old-machine"),
     );
 
     // Moving code without changing the wire changes no baseline.
@@ -197,8 +169,8 @@ fn a_crate_outside_the_workspace() {
     std::fs::write(&lib, &moved).unwrap();
     let r = run(&dir, &["freeze", "--all"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("   Unchanged myvm-1.0"), "{}", r.stderr);
-    assert!(r.stderr.contains("   Unchanged myvm-2.0"), "{}", r.stderr);
+    assert_contains(&r.stderr, "   Unchanged myvm-1.0");
+    assert_contains(&r.stderr, "   Unchanged myvm-2.0");
     assert_eq!(baselines(&dir), frozen);
     let r = run(&dir, &[]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);

@@ -7,103 +7,83 @@
 
 mod common;
 
-use compat_checker::rules;
+use compat_checker::rules::{self, Level, Rule};
 
-fn rule_case(id: &str) {
-    let (transcript, code) = common::fixture_transcript(id, &[]);
-    common::assert_snapshot(id, &transcript);
-    let rule = rules::find(id).unwrap();
+/// Compares the transcript of rule `id`'s fixture with its snapshot and checks that the rule
+/// fires; returns the rule.
+fn assert_fires(id: &str, transcript: &str) -> &'static Rule {
+    common::assert_snapshot(id, transcript);
+    let rule = rules::lookup(id).unwrap();
     let header = match rule.level {
-        rules::Level::Warn => format!("--- warning {id}: "),
+        Level::Warn => format!("--- warning {id}: "),
         _ => format!("--- failure {id}: "),
     };
     assert!(
         transcript.contains(&header),
         "fixture `{id}` does not trigger its rule:\n{transcript}"
     );
-    let expected = if rule.level == rules::Level::Deny {
-        1
-    } else {
-        0
-    };
-    assert_eq!(code, expected, "{transcript}");
+    rule
 }
 
-macro_rules! rule_tests {
-    ($($name:ident => $id:literal,)*) => {
-        $(
-            #[test]
-            fn $name() {
-                rule_case($id);
-            }
-        )*
-
-        /// Every registered rule has a test here, a fixture pair and a snapshot.
-        #[test]
-        fn every_rule_has_a_fixture_and_a_snapshot() {
-            let tested = [$($id),*];
-            let root = common::manifest_dir().join("tests");
-            for r in rules::ALL {
-                assert!(tested.contains(&r.id), "rule `{}` has no test in tests/rules.rs", r.id);
-                for f in ["old.json", "new.json"] {
-                    let p = root.join("fixtures").join(r.id).join(f);
-                    assert!(p.is_file(), "missing fixture {}", p.display());
-                }
-                let s = root.join("snapshots").join(format!("{}.txt", r.id));
-                assert!(s.is_file(), "missing snapshot {}", s.display());
-            }
-        }
-    };
+fn rule_case(id: &str) {
+    let (transcript, code) = common::fixture_transcript(id, &[]);
+    let rule = assert_fires(id, &transcript);
+    assert!(rules::find(id).is_some(), "`{id}` is not a native rule");
+    let expected = i32::from(rule.level == Level::Deny);
+    assert_eq!(code, expected, "{transcript}");
 }
 
 fn qemu_rule_case(id: &str) {
     let (transcript, code) = common::qemu_fixture_transcript(id);
-    common::assert_snapshot(id, &transcript);
-    let rule = rules::lookup(id).unwrap();
-    let header = match rule.level {
-        rules::Level::Warn => format!("--- warning {id}: "),
-        _ => format!("--- failure {id}: "),
-    };
-    assert!(
-        transcript.contains(&header),
-        "fixture `{id}` does not trigger its rule:\n{transcript}"
-    );
+    assert_fires(id, &transcript);
     // A dump pair is compared both ways; the other direction may break another rule.
     let expected = i32::from(transcript.contains("--- failure "));
     assert_eq!(code, expected, "{transcript}");
 }
 
-macro_rules! qemu_rule_tests {
-    ($($name:ident => $id:literal,)*) => {
+/// Every rule of `all` is among `tested`, has a fixture pair in `tests/<fixtures>/<id>/` and a
+/// snapshot, and every tested id is one of `all`.
+fn assert_all_tested(tested: &[&str], all: &[&Rule], fixtures: &str) {
+    let root = common::manifest_dir().join("tests");
+    for r in all {
+        assert!(
+            tested.contains(&r.id),
+            "rule `{}` has no test in tests/rules.rs",
+            r.id
+        );
+        for f in ["old.json", "new.json"] {
+            let p = root.join(fixtures).join(r.id).join(f);
+            assert!(p.is_file(), "missing fixture {}", p.display());
+        }
+        let s = root.join("snapshots").join(format!("{}.txt", r.id));
+        assert!(s.is_file(), "missing snapshot {}", s.display());
+    }
+    for id in tested {
+        assert!(all.iter().any(|r| r.id == *id), "`{id}` is not registered");
+    }
+}
+
+/// One test per rule (`name => id`, run by `case`), and the test `every` that checks that the
+/// rules of `all` (with fixtures in `tests/<fixtures>/`) are exactly the tested ones.
+macro_rules! rule_tests {
+    ($case:ident, $all:expr, $fixtures:literal, $every:ident: $($name:ident => $id:literal,)*) => {
         $(
             #[test]
             fn $name() {
-                qemu_rule_case($id);
+                $case($id);
             }
         )*
 
-        /// Every registered QEMU-dump rule has a test here, a fixture pair and a snapshot.
+        /// Every registered rule has a test here, a fixture pair and a snapshot.
         #[test]
-        fn every_qemu_rule_has_a_fixture_and_a_snapshot() {
-            let tested = [$($id),*];
-            let root = common::manifest_dir().join("tests");
-            for r in rules::qemu::ALL {
-                assert!(tested.contains(&r.id), "rule `{}` has no test in tests/rules.rs", r.id);
-                for f in ["old.json", "new.json"] {
-                    let p = root.join("qemu-fixtures").join(r.id).join(f);
-                    assert!(p.is_file(), "missing fixture {}", p.display());
-                }
-                let s = root.join("snapshots").join(format!("{}.txt", r.id));
-                assert!(s.is_file(), "missing snapshot {}", s.display());
-            }
-            for id in tested {
-                assert!(rules::qemu::ALL.iter().any(|r| r.id == id), "`{id}` is not registered");
-            }
+        fn $every() {
+            assert_all_tested(&[$($id),*], $all, $fixtures);
         }
     };
 }
 
-qemu_rule_tests! {
+rule_tests! {
+    qemu_rule_case, rules::qemu::ALL, "qemu-fixtures", every_qemu_rule_has_a_fixture_and_a_snapshot:
     qemu_section_missing => "qemu-section-missing",
     qemu_version_too_new => "qemu-version-too-new",
     qemu_minimum_version => "qemu-minimum-version",
@@ -123,6 +103,7 @@ qemu_rule_tests! {
 }
 
 rule_tests! {
+    rule_case, rules::ALL, "fixtures", every_rule_has_a_fixture_and_a_snapshot:
     field_leaks_into_old_machine => "field-leaks-into-old-machine",
     subsection_leaks_into_old_machine => "subsection-leaks-into-old-machine",
     section_leaks_into_old_machine => "section-leaks-into-old-machine",
@@ -169,21 +150,11 @@ fn every_fixture_is_compatible_with_itself() {
                 "self-{}-{side}",
                 p.file_name().unwrap().to_string_lossy()
             ));
-            let compat = t.join("compat").display().to_string();
+            let compat = t.join("compat");
             let fs = f.display().to_string();
-            let r = common::run(
-                &[
-                    "freeze",
-                    "--all",
-                    "--schema",
-                    &fs,
-                    "--baseline-dir",
-                    &compat,
-                ],
-                &[],
-            );
+            let r = common::freeze(&["--all"], &fs, &compat);
             assert_eq!(r.code, 0, "{}", r.stderr);
-            let r = common::run(&["--schema", &fs, "--baseline-dir", &compat], &[]);
+            let r = common::check(&fs, &compat, &[]);
             assert_eq!(r.code, 0, "{}: {}{}", f.display(), r.stdout, r.stderr);
             assert!(r.stdout.is_empty(), "{}", r.stdout);
             let _ = std::fs::remove_dir_all(&t);

@@ -148,33 +148,30 @@ fn compare_device(walk: &mut Walk<'_>, bd: &DeviceLayout, cd: &DeviceLayout) {
     if bd.presence == Presence::Never {
         return;
     }
-    let cx = |v: u32, dir: Direction| ListCx {
-        dev: cd,
-        container: cd.at.as_ref(),
-        top: true,
-        sub: None,
-        v,
-        dir,
-    };
-    // new → old, at the version the current code sends.
-    if cd.presence != Presence::Never {
-        let dir = Direction::NewToOld;
+    for (dir, v) in [
+        // new → old, at the version the current code sends (when it sends the section at all).
+        (Direction::NewToOld, cd.version),
+        // old → new, at the version the baseline sends.
+        (Direction::OldToNew, bd.version),
+    ] {
+        if dir == Direction::NewToOld && cd.presence == Presence::Never {
+            continue;
+        }
         if !walk.ask(&Step::SectionVersion {
             base: bd,
             cur: cd,
             dir,
         }) {
-            compare_lists(walk, &bd.items, &cd.items, cx(cd.version, dir));
+            let cx = ListCx {
+                dev: cd,
+                container: cd.at.as_ref(),
+                top: true,
+                sub: None,
+                v,
+                dir,
+            };
+            compare_lists(walk, &bd.items, &cd.items, cx);
         }
-    }
-    // old → new, at the version the baseline sends.
-    let dir = Direction::OldToNew;
-    if !walk.ask(&Step::SectionVersion {
-        base: bd,
-        cur: cd,
-        dir,
-    }) {
-        compare_lists(walk, &bd.items, &cd.items, cx(bd.version, dir));
     }
 }
 

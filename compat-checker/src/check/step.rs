@@ -112,6 +112,20 @@ pub enum Step<'a> {
     },
 }
 
+impl<'a> Step<'a> {
+    /// The frozen device and its rename, if any, of a [`Step::DeviceGone`] whose frozen device
+    /// the baseline sends (one it never sent is not on the wire either way).
+    #[must_use]
+    pub fn sent_device_gone(&self) -> Option<(&'a DeviceLayout, Option<&'a DeviceLayout>)> {
+        match *self {
+            Step::DeviceGone { base, renamed } if base.presence != Presence::Never => {
+                Some((base, renamed))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// What the items of one compared list share.
 #[derive(Clone, Copy)]
 pub struct ListCx<'a> {
@@ -222,6 +236,16 @@ pub fn gate_with_next(existing: Option<&str>) -> String {
         Some(g) => format!("all(machine >= \"{NEXT}\", {g})"),
         None => format!("machine >= \"{NEXT}\""),
     }
+}
+
+/// The fix for a section sent on frozen machine types that must not get it: gate it.
+#[must_use]
+pub fn gate_section(cd: &DeviceLayout) -> String {
+    format!(
+        "gate the section: `#[vmstate(when = {})]` on `{}`",
+        gate_with_next(cd.when.as_deref()),
+        cd.rust_name
+    )
 }
 
 /// How an item or section is sent: `always sent`, ``sent when `g` holds``, ….

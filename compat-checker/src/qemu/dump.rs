@@ -32,17 +32,24 @@ impl Dump {
     }
 }
 
-/// A section: one device type.
+/// What a section and a Description both have.
 #[derive(Debug)]
-pub struct Section {
-    /// The QOM type name (the dump's key).
-    pub key: String,
-    /// Its keys (`Name`, `version_id`, `Description`, …).
+pub struct Header {
+    /// Its keys, in file order.
     pub entries: Vec<String>,
     /// `version_id`.
     pub version: i64,
     /// `minimum_version_id`.
     pub min: Option<i64>,
+}
+
+/// A section: one device type.
+#[derive(Debug)]
+pub struct Section {
+    /// The QOM type name (the dump's key).
+    pub key: String,
+    /// Its keys (`Name`, `version_id`, `Description`, …) and versions.
+    pub header: Header,
     /// The top-level Description.
     pub desc: Option<Desc>,
 }
@@ -52,12 +59,8 @@ pub struct Section {
 pub struct Desc {
     /// The vmsd name.
     pub name: String,
-    /// Its keys (`name`, `Fields`, `Subsections`, …).
-    pub entries: Vec<String>,
-    /// `version_id`.
-    pub version: i64,
-    /// `minimum_version_id`.
-    pub min: Option<i64>,
+    /// Its keys (`name`, `Fields`, `Subsections`, …) and versions.
+    pub header: Header,
     /// `Fields`, when present.
     pub fields: Option<Vec<Field>>,
     /// `Subsections`, when present.
@@ -139,9 +142,7 @@ fn parse_section(key: &str, v: &Value) -> Result<Section, String> {
     };
     Ok(Section {
         key: key.to_owned(),
-        entries: m.keys().cloned().collect(),
-        version: int(m, "version_id", "")?,
-        min: opt_int(m, "minimum_version_id", "")?,
+        header: parse_header(m, "")?,
         desc,
     })
 }
@@ -152,36 +153,41 @@ fn parse_desc(v: &Value, at: &str, depth: usize) -> Result<Desc, String> {
     }
     let m = object(v, at)?;
     let name = string(m, "name", at)?;
-    let fields = match m.get("Fields") {
-        None => None,
-        Some(list) => {
-            let items = array(list, &format!("{at}.Fields"))?;
-            let mut out = Vec::with_capacity(items.len());
-            for (i, f) in items.iter().enumerate() {
-                out.push(parse_field(f, &format!("{at}.Fields[{i}]"), depth)?);
-            }
-            Some(out)
-        }
-    };
-    let subsections = match m.get("Subsections") {
-        None => None,
-        Some(list) => {
-            let items = array(list, &format!("{at}.Subsections"))?;
-            let mut out = Vec::with_capacity(items.len());
-            for (i, s) in items.iter().enumerate() {
-                out.push(parse_desc(s, &format!("{at}.Subsections[{i}]"), depth + 1)?);
-            }
-            Some(out)
-        }
-    };
+    let fields = opt_list(m, "Fields", at, |f, at| parse_field(f, at, depth))?;
+    let subsections = opt_list(m, "Subsections", at, |s, at| parse_desc(s, at, depth + 1))?;
     Ok(Desc {
         name,
-        entries: m.keys().cloned().collect(),
-        version: int(m, "version_id", at)?,
-        min: opt_int(m, "minimum_version_id", at)?,
+        header: parse_header(m, at)?,
         fields,
         subsections,
     })
+}
+
+/// The keys, `version_id` and `minimum_version_id` of a section or Description.
+fn parse_header(m: &Map<String, Value>, at: &str) -> Result<Header, String> {
+    Ok(Header {
+        entries: m.keys().cloned().collect(),
+        version: int(m, "version_id", at)?,
+        min: opt_int(m, "minimum_version_id", at)?,
+    })
+}
+
+/// The list `key` of `m` when present, each element parsed by `parse` at `at.key[i]`.
+fn opt_list<T>(
+    m: &Map<String, Value>,
+    key: &str,
+    at: &str,
+    parse: impl Fn(&Value, &str) -> Result<T, String>,
+) -> Result<Option<Vec<T>>, String> {
+    let Some(list) = m.get(key) else {
+        return Ok(None);
+    };
+    let items = array(list, &format!("{at}.{key}"))?;
+    let mut out = Vec::with_capacity(items.len());
+    for (i, v) in items.iter().enumerate() {
+        out.push(parse(v, &format!("{at}.{key}[{i}]"))?);
+    }
+    Ok(Some(out))
 }
 
 fn parse_field(v: &Value, at: &str, depth: usize) -> Result<Field, String> {

@@ -184,7 +184,7 @@ impl Hits<'_> {
     }
 
     /// Reports a violation of the rule at `path`.
-    pub fn push(&mut self, path: &str, message: String, fix: String) {
+    pub fn push(&mut self, path: &str, message: String, fix: impl Into<String>) {
         *self.fired = true;
         self.out.push(Finding {
             rule: self.rule.id.to_owned(),
@@ -195,7 +195,7 @@ impl Hits<'_> {
             machines: self.machines.to_vec(),
             message,
             location: None,
-            fix,
+            fix: fix.into(),
         });
     }
 }

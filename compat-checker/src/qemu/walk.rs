@@ -6,7 +6,7 @@
 //! struct is saved at the sender's nested `version_id` and loaded at the receiver's.
 
 use super::allow;
-use super::dump::{Desc, Dump, Field, Section};
+use super::dump::{Desc, Dump, Field, Header, Section};
 use super::step::{Hits, Step};
 use crate::finding::{Direction, Finding};
 use crate::rules::{self, Detect};
@@ -50,6 +50,55 @@ struct Frame<'f> {
     next: usize,
     path: Path,
     version: i64,
+}
+
+impl<'f> Frame<'f> {
+    fn new(items: &'f [Field], path: Path, version: i64) -> Self {
+        Frame {
+            items,
+            next: 0,
+            path,
+            version,
+        }
+    }
+
+    /// The fields of the nested struct `sub` at `path`, at its own version.
+    fn nested(sub: &'f Desc, path: &Path) -> Self {
+        Frame::new(
+            sub.fields.as_deref().unwrap_or(&[]),
+            path.clone(),
+            sub.header.version,
+        )
+    }
+}
+
+/// What advancing one side of the walk gave.
+enum Next<'f> {
+    /// The next field of the innermost list.
+    Field(Cur<'f>),
+    /// The innermost list was a nested struct's and is done: the walk is back in its parent.
+    Left,
+    /// The side's own field list is done.
+    End,
+}
+
+/// Advances one side of the walk: the next field of its innermost list, or leaves that list
+/// (`None`: no list at all).
+fn advance<'f>(stack: &mut Vec<Frame<'f>>) -> Option<Next<'f>> {
+    let top = stack.last_mut()?;
+    if let Some(f) = top.items.get(top.next) {
+        top.next += 1;
+        return Some(Next::Field(Cur {
+            field: f,
+            path: top.path.field(&f.name),
+            version: top.version,
+        }));
+    }
+    if stack.len() == 1 {
+        return Some(Next::End);
+    }
+    stack.pop();
+    Some(Next::Left)
 }
 
 /// The current field of one side of the walk, with its path and its list's version.
@@ -112,36 +161,43 @@ impl Walk<'_> {
 
     fn check_section(&mut self, s: &Section, d: &Section) {
         let top = Path::root("");
-        self.ask(&Step::Versions {
-            what: "section",
-            sender: s.version,
-            receiver: d.version,
-            receiver_min: d.min,
-            path: &top.text,
-        });
-        self.ask(&Step::Entries {
-            owner: &format!("section \"{}\"", s.key),
-            kind: "section",
-            sender: &s.entries,
-            receiver: &d.entries,
-            path: &top.text,
-        });
+        self.ask_versions("section", &s.header, &d.header, &top);
+        let owner = format!("section \"{}\"", s.key);
+        self.ask_entries(&owner, "section", &s.header, &d.header, &top);
         if let (Some(sd), Some(dd)) = (&s.desc, &d.desc) {
             // A top-level section is saved at the sender's version, which is in its header.
-            self.check_desc(sd, dd, &Path::root(&sd.name), sd.version, sd.version);
+            let v = sd.header.version;
+            self.check_desc(sd, dd, &Path::root(&sd.name), v, v);
         }
     }
 
-    /// Compares two Descriptions. `vs` and `vl`: the version the sender saves and the receiver
-    /// loads this Description's fields at.
-    fn check_desc(&mut self, s: &Desc, d: &Desc, path: &Path, vs: i64, vl: i64) {
+    /// Asks about the `version_id`s of a section or Description (`what`).
+    fn ask_versions(&mut self, what: &str, s: &Header, d: &Header, path: &Path) {
         self.ask(&Step::Versions {
-            what: &format!("Description \"{}\"", s.name),
+            what,
             sender: s.version,
             receiver: d.version,
             receiver_min: d.min,
             path: &path.text,
         });
+    }
+
+    /// Asks about the keys of a section or Description (`owner`, of `kind`).
+    fn ask_entries(&mut self, owner: &str, kind: &str, s: &Header, d: &Header, path: &Path) {
+        self.ask(&Step::Entries {
+            owner,
+            kind,
+            sender: &s.entries,
+            receiver: &d.entries,
+            path: &path.text,
+        });
+    }
+
+    /// Compares two Descriptions. `vs` and `vl`: the version the sender saves and the receiver
+    /// loads this Description's fields at.
+    fn check_desc(&mut self, s: &Desc, d: &Desc, path: &Path, vs: i64, vl: i64) {
+        let owner = format!("Description \"{}\"", s.name);
+        self.ask_versions(&owner, &s.header, &d.header, path);
         if self.ask(&Step::Description {
             sender: s,
             receiver: d,
@@ -149,13 +205,7 @@ impl Walk<'_> {
         }) {
             return;
         }
-        self.ask(&Step::Entries {
-            owner: &format!("Description \"{}\"", s.name),
-            kind: "Description",
-            sender: &s.entries,
-            receiver: &d.entries,
-            path: &path.text,
-        });
+        self.ask_entries(&owner, "Description", &s.header, &d.header, path);
         match (&s.fields, &d.fields) {
             (Some(sf), Some(df)) => self.walk_fields(sf, df, &s.name, path, vs, vl),
             // The script does not look here: the sender sends no field, the receiver expects some.
@@ -169,7 +219,8 @@ impl Walk<'_> {
                 for dsub in ds.iter().filter(|x| x.name == sub.name) {
                     found = true;
                     // A subsection is saved at the sender's version, which is in its header.
-                    self.check_desc(sub, dsub, &sub_path, sub.version, sub.version);
+                    let v = sub.header.version;
+                    self.check_desc(sub, dsub, &sub_path, v, v);
                 }
                 self.ask(&Step::Subsection {
                     sub,
@@ -196,18 +247,8 @@ impl Walk<'_> {
         vs: i64,
         vl: i64,
     ) {
-        let mut s_stack = vec![Frame {
-            items: s_fields,
-            next: 0,
-            path: path.clone(),
-            version: vs,
-        }];
-        let mut d_stack = vec![Frame {
-            items: d_fields,
-            next: 0,
-            path: path.clone(),
-            version: vl,
-        }];
+        let mut s_stack = vec![Frame::new(s_fields, path.clone(), vs)];
+        let mut d_stack = vec![Frame::new(d_fields, path.clone(), vl)];
         let mut s_cur: Option<Cur<'_>> = None;
         let mut d_cur: Option<Cur<'_>> = None;
         let (mut adv_s, mut adv_d) = (true, true);
@@ -221,50 +262,36 @@ impl Walk<'_> {
             budget -= 1;
 
             if adv_s {
-                let Some(top) = s_stack.last_mut() else {
-                    return;
-                };
-                if let Some(f) = top.items.get(top.next) {
-                    top.next += 1;
-                    s_cur = Some(Cur {
-                        field: f,
-                        path: top.path.field(&f.name),
-                        version: top.version,
-                    });
-                } else if s_stack.len() == 1 {
-                    sender_done = true;
-                    break;
-                } else {
-                    s_stack.pop();
-                    continue;
+                match advance(&mut s_stack) {
+                    None => return,
+                    Some(Next::Field(c)) => s_cur = Some(c),
+                    Some(Next::End) => {
+                        sender_done = true;
+                        break;
+                    }
+                    Some(Next::Left) => continue,
                 }
             } else if pending == 0 {
                 adv_s = true;
             }
 
             if adv_d {
-                let Some(top) = d_stack.last_mut() else {
-                    return;
-                };
-                if let Some(f) = top.items.get(top.next) {
-                    top.next += 1;
-                    d_cur = Some(Cur {
-                        field: f,
-                        path: top.path.field(&f.name),
-                        version: top.version,
-                    });
-                } else if d_stack.len() == 1 {
-                    if let Some(s) = &s_cur {
-                        self.ask(&Step::ReceiverEnds {
-                            sender: s.field,
-                            path: &s.path.text,
-                        });
+                match advance(&mut d_stack) {
+                    None => return,
+                    Some(Next::Field(c)) => d_cur = Some(c),
+                    Some(Next::End) => {
+                        if let Some(s) = &s_cur {
+                            self.ask(&Step::ReceiverEnds {
+                                sender: s.field,
+                                path: &s.path.text,
+                            });
+                        }
+                        return;
                     }
-                    return;
-                } else {
-                    d_stack.pop();
-                    adv_s = false;
-                    continue;
+                    Some(Next::Left) => {
+                        adv_s = false;
+                        continue;
+                    }
                 }
             } else if pending == 0 {
                 adv_d = true;
@@ -300,25 +327,16 @@ impl Walk<'_> {
             }
 
             if !allow::names_match(desc_name, &s.field.name, &d.field.name) {
+                // One side has the other's next fields in a nested struct (the receiver moved
+                // them into it, or the sender had them there): walk into it, holding the other
+                // side for a step.
                 if let Some(sub) = allow::substruct_starting_with(d.field, &s.field.name) {
-                    // The receiver moved fields into a nested struct: walk into it.
-                    d_stack.push(Frame {
-                        items: sub.fields.as_deref().unwrap_or(&[]),
-                        next: 0,
-                        path: d.path.clone(),
-                        version: sub.version,
-                    });
+                    d_stack.push(Frame::nested(sub, &d.path));
                     adv_s = false;
                     continue;
                 }
                 if let Some(sub) = allow::substruct_starting_with(s.field, &d.field.name) {
-                    // The sender had the fields in a nested struct: walk into it.
-                    s_stack.push(Frame {
-                        items: sub.fields.as_deref().unwrap_or(&[]),
-                        next: 0,
-                        path: s.path.clone(),
-                        version: sub.version,
-                    });
+                    s_stack.push(Frame::nested(sub, &s.path));
                     adv_d = false;
                     continue;
                 }
@@ -393,7 +411,7 @@ impl Walk<'_> {
         });
         if let (Some(sd), Some(dd)) = (&sf.desc, &df.desc) {
             // Nested structs are saved and loaded at each side's own nested version (§1.7).
-            self.check_desc(sd, dd, &s.path, sd.version, dd.version);
+            self.check_desc(sd, dd, &s.path, sd.header.version, dd.header.version);
         }
     }
 }

@@ -4,7 +4,6 @@ use super::{Detect, Level, Rule};
 use crate::check::step::NEXT;
 use crate::check::{Hits, Step};
 use crate::finding::Direction;
-use crate::layout::Presence;
 
 /// The `device-removed` rule.
 pub const RULE: Rule = Rule {
@@ -26,16 +25,9 @@ types was dropped on purpose, delete their baselines (`compat/<machine-type>.jso
 
 /// A frozen, sent device that is gone, and not as a rename.
 fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
-    let Step::DeviceGone {
-        base: bd,
-        renamed: None,
-    } = *step
-    else {
+    let Some((bd, None)) = step.sent_device_gone() else {
         return;
     };
-    if bd.presence == Presence::Never {
-        return;
-    }
     hits.push(
         Direction::OldToNew,
         "",

@@ -3,7 +3,6 @@
 use super::{Detect, Level, Rule};
 use crate::check::{Hits, Step};
 use crate::finding::Direction;
-use crate::layout::Presence;
 
 /// The `device-renamed` rule.
 pub const RULE: Rule = Rule {
@@ -23,16 +22,9 @@ type can be renamed freely."#,
 
 /// A frozen, sent device that is gone under its name while its Rust type has another one.
 fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
-    let Step::DeviceGone {
-        base: bd,
-        renamed: Some(c),
-    } = *step
-    else {
+    let Some((bd, Some(c))) = step.sent_device_gone() else {
         return;
     };
-    if bd.presence == Presence::Never {
-        return;
-    }
     hits.push(
         Direction::Both,
         "",

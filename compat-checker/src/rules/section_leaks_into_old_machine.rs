@@ -1,7 +1,7 @@
 //! `section-leaks-into-old-machine`: section may be sent where the baseline never sent it.
 
 use super::{Detect, Level, Rule};
-use crate::check::step::{gate_with_next, presence_text};
+use crate::check::step::{gate_section, presence_text};
 use crate::check::{Hits, Step};
 use crate::finding::Direction;
 use crate::layout::Presence;
@@ -42,10 +42,6 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
             presence_text(cd.presence, cd.when.as_deref())
         ),
         cd.at.as_ref(),
-        format!(
-            "gate the section: `#[vmstate(when = {})]` on `{}`",
-            gate_with_next(cd.when.as_deref()),
-            cd.rust_name
-        ),
+        gate_section(cd),
     );
 }

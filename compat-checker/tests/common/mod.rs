@@ -97,6 +97,21 @@ pub fn assert_snapshot(name: &str, actual: &str) {
     }
 }
 
+/// One command of a transcript: the command line, its exit code, its stdout (when `stdout`)
+/// and its stderr.
+fn transcript(args: &[&str], r: &Run, stdout: bool) -> String {
+    let mut t = format!(
+        "$ cargo compat-check {}\nexit code: {}\n",
+        args.join(" "),
+        r.code
+    );
+    if stdout {
+        t.push_str(&format!("--- stdout\n{}", r.stdout));
+    }
+    t.push_str(&format!("--- stderr\n{}", r.stderr));
+    t
+}
+
 /// Freezes every machine type of `fixtures/<case>/old.json` into a temp dir, then checks
 /// `new.json` against it; returns the normalised transcript and the check's exit code.
 pub fn fixture_transcript(case: &str, extra: &[&str]) -> (String, i32) {
@@ -105,29 +120,12 @@ pub fn fixture_transcript(case: &str, extra: &[&str]) -> (String, i32) {
     let compat_s = compat.display().to_string();
     let old = format!("tests/fixtures/{case}/old.json");
     let new = format!("tests/fixtures/{case}/new.json");
-    let freeze = [
-        "freeze",
-        "--all",
-        "--schema",
-        &old,
-        "--baseline-dir",
-        &compat_s,
-    ];
+    let freeze = freeze_args(&["--all"], &old, &compat_s);
     let f = run(&freeze, &[]);
     assert_eq!(f.code, 0, "freeze failed: {}", f.stderr);
-    let mut check = vec!["--schema", &new, "--baseline-dir", &compat_s];
-    check.extend_from_slice(extra);
+    let check = check_args(&new, &compat_s, extra);
     let c = run(&check, &[]);
-    let transcript = format!(
-        "$ cargo compat-check {}\nexit code: {}\n--- stderr\n{}$ cargo compat-check {}\nexit code: {}\n--- stdout\n{}--- stderr\n{}",
-        freeze.join(" "),
-        f.code,
-        f.stderr,
-        check.join(" "),
-        c.code,
-        c.stdout,
-        c.stderr
-    );
+    let transcript = transcript(&freeze, &f, false) + &transcript(&check, &c, true);
     let out = normalise(&transcript, &compat);
     let _ = std::fs::remove_dir_all(&dir);
     (out, c.code)
@@ -140,29 +138,82 @@ pub fn qemu_fixture_transcript(case: &str) -> (String, i32) {
     let new = format!("tests/qemu-fixtures/{case}/new.json");
     let args = ["qemu-dump", old.as_str(), new.as_str()];
     let r = run(&args, &[]);
-    let transcript = format!(
-        "$ cargo compat-check {}\nexit code: {}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        r.code,
-        r.stdout,
-        r.stderr
-    );
+    let transcript = transcript(&args, &r, true);
     (normalise(&transcript, &manifest_dir()), r.code)
 }
 
 /// Freezes every machine type of `<case>/old.json` into the baseline directory `dir`.
 pub fn freeze_case(case: &str, dir: &Path) {
-    let old = format!("{case}/old.json");
-    let r = run(
-        &[
-            "freeze",
-            "--all",
-            "--schema",
-            &old,
-            "--baseline-dir",
-            dir.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let r = freeze(&["--all"], &format!("{case}/old.json"), dir);
     assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+/// `freeze TARGETS… --schema SCHEMA --baseline-dir DIR` (targets: machine types, `--all`,
+/// `--force`).
+fn freeze_args<'a>(targets: &[&'a str], schema: &'a str, dir: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["freeze"];
+    args.extend_from_slice(targets);
+    args.extend(["--schema", schema, "--baseline-dir", dir]);
+    args
+}
+
+/// `--schema SCHEMA --baseline-dir DIR EXTRA…`: the check.
+fn check_args<'a>(schema: &'a str, dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--schema", schema, "--baseline-dir", dir];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Runs `freeze TARGETS… --schema SCHEMA --baseline-dir DIR`.
+pub fn freeze(targets: &[&str], schema: &str, dir: &Path) -> Run {
+    run(&freeze_args(targets, schema, dir.to_str().unwrap()), &[])
+}
+
+/// Runs the check of `schema` against the baselines in `dir`, with the arguments `extra`.
+pub fn check(schema: &str, dir: &Path, extra: &[&str]) -> Run {
+    run(&check_args(schema, dir.to_str().unwrap(), extra), &[])
+}
+
+/// Asserts that `text` contains `needle`, showing `text` when it does not.
+#[track_caller]
+pub fn assert_contains(text: &str, needle: &str) {
+    assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+}
+
+/// Asserts that `text` starts with `prefix`, showing `text` when it does not.
+#[track_caller]
+pub fn assert_starts_with(text: &str, prefix: &str) {
+    assert!(
+        text.starts_with(prefix),
+        "{prefix:?} does not start:\n{text}"
+    );
+}
+
+/// Runs git in `repo` with a fixed identity and no user or system configuration; returns its
+/// trimmed stdout.
+pub fn git(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args([
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@localhost")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@localhost")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }

@@ -36,6 +36,6 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
     hits.push(
         path,
         message,
-        "keep the array length; send extra elements in a subsection".to_owned(),
+        "keep the array length; send extra elements in a subsection",
     );
 }

@@ -42,7 +42,6 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
     hits.push(
         path,
         message,
-        "keep the VMStateDescription name (section and subsection names are on the wire)"
-            .to_owned(),
+        "keep the VMStateDescription name (section and subsection names are on the wire)",
     );
 }

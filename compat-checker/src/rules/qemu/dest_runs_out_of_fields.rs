@@ -35,5 +35,5 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
         s.name,
         hits.rcv()
     );
-    hits.push(path, message, fix.to_owned());
+    hits.push(path, message, fix);
 }

@@ -43,7 +43,6 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
         path,
         message,
         "make the new field conditional: a subsection with needed(), or a _V field with a \
-         version_id bump"
-            .to_owned(),
+         version_id bump",
     );
 }

@@ -41,7 +41,6 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
         path,
         message,
         "keep fields in order under the same names; replace a removed field with \
-         VMSTATE_UNUSED of the same size"
-            .to_owned(),
+         VMSTATE_UNUSED of the same size",
     );
 }

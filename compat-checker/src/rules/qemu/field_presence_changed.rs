@@ -58,6 +58,6 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
     hits.push(
         path,
         message,
-        "keep a released field's version_id unchanged".to_owned(),
+        "keep a released field's version_id unchanged",
     );
 }

@@ -36,6 +36,6 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
     hits.push(
         path,
         message,
-        "keep the field's size; send a wider value in a new subsection".to_owned(),
+        "keep the field's size; send a wider value in a new subsection",
     );
 }

@@ -27,6 +27,6 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
     hits.push(
         "",
         format!("dumps are for different machine types: \"{old}\" (old) and \"{new}\" (new)"),
-        "compare dumps of the same machine type taken from the two releases".to_owned(),
+        "compare dumps of the same machine type taken from the two releases",
     );
 }

@@ -32,6 +32,6 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
     hits.push(
         path,
         message,
-        "restore the nested VMStateDescription (VMSTATE_STRUCT)".to_owned(),
+        "restore the nested VMStateDescription (VMSTATE_STRUCT)",
     );
 }

@@ -39,5 +39,5 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
         hits.snd(),
         hits.rcv()
     );
-    hits.push("", message, fix.to_owned());
+    hits.push("", message, fix);
 }

@@ -29,11 +29,10 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
         return;
     };
     let fix = if hits.forward() {
-        "keep the subsection in the new release".to_owned()
+        "keep the subsection in the new release"
     } else {
         "make its needed() false on machine types the old release supports (a \
          compat property)"
-            .to_owned()
     };
     let message = format!(
         "subsection \"{}\" of \"{}\" may be sent by {} but {} does not know it",

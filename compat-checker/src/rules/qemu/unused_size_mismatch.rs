@@ -44,6 +44,6 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
     hits.push(
         path,
         message,
-        "make the VMSTATE_UNUSED size equal the total size of the fields it replaces".to_owned(),
+        "make the VMSTATE_UNUSED size equal the total size of the fields it replaces",
     );
 }

@@ -34,11 +34,10 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
         return;
     }
     let fix = if hits.forward() {
-        "the new release lowered a version_id: restore it".to_owned()
+        "the new release lowered a version_id: restore it"
     } else {
         "do not bump version_id for new state: put the new state in a subsection whose \
          needed() is false on machine types the old release supports"
-            .to_owned()
     };
     let message = format!(
         "{what} version_id {s} in {} is newer than {}'s version_id {d}",
