@@ -99,6 +99,7 @@ where
     });
     let has_return = transport.has_return_path();
     let loaded_at = Instant::now();
+    let mut clock = crate::precopy::PhaseClock::new(loaded_at);
     match result {
         Ok(()) => {
             if has_return {
@@ -113,8 +114,11 @@ where
                     Ok(None) => return Err(MigrationError::NoGo("connection closed".into())),
                     Err(e) => return Err(MigrationError::NoGo(e.to_string())),
                 }
+                clock.lap("go-wait");
             }
             dest.resume();
+            clock.lap("resume");
+            report.critical_path = clock.into_phases();
             report.downtime = loaded_at.elapsed();
             report.total_time = t0.elapsed();
             Ok(report)

@@ -50,6 +50,6 @@ pub trait VmParts {
 }
 pub use error::{MigrationError, Result};
 pub use memory::{GuestMem, GuestRam, PAGE_SIZE};
-pub use precopy::{migrate, MigrationSource, PassStats, Report, Settings};
+pub use precopy::{migrate, MigrationSource, PassStats, Phase, Report, Settings};
 pub use ram::{PageCounts, RamLoader, RamWriter};
 pub use transport::{FileTransport, Transport};

@@ -132,6 +132,53 @@ pub struct Report {
     /// Source only: writing `GO` after the destination's `LOADED` failed (the migration is
     /// committed anyway; the destination reports "no GO" and the VM stays paused on both sides).
     pub go_error: Option<String>,
+    /// The critical path, timed step by step, in order. Source: `stop` (stopping the vCPUs and
+    /// saving their state), `last-pages` (the last dirty log and pages), `devices` (saving the
+    /// device sections, sending them, EOF and the vmdesc), `loaded` (flushing and waiting for the
+    /// destination's `LOADED`, i.e. its whole load and check) and `go`; their sum is
+    /// [`Report::downtime`] up to the bookkeeping between them. Destination: `go-wait`
+    /// (`LOADED` sent → `GO` read) and `resume` ([`MigrationDestination::resume`](crate::MigrationDestination::resume)).
+    pub critical_path: Vec<Phase>,
+}
+
+/// One timed step of a migration's critical path (see [`Report::critical_path`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Phase {
+    /// The step's name (`stop`, `last-pages`, `devices`, `loaded`, `go`, `go-wait`, `resume`).
+    pub name: &'static str,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// Times the steps of a critical path.
+#[derive(Debug)]
+pub(crate) struct PhaseClock {
+    last: Instant,
+    phases: Vec<Phase>,
+}
+
+impl PhaseClock {
+    /// Starts timing at `start`.
+    pub(crate) fn new(start: Instant) -> Self {
+        PhaseClock {
+            last: start,
+            phases: Vec::with_capacity(5),
+        }
+    }
+
+    /// Ends the step `name` now (it began where the previous one ended).
+    pub(crate) fn lap(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.phases.push(Phase {
+            name,
+            took: now - self.last,
+        });
+        self.last = now;
+    }
+
+    pub(crate) fn into_phases(self) -> Vec<Phase> {
+        self.phases
+    }
 }
 
 /// The transport behind the token bucket, counting bytes and checking cancel.
@@ -372,13 +419,16 @@ where
     // Downtime starts when stopping starts (parking the vCPUs is part of it).
     let stop = Instant::now();
     *stopped = Some(stop);
+    let mut clock = PhaseClock::new(stop);
     source.stop_vcpus();
+    clock.lap("stop");
     let last = source.take_dirty()?;
     merge_dirty(&mut pending, last);
     w.begin_chunk(&mut sink, true)?;
     report.final_pages = send_dirty(&mut w, &mut sink, source.ram(), &pending)?;
     w.end_chunk(&mut sink)?;
     w.finish(&mut sink)?;
+    clock.lap("last-pages");
 
     let (tail, save) = source
         .registry()
@@ -388,18 +438,23 @@ where
     let has_return = sink.t.has_return_path();
     report.bytes = sink.bytes;
     if has_return {
+        clock.lap("devices");
         sink.t.flush()?;
         sink.t.set_timeout(Some(settings.ack_timeout))?;
         read_ack(sink.t)?;
+        clock.lap("loaded");
         // Committed: the guest is never resumed here again. A lost GO leaves the VM paused on
         // both sides (the destination reports "no GO"), never running twice.
         report.go_error = write_line(sink.t, GO)
             .and_then(|()| sink.t.finish_stream())
             .err()
             .map(|e| e.to_string());
+        clock.lap("go");
     } else {
         sink.t.finish_stream()?;
+        clock.lap("devices");
     }
+    report.critical_path = clock.into_phases();
     if *throttle > 0 {
         source.throttle(0);
         *throttle = 0;

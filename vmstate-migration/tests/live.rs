@@ -50,6 +50,15 @@ fn run_live<T: Transport + 'static>(src_t: T, dst_t: T) {
     assert_eq!(report.bytes, dreport.bytes);
     assert_eq!(dreport.device_sections, 1);
 
+    // The critical path, step by step on both sides; the source's steps lie within its downtime.
+    let names = |r: &vmstate_migration::Report| -> Vec<&str> {
+        r.critical_path.iter().map(|p| p.name).collect()
+    };
+    assert_eq!(names(&report), ["stop", "last-pages", "devices", "loaded", "go"]);
+    assert_eq!(names(&dreport), ["go-wait", "resume"]);
+    let steps: Duration = report.critical_path.iter().map(|p| p.took).sum();
+    assert!(steps <= report.downtime, "{steps:?} > {:?}", report.downtime);
+
     // The destination holds exactly the source's memory and devices at stop time.
     let want = src.ram.snapshot().unwrap();
     assert_eq!(dst.ram.snapshot().unwrap(), want);
