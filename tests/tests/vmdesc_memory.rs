@@ -129,172 +129,131 @@ const QEMU_DEVICE_HEAD: &str =
     r#"{"name": "pic", "instance_id": 0, "vmsd_name": "i8259", "version": 1, "fields": ["#;
 const DEVICE_HEAD: &str = r#"{"name":"d","instance_id":0,"vmsd_name":"d","version":1,"fields":["#;
 
-/// Every adversarial shape, by name.
-fn shapes() -> Vec<(&'static str, Vec<u8>)> {
-    let qemu_devices = {
-        // 1024 devices of QEMU-formatted fields.
-        let per = CAP / 1024 - QEMU_DEVICE_HEAD.len() - 8;
-        let mut dev = String::from(QEMU_DEVICE_HEAD);
-        for i in 0..per / (QEMU_FIELD.len() + 2) {
-            if i > 0 {
-                dev.push_str(", ");
-            }
-            dev.push_str(QEMU_FIELD);
+/// 1024 devices of QEMU-formatted fields.
+fn qemu_devices() -> Vec<u8> {
+    let per = CAP / 1024 - QEMU_DEVICE_HEAD.len() - 8;
+    let mut dev = String::from(QEMU_DEVICE_HEAD);
+    for i in 0..per / (QEMU_FIELD.len() + 2) {
+        if i > 0 {
+            dev.push_str(", ");
         }
-        dev.push_str("]}");
-        fill(r#"{"page_size": 4096, "devices": ["#, &dev, "]}")
-    };
-    let many_devices = {
-        // 4096 devices of tiny fields each.
-        let per = CAP / 4096 - DEVICE_HEAD.len() - 8;
-        let fields = per / (FIELD.len() + 1);
-        let mut dev = String::from(DEVICE_HEAD);
-        for i in 0..fields {
-            if i > 0 {
-                dev.push(',');
-            }
-            dev.push_str(FIELD);
-        }
-        dev.push_str("]}");
-        fill(r#"{"page_size":4096,"devices":["#, &dev, "]}")
-    };
-    vec![
-        ("ACCEPT dense QEMU-formatted devices", qemu_devices),
-        (
-            "ACCEPT dense QEMU-formatted fields in one device",
-            fill(
-                &format!("{{\"devices\": [{QEMU_DEVICE_HEAD}"),
-                QEMU_FIELD,
-                "]}]}",
-            ),
-        ),
-        (
-            "empty objects as devices",
-            fill(r#"{"page_size":4096,"devices":["#, "{}", "]}"),
-        ),
-        (
-            "empty objects in configuration",
-            fill(r#"{"configuration":["#, "{}", r#"],"devices":[]}"#),
-        ),
-        (
-            "empty objects in a legacy device",
-            fill(
-                r#"{"devices":[{"name":"x","instance_id":0,"size":0,"blob":["#,
-                "{}",
-                "]}]}",
-            ),
-        ),
-        (
-            "empty arrays under an unknown key",
-            fill(r#"{"junk":["#, "[]", r#"],"devices":[]}"#),
-        ),
-        (
-            "minimal legacy devices",
-            fill(
-                r#"{"devices":["#,
-                r#"{"name":"","instance_id":0,"size":0}"#,
-                "]}",
-            ),
-        ),
-        (
-            "minimal vmsd devices",
-            fill(
-                r#"{"devices":["#,
-                r#"{"name":"","instance_id":0,"vmsd_name":"","version":0}"#,
-                "]}",
-            ),
-        ),
-        (
-            "tiny fields in one device",
-            fill(&format!("{{\"devices\":[{DEVICE_HEAD}"), FIELD, "]}]}"),
-        ),
-        ("many devices with many fields", many_devices),
-        (
-            "numbers in configuration",
-            fill(r#"{"configuration":["#, "0", r#"],"devices":[]}"#),
-        ),
-        (
-            "numbers as fields",
-            fill(&format!("{{\"devices\":[{DEVICE_HEAD}"), "0", "]}]}"),
-        ),
-        (
-            "deep arrays in configuration",
-            deep(r#"{"configuration":"#, "[", "", "]", r#","devices":[]}"#),
-        ),
-        (
-            "deep objects in configuration",
-            deep(
-                r#"{"configuration":"#,
-                r#"{"a":"#,
-                "0",
-                "}",
-                r#","devices":[]}"#,
-            ),
-        ),
-        (
-            "deep nested structs",
-            deep(
-                r#"{"devices":[{"name":"d","instance_id":0,"vmsd_name":"d","version":1,"fields":["#,
-                r#"{"name":"f","type":"struct","size":0,"struct":{"vmsd_name":"s","version":1,"fields":["#,
-                "",
-                "]}}",
-                "]}]}",
-            ),
-        ),
-        (
-            "long string in configuration",
-            long_string(r#"{"configuration":"#, "a", r#","devices":[]}"#),
-        ),
-        (
-            "long escaped string in configuration",
-            long_string(r#"{"configuration":"#, r"\u0041", r#","devices":[]}"#),
-        ),
-        (
-            "long field name",
-            long_string(
-                r#"{"devices":[{"name":"d","instance_id":0,"vmsd_name":"d","version":1,"fields":[{"type":"uint8","size":1,"name":"#,
-                "a",
-                "}]}]}",
-            ),
-        ),
-        (
-            "long escaped device name",
-            long_string(
-                r#"{"devices":[{"instance_id":0,"vmsd_name":"d","version":1,"name":"#,
-                r"\n",
-                "}]}",
-            ),
-        ),
-    ]
+        dev.push_str(QEMU_FIELD);
+    }
+    dev.push_str("]}");
+    fill(r#"{"page_size": 4096, "devices": ["#, &dev, "]}")
 }
 
-#[test]
-fn hostile_vmdesc_shapes_stay_below_four_times_their_size() {
-    let mut failures = Vec::new();
-    for (name, json) in shapes() {
-        let stream = stream_with(&json);
-        let (result, peak) = peak_of(|| decode_stream(&stream).map(|_| ()));
-        let ratio = peak as f64 / json.len() as f64;
-        let outcome = match &result {
-            Ok(()) => "accepted".to_owned(),
-            Err(e) => {
-                assert!(
-                    matches!(e.kind(), ErrorKind::BadVmdesc { .. }),
-                    "{name}: {e}"
-                );
-                e.to_string().chars().take(160).collect()
-            }
-        };
-        eprintln!(
-            "{name:40} {:>9} bytes  peak {peak:>10} ({ratio:.2}x)  {outcome}",
-            json.len()
-        );
-        if name.starts_with("ACCEPT") {
-            assert!(result.is_ok(), "{name}: rejected");
+/// 4096 devices of tiny fields each.
+fn many_devices() -> Vec<u8> {
+    let per = CAP / 4096 - DEVICE_HEAD.len() - 8;
+    let fields = per / (FIELD.len() + 1);
+    let mut dev = String::from(DEVICE_HEAD);
+    for i in 0..fields {
+        if i > 0 {
+            dev.push(',');
         }
-        if peak >= 4 * json.len() {
-            failures.push(format!("{name}: peak {peak} is {ratio:.2}x the input"));
-        }
+        dev.push_str(FIELD);
     }
-    assert!(failures.is_empty(), "{failures:#?}");
+    dev.push_str("]}");
+    fill(r#"{"page_size":4096,"devices":["#, &dev, "]}")
+}
+
+/// One test per adversarial shape: `test_name: "description" => json;` (a description starting
+/// with `ACCEPT` must decode). Each builds its own 16 MiB input, so they run in parallel.
+macro_rules! shapes {
+    ($($test:ident: $name:literal => $json:expr;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                check_shape($name, &$json);
+            }
+        )*
+    };
+}
+
+shapes! {
+    dense_qemu_formatted_devices_are_accepted: "ACCEPT dense QEMU-formatted devices" => qemu_devices();
+    dense_qemu_formatted_fields_in_one_device_are_accepted: "ACCEPT dense QEMU-formatted fields in one device" => fill(
+        &format!("{{\"devices\": [{QEMU_DEVICE_HEAD}"),
+        QEMU_FIELD,
+        "]}]}",
+    );
+    empty_objects_as_devices: "empty objects as devices" => fill(r#"{"page_size":4096,"devices":["#, "{}", "]}");
+    empty_objects_in_configuration: "empty objects in configuration" => fill(r#"{"configuration":["#, "{}", r#"],"devices":[]}"#);
+    empty_objects_in_a_legacy_device: "empty objects in a legacy device" => fill(
+        r#"{"devices":[{"name":"x","instance_id":0,"size":0,"blob":["#,
+        "{}",
+        "]}]}",
+    );
+    empty_arrays_under_an_unknown_key: "empty arrays under an unknown key" => fill(r#"{"junk":["#, "[]", r#"],"devices":[]}"#);
+    minimal_legacy_devices: "minimal legacy devices" => fill(
+        r#"{"devices":["#,
+        r#"{"name":"","instance_id":0,"size":0}"#,
+        "]}",
+    );
+    minimal_vmsd_devices: "minimal vmsd devices" => fill(
+        r#"{"devices":["#,
+        r#"{"name":"","instance_id":0,"vmsd_name":"","version":0}"#,
+        "]}",
+    );
+    tiny_fields_in_one_device: "tiny fields in one device" => fill(&format!("{{\"devices\":[{DEVICE_HEAD}"), FIELD, "]}]}");
+    many_devices_with_many_fields: "many devices with many fields" => many_devices();
+    numbers_in_configuration: "numbers in configuration" => fill(r#"{"configuration":["#, "0", r#"],"devices":[]}"#);
+    numbers_as_fields: "numbers as fields" => fill(&format!("{{\"devices\":[{DEVICE_HEAD}"), "0", "]}]}");
+    deep_arrays_in_configuration: "deep arrays in configuration" => deep(r#"{"configuration":"#, "[", "", "]", r#","devices":[]}"#);
+    deep_objects_in_configuration: "deep objects in configuration" => deep(
+        r#"{"configuration":"#,
+        r#"{"a":"#,
+        "0",
+        "}",
+        r#","devices":[]}"#,
+    );
+    deep_nested_structs: "deep nested structs" => deep(
+        r#"{"devices":[{"name":"d","instance_id":0,"vmsd_name":"d","version":1,"fields":["#,
+        r#"{"name":"f","type":"struct","size":0,"struct":{"vmsd_name":"s","version":1,"fields":["#,
+        "",
+        "]}}",
+        "]}]}",
+    );
+    long_string_in_configuration: "long string in configuration" => long_string(r#"{"configuration":"#, "a", r#","devices":[]}"#);
+    long_escaped_string_in_configuration: "long escaped string in configuration" => long_string(r#"{"configuration":"#, r"\u0041", r#","devices":[]}"#);
+    long_field_name: "long field name" => long_string(
+        r#"{"devices":[{"name":"d","instance_id":0,"vmsd_name":"d","version":1,"fields":[{"type":"uint8","size":1,"name":"#,
+        "a",
+        "}]}]}",
+    );
+    long_escaped_device_name: "long escaped device name" => long_string(
+        r#"{"devices":[{"instance_id":0,"vmsd_name":"d","version":1,"name":"#,
+        r"\n",
+        "}]}",
+    );
+}
+
+/// Decodes the shape `json` in a stream and checks the peak of live heap bytes: below 4× the
+/// input, and only the vmdesc error when rejected.
+fn check_shape(name: &str, json: &[u8]) {
+    let stream = stream_with(json);
+    let (result, peak) = peak_of(|| decode_stream(&stream).map(|_| ()));
+    let ratio = peak as f64 / json.len() as f64;
+    let outcome = match &result {
+        Ok(()) => "accepted".to_owned(),
+        Err(e) => {
+            assert!(
+                matches!(e.kind(), ErrorKind::BadVmdesc { .. }),
+                "{name}: {e}"
+            );
+            e.to_string().chars().take(160).collect()
+        }
+    };
+    eprintln!(
+        "{name:40} {:>9} bytes  peak {peak:>10} ({ratio:.2}x)  {outcome}",
+        json.len()
+    );
+    if name.starts_with("ACCEPT") {
+        assert!(result.is_ok(), "{name}: rejected");
+    }
+    assert!(
+        peak < 4 * json.len(),
+        "{name}: peak {peak} is {ratio:.2}x the input"
+    );
 }
