@@ -54,10 +54,17 @@ fn run_live<T: Transport + 'static>(src_t: T, dst_t: T) {
     let names = |r: &vmstate_migration::Report| -> Vec<&str> {
         r.critical_path.iter().map(|p| p.name).collect()
     };
-    assert_eq!(names(&report), ["stop", "last-pages", "devices", "loaded", "go"]);
+    assert_eq!(
+        names(&report),
+        ["stop", "last-pages", "devices", "loaded", "go"]
+    );
     assert_eq!(names(&dreport), ["go-wait", "resume"]);
     let steps: Duration = report.critical_path.iter().map(|p| p.took).sum();
-    assert!(steps <= report.downtime, "{steps:?} > {:?}", report.downtime);
+    assert!(
+        steps <= report.downtime,
+        "{steps:?} > {:?}",
+        report.downtime
+    );
 
     // The destination holds exactly the source's memory and devices at stop time.
     let want = src.ram.snapshot().unwrap();
