@@ -284,13 +284,17 @@ fn reencode_keeps_the_guests_date_on_every_rtc_clock() {
 fn reencode_cli_names_the_rtc_clock() {
     let input = golden().join("rtc-host-set.mig");
     let out = tmp("clock-rtc-host-set.re.mig");
-    let o = demo()
-        .arg("reencode")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    // `vmstate-demo reencode <input> --out <out>` and `options`.
+    let reencode = |options: &[&str]| {
+        let mut c = demo();
+        c.arg("reencode")
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .args(options);
+        c
+    };
+    let o = reencode(&[]).output().unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
@@ -300,28 +304,12 @@ fn reencode_cli_names_the_rtc_clock() {
         "{stdout}"
     );
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&input).unwrap());
-    let err = stderr_of_failure(
-        demo()
-            .arg("reencode")
-            .arg(&input)
-            .arg("--out")
-            .arg(&out)
-            .args(["--rtc-clock", "vm"]),
-        1,
-    );
+    let err = stderr_of_failure(&mut reencode(&["--rtc-clock", "vm"]), 1);
     assert!(
         err.contains("the RTC is not on the virtual clock (-rtc clock=vm): its time registers read 2031-07-04 12:34:57, but base_rtc 0x73b050f0 and last_update 0x18ec686db02d19d8 give"),
         "{err}"
     );
-    let err = stderr_of_failure(
-        demo()
-            .arg("reencode")
-            .arg(&input)
-            .arg("--out")
-            .arg(&out)
-            .args(["--rtc-clock", "virtual"]),
-        2,
-    );
+    let err = stderr_of_failure(&mut reencode(&["--rtc-clock", "virtual"]), 2);
     assert!(err.contains("expected host, rt or vm"), "{err}");
 }
 

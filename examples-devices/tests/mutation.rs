@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use examples_devices::rtc::{LostTickPolicy, Mc146818Rtc};
+use examples_devices::rtc::Mc146818Rtc;
 use examples_devices::serial::{SerialBackend, SerialSection};
 use examples_devices::watchdog::{DemoWatchdog, WatchdogConfig, DRIVER};
 use examples_devices::I8254;
@@ -120,10 +120,7 @@ fn pit() {
 
 #[test]
 fn rtc() {
-    for (stream, policy) in [
-        ("rtc", LostTickPolicy::Discard),
-        ("rtc-slew", LostTickPolicy::Slew),
-    ] {
+    for (stream, policy) in RTC_STREAMS {
         let g = golden_section(stream, "mc146818rtc", 0);
         mutations(3, g.payload(), 1500, |b, rng| {
             let mut d = Mc146818Rtc::new(0, policy);

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use examples_devices::rtc::LostTickPolicy;
 use serde_json::Value;
 use vmstate_runtime::vmdesc::{write_device, write_value_qemu, DescBody, DescDevice, DescStruct};
 use vmstate_runtime::{
@@ -21,6 +22,12 @@ pub fn stderr_of_failure(cmd: &mut Command, code: i32) -> String {
     assert_eq!(o.status.code(), Some(code), "{err}");
     err
 }
+
+/// The golden streams with a busy RTC, and the lost-tick policy QEMU ran it with.
+pub const RTC_STREAMS: [(&str, LostTickPolicy); 2] = [
+    ("rtc", LostTickPolicy::Discard),
+    ("rtc-slew", LostTickPolicy::Slew),
+];
 
 pub fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/qemu72")
