@@ -54,23 +54,22 @@ class Reader:
         self.pos += 1
         return v
 
-    def be16(self):
-        self.need(2)
-        v = struct.unpack_from(">H", self.d, self.pos)[0]
-        self.pos += 2
+    def unpack(self, fmt):
+        """One value of the struct format `fmt` (big-endian) at the position; moves past it."""
+        n = struct.calcsize(fmt)
+        self.need(n)
+        v = struct.unpack_from(fmt, self.d, self.pos)[0]
+        self.pos += n
         return v
+
+    def be16(self):
+        return self.unpack(">H")
 
     def be32(self):
-        self.need(4)
-        v = struct.unpack_from(">I", self.d, self.pos)[0]
-        self.pos += 4
-        return v
+        return self.unpack(">I")
 
     def be64(self):
-        self.need(8)
-        v = struct.unpack_from(">Q", self.d, self.pos)[0]
-        self.pos += 8
-        return v
+        return self.unpack(">Q")
 
     def raw(self, n):
         self.need(n)

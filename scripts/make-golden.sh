@@ -132,22 +132,12 @@ postprocess() {
 # => serial/fifo_timeout_timer; IIR=RDI while thr_ipending=1
 # => serial/thr_ipending).  Scratch = 0x5a.  Port base is $1.
 uart_fifo_cmds() {
-    local b=$(( $1 ))
-    cat <<EOF
-o /b $(printf 0x%x $((b+2))) 0x47
-o /b $(printf 0x%x $((b+3))) 0x80
-o /b $(printf 0x%x $((b+0))) 0x0c
-o /b $(printf 0x%x $((b+1))) 0x00
-o /b $(printf 0x%x $((b+3))) 0x03
-o /b $(printf 0x%x $((b+1))) 0x0f
-o /b $(printf 0x%x $((b+4))) 0x1b
-o /b $(printf 0x%x $((b+0))) 0x41
-o /b $(printf 0x%x $((b+0))) 0x42
-o /b $(printf 0x%x $((b+0))) 0x43
-o /b $(printf 0x%x $((b+0))) 0x44
-o /b $(printf 0x%x $((b+0))) 0x45
-o /b $(printf 0x%x $((b+7))) 0x5a
-EOF
+    local b=$(( $1 )) w
+    # Each write is offset-from-the-base:value.
+    for w in 2:0x47 3:0x80 0:0x0c 1:0x00 3:0x03 1:0x0f 4:0x1b \
+        0:0x41 0:0x42 0:0x43 0:0x44 0:0x45 7:0x5a; do
+        printf 'o /b 0x%x %s\n' $((b + ${w%%:*})) "${w#*:}"
+    done
 }
 
 scenario_idle() {

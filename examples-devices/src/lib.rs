@@ -53,6 +53,7 @@
 #![cfg_attr(feature = "kvm", deny(unsafe_code))]
 #![deny(missing_docs)]
 
+mod clock;
 pub mod machine;
 pub mod pit;
 pub mod reencode;

@@ -39,9 +39,10 @@ use std::convert::Infallible;
 
 use vmstate_runtime::{Timer, VmState};
 
+use crate::clock::{clock_accessors, muldiv64, NS_PER_SEC};
+
 /// Input clock of the counters, Hz.
 pub const PIT_FREQ: u64 = 1_193_182;
-const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// Access states of a counter (`rw_mode`, `read_state`, `write_state`, `count_latched`).
 pub mod rw_state {
@@ -55,14 +56,6 @@ pub mod rw_state {
     pub const WORD0: u8 = 3;
     /// Word access, high byte next.
     pub const WORD1: u8 = 4;
-}
-
-/// `a * b / c` with a 128-bit intermediate, truncated to 64 bits.
-fn muldiv64(a: u64, b: u64, c: u64) -> u64 {
-    #[allow(clippy::cast_possible_truncation)]
-    {
-        (u128::from(a) * u128::from(b) / u128::from(c.max(1))) as u64
-    }
 }
 
 /// One counter of the 8254: QEMU's `pit channel` vmsd (v2, min 2, 32 bytes, nested).
@@ -395,16 +388,12 @@ impl I8254 {
         }
     }
 
-    /// The virtual clock, ns.
-    #[must_use]
-    pub fn now_ns(&self) -> u64 {
-        self.now_ns
-    }
-
-    /// Sets the virtual clock without running timers (a destination whose clock was restored
-    /// from the stream before this device loads).
-    pub fn set_now_ns(&mut self, now_ns: u64) {
-        self.now_ns = now_ns;
+    clock_accessors! {
+        /// The virtual clock, ns.
+        now_ns;
+        /// Sets the virtual clock without running timers (a destination whose clock was restored
+        /// from the stream before this device loads).
+        set_now_ns;
     }
 
     /// IRQ0 level (counter 0's output as the interrupt controller sees it).

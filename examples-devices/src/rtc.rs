@@ -69,9 +69,10 @@ use std::convert::Infallible;
 
 use vmstate_runtime::{Timer, Unused, VmState};
 
+use crate::clock::{clock_accessors, muldiv64, NS_PER_SEC};
+
 /// Input clock of the divider chain, Hz (the periodic rate is derived from it).
 pub const RTC_CLOCK_RATE: u64 = 32_768;
-const NS_PER_SEC: u64 = 1_000_000_000;
 /// How long before an update UIP reads as set: 244 µs (8 cycles of the 32 kHz clock).
 const UIP_HOLD_LENGTH: u64 = 8 * NS_PER_SEC / RTC_CLOCK_RATE;
 /// At most this many coalesced periodic interrupts are re-injected on register C reads
@@ -338,10 +339,32 @@ fn mktimegm(tm: &Tm) -> i64 {
         + i64::from(tm.sec)
 }
 
-fn muldiv64(a: u64, b: u64, c: u64) -> u64 {
-    #[allow(clippy::cast_possible_truncation)]
-    {
-        (u128::from(a) * u128::from(b) / u128::from(c.max(1))) as u64
+/// Whether CMOS register `idx` is one of the time registers the clock updates (the century
+/// byte and its IBM PS/2 alias included).
+fn is_time_register(idx: u8) -> bool {
+    matches!(
+        idx,
+        reg::IBM_PS2_CENTURY
+            | reg::CENTURY
+            | reg::SECONDS
+            | reg::MINUTES
+            | reg::HOURS
+            | reg::DAY_OF_WEEK
+            | reg::DAY_OF_MONTH
+            | reg::MONTH
+            | reg::YEAR
+    )
+}
+
+/// Settles the seconds field of the next alarm match in the current minute: a "don't care"
+/// (-1) field matches the next second; a fixed one already past `cur_sec` returns 1, to be
+/// carried into the next field that is free to move.
+fn next_alarm_second(alarm_sec: &mut i32, cur_sec: i32) -> i32 {
+    if *alarm_sec == -1 {
+        *alarm_sec = cur_sec + 1;
+        0
+    } else {
+        i32::from(cur_sec > *alarm_sec)
     }
 }
 
@@ -545,16 +568,12 @@ impl Mc146818Rtc {
         self.clock
     }
 
-    /// The RTC's clock, ns.
-    #[must_use]
-    pub fn now_ns(&self) -> u64 {
-        self.now_ns
-    }
-
-    /// Sets the RTC's clock without running timers (e.g. a virtual clock restored from the
-    /// stream's `timer` section before this device loads).
-    pub fn set_now_ns(&mut self, now_ns: u64) {
-        self.now_ns = now_ns;
+    clock_accessors! {
+        /// The RTC's clock, ns.
+        now_ns;
+        /// Sets the RTC's clock without running timers (e.g. a virtual clock restored from the
+        /// stream's `timer` section before this device loads).
+        set_now_ns;
     }
 
     /// Whether a loaded stream's instant is held, i.e. the device was loaded and
@@ -650,22 +669,12 @@ impl Mc146818Rtc {
         }
         let idx = self.cmos_index & 0x7f;
         match idx {
-            reg::IBM_PS2_CENTURY
-            | reg::CENTURY
-            | reg::SECONDS
-            | reg::MINUTES
-            | reg::HOURS
-            | reg::DAY_OF_WEEK
-            | reg::DAY_OF_MONTH
-            | reg::MONTH
-            | reg::YEAR => {
-                if idx == reg::IBM_PS2_CENTURY {
-                    self.cmos_index = reg::CENTURY;
-                }
+            idx if is_time_register(idx) => {
+                let r = self.select_time_register(idx);
                 if self.running() {
                     self.update_time();
                 }
-                self.cmos(self.cmos_index & 0x7f)
+                self.cmos(r)
             }
             reg::A => {
                 let mut ret = self.cmos(reg::A);
@@ -710,19 +719,9 @@ impl Mc146818Rtc {
                 self.cmos_data[usize::from(idx)] = value;
                 self.check_update_timer();
             }
-            reg::IBM_PS2_CENTURY
-            | reg::CENTURY
-            | reg::SECONDS
-            | reg::MINUTES
-            | reg::HOURS
-            | reg::DAY_OF_WEEK
-            | reg::DAY_OF_MONTH
-            | reg::MONTH
-            | reg::YEAR => {
-                if idx == reg::IBM_PS2_CENTURY {
-                    self.cmos_index = reg::CENTURY;
-                }
-                self.cmos_data[usize::from(self.cmos_index & 0x7f)] = value;
+            idx if is_time_register(idx) => {
+                let r = self.select_time_register(idx);
+                self.cmos_data[usize::from(r)] = value;
                 // In SET mode the time is taken when SET is cleared.
                 if self.running() {
                     self.set_time();
@@ -734,6 +733,15 @@ impl Mc146818Rtc {
             reg::C | reg::D => {} // read-only
             _ => self.cmos_data[usize::from(idx)] = value,
         }
+    }
+
+    /// The register a data-port access to time register `idx` reaches: the IBM PS/2 alias of
+    /// the century byte moves the index to the century register itself, as in QEMU.
+    fn select_time_register(&mut self, idx: u8) -> u8 {
+        if idx == reg::IBM_PS2_CENTURY {
+            self.cmos_index = reg::CENTURY;
+        }
+        self.cmos_index & 0x7f
     }
 
     fn write_reg_a(&mut self, value: u8) {
@@ -959,17 +967,9 @@ impl Mc146818Rtc {
             alarm_hour = cur_hour;
             if alarm_min == -1 {
                 alarm_min = cur_min;
-                if alarm_sec == -1 {
-                    alarm_sec = cur_sec + 1;
-                } else if cur_sec > alarm_sec {
-                    alarm_min += 1;
-                }
+                alarm_min += next_alarm_second(&mut alarm_sec, cur_sec);
             } else if cur_min == alarm_min {
-                if alarm_sec == -1 {
-                    alarm_sec = cur_sec + 1;
-                } else if cur_sec > alarm_sec {
-                    alarm_hour += 1;
-                }
+                alarm_hour += next_alarm_second(&mut alarm_sec, cur_sec);
                 if alarm_sec == SEC_PER_MIN {
                     // The minutes are fixed: the next match is in the next hour.
                     alarm_sec = 0;
@@ -981,11 +981,7 @@ impl Mc146818Rtc {
         } else if cur_hour == alarm_hour {
             if alarm_min == -1 {
                 alarm_min = cur_min;
-                if alarm_sec == -1 {
-                    alarm_sec = cur_sec + 1;
-                } else if cur_sec > alarm_sec {
-                    alarm_min += 1;
-                }
+                alarm_min += next_alarm_second(&mut alarm_sec, cur_sec);
                 if alarm_sec == SEC_PER_MIN {
                     alarm_sec = 0;
                     alarm_min += 1;

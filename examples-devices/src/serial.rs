@@ -39,6 +39,8 @@ use std::convert::Infallible;
 
 use vmstate_runtime::{Timer, VmState};
 
+use crate::clock::{clock_accessors, NS_PER_SEC};
+
 /// Capacity of the receive and transmit FIFOs (`UART_FIFO_LENGTH`).
 pub const FIFO_LEN: usize = 16;
 /// [`FIFO_LEN`] as the `u32` the FIFO indices are migrated as.
@@ -48,7 +50,6 @@ pub const BAUD_BASE: u32 = 115_200;
 /// How often a stuck transmit is retried before the byte is dropped (QEMU's `MAX_XMIT_RETRY`);
 /// also the clamp applied to `tsr_retry` on load.
 pub const MAX_XMIT_RETRY: u32 = 4;
-const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// Interrupt Enable Register bits (offset 1, DLAB = 0).
 pub mod ier {
@@ -473,16 +474,12 @@ impl Serial16550 {
         self.iir & iir::NO_INT == 0
     }
 
-    /// The virtual clock, ns.
-    #[must_use]
-    pub fn now_ns(&self) -> u64 {
-        self.now_ns
-    }
-
-    /// Sets the virtual clock without running timers (a destination whose clock was restored
-    /// from the stream before this device loads).
-    pub fn set_now_ns(&mut self, now_ns: u64) {
-        self.now_ns = now_ns;
+    clock_accessors! {
+        /// The virtual clock, ns.
+        now_ns;
+        /// Sets the virtual clock without running timers (a destination whose clock was restored
+        /// from the stream before this device loads).
+        set_now_ns;
     }
 
     /// Bytes the backend accepted from the transmitter so far.

@@ -51,6 +51,8 @@ use vmstate_runtime::machine::{CompatEntry, MachineType};
 use vmstate_runtime::schema::MachineVersion;
 use vmstate_runtime::{Timer, Unused, VmState};
 
+use crate::clock::clock_accessors;
+
 /// The section name, also the driver name compat entries refer to.
 pub const DRIVER: &str = "demo-wdt";
 /// The countdown clock before the prescaler: 1 kHz.
@@ -227,15 +229,11 @@ impl DemoWatchdog {
         }
     }
 
-    /// The virtual clock, ns.
-    #[must_use]
-    pub fn now_ns(&self) -> u64 {
-        self.now_ns
-    }
-
-    /// Sets the virtual clock without running the countdown (a destination before load).
-    pub fn set_now_ns(&mut self, now_ns: u64) {
-        self.now_ns = now_ns;
+    clock_accessors! {
+        /// The virtual clock, ns.
+        now_ns;
+        /// Sets the virtual clock without running the countdown (a destination before load).
+        set_now_ns;
     }
 
     /// The interrupt output: IRQ_EN and a pending event.

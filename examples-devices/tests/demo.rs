@@ -3,6 +3,7 @@
 //! and QEMU 7.2 loading the result. Tests that need QEMU or its scripts are in `needs_qemu`,
 //! ignored by default; `.ci/run` installs QEMU and runs them (`-- --ignored needs_qemu::`).
 
+mod common;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,8 @@ use examples_devices::reencode::{reencode, ReencodeOptions};
 use examples_devices::rtc::{format_time, RtcClock};
 use vmstate_runtime::decode::decode_stream;
 use vmstate_runtime::ErrorKind;
+
+use common::stderr_of_failure;
 
 fn demo() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vmstate-demo"))
@@ -116,9 +119,7 @@ fn load_failures_are_one_line_and_exit_non_zero() {
     let mut b = std::fs::read(&f).unwrap();
     b.truncate(100);
     std::fs::write(&f, &b).unwrap();
-    let o = demo().arg("load").arg(&f).output().unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr_of_failure(demo().arg("load").arg(&f), 1);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
         err.contains(
@@ -128,25 +129,16 @@ fn load_failures_are_one_line_and_exit_non_zero() {
     );
     // Not a stream at all.
     std::fs::write(&f, b"hello world").unwrap();
-    let o = demo()
-        .args(["load", "--machine", "pc-i440fx-7.2"])
-        .arg(&f)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr_of_failure(
+        demo().args(["load", "--machine", "pc-i440fx-7.2"]).arg(&f),
+        1,
+    );
     assert!(
         err.contains("not a QEMU migration stream: magic is 0x68656c6c"),
         "{err}"
     );
     // A real QEMU stream has sections this machine does not have.
-    let o = demo()
-        .arg("load")
-        .arg(golden().join("uart-fifo.mig"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr_of_failure(demo().arg("load").arg(golden().join("uart-fifo.mig")), 1);
     assert!(err.contains("unknown section `timer` instance 0"), "{err}");
 }
 
@@ -292,13 +284,17 @@ fn reencode_keeps_the_guests_date_on_every_rtc_clock() {
 fn reencode_cli_names_the_rtc_clock() {
     let input = golden().join("rtc-host-set.mig");
     let out = tmp("clock-rtc-host-set.re.mig");
-    let o = demo()
-        .arg("reencode")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    // `vmstate-demo reencode <input> --out <out>` and `options`.
+    let reencode = |options: &[&str]| {
+        let mut c = demo();
+        c.arg("reencode")
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .args(options);
+        c
+    };
+    let o = reencode(&[]).output().unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
@@ -308,30 +304,12 @@ fn reencode_cli_names_the_rtc_clock() {
         "{stdout}"
     );
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&input).unwrap());
-    let o = demo()
-        .arg("reencode")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .args(["--rtc-clock", "vm"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr_of_failure(&mut reencode(&["--rtc-clock", "vm"]), 1);
     assert!(
         err.contains("the RTC is not on the virtual clock (-rtc clock=vm): its time registers read 2031-07-04 12:34:57, but base_rtc 0x73b050f0 and last_update 0x18ec686db02d19d8 give"),
         "{err}"
     );
-    let o = demo()
-        .arg("reencode")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .args(["--rtc-clock", "virtual"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr_of_failure(&mut reencode(&["--rtc-clock", "virtual"]), 2);
     assert!(err.contains("expected host, rt or vm"), "{err}");
 }
 

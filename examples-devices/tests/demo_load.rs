@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::stderr_of_failure;
+
+mod common;
+
 /// Address space the child may use: 64 MiB, half the size of the generated inputs.
 const LIMIT_KIB: u64 = 64 * 1024;
 /// Size of the generated inputs.
@@ -155,9 +159,7 @@ fn unknown_machine_type_is_named_with_the_known_ones() {
         .unwrap();
     bytes[at..at + 13].copy_from_slice(b"pc-i440fx-9.9");
     std::fs::write(&f, &bytes).unwrap();
-    let o = Command::new(demo()).arg("load").arg(&f).output().unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr_of_failure(Command::new(demo()).arg("load").arg(&f), 1);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
         err.starts_with(&format!(
@@ -169,13 +171,12 @@ fn unknown_machine_type_is_named_with_the_known_ones() {
     );
     assert!(err.contains(",7.2} and pc-q35-{2.4,"), "{err}");
     // --machine names the option instead.
-    let o = Command::new(demo())
-        .args(["load", "--machine", "pc-i440fx-1.0"])
-        .arg(&f)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr_of_failure(
+        Command::new(demo())
+            .args(["load", "--machine", "pc-i440fx-1.0"])
+            .arg(&f),
+        1,
+    );
     assert!(
         err.contains(
             "machine type `pc-i440fx-1.0` (--machine) is not in this demo's machine catalog; \

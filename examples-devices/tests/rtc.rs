@@ -343,10 +343,7 @@ fn rtc_base_sets_the_time_at_power_on() {
 
 #[test]
 fn every_prefix_of_golden_sections_fails() {
-    for (stream, policy) in [
-        ("rtc", LostTickPolicy::Discard),
-        ("rtc-slew", LostTickPolicy::Slew),
-    ] {
+    for (stream, policy) in RTC_STREAMS {
         let g = golden_section(stream, "mc146818rtc", 0);
         assert_every_prefix_fails(
             || Mc146818Rtc::new(0, policy),

@@ -45,6 +45,13 @@ mod needs_kvm {
         (vm, state)
     }
 
+    /// `vm`'s vCPU state, with its `tinyvm-cpu` payload and the version that was saved.
+    fn saved_cpu(vm: &Vm, m: &MachineType) -> (CpuState, u32, Vec<u8>) {
+        let cpu = vm.save_cpu().unwrap();
+        let (version, payload, _) = save_payload(&cpu, m).unwrap();
+        (cpu, version, payload)
+    }
+
     #[test]
     #[ignore = "needs /dev/kvm: --features kvm, on a host where /dev/kvm opens read-write"]
     fn guest_prints_a_then_bs_and_keeps_its_pattern() {
@@ -96,13 +103,12 @@ mod needs_kvm {
 
         // Source stopped (run_for returned): save vCPU + UART, copy RAM.
         src.pause();
-        let cpu = src.save_cpu().unwrap();
+        let (cpu, cpu_version, cpu_payload) = saved_cpu(&src, &m);
         assert!(
             cpu.msr_count > 0,
             "no MSRs saved (host list: {:x?})",
             src.msr_indices()
         );
-        let (cpu_version, cpu_payload, _) = save_payload(&cpu, &m).unwrap();
         let (uart_version, uart_payload, _) = save_payload(&src.serial, &m).unwrap();
         let ram = src.read_memory().unwrap();
 
@@ -153,9 +159,8 @@ mod needs_kvm {
         super::tools::require_kvm();
         let m = machine();
         let (vm, _) = started_vm();
-        let cpu = vm.save_cpu().unwrap();
+        let (cpu, version, payload) = saved_cpu(&vm, &m);
         assert_eq!(cpu.rip & !0xffff, 0, "real-mode RIP {:#x}", cpu.rip);
-        let (version, payload, _) = save_payload(&cpu, &m).unwrap();
         let mut loaded = CpuState::default();
         load_payload(&mut loaded, &payload, version, &m).unwrap();
         assert_eq!(loaded, cpu);
@@ -175,8 +180,7 @@ mod needs_kvm {
         super::tools::require_kvm();
         let m = machine();
         let (vm, _) = started_vm();
-        let cpu = vm.save_cpu().unwrap();
-        let (version, payload, _) = save_payload(&cpu, &m).unwrap();
+        let (cpu, version, payload) = saved_cpu(&vm, &m);
         let at = msr_count_offset(&payload, &cpu);
         assert_eq!(
             payload[at..at + 4],
@@ -184,22 +188,27 @@ mod needs_kvm {
             "msr_count not where expected"
         );
 
+        // The error loading `bad` into a fresh state, which the failed load leaves unchanged.
+        let refused = |bad: &[u8], what: &str| {
+            let mut dest = CpuState::default();
+            let msg = load_payload(&mut dest, bad, version, &m)
+                .unwrap_err()
+                .to_string();
+            println!("{what}: {msg}");
+            assert_eq!(dest, CpuState::default(), "state changed by a failed load");
+            msg
+        };
+
         // An MSR count above the array's room.
         let mut bad = payload.clone();
         bad[at..at + 4].copy_from_slice(&(MAX_MSRS as u32 + 1).to_be_bytes());
-        let mut dest = CpuState::default();
-        let err = load_payload(&mut dest, &bad, version, &m).unwrap_err();
-        let msg = err.to_string();
-        println!("out-of-range count: {msg}");
+        let msg = refused(&bad, "out-of-range count");
         assert!(msg.contains("msr"), "error does not name the field: {msg}");
-        assert_eq!(dest, CpuState::default(), "state changed by a failed load");
 
         // An MSR index tinyvm does not migrate (the first entry's index).
         let mut bad = payload.clone();
         bad[at + 4..at + 8].copy_from_slice(&0xdead_beef_u32.to_be_bytes());
-        let err = load_payload(&mut dest, &bad, version, &m).unwrap_err();
-        let msg = err.to_string();
-        println!("bad MSR index: {msg}");
+        let msg = refused(&bad, "bad MSR index");
         assert!(msg.contains("msrs[0].index"), "{msg}");
 
         // A segment attribute out of range (CS.present = 2): CS follows the 18 register words;
@@ -208,9 +217,7 @@ mod needs_kvm {
         let present = 18 * 8 + 15;
         assert_eq!(bad[present], cpu.cs.present);
         bad[present] = 2;
-        let err = load_payload(&mut dest, &bad, version, &m).unwrap_err();
-        let msg = err.to_string();
-        println!("bad segment: {msg}");
+        let msg = refused(&bad, "bad segment");
         assert!(msg.contains("present"), "{msg}");
     }
     /// KVM's dirty log sees the guest's writes: after a run, every pattern page is dirty, and

@@ -9,7 +9,9 @@ mod tools;
 
 use std::process::Command;
 
-fn pingpong(args: &[&str]) -> String {
+/// Runs `tinyvm pingpong <args>`, prints its output, checks that it succeeds exactly when
+/// `succeeds` says, and returns its stdout.
+fn run_pingpong(args: &[&str], succeeds: bool) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_tinyvm"))
         .arg("pingpong")
         .args(args)
@@ -18,12 +20,17 @@ fn pingpong(args: &[&str]) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}{stderr}");
-    assert!(
+    assert_eq!(
         out.status.success(),
-        "tinyvm pingpong {args:?} failed: {:?}",
+        succeeds,
+        "tinyvm pingpong {args:?}: {:?}",
         out.status
     );
     stdout
+}
+
+fn pingpong(args: &[&str]) -> String {
+    run_pingpong(args, true)
 }
 
 #[test]
@@ -56,13 +63,8 @@ mod needs_kvm {
 /// waited its bound for it; the hops around it pass.
 #[test]
 fn pingpong_detects_a_stalled_guest() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tinyvm"))
-        .args(["pingpong", "--count", "3", "--soft", "--stall-hop", "1"])
-        .output()
-        .expect("run tinyvm");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(!out.status.success(), "a stalled guest was not noticed");
+    // It fails: the stalled guest was noticed.
+    let stdout = run_pingpong(&["--count", "3", "--soft", "--stall-hop", "1"], false);
     let line = stdout
         .lines()
         .find(|l| l.starts_with("hop 2: INCONSISTENT: the guest made no progress in "))
@@ -83,13 +85,8 @@ fn pingpong_detects_a_stalled_guest() {
 /// reported as an inconsistency and the run exits non-zero.
 #[test]
 fn pingpong_detects_a_corrupted_destination() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tinyvm"))
-        .args(["pingpong", "--count", "3", "--soft", "--corrupt-hop", "2"])
-        .output()
-        .expect("run tinyvm");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(!out.status.success(), "a corrupted hop was not noticed");
+    // It fails: the corrupted hop was noticed.
+    let stdout = run_pingpong(&["--count", "3", "--soft", "--corrupt-hop", "2"], false);
     assert!(
         stdout.contains("hop 2: INCONSISTENT: destination loaded"),
         "{stdout}"

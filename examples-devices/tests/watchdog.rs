@@ -34,6 +34,16 @@ const EXPIRATIONS_0: [u8; 4] = [0; 4];
 const DEADLINE_1_1S: [u8; 8] = [0, 0, 0, 0, 0x41, 0x90, 0xab, 0x00];
 const PRETIMEOUT_100: [u8; 4] = [0, 0, 0, 0x64];
 
+/// The running watchdog's fields up to v2 (every machine type sends them).
+fn v2_fields() -> Vec<u8> {
+    cat(&[&HEAD, &COUNTER_750, &UNUSED_PRESCALER, &EXPIRATIONS_0])
+}
+
+/// Its fields up to v3: v2's and the deadline (machine types from 5.0 on).
+fn v3_fields() -> Vec<u8> {
+    cat(&[&v2_fields(), &DEADLINE_1_1S])
+}
+
 fn stats_one_kick_at_900() -> Vec<u8> {
     let mut v = vec![0x05, 14];
     v.extend_from_slice(b"demo-wdt/stats");
@@ -93,38 +103,19 @@ fn schema_pins_and_static_gates() {
 fn exact_bytes_pc_i440fx_4_2_pinned_v2() {
     let (b, v) = save(&running("pc-i440fx-4.2"), "pc-i440fx-4.2");
     assert_eq!(v, 2);
-    assert_bytes_eq(
-        &b,
-        &cat(&[&HEAD, &COUNTER_750, &UNUSED_PRESCALER, &EXPIRATIONS_0]),
-    );
+    assert_bytes_eq(&b, &v2_fields());
 }
 
 #[test]
 fn exact_bytes_pc_i440fx_5_0_v3_adds_deadline() {
     let (b, v) = save(&running("pc-i440fx-5.0"), "pc-i440fx-5.0");
     assert_eq!(v, 3);
-    assert_bytes_eq(
-        &b,
-        &cat(&[
-            &HEAD,
-            &COUNTER_750,
-            &UNUSED_PRESCALER,
-            &EXPIRATIONS_0,
-            &DEADLINE_1_1S,
-        ]),
-    );
+    assert_bytes_eq(&b, &v3_fields());
 }
 
 #[test]
 fn exact_bytes_6_0_and_6_2_add_pretimeout_but_no_stats() {
-    let want = cat(&[
-        &HEAD,
-        &COUNTER_750,
-        &UNUSED_PRESCALER,
-        &EXPIRATIONS_0,
-        &DEADLINE_1_1S,
-        &PRETIMEOUT_100,
-    ]);
+    let want = cat(&[&v3_fields(), &PRETIMEOUT_100]);
     for m in ["pc-i440fx-6.0", "pc-q35-6.2"] {
         let mut w = running(m);
         w.status = status::PRETIMEOUT; // pending, but not migrated before 7.0
@@ -136,15 +127,7 @@ fn exact_bytes_6_0_and_6_2_add_pretimeout_but_no_stats() {
 
 #[test]
 fn exact_bytes_7_0_and_7_2_add_stats_and_pending() {
-    let body = cat(&[
-        &HEAD,
-        &COUNTER_750,
-        &UNUSED_PRESCALER,
-        &EXPIRATIONS_0,
-        &DEADLINE_1_1S,
-        &PRETIMEOUT_100,
-        &stats_one_kick_at_900(),
-    ]);
+    let body = cat(&[&v3_fields(), &PRETIMEOUT_100, &stats_one_kick_at_900()]);
     for m in ["pc-i440fx-7.0", "pc-i440fx-7.2"] {
         let (b, _) = save(&running(m), m);
         assert_bytes_eq(&b, &body);

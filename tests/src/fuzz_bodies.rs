@@ -17,7 +17,9 @@ use std::time::Duration;
 use vmstate_migration::VmParts;
 
 use examples_devices::machine::DemoMachine;
-use vmstate_migration::{receive, GuestRam, MigrationDestination, ReceiveSettings, Transport};
+use vmstate_migration::{
+    receive, GuestRam, MigrationDestination, MigrationSource, ReceiveSettings, Transport,
+};
 use vmstate_runtime::decode::{stream_to_json, value_to_json};
 use vmstate_runtime::vmdesc::{parse_vmdesc, write_json};
 use vmstate_runtime::{MachineCatalog, MachineType, Registry};
@@ -203,8 +205,9 @@ impl Transport for MemTransport {
     }
 }
 
-/// The RAM target's destination: the example machine and [`RAM_LAYOUT`].
-pub struct RamDest {
+/// The RAM target's VM: the example machine and [`RAM_LAYOUT`]. The `ram` body receives into
+/// one; the RAM seeds of the corpus are migrated from one.
+pub struct RamVm {
     /// Devices.
     pub machine: DemoMachine,
     /// Guest memory.
@@ -213,14 +216,14 @@ pub struct RamDest {
     pub resumed: bool,
 }
 
-impl RamDest {
+impl RamVm {
     /// A destination with busy devices and zeroed memory.
     ///
     /// # Panics
     /// If the memory cannot be mapped.
     #[must_use]
     pub fn new() -> Self {
-        RamDest {
+        RamVm {
             machine: busy_machine(&ram_machine()),
             ram: GuestRam::new(RAM_LAYOUT).expect("guest memory maps"),
             resumed: false,
@@ -228,13 +231,13 @@ impl RamDest {
     }
 }
 
-impl Default for RamDest {
+impl Default for RamVm {
     fn default() -> Self {
-        RamDest::new()
+        RamVm::new()
     }
 }
 
-impl VmParts for RamDest {
+impl VmParts for RamVm {
     fn ram(&self) -> &GuestRam {
         &self.ram
     }
@@ -246,18 +249,23 @@ impl VmParts for RamDest {
     }
 }
 
-impl MigrationDestination for RamDest {
+impl MigrationDestination for RamVm {
     fn resume(&mut self) {
         self.resumed = true;
     }
 }
 
-/// A migration stream (RAM sections, then devices) into [`RamDest`] through `receive`.
+impl MigrationSource for RamVm {
+    fn stop_vcpus(&mut self) {}
+    fn resume_vcpus(&mut self) {}
+}
+
+/// A migration stream (RAM sections, then devices) into a [`RamVm`] through `receive`.
 ///
 /// # Panics
 /// When a failed migration changed device state or started the destination.
 pub fn ram(data: &[u8]) {
-    let mut dest = RamDest::new();
+    let mut dest = RamVm::new();
     let before = payloads(&dest.machine);
     let mut t = MemTransport::new(data);
     let settings = ReceiveSettings { read_timeout: None };

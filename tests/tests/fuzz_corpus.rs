@@ -11,13 +11,11 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use vmstate_migration::VmParts;
 
 use examples_devices::machine::DemoMachine;
 
-use vmstate_migration::{migrate, GuestRam, MigrationSource, Settings};
-use vmstate_runtime::{MachineType, Registry};
-use vmstate_tests::fuzz_bodies::{self, MemTransport, RAM_LAYOUT, TARGETS};
+use vmstate_migration::{migrate, GuestRam, Settings};
+use vmstate_tests::fuzz_bodies::{self, MemTransport, RamVm, RAM_LAYOUT, TARGETS};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -109,30 +107,6 @@ fn every_target_has_a_replay_test() {
 
 // ---- seeds ----
 
-/// A source VM for the RAM seeds: the example machine and [`RAM_LAYOUT`] with a few pages of
-/// data (most pages stay zero, so the streams are small).
-struct SeedSource {
-    machine: DemoMachine,
-    ram: GuestRam,
-}
-
-impl VmParts for SeedSource {
-    fn ram(&self) -> &GuestRam {
-        &self.ram
-    }
-    fn registry(&self) -> &Registry {
-        self.machine.registry()
-    }
-    fn machine(&self) -> &MachineType {
-        self.machine.machine()
-    }
-}
-
-impl MigrationSource for SeedSource {
-    fn stop_vcpus(&mut self) {}
-    fn resume_vcpus(&mut self) {}
-}
-
 mod vm_memory_bytes {
     use vm_memory::{Bytes, GuestAddress};
     use vmstate_migration::GuestRam;
@@ -155,7 +129,13 @@ fn ram_stream(pages: &[u64], busy: bool) -> Vec<u8> {
     }
     let ram = GuestRam::new(RAM_LAYOUT).unwrap();
     write_pages(&ram, pages, 0xa5);
-    let mut src = SeedSource { machine, ram };
+    // The source: the example machine and RAM_LAYOUT with a few pages of data (most pages stay
+    // zero, so the streams are small).
+    let mut src = RamVm {
+        machine,
+        ram,
+        resumed: false,
+    };
     let mut t = MemTransport::new(&[]);
     let settings = Settings {
         downtime: Duration::from_millis(50),
@@ -231,7 +211,7 @@ fn seed_corpus_is_current() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     for (name, bytes) in &ram {
-        let mut dest = fuzz_bodies::RamDest::new();
+        let mut dest = fuzz_bodies::RamVm::new();
         let mut t = MemTransport::new(bytes);
         let settings = vmstate_migration::ReceiveSettings { read_timeout: None };
         vmstate_migration::receive(&mut dest, &mut t, &settings)

@@ -48,6 +48,60 @@ pub trait VmParts {
     /// Its machine type.
     fn machine(&self) -> &MachineType;
 }
+
+/// Implements [`VmParts`] for a type that keeps its parts in fields named `ram`, `registry` and
+/// `machine`: `impl_vm_parts!(MyVm)` reads `self.ram`, …; `impl_vm_parts!(MyDest, guest)` reads
+/// them under a field path, `self.guest.ram`, ….
+///
+/// # Examples
+///
+/// ```
+/// use vmstate_migration::{impl_vm_parts, GuestRam, VmParts};
+/// use vmstate_runtime::{MachineCatalog, MachineType, Registry};
+///
+/// struct Parts {
+///     ram: GuestRam,
+///     registry: Registry,
+///     machine: MachineType,
+/// }
+/// struct Vm {
+///     parts: Parts,
+/// }
+/// impl_vm_parts!(Vm, parts);
+///
+/// let vm = Vm {
+///     parts: Parts {
+///         ram: GuestRam::new(&[("pc.ram", 0, 1 << 20)])?,
+///         registry: Registry::new(),
+///         machine: MachineCatalog::qemu_pc().resolve("pc-i440fx-7.2").unwrap(),
+///     },
+/// };
+/// assert!(vm.registry().keys().is_empty());
+/// assert_eq!(vm.machine().name(), "pc-i440fx-7.2");
+/// # Ok::<(), vmstate_migration::MigrationError>(())
+/// ```
+#[macro_export]
+macro_rules! impl_vm_parts {
+    ($ty:ty $(, $($path:ident).+)?) => {
+        impl $crate::VmParts for $ty {
+            fn ram(&self) -> &$crate::GuestRam {
+                &self$($(.$path)+)?.ram
+            }
+            fn registry(&self) -> &$crate::__private::Registry {
+                &self$($(.$path)+)?.registry
+            }
+            fn machine(&self) -> &$crate::__private::MachineType {
+                &self$($(.$path)+)?.machine
+            }
+        }
+    };
+}
+
+/// What [`impl_vm_parts!`] expands to refers to; not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use vmstate_runtime::{MachineType, Registry};
+}
 pub use error::{MigrationError, Result};
 pub use memory::{GuestMem, GuestRam, PAGE_SIZE};
 pub use precopy::{migrate, MigrationSource, PassStats, Phase, Report, Settings};

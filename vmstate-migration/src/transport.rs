@@ -44,25 +44,22 @@ pub trait Transport: Read + Write + Send {
     }
 }
 
-impl Transport for TcpStream {
-    fn finish_stream(&mut self) -> io::Result<()> {
-        self.flush()?;
-        self.shutdown(Shutdown::Write)
-    }
-    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.set_read_timeout(timeout)
-    }
+/// A socket: the stream ends with a write shutdown, and the peer answers on the same socket.
+macro_rules! socket_transport {
+    ($($socket:ty),+) => {$(
+        impl Transport for $socket {
+            fn finish_stream(&mut self) -> io::Result<()> {
+                self.flush()?;
+                self.shutdown(Shutdown::Write)
+            }
+            fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+                self.set_read_timeout(timeout)
+            }
+        }
+    )+};
 }
 
-impl Transport for UnixStream {
-    fn finish_stream(&mut self) -> io::Result<()> {
-        self.flush()?;
-        self.shutdown(Shutdown::Write)
-    }
-    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.set_read_timeout(timeout)
-    }
-}
+socket_transport!(TcpStream, UnixStream);
 
 /// A stream file (a savevm-style file with RAM): write on the source, read on the destination.
 #[derive(Debug)]

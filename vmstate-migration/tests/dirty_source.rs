@@ -5,13 +5,10 @@ mod common;
 
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
-use vmstate_migration::VmParts;
 
-use common::{layout, machine, DestVm, TestDev};
+use common::{layout, machine, spawn_receive, DestVm, TestDev};
 use vm_memory::{Bytes, GuestAddress};
-use vmstate_migration::{
-    migrate, receive, GuestRam, MigrationSource, ReceiveSettings, Result, Settings,
-};
+use vmstate_migration::{migrate, GuestRam, MigrationSource, Result, Settings};
 use vmstate_runtime::{MachineType, Registry};
 
 /// A source whose "guest" writes page 5 while it is being stopped, invisibly to vm-memory's
@@ -47,17 +44,7 @@ impl ExternalWriter {
     }
 }
 
-impl VmParts for ExternalWriter {
-    fn ram(&self) -> &GuestRam {
-        &self.ram
-    }
-    fn registry(&self) -> &Registry {
-        &self.registry
-    }
-    fn machine(&self) -> &MachineType {
-        &self.machine
-    }
-}
+vmstate_migration::impl_vm_parts!(ExternalWriter);
 
 impl MigrationSource for ExternalWriter {
     fn stop_vcpus(&mut self) {
@@ -88,14 +75,12 @@ impl MigrationSource for ExternalWriter {
 
 fn run(report: bool) -> (ExternalWriter, DestVm) {
     let mut src = ExternalWriter::new(report);
-    let (mut a, mut b) = UnixStream::pair().unwrap();
-    let dest = std::thread::spawn(move || {
-        let mut d = DestVm::new(1);
-        receive(&mut d, &mut b, &ReceiveSettings::default()).unwrap();
-        d
-    });
+    let (mut a, b) = UnixStream::pair().unwrap();
+    let dest = spawn_receive(DestVm::new(1), b);
     migrate(&mut src, &mut a, &Settings::default()).unwrap();
-    (src, dest.join().unwrap())
+    let (d, r) = dest.join().unwrap();
+    r.unwrap();
+    (src, d)
 }
 
 #[test]

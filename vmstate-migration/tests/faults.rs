@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use vmstate_migration::MigrationSource;
 
-use common::{check_pattern, dest_sentinel, DestVm, SourceVm};
-use vmstate_migration::{migrate, receive, MigrationError, ReceiveSettings, Settings};
+use common::{check_pattern, dest_sentinel, spawn_receive_accepting, SourceVm};
+use vmstate_migration::{migrate, MigrationError, Settings};
 
 const MARKER: &[u8] = b"\x07testdev";
 
@@ -167,18 +167,11 @@ fn cut_connections_leave_both_sides_unchanged_then_a_clean_attempt_succeeds() {
     let proxy_addr = proxy_listener.local_addr().unwrap();
 
     for (i, cut) in cuts.iter().copied().chain([Cut::Never]).enumerate() {
-        let dest = std::thread::spawn({
-            let l = dst_listener.try_clone().unwrap();
-            move || {
-                let (mut s, _) = l.accept().unwrap();
-                let mut dst = DestVm::new(4);
-                let settings = ReceiveSettings {
-                    read_timeout: Some(Duration::from_secs(10)),
-                };
-                let r = receive(&mut dst, &mut s, &settings);
-                (dst, r)
-            }
-        });
+        let dest = spawn_receive_accepting(
+            dst_listener.try_clone().unwrap(),
+            4,
+            Duration::from_secs(10),
+        );
         let mut conn = TcpStream::connect(proxy_addr).unwrap();
         let p = proxy(&proxy_listener, dst_addr, cut);
         let stops = src.stops;

@@ -12,10 +12,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, DestVm, SourceVm};
-use vmstate_migration::{
-    migrate, receive, MigrationError, MigrationSource, ReceiveSettings, Report, Result, Settings,
-};
+use common::{check_pattern, spawn_receive_accepting, DestVm, SourceVm};
+use vmstate_migration::{migrate, MigrationError, MigrationSource, Report, Result, Settings};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Lose {
@@ -92,15 +90,7 @@ fn run(drop: Lose) -> Outcome {
     let dst_addr = dst_listener.local_addr().unwrap();
     let proxy_listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let proxy_addr = proxy_listener.local_addr().unwrap();
-    let dest = std::thread::spawn(move || {
-        let (mut s, _) = dst_listener.accept().unwrap();
-        let mut dst = DestVm::new(2);
-        let settings = ReceiveSettings {
-            read_timeout: Some(Duration::from_secs(2)),
-        };
-        let r = receive(&mut dst, &mut s, &settings);
-        (dst, r)
-    });
+    let dest = spawn_receive_accepting(dst_listener, 2, Duration::from_secs(2));
     let p = proxy(proxy_listener, dst_addr, drop);
     let mut conn = TcpStream::connect(proxy_addr).unwrap();
     let settings = Settings {

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{dest_sentinel, layout, machine, DestVm, TestDev};
+use common::{dest_sentinel, layout, machine, DestVm, Received, TestDev};
 use vmstate_migration::{receive, FileTransport, MigrationError, ReceiveSettings};
 use vmstate_runtime::error::ErrorKind;
 use vmstate_runtime::ram::{FLAG_CONTINUE, FLAG_EOS, FLAG_MEM_SIZE, FLAG_PAGE, FLAG_ZERO};
@@ -109,7 +109,7 @@ fn total() -> u64 {
     good_blocks().iter().map(|b| b.1).sum()
 }
 
-fn receive_bytes(bytes: &[u8]) -> (DestVm, vmstate_migration::Result<vmstate_migration::Report>) {
+fn receive_bytes(bytes: &[u8]) -> Received {
     let path = std::env::temp_dir().join(format!(
         "vmstate-hostile-{}-{:?}.bin",
         std::process::id(),
@@ -197,11 +197,15 @@ fn offset_plus_page_overflows_near_u64_max() {
 
 #[test]
 fn mem_size_mismatch() {
+    // The error for a stream whose block list is `blocks`, their total the sum of their lengths.
+    let listing_err = |blocks: &[(String, u64)]| {
+        let t = blocks.iter().map(|b| b.1).sum();
+        expect_err(&whole(start(blocks, t), &[]))
+    };
     // A block longer in the stream than on this machine.
     let mut blocks = good_blocks();
     blocks[0].1 *= 2;
-    let t = blocks.iter().map(|b| b.1).sum();
-    let e = expect_err(&whole(start(&blocks, t), &[]));
+    let e = listing_err(&blocks);
     assert!(
         e.to_string()
             .contains("`pc.ram` has length 0x200000 in the stream but 0x100000"),
@@ -210,16 +214,13 @@ fn mem_size_mismatch() {
     // A block this machine does not have.
     let mut blocks = good_blocks();
     blocks.push(("/rom@etc/acpi/tables".into(), 0x2000));
-    let t = blocks.iter().map(|b| b.1).sum();
-    let e = expect_err(&whole(start(&blocks, t), &[]));
+    let e = listing_err(&blocks);
     assert!(
         matches!(e.kind(), ErrorKind::UnknownRamBlock { name } if name == "/rom@etc/acpi/tables"),
         "{e}"
     );
     // A block of this machine missing from the stream.
-    let blocks = good_blocks()[..2].to_vec();
-    let t = blocks.iter().map(|b| b.1).sum();
-    let e = expect_err(&whole(start(&blocks, t), &[]));
+    let e = listing_err(&good_blocks()[..2]);
     assert!(
         e.to_string()
             .contains("`pc.bios` of this machine is missing"),

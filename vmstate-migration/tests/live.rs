@@ -6,27 +6,33 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::{check_pattern, DestVm, SourceVm};
-use vmstate_migration::{migrate, receive, ReceiveSettings, Settings, Transport};
+use common::{check_pattern, spawn_receive, DestVm, SourceVm};
+use vmstate_migration::{migrate, Report, Settings, Transport};
 
-fn run_live<T: Transport + 'static>(src_t: T, dst_t: T) {
-    let mut src = SourceVm::new(8, true);
-    src.wait_progress(5000);
-    let dest = std::thread::spawn(move || {
-        let mut dst = DestVm::new(8);
-        let mut t = dst_t;
-        let r = receive(&mut dst, &mut t, &ReceiveSettings::default());
-        (dst, r)
-    });
+/// Migrates a source of `ram_mib` MiB whose guest runs (and made `progress` page writes first)
+/// over `src_t` into a destination receiving on `dst_t`; both ends must succeed.
+fn migrate_running<T: Transport + Send + 'static>(
+    ram_mib: usize,
+    progress: u64,
+    settings: &Settings,
+    mut src_t: T,
+    dst_t: T,
+) -> (SourceVm, Report, DestVm, Report) {
+    let mut src = SourceVm::new(ram_mib, true);
+    src.wait_progress(progress);
+    let dest = spawn_receive(DestVm::new(ram_mib), dst_t);
+    let report = migrate(&mut src, &mut src_t, settings).expect("migration");
+    let (dst, dres) = dest.join().unwrap();
+    (src, report, dst, dres.expect("destination"))
+}
+
+fn run_live<T: Transport + Send + 'static>(src_t: T, dst_t: T) {
     let settings = Settings {
         downtime: Duration::from_millis(20),
         max_passes: 8,
         ..Settings::default()
     };
-    let mut t = src_t;
-    let report = migrate(&mut src, &mut t, &settings).expect("migration");
-    let (dst, dres) = dest.join().unwrap();
-    let dreport = dres.expect("destination");
+    let (src, report, dst, dreport) = migrate_running(8, 5000, &settings, src_t, dst_t);
 
     // Source: stopped once, never resumed; destination started exactly after the ack.
     assert_eq!((src.stops, src.resumes), (1, 0));
@@ -94,24 +100,13 @@ fn live_over_unix_socket() {
 #[test]
 fn auto_converge_throttles_a_guest_that_does_not_converge() {
     let (a, b) = UnixStream::pair().unwrap();
-    let mut src = SourceVm::new(4, true);
-    src.wait_progress(2000);
-    let dest = std::thread::spawn(move || {
-        let mut dst = DestVm::new(4);
-        let mut t = b;
-        let r = receive(&mut dst, &mut t, &ReceiveSettings::default());
-        (dst, r)
-    });
     let settings = Settings {
         bandwidth_limit: Some(100 << 20),
         downtime: Duration::from_micros(1),
         max_passes: 5,
         ..Settings::default()
     };
-    let mut t = a;
-    let report = migrate(&mut src, &mut t, &settings).expect("migration");
-    let (dst, dres) = dest.join().unwrap();
-    dres.unwrap();
+    let (src, report, dst, _) = migrate_running(4, 2000, &settings, a, b);
     assert_eq!(report.passes.len(), 5, "stopped by max_passes");
     // Throttle rises on every pass (after the first two) that did not shrink the dirty set, is
     // recorded in that pass's statistics, and is lifted at the end.

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, DestVm, SourceVm};
+use common::{check_pattern, spawn_receive, DestVm, SourceVm};
 use vmstate_migration::{migrate, receive, MigrationError, ReceiveSettings, Settings};
 use vmstate_runtime::Registry;
 
@@ -22,6 +22,14 @@ fn settings() -> Settings {
     }
 }
 
+/// A 2 MiB source whose guest runs, and its device state before any migration.
+fn running_source() -> (SourceVm, common::TestDev) {
+    let src = SourceVm::new(2, false);
+    src.wait_progress(500);
+    let before = src.dev.lock().unwrap().clone();
+    (src, before)
+}
+
 fn assert_source_running_unchanged(src: &SourceVm, before: &common::TestDev) {
     assert_eq!(src.resumes, src.stops);
     src.wait_progress(500);
@@ -31,17 +39,11 @@ fn assert_source_running_unchanged(src: &SourceVm, before: &common::TestDev) {
 #[test]
 fn destination_error_is_reported_to_the_source() {
     let (a, b) = UnixStream::pair().unwrap();
-    let mut src = SourceVm::new(2, false);
-    src.wait_progress(500);
-    let before = src.dev.lock().unwrap().clone();
-    let dest = std::thread::spawn(move || {
-        // A destination without the device: the device section is unknown there.
-        let mut dst = DestVm::new(2);
-        dst.registry = Registry::new();
-        let mut t = b;
-        let r = receive(&mut dst, &mut t, &ReceiveSettings::default());
-        (dst, r)
-    });
+    let (mut src, before) = running_source();
+    // A destination without the device: the device section is unknown there.
+    let mut dst = DestVm::new(2);
+    dst.registry = Registry::new();
+    let dest = spawn_receive(dst, b);
     let mut t = a;
     let err = migrate(&mut src, &mut t, &settings()).unwrap_err();
     let (dst, derr) = dest.join().unwrap();
@@ -61,9 +63,7 @@ fn destination_error_is_reported_to_the_source() {
 #[test]
 fn silent_destination_is_a_timeout() {
     let (a, b) = UnixStream::pair().unwrap();
-    let mut src = SourceVm::new(2, false);
-    src.wait_progress(500);
-    let before = src.dev.lock().unwrap().clone();
+    let (mut src, before) = running_source();
     // Reads the whole stream, never answers, keeps the connection open.
     let sink = std::thread::spawn(move || {
         let mut b = b;
@@ -104,15 +104,8 @@ fn stalled_source_is_a_timeout_on_the_destination() {
 #[test]
 fn cancel_leaves_the_guest_running() {
     let (a, b) = UnixStream::pair().unwrap();
-    let mut src = SourceVm::new(2, false);
-    src.wait_progress(500);
-    let before = src.dev.lock().unwrap().clone();
-    let dest = std::thread::spawn(move || {
-        let mut dst = DestVm::new(2);
-        let mut t = b;
-        let r = receive(&mut dst, &mut t, &ReceiveSettings::default());
-        (dst, r)
-    });
+    let (mut src, before) = running_source();
+    let dest = spawn_receive(DestVm::new(2), b);
     let s = settings();
     s.cancel.store(true, Ordering::SeqCst);
     let cancel = Arc::clone(&s.cancel);

@@ -14,6 +14,25 @@ use kvm_bindings::{kvm_dtable, kvm_fpu, kvm_lapic_state, kvm_msr_entry, kvm_regs
 use kvm_bindings::{kvm_sregs, Msrs};
 use vmstate_runtime::VmState;
 
+/// `From` in both directions between one of our migrated structs and the KVM struct it mirrors:
+/// the listed fields are copied one by one (never the kernel struct as raw bytes), and the KVM
+/// struct's padding fields get the values after the `;`.
+macro_rules! mirror_kvm_struct {
+    ($ours:ident <=> $kvm:ident { $($field:ident),+; $($pad:ident: $zero:expr),+ $(,)? }) => {
+        impl From<&$kvm> for $ours {
+            fn from(k: &$kvm) -> Self {
+                $ours { $($field: k.$field),+ }
+            }
+        }
+
+        impl From<&$ours> for $kvm {
+            fn from(o: &$ours) -> Self {
+                $kvm { $($field: o.$field,)+ $($pad: $zero),+ }
+            }
+        }
+    };
+}
+
 /// The MSRs saved and restored, where the host's KVM lists them (`KVM_GET_MSR_INDEX_LIST`).
 pub const SAVED_MSRS: [u32; 11] = [
     0x10,        // IA32_TIME_STAMP_COUNTER
@@ -71,44 +90,10 @@ pub struct Segment {
     pub unusable: u8,
 }
 
-impl From<&kvm_segment> for Segment {
-    fn from(s: &kvm_segment) -> Self {
-        Segment {
-            base: s.base,
-            limit: s.limit,
-            selector: s.selector,
-            type_: s.type_,
-            present: s.present,
-            dpl: s.dpl,
-            db: s.db,
-            s: s.s,
-            l: s.l,
-            g: s.g,
-            avl: s.avl,
-            unusable: s.unusable,
-        }
-    }
-}
-
-impl From<&Segment> for kvm_segment {
-    fn from(s: &Segment) -> Self {
-        kvm_segment {
-            base: s.base,
-            limit: s.limit,
-            selector: s.selector,
-            type_: s.type_,
-            present: s.present,
-            dpl: s.dpl,
-            db: s.db,
-            s: s.s,
-            l: s.l,
-            g: s.g,
-            avl: s.avl,
-            unusable: s.unusable,
-            padding: 0,
-        }
-    }
-}
+mirror_kvm_struct!(Segment <=> kvm_segment {
+    base, limit, selector, type_, present, dpl, db, s, l, g, avl, unusable;
+    padding: 0,
+});
 
 /// A descriptor table register (`kvm_dtable`: GDTR or IDTR).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, VmState)]
@@ -120,24 +105,10 @@ pub struct DTable {
     pub limit: u16,
 }
 
-impl From<&kvm_dtable> for DTable {
-    fn from(d: &kvm_dtable) -> Self {
-        DTable {
-            base: d.base,
-            limit: d.limit,
-        }
-    }
-}
-
-impl From<&DTable> for kvm_dtable {
-    fn from(d: &DTable) -> Self {
-        kvm_dtable {
-            base: d.base,
-            limit: d.limit,
-            padding: [0; 3],
-        }
-    }
-}
+mirror_kvm_struct!(DTable <=> kvm_dtable {
+    base, limit;
+    padding: [0; 3],
+});
 
 /// x87/SSE state (`kvm_fpu`, without padding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, VmState)]
@@ -163,39 +134,11 @@ pub struct Fpu {
     pub mxcsr: u32,
 }
 
-impl From<&kvm_fpu> for Fpu {
-    fn from(f: &kvm_fpu) -> Self {
-        Fpu {
-            fpr: f.fpr,
-            fcw: f.fcw,
-            fsw: f.fsw,
-            ftwx: f.ftwx,
-            last_opcode: f.last_opcode,
-            last_ip: f.last_ip,
-            last_dp: f.last_dp,
-            xmm: f.xmm,
-            mxcsr: f.mxcsr,
-        }
-    }
-}
-
-impl From<&Fpu> for kvm_fpu {
-    fn from(f: &Fpu) -> Self {
-        kvm_fpu {
-            fpr: f.fpr,
-            fcw: f.fcw,
-            fsw: f.fsw,
-            ftwx: f.ftwx,
-            pad1: 0,
-            last_opcode: f.last_opcode,
-            last_ip: f.last_ip,
-            last_dp: f.last_dp,
-            xmm: f.xmm,
-            mxcsr: f.mxcsr,
-            pad2: 0,
-        }
-    }
-}
+mirror_kvm_struct!(Fpu <=> kvm_fpu {
+    fpr, fcw, fsw, ftwx, last_opcode, last_ip, last_dp, xmm, mxcsr;
+    pad1: 0,
+    pad2: 0,
+});
 
 /// One MSR: index and value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, VmState)]

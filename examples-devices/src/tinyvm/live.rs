@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use vmstate_migration::VmParts;
+use vmstate_migration::impl_vm_parts;
 
 use vmstate_migration::{GuestRam, MigrationDestination, MigrationError, MigrationSource};
 use vmstate_runtime::{MachineType, Registry};
@@ -244,9 +244,7 @@ impl KvmSource {
     }
 }
 
-impl VmParts for KvmSource {
-    super::vm_parts_accessors!(sections);
-}
+impl_vm_parts!(KvmSource, sections);
 
 impl MigrationSource for KvmSource {
     fn stop_vcpus(&mut self) {
@@ -351,9 +349,7 @@ impl KvmDest {
     }
 }
 
-impl VmParts for KvmDest {
-    super::vm_parts_accessors!(sections);
-}
+impl_vm_parts!(KvmDest, sections);
 
 impl MigrationDestination for KvmDest {
     fn resume(&mut self) {

@@ -51,23 +51,6 @@ pub use cpu::{CpuState, DTable, Fpu, Msr, Segment, MAX_MSRS, SAVED_MSRS};
 #[cfg(feature = "kvm")]
 pub use vm::{DirtyLog, Error, RunReport, Vm};
 
-/// The body of an `impl vmstate_migration::VmParts` (`ram`, `registry`, `machine`) from the
-/// fields of the same names under `self.<path>`.
-macro_rules! vm_parts_accessors {
-    ($($path:ident).*) => {
-        fn ram(&self) -> &::vmstate_migration::GuestRam {
-            &self$(.$path)*.ram
-        }
-        fn registry(&self) -> &::vmstate_runtime::Registry {
-            &self$(.$path)*.registry
-        }
-        fn machine(&self) -> &::vmstate_runtime::MachineType {
-            &self$(.$path)*.machine
-        }
-    };
-}
-pub(crate) use vm_parts_accessors;
-
 /// Which guest a tinyvm runs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Mode {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use vmstate_migration::VmParts;
+use vmstate_migration::impl_vm_parts;
 
 use vm_memory::{Bytes, GuestAddress};
 use vmstate_migration::{GuestRam, MigrationDestination, MigrationSource};
@@ -126,9 +126,7 @@ impl SoftGuest {
     }
 }
 
-impl VmParts for SoftGuest {
-    super::vm_parts_accessors!();
-}
+impl_vm_parts!(SoftGuest);
 
 impl MigrationSource for SoftGuest {
     fn stop_vcpus(&mut self) {
@@ -179,9 +177,7 @@ impl SoftDest {
     }
 }
 
-impl VmParts for SoftDest {
-    super::vm_parts_accessors!(guest);
-}
+impl_vm_parts!(SoftDest, guest);
 
 impl MigrationDestination for SoftDest {
     fn resume(&mut self) {

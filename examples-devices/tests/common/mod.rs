@@ -5,12 +5,29 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::Command;
 
+use examples_devices::rtc::LostTickPolicy;
 use serde_json::Value;
 use vmstate_runtime::vmdesc::{write_device, write_value_qemu, DescBody, DescDevice, DescStruct};
 use vmstate_runtime::{
     Error, GateCtx, LoadCx, MachineCatalog, Reader, SaveCx, SliceReader, VmState, Writer,
 };
+
+/// Runs `cmd` (a `vmstate-demo` invocation that must fail), checks that it exits with `code`
+/// and returns its stderr.
+pub fn stderr_of_failure(cmd: &mut Command, code: i32) -> String {
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(code), "{err}");
+    err
+}
+
+/// The golden streams with a busy RTC, and the lost-tick policy QEMU ran it with.
+pub const RTC_STREAMS: [(&str, LostTickPolicy); 2] = [
+    ("rtc", LostTickPolicy::Discard),
+    ("rtc-slew", LostTickPolicy::Slew),
+];
 
 pub fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/qemu72")
@@ -187,6 +204,18 @@ pub fn desc_text(idstr: &str, instance: u32, desc: DescStruct) -> String {
     s
 }
 
+/// Loads `dev` at `version` from `r`, as machine type `machine` and driver `driver` do.
+fn load_from<T: VmState>(
+    dev: &mut T,
+    r: &mut SliceReader<'_>,
+    version: u32,
+    machine: &str,
+    driver: &str,
+) -> Result<(), Error> {
+    let m = catalog().resolve(machine).unwrap();
+    dev.load_state(r, version, &mut LoadCx::new(GateCtx::new(&m, driver)))
+}
+
 /// Loads a payload at `version` into `dev`; the payload must be consumed exactly.
 pub fn load_payload<T: VmState>(
     dev: &mut T,
@@ -195,10 +224,8 @@ pub fn load_payload<T: VmState>(
     machine: &str,
     driver: &str,
 ) -> Result<(), Error> {
-    let cat = catalog();
-    let m = cat.resolve(machine).unwrap();
     let mut r = SliceReader::new(payload);
-    dev.load_state(&mut r, version, &mut LoadCx::new(GateCtx::new(&m, driver)))?;
+    load_from(dev, &mut r, version, machine, driver)?;
     assert!(
         r.remaining().is_empty(),
         "{} bytes left after the payload",
@@ -216,8 +243,6 @@ pub fn load_framed<T: VmState>(
     machine: &str,
     driver: &str,
 ) -> Result<(), Error> {
-    let cat = catalog();
-    let m = cat.resolve(machine).unwrap();
     let mut r = SliceReader::new(bytes);
     let ty = r.read_u8()?;
     assert_eq!(ty, 0x04);
@@ -225,7 +250,7 @@ pub fn load_framed<T: VmState>(
     let _idstr = r.read_counted_str()?;
     let _inst = r.read_be32()?;
     let version = r.read_be32()?;
-    dev.load_state(&mut r, version, &mut LoadCx::new(GateCtx::new(&m, driver)))?;
+    load_from(dev, &mut r, version, machine, driver)?;
     if footer {
         let pos = r.position();
         let f = r.read_u8()?;

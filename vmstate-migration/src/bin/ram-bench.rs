@@ -14,7 +14,6 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
-use vmstate_migration::VmParts;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use vmstate_migration::{
@@ -29,17 +28,7 @@ struct Vm {
     machine: MachineType,
 }
 
-impl VmParts for Vm {
-    fn ram(&self) -> &GuestRam {
-        &self.ram
-    }
-    fn registry(&self) -> &Registry {
-        &self.registry
-    }
-    fn machine(&self) -> &MachineType {
-        &self.machine
-    }
-}
+vmstate_migration::impl_vm_parts!(Vm);
 
 impl MigrationSource for Vm {
     fn stop_vcpus(&mut self) {}

@@ -2,14 +2,17 @@
 //! source and destination VMs, a small derived device.
 #![allow(dead_code)]
 
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use vmstate_migration::VmParts;
 
 use vm_memory::{Bytes, GuestAddress};
-use vmstate_migration::{GuestRam, MigrationDestination, MigrationSource, PAGE_SIZE};
+use vmstate_migration::{
+    receive, GuestRam, MigrationDestination, MigrationSource, ReceiveSettings, Report, Transport,
+    PAGE_SIZE,
+};
 use vmstate_runtime::{MachineCatalog, MachineType, Registry, VmState};
 
 /// A small device; the guest bumps `ticks` on every sweep of its memory.
@@ -174,17 +177,7 @@ fn guest_loop(
     }
 }
 
-impl VmParts for SourceVm {
-    fn ram(&self) -> &GuestRam {
-        &self.ram
-    }
-    fn registry(&self) -> &Registry {
-        &self.registry
-    }
-    fn machine(&self) -> &MachineType {
-        &self.machine
-    }
-}
+vmstate_migration::impl_vm_parts!(SourceVm);
 
 impl MigrationSource for SourceVm {
     fn stop_vcpus(&mut self) {
@@ -237,22 +230,44 @@ impl DestVm {
     }
 }
 
-impl VmParts for DestVm {
-    fn ram(&self) -> &GuestRam {
-        &self.ram
-    }
-    fn registry(&self) -> &Registry {
-        &self.registry
-    }
-    fn machine(&self) -> &MachineType {
-        &self.machine
-    }
-}
+vmstate_migration::impl_vm_parts!(DestVm);
 
 impl MigrationDestination for DestVm {
     fn resume(&mut self) {
         self.resumed = true;
     }
+}
+
+/// What a destination thread ends with: the VM and what `receive` returned.
+pub type Received = (DestVm, vmstate_migration::Result<Report>);
+
+/// Receives into `dst` over `t` (default settings) on a new thread.
+pub fn spawn_receive<T: Transport + Send + 'static>(
+    mut dst: DestVm,
+    mut t: T,
+) -> JoinHandle<Received> {
+    std::thread::spawn(move || {
+        let r = receive(&mut dst, &mut t, &ReceiveSettings::default());
+        (dst, r)
+    })
+}
+
+/// On a new thread, accepts one connection on `listener` and receives over it into a new
+/// destination of `ram_mib` MiB, with stream reads timing out after `read_timeout`.
+pub fn spawn_receive_accepting(
+    listener: TcpListener,
+    ram_mib: usize,
+    read_timeout: Duration,
+) -> JoinHandle<Received> {
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut dst = DestVm::new(ram_mib);
+        let settings = ReceiveSettings {
+            read_timeout: Some(read_timeout),
+        };
+        let r = receive(&mut dst, &mut s, &settings);
+        (dst, r)
+    })
 }
 
 /// QEMU migration-test style check: every pc.ram page holds `pattern(g, p)` for pages before
