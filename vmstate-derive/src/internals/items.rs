@@ -7,7 +7,7 @@ use syn::meta::ParseNestedMeta;
 use syn::parse::{ParseStream, Parser};
 
 use super::ctxt::Ctxt;
-use super::symbol::{words, Symbol, CONTAINER_KEYS, FIELD_KEYS, MINIMUM_VERSION};
+use super::symbol::{words, Symbol, CONTAINER_KEYS, FIELD_KEYS, MINIMUM_VERSION, VMSTATE};
 
 /// Reports an unknown key: "did you mean" the closest key valid in this position, or else
 /// `otherwise` (the list of valid keys).
@@ -102,28 +102,38 @@ impl Failed {
     }
 }
 
-/// Runs the parser of one attribute's items, recording in `failed` the slots of the items that
-/// reported errors.
+/// Runs the parser of the items of every `#[vmstate(...)]` attribute in `attrs`, recording in
+/// `failed` the slots of the items that reported errors. A bare `#[vmstate]` is an error; other
+/// attributes are not ours.
 pub fn parse_items<F>(
     cx: &Ctxt,
-    attr: &syn::Attribute,
+    attrs: &[syn::Attribute],
     valid: &[Symbol],
     failed: &mut Failed,
     mut f: F,
 ) where
     F: FnMut(&ParseNestedMeta) -> syn::Result<()>,
 {
-    let r = attr.parse_nested_meta(|meta| {
-        let cp = cx.checkpoint();
-        key(cx, &meta, &mut f)?;
-        if cx.errors_since(cp) {
-            failed.record(&meta.path, valid);
+    for attr in attrs {
+        if attr.path() != VMSTATE {
+            continue;
         }
-        Ok(())
-    });
-    if let Err(e) = r {
-        cx.syn_error(e);
-        failed.all();
+        if let syn::Meta::Path(_) = attr.meta {
+            cx.error_spanned_by(attr, "expected `#[vmstate(...)]` with arguments");
+            continue;
+        }
+        let r = attr.parse_nested_meta(|meta| {
+            let cp = cx.checkpoint();
+            key(cx, &meta, &mut f)?;
+            if cx.errors_since(cp) {
+                failed.record(&meta.path, valid);
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            cx.syn_error(e);
+            failed.all();
+        }
     }
 }
 
