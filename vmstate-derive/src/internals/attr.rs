@@ -11,7 +11,7 @@ use super::gate_expr::gate_value;
 pub use super::gate_expr::{parse_machine_version, Gate, Op};
 pub use super::items::Failed;
 use super::items::{
-    declaration, expected_one_of, key, nested_items, parse_items, skip_to_comma, unknown,
+    declaration, expected_one_of, key, nested_items, other_key, parse_items, skip_to_comma, unknown,
 };
 use super::symbol::*;
 
@@ -232,34 +232,15 @@ impl Container {
                 let sub = declaration(cx, meta, parse_subsection);
                 subsection_errors |= sub.as_ref().is_none_or(|s| s.name.value().is_empty());
                 subsections.extend(sub);
-            } else if p == SINCE
-                || p == SKIP
-                || p == DEFAULT
-                || p == KEEP
-                || p == RENAME
-                || p == BUFFER
-                || p == COUNT
-                || p == MAX
-                || p == EQUAL
-                || p == RANGE
-            {
-                let key = p.to_token_stream().to_string();
-                cx.error_spanned_by(
-                    p,
-                    format!(
-                        "`{key}` is not expected here; the `{key}` attribute belongs on a field"
-                    ),
-                );
-                skip_to_comma(meta.input);
             } else {
-                unknown(
+                other_key(
                     cx,
                     meta,
                     "container",
                     CONTAINER_KEYS,
-                    &expected_one_of(CONTAINER_KEYS),
+                    FIELD_KEYS,
+                    "on a field",
                 );
-                skip_to_comma(meta.input);
             }
             Ok(())
         });
@@ -577,31 +558,15 @@ impl Field {
                 // subsection = "serial/tsr"
                 let s = lit_str(meta, "subsection")?;
                 subsection.set(&s, s.clone());
-            } else if p == NAME
-                || p == VERSION
-                || p == MINIMUM_VERSION
-                || p == NESTED
-                || p == PRIORITY
-                || p == PRE_SAVE
-                || p == POST_SAVE
-                || p == PRE_LOAD
-                || p == POST_LOAD
-                || p == VALIDATE
-                || p == PIN
-                || p == PROP
-                || p == CRATE
-            {
-                let key = p.to_token_stream().to_string();
-                cx.error_spanned_by(
-                    p,
-                    format!(
-                        "`{key}` is not expected here; the `{key}` attribute belongs on the struct"
-                    ),
-                );
-                skip_to_comma(meta.input);
             } else {
-                unknown(cx, meta, "field", FIELD_KEYS, &expected_one_of(FIELD_KEYS));
-                skip_to_comma(meta.input);
+                other_key(
+                    cx,
+                    meta,
+                    "field",
+                    FIELD_KEYS,
+                    CONTAINER_KEYS,
+                    "on the struct",
+                );
             }
             Ok(())
         });

@@ -26,6 +26,30 @@ pub fn unknown(cx: &Ctxt, meta: &ParseNestedMeta, what: &str, valid: &[Symbol], 
     );
 }
 
+/// The last branch of a key parser in the `what` position ("container" or "field"), whose keys
+/// are `valid`: a key of the other position (`elsewhere`, where it belongs `place`) is reported
+/// as misplaced, any other key as [`unknown`]; either way its value is skipped.
+pub fn other_key(
+    cx: &Ctxt,
+    meta: &ParseNestedMeta,
+    what: &str,
+    valid: &[Symbol],
+    elsewhere: &[Symbol],
+    place: &str,
+) {
+    let p = &meta.path;
+    if elsewhere.iter().any(|&k| p == k) && !valid.iter().any(|&k| p == k) {
+        let key = p.to_token_stream().to_string();
+        cx.error_spanned_by(
+            p,
+            format!("`{key}` is not expected here; the `{key}` attribute belongs {place}"),
+        );
+    } else {
+        unknown(cx, meta, what, valid, &expected_one_of(valid));
+    }
+    skip_to_comma(meta.input);
+}
+
 /// A near miss of a key that is valid only in the other position (`verison` on a field): the
 /// key and where it belongs.
 fn misplaced_near_miss(key: &str, what: &str) -> Option<(&'static str, &'static str)> {
