@@ -6,13 +6,20 @@ mod common;
 
 use common::{counted, machine, Devices, Pit, Rtc, Uart, ALL_FRAMING};
 use vmstate_runtime::ram::{FLAG_EOS, FLAG_MEM_SIZE, FLAG_PAGE, FLAG_ZERO};
-use vmstate_runtime::{decode_stream, Error, ErrorKind};
+use vmstate_runtime::{decode_stream, Error, ErrorKind, MachineType};
 
 use vmstate_runtime::stream::StreamWriter;
 
 /// The three devices in their default state.
 fn empty_devices() -> Devices {
     Devices::new(Uart::default(), Pit::default(), Rtc::default())
+}
+
+/// A load case: machine `name`, its [`stream_with_ram`] with the offset of the EOF byte, and
+/// devices in their default state to load it into.
+fn load_case(name: &str) -> (MachineType, Vec<u8>, usize, Devices) {
+    let (full, eof) = stream_with_ram(name);
+    (machine(name), full, eof, empty_devices())
 }
 
 /// Asserts that `err`, from a prefix or a corruption of `len` bytes, has an offset within
@@ -75,14 +82,12 @@ fn stream_with_ram(name: &str) -> (Vec<u8>, usize) {
 #[test]
 fn every_prefix_fails_cleanly_on_load() {
     for name in ["pc-i440fx-7.2", "pc-i440fx-2.3", "pc-i440fx-2.2"] {
-        let m = machine(name);
-        let (full, eof) = stream_with_ram(name);
+        let (m, full, eof, dst) = load_case(name);
         // Sanity: the full stream loads.
         let ok = empty_devices();
         ok.reg.load(&m, &full).unwrap();
         assert_eq!(*ok.pit.lock().unwrap(), Pit::sample());
 
-        let dst = empty_devices();
         for k in 0..full.len() {
             let prefix = &full[..k];
             let res = dst.reg.load(&m, prefix);
@@ -111,9 +116,7 @@ fn every_prefix_fails_cleanly_on_load() {
 
 #[test]
 fn every_prefix_fails_cleanly_on_streaming_load() {
-    let m = machine("pc-i440fx-7.2");
-    let (full, eof) = stream_with_ram("pc-i440fx-7.2");
-    let dst = empty_devices();
+    let (m, full, eof, dst) = load_case("pc-i440fx-7.2");
     for k in 0..full.len() {
         let res = dst.reg.load_io(&m, &full[..k]);
         if k == eof + 1 {
@@ -144,9 +147,7 @@ fn every_prefix_fails_cleanly_on_decode() {
 fn every_single_byte_corruption_is_handled() {
     // Not only prefixes: flipping any byte must give Ok or Err, never a panic, and an Err must
     // leave the devices untouched.
-    let m = machine("pc-i440fx-7.2");
-    let (full, _) = stream_with_ram("pc-i440fx-7.2");
-    let dst = empty_devices();
+    let (m, full, _, dst) = load_case("pc-i440fx-7.2");
     for i in 0..full.len() {
         for x in [0x01u8, 0x80, 0xff] {
             let mut s = full.clone();
