@@ -105,7 +105,8 @@ macro_rules! int_field {
         }
     )*};
 }
-int_field!(u16 => U16, u32 => U32, u64 => U64, i16 => I16, i32 => I32, i64 => I64);
+// `u8` is written out below: its arrays are copied in one piece.
+int_field!(i8 => I8, u16 => U16, u32 => U32, u64 => U64, i16 => I16, i32 => I32, i64 => I64);
 
 impl Field for u8 {
     const KIND: Kind = Kind::U8;
@@ -135,19 +136,6 @@ impl Field for u8 {
         let start = r.position();
         let src = r.take(elems.len()).map_err(|e| bulk_error(e, start))?;
         elems.copy_from_slice(src);
-        Ok(())
-    }
-}
-
-impl Field for i8 {
-    const KIND: Kind = Kind::I8;
-    #[inline]
-    fn save_field<W: Writer + ?Sized>(&mut self, w: &mut W, _: &mut SaveCx<'_>) -> Result<()> {
-        w.write_all(&self.to_be_bytes())
-    }
-    #[inline]
-    fn load_field<R: Reader + ?Sized>(&mut self, r: &mut R, _: &mut LoadCx<'_>) -> Result<()> {
-        *self = i8::from_be_bytes(r.read_array()?);
         Ok(())
     }
 }

@@ -107,23 +107,10 @@ pub fn next_subsection<R: Reader + ?Sized>(
     names: &[&str],
 ) -> Result<Option<(usize, u32)>> {
     let pos = r.position();
-    let Some(h) = r.peek(2)? else {
+    let Some(name) = peek_subsection_name(r, parent)? else {
         return Ok(None);
     };
-    if h[0] != SUBSECTION {
-        return Ok(None);
-    }
-    let len = h[1] as usize;
-    if len < parent.len() + 1 {
-        return Ok(None);
-    }
-    let Some(h) = r.peek(2 + len)? else {
-        return Ok(None);
-    };
-    let name = &h[2..];
-    if !name.starts_with(parent.as_bytes()) {
-        return Ok(None);
-    }
+    let len = name.len();
     let Some(idx) = names.iter().position(|n| n.as_bytes() == name) else {
         return Err(Error::new(
             ErrorKind::UnknownSubsection {
@@ -135,6 +122,34 @@ pub fn next_subsection<R: Reader + ?Sized>(
     r.take(2 + len)?;
     let version = r.read_be32()?;
     Ok(Some((idx, version)))
+}
+
+/// Peeks at a subsection header of `parent` without consuming it: the name when the next bytes
+/// are `05 · len · name` with `len > parent.len()` and `name` starting with `parent`. Anything
+/// else (also a header cut short by the end of input) ends the subsection loop, as in QEMU.
+///
+/// # Errors
+/// Reader errors other than the end of input.
+#[inline]
+pub(crate) fn peek_subsection_name<'r, R: Reader + ?Sized>(
+    r: &'r mut R,
+    parent: &str,
+) -> Result<Option<&'r [u8]>> {
+    let Some(h) = r.peek(2)? else {
+        return Ok(None);
+    };
+    if h[0] != SUBSECTION {
+        return Ok(None);
+    }
+    let len = usize::from(h[1]);
+    if len < parent.len() + 1 {
+        return Ok(None);
+    }
+    let Some(h) = r.peek(2 + len)? else {
+        return Ok(None);
+    };
+    let name = &h[2..];
+    Ok(name.starts_with(parent.as_bytes()).then_some(name))
 }
 
 /// `DuplicateSubsection` error.

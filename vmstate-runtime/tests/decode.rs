@@ -5,29 +5,18 @@ mod common;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use common::{be32, counted, machine, Pit, Rtc, Uart};
+use common::{be32, counted, machine, Devices, Pit, Rtc, Uart, ALL_FRAMING};
 use vmstate_runtime::decode::{find_vmdesc, stream_to_json, value_to_json};
 use vmstate_runtime::stream::{self, analyze_locator};
 use vmstate_runtime::{decode_stream, decode_stream_with, ErrorKind, Registry, SectionKind, Value};
 
 use vmstate_runtime::stream::StreamWriter;
 
-/// Framing for hand-built streams (the methods used here do not depend on it).
-const ALL_FRAMING: vmstate_runtime::machine::Framing = vmstate_runtime::machine::Framing {
-    configuration: true,
-    footers: true,
-    vmdesc: true,
-};
-
 fn registry() -> Registry {
-    let mut reg = Registry::new();
     let mut u = Uart::sample();
     u.tsr_retry = 5;
     u.lsr = 0x21;
-    reg.register(Arc::new(Mutex::new(u))).unwrap();
-    reg.register(Arc::new(Mutex::new(Pit::sample()))).unwrap();
-    reg.register(Arc::new(Mutex::new(Rtc::sample()))).unwrap();
-    reg
+    Devices::new(u, Pit::sample(), Rtc::sample()).reg
 }
 
 fn int(size: u8, signed: bool, value: u64) -> Value {

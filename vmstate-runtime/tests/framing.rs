@@ -5,19 +5,12 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{be32, counted, machine, Pit, Rtc, Uart};
+use common::{be32, counted, machine, Devices, Pit, Rtc, Uart, ALL_FRAMING};
 use vmstate_runtime::registry::SectionKey;
 use vmstate_runtime::stream::{self, analyze_locator};
 use vmstate_runtime::{ErrorKind, RegisterOptions, Registry};
 
 use vmstate_runtime::stream::StreamWriter;
-
-/// Framing for hand-built streams (the methods used here do not depend on it).
-const ALL_FRAMING: vmstate_runtime::machine::Framing = vmstate_runtime::machine::Framing {
-    configuration: true,
-    footers: true,
-    vmdesc: true,
-};
 
 const UART_JSON_V3: &str = r#"{"page_size": 4096, "devices": [{"name": "serial", "instance_id": 0, "vmsd_name": "serial", "version": 3, "fields": [{"name": "divider", "type": "uint16", "size": 2}, {"name": "rbr", "type": "uint8", "size": 1}, {"name": "ier", "type": "uint8", "size": 1}, {"name": "lsr", "type": "uint8", "size": 1}, {"name": "fcr_vmstate", "type": "uint8", "size": 1}]}]}"#;
 const UART_JSON_V2: &str = r#"{"page_size": 4096, "devices": [{"name": "serial", "instance_id": 0, "vmsd_name": "serial", "version": 2, "fields": [{"name": "divider", "type": "uint16", "size": 2}, {"name": "rbr", "type": "uint8", "size": 1}, {"name": "ier", "type": "uint8", "size": 1}, {"name": "lsr", "type": "uint8", "size": 1}]}]}"#;
@@ -64,37 +57,34 @@ fn exact_bytes_pc_i440fx_7_2() {
     assert_eq!(analyze_locator(&out), Some(out.len() - UART_JSON_V3.len()));
 }
 
+/// Machines older than 2.4: no configuration section, no footers, the UART pinned to version 2
+/// (so `fcr_vmstate`, since 3, is absent); the vmdesc only from 2.3 on.
 #[test]
-fn exact_bytes_pc_i440fx_2_3_no_config_no_footers() {
-    let (reg, _) = uart_registry(Uart::sample());
-    let mut out = Vec::new();
-    reg.save(&machine("pc-i440fx-2.3"), &mut out).unwrap();
-    let mut expected = Vec::new();
-    expected.extend_from_slice(b"QEVM\x00\x00\x00\x03");
-    expected.extend_from_slice(&[0x04, 0, 0, 0, 0]);
-    expected.extend_from_slice(&counted("serial"));
-    // Pinned: version 2 below machine 2.4, so `fcr_vmstate` (since 3) is absent.
-    expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 2]);
-    expected.extend_from_slice(&[0x00, 0x0c, 0x00, 0x0f, 0x60]);
-    expected.push(0x00);
-    expected.extend_from_slice(&vmdesc_bytes(UART_JSON_V2));
-    assert_eq!(out, expected);
-}
-
-#[test]
-fn exact_bytes_pc_i440fx_2_2_no_vmdesc() {
-    let (reg, _) = uart_registry(Uart::sample());
-    let mut out = Vec::new();
-    let report = reg.save(&machine("pc-i440fx-2.2"), &mut out).unwrap();
-    let mut expected = Vec::new();
-    expected.extend_from_slice(b"QEVM\x00\x00\x00\x03");
-    expected.extend_from_slice(&[0x04, 0, 0, 0, 0]);
-    expected.extend_from_slice(&counted("serial"));
-    expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 2]);
-    expected.extend_from_slice(&[0x00, 0x0c, 0x00, 0x0f, 0x60]);
-    expected.push(0x00);
-    assert_eq!(out, expected);
-    assert_eq!(report.vmdesc_len, None);
+fn exact_bytes_pc_i440fx_2_3_and_2_2_no_config_no_footers() {
+    for (name, vmdesc) in [
+        ("pc-i440fx-2.3", Some(UART_JSON_V2)),
+        ("pc-i440fx-2.2", None),
+    ] {
+        let (reg, _) = uart_registry(Uart::sample());
+        let mut out = Vec::new();
+        let report = reg.save(&machine(name), &mut out).unwrap();
+        let mut expected = Vec::new();
+        expected.extend_from_slice(b"QEVM\x00\x00\x00\x03");
+        expected.extend_from_slice(&[0x04, 0, 0, 0, 0]);
+        expected.extend_from_slice(&counted("serial"));
+        expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 2]);
+        expected.extend_from_slice(&[0x00, 0x0c, 0x00, 0x0f, 0x60]);
+        expected.push(0x00);
+        if let Some(json) = vmdesc {
+            expected.extend_from_slice(&vmdesc_bytes(json));
+        }
+        assert_eq!(out, expected, "{name}");
+        assert_eq!(
+            report.vmdesc_len,
+            vmdesc.map(|json| u32::try_from(json.len()).unwrap()),
+            "{name}"
+        );
+    }
 }
 
 #[test]
@@ -123,37 +113,12 @@ fn subsection_in_stream_and_vmdesc() {
     assert_eq!(*dev2.lock().unwrap(), want);
 }
 
-struct Machine {
-    reg: Registry,
-    uart: Arc<Mutex<Uart>>,
-    pit: Arc<Mutex<Pit>>,
-    rtc: Arc<Mutex<Rtc>>,
+fn sample_machine() -> Devices {
+    Devices::with_aliases(Uart::sample(), Pit::sample(), Rtc::sample())
 }
 
-fn machine_devices(uart: Uart, pit: Pit, rtc: Rtc) -> Machine {
-    let uart = Arc::new(Mutex::new(uart));
-    let pit = Arc::new(Mutex::new(pit));
-    let rtc = Arc::new(Mutex::new(rtc));
-    let mut reg = Registry::new();
-    reg.register_with(uart.clone(), RegisterOptions::new().alias_id(0x3f8))
-        .unwrap();
-    reg.register_with(pit.clone(), RegisterOptions::new().alias_id(0x40))
-        .unwrap();
-    reg.register(rtc.clone()).unwrap();
-    Machine {
-        reg,
-        uart,
-        pit,
-        rtc,
-    }
-}
-
-fn sample_machine() -> Machine {
-    machine_devices(Uart::sample(), Pit::sample(), Rtc::sample())
-}
-
-fn empty_machine() -> Machine {
-    machine_devices(Uart::default(), Pit::default(), Rtc::default())
+fn empty_machine() -> Devices {
+    Devices::with_aliases(Uart::default(), Pit::default(), Rtc::default())
 }
 
 #[test]
@@ -212,7 +177,7 @@ fn all_or_nothing() {
     // Source: the UART (second section) fails its post_load validation on the destination.
     let mut bad_uart = Uart::sample();
     bad_uart.tsr_retry = 1; // with LSR.TEMT (0x40) set in sample(): rejected on load
-    let src = machine_devices(bad_uart, Pit::sample(), Rtc::sample());
+    let src = Devices::with_aliases(bad_uart, Pit::sample(), Rtc::sample());
     let m = machine("pc-i440fx-7.2");
     let (stream, save) = src.reg.save_to_vec(&m).unwrap();
     assert_eq!(save.sections[0].key.idstr, "mc146818rtc");
@@ -221,7 +186,7 @@ fn all_or_nothing() {
         cmos_index: 7,
         ..Rtc::default()
     };
-    let dst = machine_devices(Uart::default(), Pit::default(), before.clone());
+    let dst = Devices::with_aliases(Uart::default(), Pit::default(), before.clone());
     let err = dst.reg.load(&m, &stream).unwrap_err();
     assert!(
         matches!(err.kind(), ErrorKind::ValidationFailed { .. }),
@@ -305,7 +270,7 @@ fn failing_save_names_section_and_writes_nothing() {
 fn section_needed_false_and_missing_devices() {
     let mut rtc = Rtc::sample();
     rtc.cmos_index = 0xff;
-    let src = machine_devices(Uart::sample(), Pit::sample(), rtc);
+    let src = Devices::with_aliases(Uart::sample(), Pit::sample(), rtc);
     let m = machine("pc-i440fx-7.2");
     let (stream, save) = src.reg.save_to_vec(&m).unwrap();
     assert_eq!(
@@ -319,7 +284,7 @@ fn section_needed_false_and_missing_devices() {
         cmos_data: [9, 0, 0, 0, 0, 0, 0, 0],
         ..Rtc::default()
     };
-    let dst = machine_devices(Uart::default(), Pit::default(), before.clone());
+    let dst = Devices::with_aliases(Uart::default(), Pit::default(), before.clone());
     let report = dst.reg.load(&m, &stream).unwrap();
     assert_eq!(report.missing.len(), 1);
     assert_eq!(report.missing[0].idstr, "mc146818rtc");

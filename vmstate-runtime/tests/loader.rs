@@ -67,6 +67,14 @@ impl SectionHandler for Recorder {
     }
 }
 
+/// Runs the loader over `bytes` with `handler` taking every section; the run must fail.
+fn fallback_err(bytes: &[u8], handler: &mut dyn SectionHandler) -> Error {
+    StreamLoader::new(LoadOptions::detect())
+        .fallback(handler)
+        .run(&mut SliceReader::new(bytes))
+        .unwrap_err()
+}
+
 /// header · FULL a · START it(7) · command · PART 7 · FULL b · END 7 · EOF
 fn sample(framing: Framing) -> Vec<u8> {
     let mut s = StreamWriter::new(Vec::new(), framing);
@@ -172,10 +180,7 @@ fn sections_without_handler_and_bad_ids() {
     s.chunk_header(9, false).unwrap();
     let bytes = s.into_inner();
     let mut all = Recorder::default();
-    let err = StreamLoader::new(LoadOptions::detect())
-        .fallback(&mut all)
-        .run(&mut SliceReader::new(&bytes))
-        .unwrap_err();
+    let err = fallback_err(&bytes, &mut all);
     assert_eq!(err.kind(), &ErrorKind::UnknownSectionId { section_id: 9 });
 
     // A second START with the same section id.
@@ -188,10 +193,7 @@ fn sections_without_handler_and_bad_ids() {
     }
     let bytes = s.into_inner();
     let mut all = Recorder::default();
-    let err = StreamLoader::new(LoadOptions::detect())
-        .fallback(&mut all)
-        .run(&mut SliceReader::new(&bytes))
-        .unwrap_err();
+    let err = fallback_err(&bytes, &mut all);
     assert!(
         matches!(err.kind(), ErrorKind::DuplicateSection { .. }),
         "{err}"
@@ -209,10 +211,7 @@ fn commands_are_rejected_by_default() {
     }
     let bytes = sample(FOOTERS);
     let mut plain = Plain;
-    let err = StreamLoader::new(LoadOptions::detect())
-        .fallback(&mut plain)
-        .run(&mut SliceReader::new(&bytes))
-        .unwrap_err();
+    let err = fallback_err(&bytes, &mut plain);
     assert_eq!(err.kind(), &ErrorKind::UnsupportedCommand { cmd: 0x0b });
 }
 
@@ -223,10 +222,7 @@ fn finish_can_reject_the_stream() {
         fail_finish: true,
         ..Recorder::default()
     };
-    let err = StreamLoader::new(LoadOptions::detect())
-        .fallback(&mut all)
-        .run(&mut SliceReader::new(&bytes))
-        .unwrap_err();
+    let err = fallback_err(&bytes, &mut all);
     assert!(matches!(err.kind(), ErrorKind::ValidationFailed { .. }));
     assert_eq!(err.offset(), Some(bytes.len() as u64));
 }

@@ -11,7 +11,7 @@ use super::gate_expr::gate_value;
 pub use super::gate_expr::{parse_machine_version, Gate, Op};
 pub use super::items::Failed;
 use super::items::{
-    declaration, expected_one_of, key, nested_items, parse_items, skip_to_comma, unknown,
+    declaration, expected_one_of, key, nested_items, other_key, parse_items, skip_to_comma, unknown,
 };
 use super::symbol::*;
 
@@ -173,100 +173,77 @@ impl Container {
         let mut prop_errors = false;
         let mut failed = Failed::default();
 
-        for attr in &input.attrs {
-            if attr.path() != VMSTATE {
-                continue;
-            }
-            if let syn::Meta::Path(_) = attr.meta {
-                cx.error_spanned_by(attr, "expected `#[vmstate(...)]` with arguments");
-                continue;
-            }
-            parse_items(cx, attr, CONTAINER_KEYS, &mut failed, |meta| {
-                let p = &meta.path;
-                if p == NAME {
-                    // name = "serial"
-                    let s = lit_str(meta, "name")?;
-                    if s.value().is_empty() || s.value().len() > 255 {
-                        cx.error_spanned_by(&s, "name must be 1 to 255 bytes long");
-                    }
-                    name.set(&s, s.value());
-                } else if p == VERSION {
-                    // version = 3
-                    let (v, lit) = lit_u32(meta, "version")?;
-                    version.set(&lit, v);
-                } else if p == MINIMUM_VERSION || p.is_ident("min_version") {
-                    // minimum_version = 2
-                    let (v, lit) = lit_u32(meta, "minimum_version")?;
-                    min_version.set(&lit, v);
-                } else if p == NESTED {
-                    // nested
-                    nested.set(p, ());
-                } else if p == PRIORITY {
-                    // priority = 10 (or -5)
-                    let e: Expr = meta.value()?.parse()?;
-                    match eval_i32(&e) {
-                        Some(v) => priority.set(&e, v),
-                        None => cx.error_spanned_by(&e, "`priority` expects an integer literal"),
-                    }
-                } else if p == PRE_SAVE {
-                    pre_save.set(p, path_value(meta, "pre_save")?);
-                } else if p == POST_SAVE {
-                    post_save.set(p, path_value(meta, "post_save")?);
-                } else if p == PRE_LOAD {
-                    pre_load.set(p, path_value(meta, "pre_load")?);
-                } else if p == POST_LOAD {
-                    post_load.set(p, path_value(meta, "post_load")?);
-                } else if p == VALIDATE {
-                    // validate = Self::check (repeatable)
-                    validate.push(path_value(meta, "validate")?);
-                } else if p == WHEN {
-                    // when = <gate>: the whole section is sent only when it holds
-                    let g = gate_value(cx, meta)?;
-                    when.set(p, g);
-                } else if p == CRATE {
-                    // crate = "vmstate_runtime"
-                    let s = lit_str(meta, "crate")?;
-                    crate_path.set(&s, s.parse()?);
-                } else if p == PIN {
-                    // pin(below = "2.10", version = 2)
-                    pins.extend(declaration(cx, meta, parse_pin));
-                } else if p == PROP {
-                    // prop(name = "x-foo", default = true)
-                    let prop = declaration(cx, meta, parse_prop);
-                    prop_errors |= prop.as_ref().is_none_or(|p| p.name.value().is_empty());
-                    props.extend(prop);
-                } else if p == SUBSECTION {
-                    // subsection(name = "serial/tsr", version = 1, when = ..., ...)
-                    let sub = declaration(cx, meta, parse_subsection);
-                    subsection_errors |= sub.as_ref().is_none_or(|s| s.name.value().is_empty());
-                    subsections.extend(sub);
-                } else if p == SINCE
-                    || p == SKIP
-                    || p == DEFAULT
-                    || p == KEEP
-                    || p == RENAME
-                    || p == BUFFER
-                    || p == COUNT
-                    || p == MAX
-                    || p == EQUAL
-                    || p == RANGE
-                {
-                    let key = p.to_token_stream().to_string();
-                    cx.error_spanned_by(p, format!("`{key}` is not expected here; the `{key}` attribute belongs on a field"));
-                    skip_to_comma(meta.input);
-                } else {
-                    unknown(
-                        cx,
-                        meta,
-                        "container",
-                        CONTAINER_KEYS,
-                        &expected_one_of(CONTAINER_KEYS),
-                    );
-                    skip_to_comma(meta.input);
+        parse_items(cx, &input.attrs, CONTAINER_KEYS, &mut failed, |meta| {
+            let p = &meta.path;
+            if p == NAME {
+                // name = "serial"
+                let s = lit_str(meta, "name")?;
+                if s.value().is_empty() || s.value().len() > 255 {
+                    cx.error_spanned_by(&s, "name must be 1 to 255 bytes long");
                 }
-                Ok(())
-            });
-        }
+                name.set(&s, s.value());
+            } else if p == VERSION {
+                // version = 3
+                let (v, lit) = lit_u32(meta, "version")?;
+                version.set(&lit, v);
+            } else if p == MINIMUM_VERSION || p.is_ident("min_version") {
+                // minimum_version = 2
+                let (v, lit) = lit_u32(meta, "minimum_version")?;
+                min_version.set(&lit, v);
+            } else if p == NESTED {
+                // nested
+                nested.set(p, ());
+            } else if p == PRIORITY {
+                // priority = 10 (or -5)
+                let e: Expr = meta.value()?.parse()?;
+                match eval_i32(&e) {
+                    Some(v) => priority.set(&e, v),
+                    None => cx.error_spanned_by(&e, "`priority` expects an integer literal"),
+                }
+            } else if p == PRE_SAVE {
+                pre_save.set(p, path_value(meta, "pre_save")?);
+            } else if p == POST_SAVE {
+                post_save.set(p, path_value(meta, "post_save")?);
+            } else if p == PRE_LOAD {
+                pre_load.set(p, path_value(meta, "pre_load")?);
+            } else if p == POST_LOAD {
+                post_load.set(p, path_value(meta, "post_load")?);
+            } else if p == VALIDATE {
+                // validate = Self::check (repeatable)
+                validate.push(path_value(meta, "validate")?);
+            } else if p == WHEN {
+                // when = <gate>: the whole section is sent only when it holds
+                let g = gate_value(cx, meta)?;
+                when.set(p, g);
+            } else if p == CRATE {
+                // crate = "vmstate_runtime"
+                let s = lit_str(meta, "crate")?;
+                crate_path.set(&s, s.parse()?);
+            } else if p == PIN {
+                // pin(below = "2.10", version = 2)
+                pins.extend(declaration(cx, meta, parse_pin));
+            } else if p == PROP {
+                // prop(name = "x-foo", default = true)
+                let prop = declaration(cx, meta, parse_prop);
+                prop_errors |= prop.as_ref().is_none_or(|p| p.name.value().is_empty());
+                props.extend(prop);
+            } else if p == SUBSECTION {
+                // subsection(name = "serial/tsr", version = 1, when = ..., ...)
+                let sub = declaration(cx, meta, parse_subsection);
+                subsection_errors |= sub.as_ref().is_none_or(|s| s.name.value().is_empty());
+                subsections.extend(sub);
+            } else {
+                other_key(
+                    cx,
+                    meta,
+                    "container",
+                    CONTAINER_KEYS,
+                    FIELD_KEYS,
+                    "on a field",
+                );
+            }
+            Ok(())
+        });
 
         Container {
             name: name.get(),
@@ -507,104 +484,92 @@ impl Field {
         let mut range = Attr::none(cx, RANGE);
         let mut subsection = Attr::none(cx, SUBSECTION);
 
-        for attr in &field.attrs {
-            if attr.path() != VMSTATE {
-                continue;
-            }
-            if let syn::Meta::Path(_) = attr.meta {
-                cx.error_spanned_by(attr, "expected `#[vmstate(...)]` with arguments");
-                continue;
-            }
-            parse_items(cx, attr, FIELD_KEYS, &mut failed, |meta| {
-                let p = &meta.path;
-                if p == SINCE {
-                    // since = 3: present only in streams of version >= 3
-                    let (v, lit) = lit_u32(meta, "since")?;
-                    since.set(&lit, (v, lit.clone()));
-                } else if p == WHEN {
-                    // when = <gate>
-                    let g = gate_value(cx, meta)?;
-                    when.set(p, g);
-                } else if p == DEFAULT {
-                    // default | default = expr
-                    if matches!(
-                        default.value.as_ref().map(|d| &d.value),
-                        Some(Default::Keep)
-                    ) {
-                        cx.error_spanned_by(p, "`default` cannot be combined with `keep`: choose one value for streams without the field");
-                        skip_to_comma(meta.input);
-                    } else if meta.input.peek(Token![=]) {
-                        let e: Expr = meta.value()?.parse()?;
-                        default.set(&e, Default::Expr(Box::new(e.clone())));
-                    } else {
-                        default.set(p, Default::Trait);
-                    }
-                } else if p == KEEP {
-                    // keep: an absent field keeps the destination's current value
-                    if default.value.is_some() {
-                        cx.error_spanned_by(p, "`keep` cannot be combined with `default`: choose one value for streams without the field");
-                    } else {
-                        default.set(p, Default::Keep);
-                    }
-                } else if p == SKIP {
-                    skip.set(p, ());
-                } else if p == RENAME {
-                    let s = lit_str(meta, "rename")?;
-                    rename.set(&s, s.value());
-                } else if p == BUFFER {
-                    buffer.set(p, ());
-                } else if p == COUNT {
-                    // count = earlier_field
-                    let id: Ident = meta.value()?.parse().map_err(|e| {
-                        syn::Error::new(
-                            e.span(),
-                            "`count` expects the name of an earlier field, e.g. `count = num`",
-                        )
-                    })?;
-                    count.set(&id, id.clone());
-                } else if p == MAX {
-                    let (v, lit) = lit_u32(meta, "max")?;
-                    max.set(&lit, v);
-                } else if p == EQUAL {
-                    equal.set(p, ());
-                } else if p == RANGE {
-                    // range = 0..=15
+        parse_items(cx, &field.attrs, FIELD_KEYS, &mut failed, |meta| {
+            let p = &meta.path;
+            if p == SINCE {
+                // since = 3: present only in streams of version >= 3
+                let (v, lit) = lit_u32(meta, "since")?;
+                since.set(&lit, (v, lit.clone()));
+            } else if p == WHEN {
+                // when = <gate>
+                let g = gate_value(cx, meta)?;
+                when.set(p, g);
+            } else if p == DEFAULT {
+                // default | default = expr
+                if matches!(
+                    default.value.as_ref().map(|d| &d.value),
+                    Some(Default::Keep)
+                ) {
+                    cx.error_spanned_by(p, "`default` cannot be combined with `keep`: choose one value for streams without the field");
+                    skip_to_comma(meta.input);
+                } else if meta.input.peek(Token![=]) {
                     let e: Expr = meta.value()?.parse()?;
-                    match &e {
-                        Expr::Range(syn::ExprRange { start: Some(lo), end: Some(hi), limits, .. }) => {
-                            let closed = matches!(limits, syn::RangeLimits::Closed(_));
-                            range.set(&e, ((**lo).clone(), (**hi).clone(), closed));
-                        }
-                        _ => cx.error_spanned_by(&e, "`range` expects a bounded range, e.g. `range = 0..=15` or `range = 0..16`"),
-                    }
-                } else if p == SUBSECTION {
-                    // subsection = "serial/tsr"
-                    let s = lit_str(meta, "subsection")?;
-                    subsection.set(&s, s.clone());
-                } else if p == NAME
-                    || p == VERSION
-                    || p == MINIMUM_VERSION
-                    || p == NESTED
-                    || p == PRIORITY
-                    || p == PRE_SAVE
-                    || p == POST_SAVE
-                    || p == PRE_LOAD
-                    || p == POST_LOAD
-                    || p == VALIDATE
-                    || p == PIN
-                    || p == PROP
-                    || p == CRATE
-                {
-                    let key = p.to_token_stream().to_string();
-                    cx.error_spanned_by(p, format!("`{key}` is not expected here; the `{key}` attribute belongs on the struct"));
-                    skip_to_comma(meta.input);
+                    default.set(&e, Default::Expr(Box::new(e.clone())));
                 } else {
-                    unknown(cx, meta, "field", FIELD_KEYS, &expected_one_of(FIELD_KEYS));
-                    skip_to_comma(meta.input);
+                    default.set(p, Default::Trait);
                 }
-                Ok(())
-            });
-        }
+            } else if p == KEEP {
+                // keep: an absent field keeps the destination's current value
+                if default.value.is_some() {
+                    cx.error_spanned_by(p, "`keep` cannot be combined with `default`: choose one value for streams without the field");
+                } else {
+                    default.set(p, Default::Keep);
+                }
+            } else if p == SKIP {
+                skip.set(p, ());
+            } else if p == RENAME {
+                let s = lit_str(meta, "rename")?;
+                rename.set(&s, s.value());
+            } else if p == BUFFER {
+                buffer.set(p, ());
+            } else if p == COUNT {
+                // count = earlier_field
+                let id: Ident = meta.value()?.parse().map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "`count` expects the name of an earlier field, e.g. `count = num`",
+                    )
+                })?;
+                count.set(&id, id.clone());
+            } else if p == MAX {
+                let (v, lit) = lit_u32(meta, "max")?;
+                max.set(&lit, v);
+            } else if p == EQUAL {
+                equal.set(p, ());
+            } else if p == RANGE {
+                // range = 0..=15
+                let e: Expr = meta.value()?.parse()?;
+                match &e {
+                    Expr::Range(syn::ExprRange {
+                        start: Some(lo),
+                        end: Some(hi),
+                        limits,
+                        ..
+                    }) => {
+                        let closed = matches!(limits, syn::RangeLimits::Closed(_));
+                        range.set(&e, ((**lo).clone(), (**hi).clone(), closed));
+                    }
+                    _ => cx.error_spanned_by(
+                        &e,
+                        "`range` expects a bounded range, e.g. `range = 0..=15` or `range = 0..16`",
+                    ),
+                }
+            } else if p == SUBSECTION {
+                // subsection = "serial/tsr"
+                let s = lit_str(meta, "subsection")?;
+                subsection.set(&s, s.clone());
+            } else {
+                other_key(
+                    cx,
+                    meta,
+                    "field",
+                    FIELD_KEYS,
+                    CONTAINER_KEYS,
+                    "on the struct",
+                );
+            }
+            Ok(())
+        });
         Field {
             since: since.get(),
             when: when.get(),

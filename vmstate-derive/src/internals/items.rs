@@ -7,7 +7,7 @@ use syn::meta::ParseNestedMeta;
 use syn::parse::{ParseStream, Parser};
 
 use super::ctxt::Ctxt;
-use super::symbol::{words, Symbol, CONTAINER_KEYS, FIELD_KEYS, MINIMUM_VERSION};
+use super::symbol::{words, Symbol, CONTAINER_KEYS, FIELD_KEYS, MINIMUM_VERSION, VMSTATE};
 
 /// Reports an unknown key: "did you mean" the closest key valid in this position, or else
 /// `otherwise` (the list of valid keys).
@@ -24,6 +24,30 @@ pub fn unknown(cx: &Ctxt, meta: &ParseNestedMeta, what: &str, valid: &[Symbol], 
         &meta.path,
         format!("unknown vmstate {what} attribute `{path}`{hint}"),
     );
+}
+
+/// The last branch of a key parser in the `what` position ("container" or "field"), whose keys
+/// are `valid`: a key of the other position (`elsewhere`, where it belongs `place`) is reported
+/// as misplaced, any other key as [`unknown`]; either way its value is skipped.
+pub fn other_key(
+    cx: &Ctxt,
+    meta: &ParseNestedMeta,
+    what: &str,
+    valid: &[Symbol],
+    elsewhere: &[Symbol],
+    place: &str,
+) {
+    let p = &meta.path;
+    if elsewhere.iter().any(|&k| p == k) && !valid.iter().any(|&k| p == k) {
+        let key = p.to_token_stream().to_string();
+        cx.error_spanned_by(
+            p,
+            format!("`{key}` is not expected here; the `{key}` attribute belongs {place}"),
+        );
+    } else {
+        unknown(cx, meta, what, valid, &expected_one_of(valid));
+    }
+    skip_to_comma(meta.input);
 }
 
 /// A near miss of a key that is valid only in the other position (`verison` on a field): the
@@ -102,28 +126,38 @@ impl Failed {
     }
 }
 
-/// Runs the parser of one attribute's items, recording in `failed` the slots of the items that
-/// reported errors.
+/// Runs the parser of the items of every `#[vmstate(...)]` attribute in `attrs`, recording in
+/// `failed` the slots of the items that reported errors. A bare `#[vmstate]` is an error; other
+/// attributes are not ours.
 pub fn parse_items<F>(
     cx: &Ctxt,
-    attr: &syn::Attribute,
+    attrs: &[syn::Attribute],
     valid: &[Symbol],
     failed: &mut Failed,
     mut f: F,
 ) where
     F: FnMut(&ParseNestedMeta) -> syn::Result<()>,
 {
-    let r = attr.parse_nested_meta(|meta| {
-        let cp = cx.checkpoint();
-        key(cx, &meta, &mut f)?;
-        if cx.errors_since(cp) {
-            failed.record(&meta.path, valid);
+    for attr in attrs {
+        if attr.path() != VMSTATE {
+            continue;
         }
-        Ok(())
-    });
-    if let Err(e) = r {
-        cx.syn_error(e);
-        failed.all();
+        if let syn::Meta::Path(_) = attr.meta {
+            cx.error_spanned_by(attr, "expected `#[vmstate(...)]` with arguments");
+            continue;
+        }
+        let r = attr.parse_nested_meta(|meta| {
+            let cp = cx.checkpoint();
+            key(cx, &meta, &mut f)?;
+            if cx.errors_since(cp) {
+                failed.record(&meta.path, valid);
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            cx.syn_error(e);
+            failed.all();
+        }
     }
 }
 

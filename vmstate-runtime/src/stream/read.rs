@@ -15,20 +15,37 @@ use crate::reader::Reader;
 /// end of input.
 pub fn read_stream_header<R: Reader + ?Sized>(r: &mut R) -> Result<()> {
     let pos = r.position();
-    let magic = r.read_be32()?;
-    if magic != MAGIC {
-        return Err(Error::new(ErrorKind::BadMagic { found: magic }, pos));
-    }
+    expect(r.read_be32()?, MAGIC, pos, |found| ErrorKind::BadMagic {
+        found,
+    })?;
     let pos = r.position();
-    let version = r.read_be32()?;
-    if version != FILE_VERSION {
+    expect(r.read_be32()?, FILE_VERSION, pos, |found| {
+        ErrorKind::UnsupportedFileVersion { found }
+    })
+}
+
+/// `kind(found)` at `pos` when a value read from the stream is not the one it must be.
+fn expect<T: PartialEq>(found: T, expected: T, pos: u64, kind: fn(T) -> ErrorKind) -> Result<()> {
+    if found != expected {
+        return Err(Error::new(kind(found), pos));
+    }
+    Ok(())
+}
+
+/// `LengthTooLarge` at `pos` when a length or count read from the stream is above `limit`.
+fn check_len(len: u32, limit: u64, pos: u64) -> Result<()> {
+    if u64::from(len) > limit {
         return Err(Error::new(
-            ErrorKind::UnsupportedFileVersion { found: version },
+            ErrorKind::LengthTooLarge {
+                len: len.into(),
+                limit,
+            },
             pos,
         ));
     }
     Ok(())
 }
+
 /// Reads the body of a configuration section (after the `07` byte): name and subsections.
 ///
 /// The subsection loop follows QEMU's rules: it stops at the first byte that is not `05`, or
@@ -43,23 +60,16 @@ pub fn read_stream_header<R: Reader + ?Sized>(r: &mut R) -> Result<()> {
 pub fn read_configuration_body<R: Reader + ?Sized>(r: &mut R) -> Result<Configuration> {
     let pos = r.position();
     let len = r.read_be32()?;
-    if len > MAX_MACHINE_NAME {
-        return Err(Error::new(
-            ErrorKind::LengthTooLarge {
-                len: len.into(),
-                limit: MAX_MACHINE_NAME.into(),
-            },
-            pos,
-        ));
-    }
+    check_len(len, MAX_MACHINE_NAME.into(), pos)?;
     // len <= MAX_MACHINE_NAME.
     let name = r.take(usize::try_from(len).unwrap_or(0))?;
     let mut config = Configuration::new(&String::from_utf8_lossy(name));
     loop {
         let pos = r.position();
-        let Some(name) = peek_subsection_name(r, CONFIG_NAME)? else {
+        let Some(name) = crate::private::peek_subsection_name(r, CONFIG_NAME)? else {
             break;
         };
+        let name = String::from_utf8_lossy(name).into_owned();
         let dup = || Error::new(ErrorKind::DuplicateSubsection { name: name.clone() }, pos);
         match name.as_str() {
             CONFIG_PAGE_BITS | CONFIG_CAPABILITIES | CONFIG_UUID => {}
@@ -88,16 +98,8 @@ pub fn read_configuration_body<R: Reader + ?Sized>(r: &mut R) -> Result<Configur
                 }
                 let cpos = r.position();
                 let n = r.read_be32()?;
-                if n > MAX_CAPABILITIES {
-                    return Err(Error::new(
-                        ErrorKind::LengthTooLarge {
-                            len: n.into(),
-                            limit: MAX_CAPABILITIES.into(),
-                        },
-                        cpos,
-                    )
-                    .in_field(CONFIG_CAPABILITIES));
-                }
+                check_len(n, MAX_CAPABILITIES.into(), cpos)
+                    .map_err(|e| e.in_field(CONFIG_CAPABILITIES))?;
                 let mut caps = Vec::new();
                 for _ in 0..n {
                     caps.push(r.read_counted_str()?);
@@ -113,29 +115,6 @@ pub fn read_configuration_body<R: Reader + ?Sized>(r: &mut R) -> Result<Configur
         }
     }
     Ok(config)
-}
-
-/// Peeks at a subsection header of `parent` without consuming it: the name when the next bytes
-/// are `05 · len · name` with `len > parent.len()` and `name` starting with `parent`.
-fn peek_subsection_name<R: Reader + ?Sized>(r: &mut R, parent: &str) -> Result<Option<String>> {
-    let Some(h) = r.peek(2)? else {
-        return Ok(None);
-    };
-    if h[0] != SUBSECTION {
-        return Ok(None);
-    }
-    let len = usize::from(h[1]);
-    if len < parent.len() + 1 {
-        return Ok(None);
-    }
-    let Some(h) = r.peek(2 + len)? else {
-        return Ok(None);
-    };
-    let name = &h[2..];
-    if !name.starts_with(parent.as_bytes()) {
-        return Ok(None);
-    }
-    Ok(Some(String::from_utf8_lossy(name).into_owned()))
 }
 
 /// Reads the next item of the section loop: a section header, EOF, a command header or the
@@ -282,24 +261,12 @@ pub fn skip_vmdesc_trailer<R: Reader + ?Sized>(r: &mut R) -> Result<Option<Vmdes
 /// points past the end; I/O errors.
 pub fn read_vmdesc_trailer<R: Reader + ?Sized>(r: &mut R) -> Result<VmdescTrailer> {
     let start = r.position();
-    let ty = r.read_u8()?;
-    if ty != VMDESC {
-        return Err(Error::new(
-            ErrorKind::UnexpectedSectionType { found: ty },
-            start,
-        ));
-    }
+    expect(r.read_u8()?, VMDESC, start, |found| {
+        ErrorKind::UnexpectedSectionType { found }
+    })?;
     let lpos = r.position();
     let len = r.read_be32()?;
-    if u64::from(len) > limits::MAX_VMDESC {
-        return Err(Error::new(
-            ErrorKind::LengthTooLarge {
-                len: len.into(),
-                limit: limits::MAX_VMDESC,
-            },
-            lpos,
-        ));
-    }
+    check_len(len, limits::MAX_VMDESC, lpos)?;
     let json_start = r.position();
     r.skip(len.into())
         .map_err(|e| Error::new(e.kind().clone(), start))?;

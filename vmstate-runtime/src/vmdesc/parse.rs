@@ -116,6 +116,36 @@ fn message(e: &serde_json::Error) -> String {
     }
 }
 
+/// `DeserializeSeed` for the seeds that are their own `Visitor`: each hands itself to the
+/// deserializer with its hint (`deserialize_map` for an object, and so on). `StructSeed` checks
+/// the nesting depth first and has its own impl.
+macro_rules! seed_is_visitor {
+    ($($seed:ty => $hint:ident),* $(,)?) => {$(
+        impl<'de> DeserializeSeed<'de> for $seed {
+            type Value = <Self as Visitor<'de>>::Value;
+            fn deserialize<D: Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> std::result::Result<Self::Value, D::Error> {
+                d.$hint(self)
+            }
+        }
+    )*};
+}
+
+seed_is_visitor!(
+    KeySeed => deserialize_str,
+    PrimSeed<'_> => deserialize_any,
+    ValueSeed<'_> => deserialize_any,
+    StringSeed<'_> => deserialize_str,
+    FieldsSeed<'_, '_> => deserialize_seq,
+    FieldSeed<'_, '_> => deserialize_map,
+    SubsectionsSeed<'_> => deserialize_seq,
+    ProbeSeed => deserialize_map,
+    DevicesSeed<'_> => deserialize_seq,
+    TopSeed<'_> => deserialize_map,
+);
+
 /// The member keys the parser looks at; everything else is skipped.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Key {
@@ -137,13 +167,6 @@ enum Key {
 }
 
 struct KeySeed;
-
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Key;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Key, D::Error> {
-        d.deserialize_str(self)
-    }
-}
 
 impl Visitor<'_> for KeySeed {
     type Value = Key;
@@ -210,13 +233,6 @@ fn str_of(p: Option<&Prim>) -> Option<&str> {
 #[derive(Clone, Copy)]
 struct PrimSeed<'b>(&'b Budget);
 
-impl<'de> DeserializeSeed<'de> for PrimSeed<'_> {
-    type Value = Prim;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Prim, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
 impl<'de> Visitor<'de> for PrimSeed<'_> {
     type Value = Prim;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -257,22 +273,8 @@ impl<'de> Visitor<'de> for PrimSeed<'_> {
 #[derive(Clone, Copy)]
 struct ValueSeed<'b>(&'b Budget);
 
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
-    type Value = Value;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
 /// An object member name, charged.
 struct StringSeed<'b>(&'b Budget);
-
-impl<'de> DeserializeSeed<'de> for StringSeed<'_> {
-    type Value = String;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<String, D::Error> {
-        d.deserialize_str(self)
-    }
-}
 
 impl Visitor<'_> for StringSeed<'_> {
     type Value = String;
@@ -424,13 +426,6 @@ struct FieldsSeed<'b, 'p> {
     parent: &'p str,
 }
 
-impl<'de> DeserializeSeed<'de> for FieldsSeed<'_, '_> {
-    type Value = Vec<DescField>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
 impl<'de> Visitor<'de> for FieldsSeed<'_, '_> {
     type Value = Vec<DescField>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -451,13 +446,6 @@ impl<'de> Visitor<'de> for FieldsSeed<'_, '_> {
 /// One field entry.
 #[derive(Clone, Copy)]
 struct FieldSeed<'b, 'p>(FieldsSeed<'b, 'p>);
-
-impl<'de> DeserializeSeed<'de> for FieldSeed<'_, '_> {
-    type Value = DescField;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<DescField, D::Error> {
-        d.deserialize_map(self)
-    }
-}
 
 impl<'de> Visitor<'de> for FieldSeed<'_, '_> {
     type Value = DescField;
@@ -526,13 +514,6 @@ struct SubsectionsSeed<'b> {
     depth: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for SubsectionsSeed<'_> {
-    type Value = Vec<DescStruct>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
 impl<'de> Visitor<'de> for SubsectionsSeed<'_> {
     type Value = Vec<DescStruct>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -557,13 +538,6 @@ impl<'de> Visitor<'de> for SubsectionsSeed<'_> {
 
 /// Whether a device object has a `vmsd_name` member (values are skipped, not parsed).
 struct ProbeSeed;
-
-impl<'de> DeserializeSeed<'de> for ProbeSeed {
-    type Value = bool;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<bool, D::Error> {
-        d.deserialize_map(self)
-    }
-}
 
 impl<'de> Visitor<'de> for ProbeSeed {
     type Value = bool;
@@ -630,13 +604,6 @@ fn parse_device(text: &str, budget: &Budget) -> serde_json::Result<DescDevice> {
 #[derive(Clone, Copy)]
 struct DevicesSeed<'b>(&'b Budget);
 
-impl<'de> DeserializeSeed<'de> for DevicesSeed<'_> {
-    type Value = Vec<DescDevice>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
 impl<'de> Visitor<'de> for DevicesSeed<'_> {
     type Value = Vec<DescDevice>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -665,13 +632,6 @@ impl<'de> Visitor<'de> for DevicesSeed<'_> {
 
 #[derive(Clone, Copy)]
 struct TopSeed<'b>(&'b Budget);
-
-impl<'de> DeserializeSeed<'de> for TopSeed<'_> {
-    type Value = Vmdesc;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Vmdesc, D::Error> {
-        d.deserialize_map(self)
-    }
-}
 
 impl<'de> Visitor<'de> for TopSeed<'_> {
     type Value = Vmdesc;

@@ -1,21 +1,32 @@
 //! Hand-written `VmState` devices for the registry, framing and decode tests (the derive is
 //! developed separately; these follow the same protocol as its generated code: the caller opens
 //! the top-level vmdesc struct, `save_state` reports fields and subsections, nested structs open
-//! their own struct in `save_field`).
+//! their own struct in `save_field`). Each device lists its fields once, as a [`Device`] whose
+//! `fields` serve both the save and the load [`Pass`]; the UART, with hooks and a subsection,
+//! writes its `VmState` impl out in full.
 
 #![allow(dead_code)]
 
 use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
 use vmstate_runtime::__private::{
     check_version, duplicate_subsection, load_buffer, next_subsection, save_buffer,
     write_subsection_header, Field, FieldSchema, Kind, Location, Pin, StructSchema,
     SubsectionSchema,
 };
 
+use vmstate_runtime::machine::Framing;
 use vmstate_runtime::schema::{MachineVersion, SchemaRef};
 use vmstate_runtime::{
-    Error, ErrorKind, GateCtx, LoadCx, MachineCatalog, MachineType, Reader, Result, SaveCx, Timer,
-    Unused, VmState, Writer,
+    Error, ErrorKind, GateCtx, LoadCx, MachineCatalog, MachineType, Reader, RegisterOptions,
+    Registry, Result, SaveCx, Timer, Unused, VmState, Writer,
+};
+
+/// Framing for hand-built streams (the `StreamWriter` methods the tests use do not depend on it).
+pub const ALL_FRAMING: Framing = Framing {
+    configuration: true,
+    footers: true,
+    vmdesc: true,
 };
 
 const LOC: Location = Location {
@@ -72,39 +83,139 @@ const fn schema(
     }
 }
 
-/// Saves one field if present at `version`, reporting it to the vmdesc builder.
-pub fn save_f<W: Writer + ?Sized, F: Field>(
-    v: &mut F,
-    w: &mut W,
-    cx: &mut SaveCx<'_>,
-    fs: &'static FieldSchema,
-    n: u64,
-    version: u32,
-) -> Result<()> {
-    if fs.since > version {
-        return Ok(());
-    }
-    let start = w.position();
-    v.save_field(w, cx)
-        .map_err(|e| e.in_field(fs.name.clone()))?;
-    if let Some(d) = cx.desc() {
-        d.field(fs, n, start, w.position());
-    }
-    Ok(())
+/// A save or a load of a device's fields in wire order: with a writer and a [`SaveCx`] it writes
+/// them and reports them to the vmdesc builder, with a reader and a [`LoadCx`] it reads them.
+/// Each device lists its fields once ([`Device::fields`]) for both.
+pub struct Pass<'a, Io: ?Sized, Cx> {
+    pub io: &'a mut Io,
+    pub cx: &'a mut Cx,
+    /// The version saved or loaded: fields added after it are skipped.
+    pub version: u32,
 }
 
-/// Loads one field if present at `version`.
-pub fn load_f<R: Reader + ?Sized, F: Field>(
-    v: &mut F,
-    r: &mut R,
-    cx: &mut LoadCx<'_>,
-    fs: &'static FieldSchema,
-    version: u32,
-) -> Result<()> {
-    if fs.since > version {
-        return Ok(());
+/// What a [`Pass`] does with one field.
+pub trait FieldPass {
+    /// The version of the pass.
+    fn version(&self) -> u32;
+
+    /// Saves or loads `v`, described by `fs` (`n`: its vmdesc element count).
+    fn codec<F: Field>(&mut self, v: &mut F, fs: &'static FieldSchema, n: u64) -> Result<()>;
+
+    /// Saves or loads a fixed byte buffer, described by `fs`.
+    fn bytes(&mut self, b: &mut [u8; 8], fs: &'static FieldSchema) -> Result<()>;
+
+    /// Saves or loads one field if present at the pass's version, naming it in errors.
+    fn field<F: Field>(&mut self, v: &mut F, fs: &'static FieldSchema, n: u64) -> Result<()> {
+        if fs.since > self.version() {
+            return Ok(());
+        }
+        self.codec(v, fs, n)
+            .map_err(|e| e.in_field(fs.name.clone()))
     }
-    v.load_field(r, cx).map_err(|e| e.in_field(fs.name.clone()))
+
+    /// Saves or loads a buffer field (`#[vmstate(buffer)]`, always present).
+    fn buffer(&mut self, b: &mut [u8; 8], fs: &'static FieldSchema) -> Result<()> {
+        self.bytes(b, fs).map_err(|e| e.in_field(fs.name.clone()))
+    }
+}
+
+impl<W: Writer + ?Sized> FieldPass for Pass<'_, W, SaveCx<'_>> {
+    fn version(&self) -> u32 {
+        self.version
+    }
+
+    fn codec<F: Field>(&mut self, v: &mut F, fs: &'static FieldSchema, n: u64) -> Result<()> {
+        let start = self.io.position();
+        v.save_field(self.io, self.cx)?;
+        self.describe(fs, n, start);
+        Ok(())
+    }
+
+    fn bytes(&mut self, b: &mut [u8; 8], fs: &'static FieldSchema) -> Result<()> {
+        let start = self.io.position();
+        save_buffer(b, self.io)?;
+        self.describe(fs, 1, start);
+        Ok(())
+    }
+}
+
+impl<W: Writer + ?Sized> Pass<'_, W, SaveCx<'_>> {
+    /// Reports the field just written (from `start` on) to the vmdesc builder.
+    fn describe(&mut self, fs: &'static FieldSchema, n: u64, start: u64) {
+        if let Some(d) = self.cx.desc() {
+            d.field(fs, n, start, self.io.position());
+        }
+    }
+}
+
+impl<R: Reader + ?Sized> FieldPass for Pass<'_, R, LoadCx<'_>> {
+    fn version(&self) -> u32 {
+        self.version
+    }
+
+    fn codec<F: Field>(&mut self, v: &mut F, _: &'static FieldSchema, _: u64) -> Result<()> {
+        v.load_field(self.io, self.cx)
+    }
+
+    fn bytes(&mut self, b: &mut [u8; 8], _: &'static FieldSchema) -> Result<()> {
+        load_buffer(b, self.io)
+    }
+}
+
+/// A hand-written device whose state is its fields, listed once for save and load; the
+/// [`vmstate_device!`] impl then does what the derive's generated code does for such a struct.
+pub trait Device {
+    /// The stream versions a load accepts, `(min, max)`; `None` for a nested struct, whose
+    /// version is fixed by its parent.
+    const VERSIONS: Option<(u32, u32)>;
+
+    /// Runs `p` over the fields in wire order.
+    fn fields(&mut self, p: &mut impl FieldPass) -> Result<()>;
+
+    /// Checks the loaded state; `pos` is the offset after it.
+    fn post_load(&mut self, _pos: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether the section is sent.
+    fn needed(&self) -> bool {
+        true
+    }
+}
+
+/// `impl VmState` for a [`Device`] (a local trait cannot get a blanket impl of `VmState`).
+macro_rules! vmstate_device {
+    ($ty:ty, $schema:expr) => {
+        impl VmState for $ty {
+            const SCHEMA: &'static StructSchema = &$schema;
+
+            fn save_state<W: Writer + ?Sized>(
+                &mut self,
+                w: &mut W,
+                version: u32,
+                cx: &mut SaveCx<'_>,
+            ) -> Result<()> {
+                self.fields(&mut Pass { io: w, cx, version })
+            }
+
+            fn load_state<R: Reader + ?Sized>(
+                &mut self,
+                r: &mut R,
+                version: u32,
+                cx: &mut LoadCx<'_>,
+            ) -> Result<()> {
+                if let Some((min, max)) = <$ty as Device>::VERSIONS {
+                    check_version(version, min, max, r.position())?;
+                }
+                self.fields(&mut Pass { io: r, cx, version })?;
+                self.post_load(r.position())
+            }
+
+            fn section_needed(&self, _gates: &GateCtx<'_>) -> bool {
+                self.needed()
+            }
+        }
+    };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -167,6 +278,21 @@ impl Uart {
             tsr_retry: 0,
         }
     }
+
+    fn fields(&mut self, p: &mut impl FieldPass) -> Result<()> {
+        let f = &UART_FIELDS;
+        p.field(&mut self.divider, &f[0], 1)?;
+        p.field(&mut self.rbr, &f[1], 1)?;
+        p.field(&mut self.ier, &f[2], 1)?;
+        p.field(&mut self.lsr, &f[3], 1)?;
+        p.field(&mut self.fcr_vmstate, &f[4], 1)
+    }
+
+    /// The fields of `serial/tsr` (version 1).
+    fn tsr_fields(&mut self, p: &mut impl FieldPass) -> Result<()> {
+        p.field(&mut self.tsr_retry, &UART_TSR_FIELDS[0], 1)
+            .map_err(|e| e.in_field("serial/tsr"))
+    }
 }
 
 impl VmState for Uart {
@@ -180,19 +306,17 @@ impl VmState for Uart {
     ) -> Result<()> {
         // pre_save
         self.fcr_vmstate = self.fcr;
-        let f = &UART_FIELDS;
-        save_f(&mut self.divider, w, cx, &f[0], 1, version)?;
-        save_f(&mut self.rbr, w, cx, &f[1], 1, version)?;
-        save_f(&mut self.ier, w, cx, &f[2], 1, version)?;
-        save_f(&mut self.lsr, w, cx, &f[3], 1, version)?;
-        save_f(&mut self.fcr_vmstate, w, cx, &f[4], 1, version)?;
+        self.fields(&mut Pass { io: w, cx, version })?;
         if self.tsr_retry != 0 {
             write_subsection_header(w, "serial/tsr", 1)?;
             if let Some(d) = cx.desc() {
                 d.subsection_begin("serial/tsr", 1, w.position());
             }
-            save_f(&mut self.tsr_retry, w, cx, &UART_TSR_FIELDS[0], 1, 1)
-                .map_err(|e| e.in_field("serial/tsr"))?;
+            self.tsr_fields(&mut Pass {
+                io: w,
+                cx,
+                version: 1,
+            })?;
             if let Some(d) = cx.desc() {
                 d.subsection_end(w.position());
             }
@@ -207,18 +331,10 @@ impl VmState for Uart {
         cx: &mut LoadCx<'_>,
     ) -> Result<()> {
         check_version(version, 2, 3, r.position())?;
-        // pre_load
+        // pre_load; `fcr_vmstate` keeps its default 0 in streams older than v3.
         self.tsr_retry = 0;
-        let f = &UART_FIELDS;
-        load_f(&mut self.divider, r, cx, &f[0], version)?;
-        load_f(&mut self.rbr, r, cx, &f[1], version)?;
-        load_f(&mut self.ier, r, cx, &f[2], version)?;
-        load_f(&mut self.lsr, r, cx, &f[3], version)?;
-        if f[4].since <= version {
-            load_f(&mut self.fcr_vmstate, r, cx, &f[4], version)?;
-        } else {
-            self.fcr_vmstate = 0;
-        }
+        self.fcr_vmstate = 0;
+        self.fields(&mut Pass { io: r, cx, version })?;
         let mut seen = false;
         loop {
             let pos = r.position();
@@ -230,8 +346,11 @@ impl VmState for Uart {
             }
             seen = true;
             check_version(v, 1, 1, pos).map_err(|e| e.in_field("serial/tsr"))?;
-            load_f(&mut self.tsr_retry, r, cx, &UART_TSR_FIELDS[0], 1)
-                .map_err(|e| e.in_field("serial/tsr"))?;
+            self.tsr_fields(&mut Pass {
+                io: r,
+                cx,
+                version: 1,
+            })?;
         }
         // post_load
         if self.tsr_retry > 0 && self.lsr & 0x40 != 0 {
@@ -267,44 +386,32 @@ pub struct Channel {
     pub next_transition_time: i64,
 }
 
-impl VmState for Channel {
-    const SCHEMA: &'static StructSchema = &CHANNEL_SCHEMA;
+impl Device for Channel {
+    const VERSIONS: Option<(u32, u32)> = None;
 
-    fn save_state<W: Writer + ?Sized>(
-        &mut self,
-        w: &mut W,
-        version: u32,
-        cx: &mut SaveCx<'_>,
-    ) -> Result<()> {
+    fn fields(&mut self, p: &mut impl FieldPass) -> Result<()> {
         let f = &CHANNEL_FIELDS;
-        save_f(&mut self.count, w, cx, &f[0], 1, version)?;
-        save_f(&mut self.mode, w, cx, &f[1], 1, version)?;
-        save_f(&mut self.next_transition_time, w, cx, &f[2], 1, version)
+        p.field(&mut self.count, &f[0], 1)?;
+        p.field(&mut self.mode, &f[1], 1)?;
+        p.field(&mut self.next_transition_time, &f[2], 1)
     }
 
-    fn load_state<R: Reader + ?Sized>(
-        &mut self,
-        r: &mut R,
-        version: u32,
-        cx: &mut LoadCx<'_>,
-    ) -> Result<()> {
-        let f = &CHANNEL_FIELDS;
-        load_f(&mut self.count, r, cx, &f[0], version)?;
-        load_f(&mut self.mode, r, cx, &f[1], version)?;
-        load_f(&mut self.next_transition_time, r, cx, &f[2], version)?;
+    fn post_load(&mut self, pos: u64) -> Result<()> {
         if self.mode > 5 {
             return Err(Error::new(
                 ErrorKind::InvalidValue {
                     expected: "a mode 0..=5".into(),
                     found: self.mode.into(),
                 },
-                r.position(),
+                pos,
             )
             .in_field("mode"));
         }
         Ok(())
     }
 }
+
+vmstate_device!(Channel, CHANNEL_SCHEMA);
 
 impl Field for Channel {
     const KIND: Kind = Kind::Struct {
@@ -366,34 +473,18 @@ impl Pit {
     }
 }
 
-impl VmState for Pit {
-    const SCHEMA: &'static StructSchema = &PIT_SCHEMA;
+impl Device for Pit {
+    const VERSIONS: Option<(u32, u32)> = Some((2, 3));
 
-    fn save_state<W: Writer + ?Sized>(
-        &mut self,
-        w: &mut W,
-        version: u32,
-        cx: &mut SaveCx<'_>,
-    ) -> Result<()> {
+    fn fields(&mut self, p: &mut impl FieldPass) -> Result<()> {
         let f = &PIT_FIELDS;
-        save_f(&mut self.irq_disabled, w, cx, &f[0], 1, version)?;
-        save_f(&mut self.channels, w, cx, &f[1], 2, version)?;
-        save_f(&mut self.next, w, cx, &f[2], 1, version)
-    }
-
-    fn load_state<R: Reader + ?Sized>(
-        &mut self,
-        r: &mut R,
-        version: u32,
-        cx: &mut LoadCx<'_>,
-    ) -> Result<()> {
-        check_version(version, 2, 3, r.position())?;
-        let f = &PIT_FIELDS;
-        load_f(&mut self.irq_disabled, r, cx, &f[0], version)?;
-        load_f(&mut self.channels, r, cx, &f[1], version)?;
-        load_f(&mut self.next, r, cx, &f[2], version)
+        p.field(&mut self.irq_disabled, &f[0], 1)?;
+        p.field(&mut self.channels, &f[1], 2)?;
+        p.field(&mut self.next, &f[2], 1)
     }
 }
+
+vmstate_device!(Pit, PIT_SCHEMA);
 
 // ---------------------------------------------------------------------------------------------
 // `mc146818rtc`-like: priority 1 (saved first), a buffer, unused bytes and a timer.
@@ -426,43 +517,91 @@ impl Rtc {
     }
 }
 
-impl VmState for Rtc {
-    const SCHEMA: &'static StructSchema = &RTC_SCHEMA;
+impl Device for Rtc {
+    const VERSIONS: Option<(u32, u32)> = Some((1, 3));
 
-    fn save_state<W: Writer + ?Sized>(
-        &mut self,
-        w: &mut W,
-        version: u32,
-        cx: &mut SaveCx<'_>,
-    ) -> Result<()> {
+    fn fields(&mut self, p: &mut impl FieldPass) -> Result<()> {
         let f = &RTC_FIELDS;
-        let start = w.position();
-        save_buffer(&self.cmos_data, w).map_err(|e| e.in_field("cmos_data"))?;
-        if let Some(d) = cx.desc() {
-            d.field(&f[0], 1, start, w.position());
-        }
-        save_f(&mut self.cmos_index, w, cx, &f[1], 1, version)?;
-        save_f(&mut self.unused, w, cx, &f[2], 1, version)?;
-        save_f(&mut self.periodic_timer, w, cx, &f[3], 1, version)
+        p.buffer(&mut self.cmos_data, &f[0])?;
+        p.field(&mut self.cmos_index, &f[1], 1)?;
+        p.field(&mut self.unused, &f[2], 1)?;
+        p.field(&mut self.periodic_timer, &f[3], 1)
     }
 
-    fn load_state<R: Reader + ?Sized>(
-        &mut self,
-        r: &mut R,
-        version: u32,
-        cx: &mut LoadCx<'_>,
-    ) -> Result<()> {
-        check_version(version, 1, 3, r.position())?;
-        let f = &RTC_FIELDS;
-        load_buffer(&mut self.cmos_data, r).map_err(|e| e.in_field("cmos_data"))?;
-        load_f(&mut self.cmos_index, r, cx, &f[1], version)?;
-        load_f(&mut self.unused, r, cx, &f[2], version)?;
-        load_f(&mut self.periodic_timer, r, cx, &f[3], version)
-    }
-
-    fn section_needed(&self, _gates: &GateCtx<'_>) -> bool {
+    fn needed(&self) -> bool {
         // A "device" that is left out while its index register is 0xff.
         self.cmos_index != 0xff
+    }
+}
+
+vmstate_device!(Rtc, RTC_SCHEMA);
+
+/// A UART, a PIT and an RTC in one registry, with a handle to each.
+pub struct Devices {
+    pub reg: Registry,
+    pub uart: Arc<Mutex<Uart>>,
+    pub pit: Arc<Mutex<Pit>>,
+    pub rtc: Arc<Mutex<Rtc>>,
+}
+
+impl Devices {
+    /// Registers the three devices under their plain instance ids.
+    pub fn new(uart: Uart, pit: Pit, rtc: Rtc) -> Self {
+        Self::register(
+            uart,
+            pit,
+            rtc,
+            RegisterOptions::new(),
+            RegisterOptions::new(),
+        )
+    }
+
+    /// Registers the three devices, the UART and the PIT with their legacy alias ids (0x3f8,
+    /// 0x40).
+    pub fn with_aliases(uart: Uart, pit: Pit, rtc: Rtc) -> Self {
+        Self::register(
+            uart,
+            pit,
+            rtc,
+            RegisterOptions::new().alias_id(0x3f8),
+            RegisterOptions::new().alias_id(0x40),
+        )
+    }
+
+    fn register(
+        uart: Uart,
+        pit: Pit,
+        rtc: Rtc,
+        uart_options: RegisterOptions,
+        pit_options: RegisterOptions,
+    ) -> Self {
+        let uart = Arc::new(Mutex::new(uart));
+        let pit = Arc::new(Mutex::new(pit));
+        let rtc = Arc::new(Mutex::new(rtc));
+        let mut reg = Registry::new();
+        reg.register_with(uart.clone(), uart_options).unwrap();
+        reg.register_with(pit.clone(), pit_options).unwrap();
+        reg.register(rtc.clone()).unwrap();
+        Devices {
+            reg,
+            uart,
+            pit,
+            rtc,
+        }
+    }
+
+    /// Puts every device back to its default state.
+    pub fn reset(&self) {
+        *self.uart.lock().unwrap() = Uart::default();
+        *self.pit.lock().unwrap() = Pit::default();
+        *self.rtc.lock().unwrap() = Rtc::default();
+    }
+
+    /// Asserts that every device is in its default state; `what` names the case.
+    pub fn assert_default(&self, what: &str) {
+        assert_eq!(*self.uart.lock().unwrap(), Uart::default(), "{what}");
+        assert_eq!(*self.pit.lock().unwrap(), Pit::default(), "{what}");
+        assert_eq!(*self.rtc.lock().unwrap(), Rtc::default(), "{what}");
     }
 }
 
