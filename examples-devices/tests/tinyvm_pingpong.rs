@@ -35,13 +35,50 @@ fn pingpong(args: &[&str]) -> String {
 
 #[test]
 fn pingpong_soft_5_hops() {
-    let out = pingpong(&["--count", "5", "--soft"]);
+    let out = pingpong(&["--count", "5", "--soft", "--verbose"]);
     assert!(out.contains("software guest"), "{out}");
     assert!(
-        out.contains("summary: mode soft hops 5/5 inconsistencies 0"),
+        out.contains("summary: mode soft hops 5/5 inconsistencies 0 downtime mean "),
         "{out}"
     );
-    assert_eq!(out.lines().filter(|l| l.starts_with("hop ")).count(), 5);
+    // The demo says what it checks and what its numbers mean before the first hop.
+    for check in [
+        "  memory  ",
+        "  devices  ",
+        "  serial  ",
+        "  progress  ",
+        "downtime = ",
+    ] {
+        assert!(out.contains(check), "the legend lacks {check:?}: {out}");
+    }
+    // Every hop names its checks and their outcome, and with --verbose its critical path.
+    let hops: Vec<&str> = out.lines().filter(|l| l.starts_with("hop ")).collect();
+    assert_eq!(hops.len(), 5, "{out}");
+    for hop in &hops {
+        assert!(
+            hop.contains("checks: memory ok, devices ok, serial ok (A + "),
+            "{hop}"
+        );
+        assert!(hop.contains(", progress ok (pass "), "{hop}");
+    }
+    let paths: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("  critical path (ms): source: stop "))
+        .collect();
+    assert_eq!(paths.len(), 5, "{out}");
+    for step in [
+        " last-pages ",
+        " devices ",
+        " loaded ",
+        " go ",
+        "destination: go-wait ",
+        " resume ",
+    ] {
+        assert!(paths[0].contains(step), "{step:?} missing: {}", paths[0]);
+    }
+    for stat in [" p50 ", " p99 ", " max "] {
+        assert!(out.contains(stat), "the summary lacks {stat:?}: {out}");
+    }
     assert!(out.contains("after the last hop:"), "{out}");
 }
 
@@ -88,7 +125,12 @@ fn pingpong_detects_a_corrupted_destination() {
     // It fails: the corrupted hop was noticed.
     let stdout = run_pingpong(&["--count", "3", "--soft", "--corrupt-hop", "2"], false);
     assert!(
-        stdout.contains("hop 2: INCONSISTENT: destination loaded"),
+        stdout.contains("hop 2: INCONSISTENT: memory: destination loaded"),
+        "{stdout}"
+    );
+    let hop2 = stdout.lines().find(|l| l.starts_with("hop 2/3: "));
+    assert!(
+        hop2.is_some_and(|l| l.contains("checks: memory FAILED, devices ok")),
         "{stdout}"
     );
     assert!(stdout.contains("inconsistencies 1"), "{stdout}");

@@ -15,7 +15,11 @@ use vmstate_runtime::decode::{decode_stream, DecodedStream, SectionKind};
 /// Runs `tinyvm save <mode>` and decodes the file: RAM START and END, at least the 256 guest
 /// pages, and a FULL section for each of `devices`.
 fn save(mode: &str, devices: &[&str]) -> (PathBuf, DecodedStream) {
-    let out = std::env::temp_dir().join(format!("tinyvm-save-{}-{mode}.mig", std::process::id()));
+    // One file per call: tests of the same mode run in parallel.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out =
+        std::env::temp_dir().join(format!("tinyvm-save-{}-{n}-{mode}.mig", std::process::id()));
     let o = Command::new(env!("CARGO_BIN_EXE_tinyvm"))
         .args(["save", mode, "--run-ms", "30", "--out"])
         .arg(&out)

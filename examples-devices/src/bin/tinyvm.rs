@@ -57,6 +57,10 @@ enum Cmd {
         /// for progress and fails.
         #[arg(long)]
         stall_hop: Option<u32>,
+        /// Print each hop's critical path step by step (source: stop, last pages, devices,
+        /// wait for LOADED, GO; destination: wait for GO, resume).
+        #[arg(long, short)]
+        verbose: bool,
         #[command(flatten)]
         mode: ModeArgs,
     },
@@ -99,12 +103,14 @@ fn main() -> ExitCode {
             run_ms,
             corrupt_hop,
             stall_hop,
+            verbose,
             ..
         } => driver::Pingpong {
             count,
             run_ms,
             corrupt_hop,
             stall_hop,
+            verbose,
             mode,
         }
         .command(&why),

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use vmstate_migration::VmParts as _;
 
 use vmstate_migration::transport::Transport;
-use vmstate_migration::{migrate, receive, ReceiveSettings, Report};
+use vmstate_migration::{migrate, receive, ReceiveSettings};
 
-use super::protocol::{output_word, Seen};
+use super::protocol::{devices_hash, output_word, phases_word, Seen};
 use super::soft::{SoftDest, SoftGuest};
 use super::{settings, Mode};
 
@@ -26,12 +26,32 @@ enum Held {
     Kvm(super::live::KvmSource),
 }
 
+/// A destination built by `PREPARE`, waiting for `RECV`.
+#[allow(clippy::large_enum_variant)]
+enum Prepared {
+    None,
+    Soft(SoftDest),
+    /// The destination, and where its start hook leaves what it saw of memory.
+    #[cfg(feature = "kvm")]
+    Kvm(super::live::KvmDest, SeenCell),
+}
+
+/// What the KVM destination's start hook saw of guest memory.
+#[cfg(feature = "kvm")]
+type SeenCell = std::sync::Arc<std::sync::Mutex<Option<Result<Seen, String>>>>;
+
+/// How long `RECV` waits for the guest it started to be running before it reports.
+const START_BOUND: Duration = Duration::from_secs(2);
+
 /// A process that can host a guest of one [`Mode`] (see the module docs).
 pub struct Child {
     mode: Mode,
     listener: TcpListener,
     held: Held,
-    /// Fault injection: the guest held here was received with `RECV stall` and does not run.
+    /// The stopped guest after a successful `SEND`, until `INSPECT`.
+    sent: Held,
+    prepared: Prepared,
+    /// Fault injection: the guest held here was received with `PREPARE stall` and does not run.
     frozen: bool,
 }
 
@@ -55,6 +75,8 @@ impl Child {
             mode,
             listener: TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?,
             held: Held::None,
+            sent: Held::None,
+            prepared: Prepared::None,
             frozen: false,
         })
     }
@@ -133,43 +155,37 @@ impl Child {
         }
     }
 
-    /// `RECV [corrupt] [stall]`: receives a guest on the listener and starts it; the answer has
-    /// what the destination loaded, checked before the guest started. Fault injection:
-    /// `corrupt` flips a byte of the received RAM before the check; `stall` (software guest
-    /// only) never starts the guest, until it is sent away.
+    /// `PREPARE [corrupt] [stall]`: builds the destination VM (memory registered and faulted
+    /// in, vCPU created, devices registered) before any source connects, so that none of it is
+    /// in a migration's downtime; the answer is `PREPARED <µs it took>`. Fault injection for
+    /// the following `RECV`: `corrupt` flips a byte of the received RAM before the check;
+    /// `stall` (software guest only) never starts the guest, until it is sent away.
     ///
     /// # Errors
     ///
-    /// A guest is held already, the migration or the check failed, or `stall` on KVM.
-    pub fn recv(&mut self, corrupt: bool, stall: bool) -> Result<String, String> {
+    /// A guest is held already, the VM cannot be built, or `stall` on KVM.
+    pub fn prepare(&mut self, corrupt: bool, stall: bool) -> Result<String, String> {
         self.ensure_empty()?;
-        match self.mode {
-            Mode::Soft => {
-                // The destination VM exists before the source connects (no setup in downtime).
-                let mut d = SoftDest::new(corrupt, stall)?;
-                let mut t = self.accept()?;
-                let r = receive(&mut d, &mut t, &ReceiveSettings::default())
-                    .map_err(|e| e.to_string())?;
-                let seen = d.seen.take().ok_or("not resumed")??;
-                self.held = Held::Soft(d.guest);
-                self.frozen = stall;
-                Ok(format!("RECEIVED {} {}", seen.words(), r.bytes))
-            }
+        // A guest sent from here and never inspected is gone for good: free it first.
+        self.sent = Held::None;
+        let t0 = Instant::now();
+        self.prepared = match self.mode {
+            Mode::Soft => Prepared::Soft(SoftDest::new(corrupt, stall)?),
             // A KVM guest runs from the moment its vCPU starts; it cannot be held back without
             // racing it, so stall injection is for the software guest.
-            Mode::Kvm if stall => Err("`stall` needs the software guest (--soft)".into()),
-            Mode::Kvm => self.recv_kvm(corrupt),
-        }
+            Mode::Kvm if stall => return Err("`stall` needs the software guest (--soft)".into()),
+            Mode::Kvm => self.prepare_kvm(corrupt)?,
+        };
+        self.frozen = stall;
+        Ok(format!("PREPARED {}", t0.elapsed().as_micros()))
     }
 
     #[cfg(feature = "kvm")]
-    fn recv_kvm(&mut self, corrupt_ram: bool) -> Result<String, String> {
+    fn prepare_kvm(&mut self, corrupt_ram: bool) -> Result<Prepared, String> {
         use std::sync::{Arc, Mutex, PoisonError};
 
-        use super::live::KvmDest;
-        // The destination VM exists before the source connects (no setup in downtime).
-        let mut d = KvmDest::new(super::machine()).map_err(|e| e.to_string())?;
-        let seen = Arc::new(Mutex::new(None));
+        let mut d = super::live::KvmDest::new(super::machine()).map_err(|e| e.to_string())?;
+        let seen: SeenCell = Arc::new(Mutex::new(None));
         let (s2, ram) = (Arc::clone(&seen), d.ram().clone());
         d.before_start = Some(Box::new(move |_vm| {
             if corrupt_ram {
@@ -177,25 +193,76 @@ impl Child {
             }
             *s2.lock().unwrap_or_else(PoisonError::into_inner) = Some(Seen::inspect(&ram));
         }));
-        let mut t = self.accept()?;
-        let r = receive(&mut d, &mut t, &ReceiveSettings::default()).map_err(|e| e.to_string())?;
-        let src = d
-            .started
-            .take()
-            .ok_or("not resumed")?
-            .map_err(|e| format!("restoring the guest after the ack: {e}"))?;
-        self.held = Held::Kvm(src);
-        let seen = seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .ok_or("no check before start")??;
-        Ok(format!("RECEIVED {} {}", seen.words(), r.bytes))
+        Ok(Prepared::Kvm(d, seen))
     }
 
     #[cfg(not(feature = "kvm"))]
-    fn recv_kvm(&mut self, _corrupt: bool) -> Result<String, String> {
+    fn prepare_kvm(&mut self, _corrupt: bool) -> Result<Prepared, String> {
         Err("built without the `kvm` feature".into())
+    }
+
+    /// `RECV`: receives a guest on the listener into the destination `PREPARE` built, and
+    /// starts it. The answer has what the destination loaded (memory and devices, checked
+    /// before the guest started), when the guest began to run and the destination's side of
+    /// the critical path.
+    ///
+    /// # Errors
+    ///
+    /// Nothing prepared, the migration or a check failed, or the guest did not start.
+    pub fn recv(&mut self) -> Result<String, String> {
+        self.ensure_empty()?;
+        let prepared = std::mem::replace(&mut self.prepared, Prepared::None);
+        let mut t = match prepared {
+            Prepared::None => return Err("RECV without PREPARE".into()),
+            _ => self.accept()?,
+        };
+        let settings = ReceiveSettings::default();
+        let (seen, devices, report, run_at, check) = match prepared {
+            Prepared::None => unreachable!("handled above"),
+            Prepared::Soft(mut d) => {
+                let r = receive(&mut d, &mut t, &settings).map_err(|e| e.to_string())?;
+                let seen = d.seen.take().ok_or("not resumed")??;
+                let devices = d.devices.take().ok_or("not resumed")??;
+                // A stalled destination never starts: its "run" is when it would have.
+                let run_at = if self.frozen {
+                    Some(super::monotonic_ns())
+                } else {
+                    d.guest.started_at(START_BOUND)
+                };
+                let check = d.check_time;
+                self.held = Held::Soft(d.guest);
+                (seen, devices, r, run_at, check)
+            }
+            #[cfg(feature = "kvm")]
+            Prepared::Kvm(mut d, seen) => {
+                use std::sync::PoisonError;
+                let r = receive(&mut d, &mut t, &settings).map_err(|e| e.to_string())?;
+                let src = d
+                    .started
+                    .take()
+                    .ok_or("not resumed")?
+                    .map_err(|e| format!("restoring the guest after the ack: {e}"))?;
+                let run_at = src.started_at(START_BOUND);
+                self.held = Held::Kvm(src);
+                let seen = seen
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+                    .ok_or("no check before start")??;
+                // The destination's device cells still hold what was loaded (the running guest
+                // has cells of its own), so this is off the critical path.
+                let devices = devices_hash(&d)?;
+                (seen, devices, r, run_at, d.check_time)
+            }
+        };
+        let run_at = run_at.ok_or("the guest did not start running within 2 s")?;
+        Ok(format!(
+            "RECEIVED {} {devices:016x} {} {run_at} {} {}",
+            seen.words(),
+            report.bytes,
+            check.as_micros(),
+            phases_word(&report.critical_path)
+        ))
     }
 
     /// `SEND <port>`: migrates the guest held here to the child listening on `port`.
@@ -219,37 +286,65 @@ impl Child {
         let t = &mut *t;
         let s = settings();
         self.frozen = false;
-        let (report, seen, out): (Report, Seen, Vec<u8>) =
-            match std::mem::replace(&mut self.held, Held::None) {
-                Held::None => return Err("no guest here".into()),
-                Held::Soft(mut g) => match migrate(&mut g, t, &s) {
-                    Ok(r) => (r, Seen::inspect(g.ram())?, g.take_output()),
-                    Err(e) => {
-                        self.held = Held::Soft(g);
-                        return Err(e.to_string());
-                    }
-                },
-                #[cfg(feature = "kvm")]
-                Held::Kvm(mut g) => match migrate(&mut g, t, &s) {
-                    Ok(r) => {
-                        let seen = Seen::inspect(g.ram())?;
-                        let out = kvm_output(&mut g)?;
-                        drop(g.into_vm());
-                        (r, seen, out)
-                    }
-                    Err(e) => {
-                        self.held = Held::Kvm(g);
-                        return Err(e.to_string());
-                    }
-                },
-            };
+        // On success the stopped guest stays here, unexamined, until `INSPECT`: examining it
+        // now would compete for the CPU with the destination starting its guest.
+        let (report, stop_at) = match std::mem::replace(&mut self.held, Held::None) {
+            Held::None => return Err("no guest here".into()),
+            Held::Soft(mut g) => match migrate(&mut g, t, &s) {
+                Ok(r) => {
+                    let stop_at = g.stopped_at;
+                    self.sent = Held::Soft(g);
+                    (r, stop_at)
+                }
+                Err(e) => {
+                    self.held = Held::Soft(g);
+                    return Err(e.to_string());
+                }
+            },
+            #[cfg(feature = "kvm")]
+            Held::Kvm(mut g) => match migrate(&mut g, t, &s) {
+                Ok(r) => {
+                    let stop_at = g.stopped_at;
+                    self.sent = Held::Kvm(g);
+                    (r, stop_at)
+                }
+                Err(e) => {
+                    self.held = Held::Kvm(g);
+                    return Err(e.to_string());
+                }
+            },
+        };
         Ok(format!(
-            "SENT {} {} {} {} {} {}",
-            seen.words(),
+            "SENT {} {} {} {} {stop_at} {}",
             report.bytes,
             report.passes.len(),
             report.downtime.as_micros(),
             report.total_time.as_micros(),
+            phases_word(&report.critical_path),
+        ))
+    }
+
+    /// `INSPECT`: what the guest sent away from here stopped with (memory, device sections as
+    /// sent, serial output), then the stopped guest is dropped.
+    ///
+    /// # Errors
+    ///
+    /// No guest was sent from here, or it cannot be examined.
+    pub fn inspect(&mut self) -> Result<String, String> {
+        let (seen, devices, out) = match std::mem::replace(&mut self.sent, Held::None) {
+            Held::None => return Err("no guest was sent from here".into()),
+            Held::Soft(g) => (Seen::inspect(g.ram())?, devices_hash(&g)?, g.take_output()),
+            #[cfg(feature = "kvm")]
+            Held::Kvm(mut g) => {
+                let (seen, devices) = (Seen::inspect(g.ram())?, devices_hash(&g)?);
+                let out = kvm_output(&mut g)?;
+                drop(g.into_vm());
+                (seen, devices, out)
+            }
+        };
+        Ok(format!(
+            "INSPECTED {} {devices:016x} {}",
+            seen.words(),
             output_word(&out)
         ))
     }
@@ -318,14 +413,16 @@ pub fn serve(mode: Mode) -> Result<(), String> {
         let mut words = line.split_whitespace();
         let answer = match (words.next(), words.next()) {
             (Some("START"), _) => me.start(),
-            (Some("RECV"), w) => {
+            (Some("PREPARE"), w) => {
                 let faults: Vec<&str> = w.into_iter().chain(words.clone()).collect();
-                me.recv(faults.contains(&"corrupt"), faults.contains(&"stall"))
+                me.prepare(faults.contains(&"corrupt"), faults.contains(&"stall"))
             }
+            (Some("RECV"), _) => me.recv(),
             (Some("SEND"), Some(p)) => p
                 .parse()
                 .map_err(|e| format!("port {p}: {e}"))
                 .and_then(|p| me.send(p)),
+            (Some("INSPECT"), _) => me.inspect(),
             (Some("STATUS"), _) => me.status(),
             (Some("QUIT"), _) => break,
             _ => Err(format!("unknown command {line:?}")),

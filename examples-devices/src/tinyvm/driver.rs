@@ -2,12 +2,21 @@
 //!
 //! [`Pingpong`] spawns two `tinyvm serve` children ([`child`](super::child)) on 127.0.0.1
 //! ephemeral ports, starts the guest in one and migrates it live (precopy over loopback TCP,
-//! `vmstate-migration`) N times, swapping roles every hop. After each hop it checks that the
-//! destination loaded exactly the memory the source stopped with (pattern state and hash), that
-//! the guest made progress since the previous hop (waiting up to [`PROGRESS_BOUND`] for it, so a
-//! guest starved of CPU is not a failure but a stalled one is), and that the serial output, concatenated over
-//! hops, is `A` then only `B`s, as many as the pattern's passes. A failed check is counted as an
-//! inconsistency and printed as `hop N: INCONSISTENT: …`.
+//! `vmstate-migration`) N times, swapping roles every hop. Each hop first has the destination
+//! build its VM (`PREPARE`), and only then lets the source start, so no setup is in the
+//! downtime. After each hop it runs the checks of [`LEGEND`]: **memory** (the destination loaded
+//! exactly the RAM the source stopped with: pattern state and hash), **devices** (the device
+//! sections the destination loaded, saved again, hash equal to those the source sent),
+//! **serial** (the output, concatenated over hops, is `A` then one `B` per completed pass) and
+//! **progress** (the guest completed a pass since the previous hop, waiting up to
+//! [`PROGRESS_BOUND`] for it, so a guest starved of CPU is not a failure but a stalled one is).
+//! A failed check is counted as an inconsistency and printed as `hop N: INCONSISTENT: …`.
+//!
+//! The downtime of a hop is measured across the two processes: the source's
+//! [`monotonic_ns`](super::monotonic_ns) when it began to stop the guest, to the destination's
+//! when its guest began to run, minus the destination's checks before the start (which a VMM
+//! would not do). The summary gives its mean, p50, p99 and max; `--verbose` adds every hop's
+//! critical path, step by step.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -17,8 +26,15 @@ use std::time::{Duration, Instant};
 use vmstate_migration::transport::FileTransport;
 
 use super::guest::{check_output, PatternState};
-use super::protocol::{number, output_bytes, Seen};
+use super::protocol::{number, output_bytes, parse_phases, Seen};
 use super::Mode;
+
+/// Word `i` of `w`.
+fn word(w: &[String], i: usize) -> Result<&str, String> {
+    w.get(i)
+        .map(String::as_str)
+        .ok_or_else(|| format!("field {i} missing in {w:?}"))
+}
 
 /// A `tinyvm serve` child process and its pipes.
 struct Proc {
@@ -118,14 +134,31 @@ pub const PROGRESS_BOUND: Duration = Duration::from_secs(2);
 /// What a ping-pong run measured and found.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Downtime of each completed hop.
+    /// Downtime of each completed hop: the source beginning to stop the guest → the
+    /// destination's guest running (both on this host's `CLOCK_MONOTONIC`), without the
+    /// destination's checks before the start.
     pub downtimes: Vec<Duration>,
+    /// The source's own downtime of each hop: stop → `GO` sent (QEMU's measure on the source).
+    pub source_downtimes: Vec<Duration>,
     /// Total migration time of each completed hop.
     pub totals: Vec<Duration>,
     /// Bytes sent over all hops.
     pub bytes: u64,
     /// Failed checks.
     pub inconsistencies: u32,
+}
+
+/// The `p`-th percentile (0..=100) of `v` by the nearest-rank method, in milliseconds.
+fn percentile_ms(v: &[Duration], p: usize) -> f64 {
+    let mut sorted = v.to_vec();
+    sorted.sort_unstable();
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    sorted
+        .get(rank - 1)
+        .copied()
+        .unwrap_or_default()
+        .as_secs_f64()
+        * 1e3
 }
 
 impl Stats {
@@ -140,16 +173,19 @@ impl Stats {
         let mean = |v: &[Duration]| {
             v.iter().sum::<Duration>().as_secs_f64() * 1e3 / (v.len().max(1) as f64)
         };
-        let max = |v: &[Duration]| v.iter().max().copied().unwrap_or_default().as_secs_f64() * 1e3;
+        let d = &self.downtimes;
         format!(
-            "summary: mode {} hops {}/{count} inconsistencies {} downtime mean {:.2} ms max {:.2} ms  hop time mean {:.1} ms max {:.1} ms  {} bytes  total {:.2} s",
+            "summary: mode {} hops {}/{count} inconsistencies {} downtime mean {:.2} ms p50 {:.2} ms p99 {:.2} ms max {:.2} ms (source side mean {:.2} ms)  hop time mean {:.1} ms max {:.1} ms  {} bytes  total {:.2} s",
             mode.name(),
-            self.downtimes.len(),
+            d.len(),
             self.inconsistencies,
-            mean(&self.downtimes),
-            max(&self.downtimes),
+            mean(d),
+            percentile_ms(d, 50),
+            percentile_ms(d, 99),
+            percentile_ms(d, 100),
+            mean(&self.source_downtimes),
             mean(&self.totals),
-            max(&self.totals),
+            percentile_ms(&self.totals, 100),
             self.bytes,
             elapsed.as_secs_f64()
         )
@@ -161,6 +197,21 @@ impl Stats {
         self.inconsistencies == 0 && self.downtimes.len() == count as usize
     }
 }
+
+/// What the pingpong checks and measures, printed before the first hop.
+pub const LEGEND: &str = "\
+after every hop (a failed check prints `hop N: INCONSISTENT: ...` and is counted):
+  memory    the destination's guest RAM, checked before its guest starts, has exactly the
+            source's RAM at the stop: the same pattern state (passes, pages) and RAM hash
+  devices   the destination's device sections (vCPU, UART) as loaded, saved again, hash
+            equal to the sections the source sent
+  serial    the serial output of all hops so far is 'A', then one 'B' per completed pass:
+            nothing lost, nothing printed twice
+  progress  the guest completed a pass where it arrived before it leaves again (waiting up to
+            2 s of wall time for CPU) and the source stopped it no earlier than that
+numbers: passes = precopy passes over RAM; total = migration start -> source done;
+  downtime = the source beginning to stop the guest -> the destination's guest running
+  (CLOCK_MONOTONIC of this host), without the destination's checks; `--verbose` splits it";
 
 /// A `tinyvm pingpong` run.
 #[derive(Debug, Clone, Copy)]
@@ -175,19 +226,51 @@ pub struct Pingpong {
     /// Fault injection (software guest): the destination of this hop never starts the guest
     /// (to see the progress check fail on the next hop).
     pub stall_hop: Option<u32>,
+    /// Print the critical path of every hop, step by step.
+    pub verbose: bool,
     /// The guest.
     pub mode: Mode,
 }
 
+/// Microseconds as milliseconds, for printing.
+fn ms(us: u64) -> f64 {
+    us as f64 / 1e3
+}
+
+/// The critical path of a hop as one line: the source's steps, the destination's, the checks
+/// left out of the downtime, and the preparation done before it.
+fn critical_path_line(
+    src: &[(String, u64)],
+    dst: &[(String, u64)],
+    check_us: u64,
+    prepare_us: u64,
+) -> String {
+    let steps = |v: &[(String, u64)]| -> String {
+        v.iter()
+            .map(|(n, us)| format!("{n} {:.3}", ms(*us)))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    format!(
+        "  critical path (ms): source: {}  | destination: {}  | checks before start {:.3} (not counted)  | prepared beforehand in {:.1}",
+        steps(src),
+        steps(dst),
+        ms(check_us),
+        ms(prepare_us)
+    )
+}
+
 impl Pingpong {
-    /// `tinyvm pingpong`: prints the header line (`why`: how the mode was chosen), the hops
-    /// and the summary; `Ok(true)` when every hop completed and every check passed.
+    /// `tinyvm pingpong`: prints the header line (`why`: how the mode was chosen), what the
+    /// checks and numbers are, the hops and the summary; `Ok(true)` when every hop completed and
+    /// every check passed.
     ///
     /// # Errors
     ///
     /// As [`Pingpong::run`].
     pub fn command(&self, why: &str) -> Result<bool, String> {
         println!("tinyvm pingpong: {} hops, {why}", self.count);
+        println!("{LEGEND}");
         let t0 = Instant::now();
         let st = self.run()?;
         println!("{}", st.summary(self.mode, self.count, t0.elapsed()));
@@ -206,6 +289,7 @@ impl Pingpong {
             run_ms,
             corrupt_hop,
             stall_hop,
+            verbose,
             mode,
         } = *self;
         let mut procs = [Proc::spawn("A", mode)?, Proc::spawn("B", mode)?];
@@ -222,11 +306,11 @@ impl Pingpong {
             std::thread::sleep(Duration::from_millis(run_ms));
             let (src, dst) = (holder, 1 - holder);
             // The guest must have run on this side since it arrived: wait for a completed pass.
-            let mut stalled = false;
+            let mut progress_ok = true;
             if let Some(prev) = last {
                 let (seen, waited, progressed) = procs[src].wait_for_progress(prev, &mut output)?;
                 if !progressed {
-                    stalled = true;
+                    progress_ok = false;
                     st.fail(
                         hop,
                         &format!(
@@ -236,15 +320,24 @@ impl Pingpong {
                     );
                 }
             }
-            let port = procs[dst].port;
-            let mut recv = String::from("RECV");
+            // The destination is ready (VM, memory, vCPU, devices) before the source may stop.
+            let mut prepare = String::from("PREPARE");
             if corrupt_hop == Some(hop) {
-                recv.push_str(" corrupt");
+                prepare.push_str(" corrupt");
             }
             if stall_hop == Some(hop) {
-                recv.push_str(" stall");
+                prepare.push_str(" stall");
             }
-            procs[dst].send(&recv)?;
+            let prepared = procs[dst].ask(&prepare, "PREPARED");
+            let prepare_us = match prepared {
+                Ok(w) => number(&w, 0)?,
+                Err(e) => {
+                    st.fail(hop, &format!("preparing the destination: {e}"));
+                    return Ok(st);
+                }
+            };
+            let port = procs[dst].port;
+            procs[dst].send("RECV")?;
             procs[src].send(&format!("SEND {port}"))?;
             let sent = procs[src].answer("SENT");
             let recv = procs[dst].answer("RECEIVED");
@@ -258,29 +351,49 @@ impl Pingpong {
                     return Ok(st);
                 }
             };
-            let s_seen = Seen::parse(&sent)?;
+            // SENT <bytes> <passes> <downtime µs> <total µs> <stop at> <steps>
+            // RECEIVED <seen:3> <devices> <bytes> <run at> <check µs> <steps>
+            // INSPECTED <seen:3> <devices> <output>
+            let stopped = procs[src].ask("INSPECT", "INSPECTED")?;
+            let s_seen = Seen::parse(&stopped)?;
             let r_seen = Seen::parse(&recv)?;
-            let (bytes, passes, down, total) = (
-                number(&sent, 3)?,
-                number(&sent, 4)?,
-                Duration::from_micros(number(&sent, 5)?),
-                Duration::from_micros(number(&sent, 6)?),
+            let (s_dev, r_dev) = (word(&stopped, 3)?, word(&recv, 3)?);
+            let (bytes, passes) = (number(&sent, 0)?, number(&sent, 1)?);
+            let source_down = Duration::from_micros(number(&sent, 2)?);
+            let total = Duration::from_micros(number(&sent, 3)?);
+            let (stop_at, run_at) = (number(&sent, 4)?, number(&recv, 5)?);
+            let check_us = number(&recv, 6)?;
+            let down = Duration::from_nanos(
+                run_at
+                    .saturating_sub(stop_at)
+                    .saturating_sub(check_us * 1000),
             );
-            output.extend_from_slice(&output_bytes(sent.get(7)));
-            if s_seen != r_seen {
+            output.extend_from_slice(&output_bytes(stopped.get(4)));
+            let memory_ok = s_seen == r_seen;
+            if !memory_ok {
                 st.fail(
                     hop,
-                    &format!("destination loaded {r_seen:?}, source stopped at {s_seen:?}"),
+                    &format!("memory: destination loaded {r_seen:?}, source stopped at {s_seen:?}"),
                 );
             }
-            if number(&recv, 3)? != bytes {
+            let devices_ok = s_dev == r_dev;
+            if !devices_ok {
                 st.fail(
                     hop,
-                    &format!("{bytes} bytes sent, {} received", number(&recv, 3)?),
+                    &format!(
+                        "devices: the destination's sections hash {r_dev}, the source sent {s_dev}"
+                    ),
+                );
+            }
+            if number(&recv, 4)? != bytes {
+                st.fail(
+                    hop,
+                    &format!("{bytes} bytes sent, {} received", number(&recv, 4)?),
                 );
             }
             if let Some(prev) = last {
-                if !stalled && s_seen.state.passes <= prev.passes {
+                if progress_ok && s_seen.state.passes <= prev.passes {
+                    progress_ok = false;
                     st.fail(
                         hop,
                         &format!(
@@ -289,26 +402,43 @@ impl Pingpong {
                     );
                 }
             }
-            let bs = match check_output(&output, true, 0, s_seen.state) {
-                Ok(bs) => bs,
+            let serial = match check_output(&output, true, 0, s_seen.state) {
+                Ok(bs) => format!("ok (A + {bs} B)"),
                 Err(e) => {
                     st.fail(hop, &format!("serial output: {e}"));
-                    0
+                    "FAILED".to_owned()
                 }
             };
             last = Some(s_seen.state);
             st.downtimes.push(down);
+            st.source_downtimes.push(source_down);
             st.totals.push(total);
             st.bytes += bytes;
+            let verdict = |ok: bool| if ok { "ok" } else { "FAILED" };
             println!(
-                "hop {hop}/{count}: {} -> {}  passes {passes}  {bytes} bytes  total {:.1} ms  downtime {:.2} ms  guest pass {} (+{} pages)  serial: A + {bs} B",
+                "hop {hop}/{count}: {} -> {}  {passes} pass{}  {bytes} bytes  total {:.1} ms  downtime {:.2} ms  checks: memory {}, devices {}, serial {serial}, progress {} (pass {}, +{} pages)",
                 procs[src].name,
                 procs[dst].name,
+                if passes == 1 { "" } else { "es" },
                 total.as_secs_f64() * 1e3,
                 down.as_secs_f64() * 1e3,
+                verdict(memory_ok),
+                verdict(devices_ok),
+                verdict(progress_ok),
                 s_seen.state.passes,
                 s_seen.state.pages_done,
             );
+            if verbose {
+                println!(
+                    "{}",
+                    critical_path_line(
+                        &parse_phases(sent.get(5))?,
+                        &parse_phases(recv.get(7))?,
+                        check_us,
+                        prepare_us
+                    )
+                );
+            }
             holder = dst;
         }
         // The guest keeps running after the last hop, and its output continues.

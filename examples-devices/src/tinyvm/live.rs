@@ -9,10 +9,10 @@
 //! - [`KvmDest`]: a [`MigrationDestination`] over [`Vm::new_empty`]; vCPU state and UART are
 //!   restored and the vCPU thread started only in `resume`, i.e. after the acknowledgement.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vmstate_migration::impl_vm_parts;
 
 use vmstate_migration::{GuestRam, MigrationDestination, MigrationError, MigrationSource};
@@ -46,7 +46,11 @@ pub struct VcpuThread {
     quit: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     throttle: Arc<AtomicU8>,
-    handle: Option<JoinHandle<(Vm, Result<(), Error>)>>,
+    /// [`monotonic_ns`](super::monotonic_ns) just before the thread first entered `KVM_RUN`.
+    started_at: Arc<AtomicU64>,
+    /// Receives the [`Vm`] and the run loop's result when the thread leaves its loop.
+    left: std::sync::mpsc::Receiver<(Vm, Result<(), Error>)>,
+    handle: Option<JoinHandle<()>>,
 }
 
 impl VcpuThread {
@@ -57,10 +61,17 @@ impl VcpuThread {
         let quit = Arc::new(AtomicBool::new(false));
         let stop = vm.stop_handle();
         let throttle = Arc::new(AtomicU8::new(0));
-        let (q, t) = (Arc::clone(&quit), Arc::clone(&throttle));
+        let started_at = Arc::new(AtomicU64::new(0));
+        let (q, t, at) = (
+            Arc::clone(&quit),
+            Arc::clone(&throttle),
+            Arc::clone(&started_at),
+        );
+        let (left_tx, left) = std::sync::mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("tinyvm-vcpu".into())
             .spawn(move || {
+                at.store(super::monotonic_ns(), Ordering::Release);
                 let result = loop {
                     if q.load(Ordering::Acquire) {
                         break Ok(());
@@ -74,15 +85,25 @@ impl VcpuThread {
                         std::thread::sleep(SLICE * pct / 100);
                     }
                 };
-                (vm, result)
+                // Handed back before the thread ends, so the thread's exit is not waited for.
+                let _ = left_tx.send((vm, result));
             })
             .expect("spawn the vCPU thread");
         VcpuThread {
             quit,
             stop,
             throttle,
+            started_at,
+            left,
             handle: Some(handle),
         }
+    }
+
+    /// [`monotonic_ns`](super::monotonic_ns) when the vCPU began to run, waiting up to
+    /// `bound` for the thread to get there; `None` if it did not.
+    #[must_use]
+    pub fn started_at(&self, bound: Duration) -> Option<u64> {
+        super::soft::wait_for_start(&self.started_at, bound)
     }
 
     /// Sets the throttle percentage (auto-converge): the vCPU sleeps `percent` % of each slice.
@@ -90,28 +111,37 @@ impl VcpuThread {
         self.throttle.store(percent, Ordering::Relaxed);
     }
 
-    /// Stops the vCPU and waits for the thread: the [`Vm`], not running, and the run loop's
-    /// result. The thread is kicked out of `KVM_RUN` with a signal; a kick that lands just
-    /// before `KVM_RUN` is entered is repeated, and the guest's own exits (at least two per
-    /// pass) bound the wait anyway.
+    /// Stops the vCPU: the [`Vm`], not running, and the run loop's result. The thread is
+    /// kicked out of `KVM_RUN` with a signal and hands the `Vm` back over a channel as soon as
+    /// it has left its loop, so neither polling nor the thread's exit (a join) is on the
+    /// critical path; the thread ends in the background. A kick that lands just before
+    /// `KVM_RUN` is entered is repeated after 100 µs, and the guest's own exits (at least two
+    /// per pass) bound the wait anyway.
     ///
     /// # Panics
     ///
     /// If the vCPU thread panicked.
     pub fn park(mut self) -> (Vm, Result<(), Error>) {
+        use std::sync::mpsc::RecvTimeoutError;
         self.quit.store(true, Ordering::Release);
         self.stop.store(true, Ordering::Release);
-        let handle = self.handle.take().expect("vCPU thread joined once");
-        if let Some(sig) = kick_signal() {
-            use vmm_sys_util::signal::Killable;
-            for _ in 0..100 {
-                if handle.is_finished() || handle.kill(sig).is_err() {
-                    break;
+        let handle = self.handle.take().expect("vCPU thread parked once");
+        let kick = kick_signal();
+        loop {
+            if let Some(sig) = kick {
+                use vmm_sys_util::signal::Killable;
+                let _ = handle.kill(sig);
+            }
+            match self.left.recv_timeout(Duration::from_micros(100)) {
+                Ok(parked) => return parked,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    // The thread ended without handing the VM back: it panicked.
+                    let _ = handle.join();
+                    panic!("the vCPU thread panicked");
                 }
-                std::thread::sleep(Duration::from_micros(20));
             }
         }
-        handle.join().expect("the vCPU thread panicked")
     }
 }
 
@@ -164,6 +194,9 @@ pub struct KvmSource {
     vcpu: Vcpu,
     /// The first vCPU error seen while stopping or resuming (the migration then fails).
     pub error: Option<String>,
+    /// [`monotonic_ns`](super::monotonic_ns) when the last stop for a migration began (0 if
+    /// none).
+    pub stopped_at: u64,
 }
 
 impl KvmSource {
@@ -178,7 +211,18 @@ impl KvmSource {
             dirty: vm.dirty_log(),
             vcpu: Vcpu::Running(VcpuThread::start(vm)),
             error: None,
+            stopped_at: 0,
         })
+    }
+
+    /// [`monotonic_ns`](super::monotonic_ns) when the vCPU began to run, waiting up to `bound`
+    /// for it; `None` if it is not running or did not start within `bound`.
+    #[must_use]
+    pub fn started_at(&self, bound: Duration) -> Option<u64> {
+        match &self.vcpu {
+            Vcpu::Running(t) => t.started_at(bound),
+            _ => None,
+        }
     }
 
     /// Parks the vCPU (if running) and returns the VM, e.g. to read its counters and UART.
@@ -248,6 +292,7 @@ impl_vm_parts!(KvmSource, sections);
 
 impl MigrationSource for KvmSource {
     fn stop_vcpus(&mut self) {
+        self.stopped_at = super::monotonic_ns();
         if let Err(e) = self.save_devices() {
             // `take_dirty`, called right after the stop, fails the migration with it.
             self.error.get_or_insert(e.to_string());
@@ -288,6 +333,8 @@ pub struct KvmDest {
     vm: Option<Vm>,
     /// Called with the loaded VM after the acknowledgement, before its vCPU starts (checks).
     pub before_start: Option<StartHook>,
+    /// How long `before_start` took (in the stop-to-run window, not part of the downtime).
+    pub check_time: Duration,
     /// The running guest after `resume`, or the restore error.
     pub started: Option<Result<KvmSource, Error>>,
 }
@@ -320,6 +367,7 @@ impl KvmDest {
             sections,
             vm: Some(vm),
             before_start: None,
+            check_time: Duration::ZERO,
             started: None,
         })
     }
@@ -343,7 +391,9 @@ impl KvmDest {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         if let Some(hook) = self.before_start.as_mut() {
+            let t0 = Instant::now();
             hook(&vm);
+            self.check_time = t0.elapsed();
         }
         KvmSource::start(vm, self.sections.machine.clone())
     }

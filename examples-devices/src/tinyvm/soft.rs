@@ -7,10 +7,10 @@
 //! - [`SoftDest`]: a guest being received, a `MigrationDestination` that checks what it loaded
 //!   before it starts the guest.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vmstate_migration::impl_vm_parts;
 
 use vm_memory::{Bytes, GuestAddress};
@@ -18,7 +18,8 @@ use vmstate_migration::{GuestRam, MigrationDestination, MigrationSource};
 use vmstate_runtime::{MachineType, Registry};
 
 use super::guest::{FIRST_PATTERN_PAGE, PAGE_SIZE, RAM_SIZE};
-use super::protocol::Seen;
+use super::monotonic_ns;
+use super::protocol::{devices_hash, Seen};
 use crate::SerialSection;
 
 /// The software guest (see the module docs).
@@ -30,6 +31,10 @@ pub struct SoftGuest {
     quit: Arc<AtomicBool>,
     throttle: Arc<AtomicU8>,
     thread: Option<JoinHandle<()>>,
+    /// [`monotonic_ns`] when the guest thread last began to run (0 until it has).
+    started_at: Arc<AtomicU64>,
+    /// [`monotonic_ns`] when the last stop for a migration began (0 if none).
+    pub stopped_at: u64,
 }
 
 impl std::fmt::Debug for SoftGuest {
@@ -79,6 +84,8 @@ impl SoftGuest {
             quit: Arc::new(AtomicBool::new(false)),
             throttle: Arc::new(AtomicU8::new(0)),
             thread: None,
+            started_at: Arc::new(AtomicU64::new(0)),
+            stopped_at: 0,
         })
     }
 
@@ -88,9 +95,12 @@ impl SoftGuest {
             return;
         }
         self.quit.store(false, Ordering::Release);
+        self.started_at.store(0, Ordering::Release);
         let (mem, serial) = (self.ram.memory().clone(), Arc::clone(&self.serial));
         let (quit, throttle) = (Arc::clone(&self.quit), Arc::clone(&self.throttle));
+        let started_at = Arc::clone(&self.started_at);
         self.thread = Some(std::thread::spawn(move || {
+            started_at.store(monotonic_ns(), Ordering::Release);
             if fresh {
                 putc(&serial, b'A');
             }
@@ -115,6 +125,13 @@ impl SoftGuest {
         }
     }
 
+    /// [`monotonic_ns`] when the guest thread began to run, waiting up to `bound` for it to
+    /// start; `None` if it did not.
+    #[must_use]
+    pub fn started_at(&self, bound: Duration) -> Option<u64> {
+        wait_for_start(&self.started_at, bound)
+    }
+
     /// The serial output since the last call.
     #[must_use]
     pub fn take_output(&self) -> Vec<u8> {
@@ -128,8 +145,21 @@ impl SoftGuest {
 
 impl_vm_parts!(SoftGuest);
 
+/// The value of `at` once it is set (non-zero), polling for up to `bound`.
+pub(crate) fn wait_for_start(at: &AtomicU64, bound: Duration) -> Option<u64> {
+    let t0 = Instant::now();
+    loop {
+        match at.load(Ordering::Acquire) {
+            0 if t0.elapsed() < bound => std::thread::sleep(Duration::from_micros(50)),
+            0 => return None,
+            ns => return Some(ns),
+        }
+    }
+}
+
 impl MigrationSource for SoftGuest {
     fn stop_vcpus(&mut self) {
+        self.stopped_at = monotonic_ns();
         self.stop();
     }
     fn resume_vcpus(&mut self) {
@@ -155,6 +185,10 @@ pub struct SoftDest {
     pub guest: SoftGuest,
     /// What `resume` saw of the loaded memory, before the guest started.
     pub seen: Option<Result<Seen, String>>,
+    /// The [`devices_hash`] of what was loaded, before the guest started.
+    pub devices: Option<Result<u64, String>>,
+    /// How long those checks took (in the stop-to-run window, but not part of the downtime).
+    pub check_time: Duration,
     corrupt: bool,
     stall: bool,
 }
@@ -171,6 +205,8 @@ impl SoftDest {
         Ok(SoftDest {
             guest: SoftGuest::new(true)?,
             seen: None,
+            devices: None,
+            check_time: Duration::ZERO,
             corrupt,
             stall,
         })
@@ -181,12 +217,38 @@ impl_vm_parts!(SoftDest, guest);
 
 impl MigrationDestination for SoftDest {
     fn resume(&mut self) {
+        let t0 = Instant::now();
         if self.corrupt {
             corrupt(&self.guest.ram);
         }
         self.seen = Some(Seen::inspect(&self.guest.ram));
+        self.devices = Some(devices_hash(&self.guest));
+        self.check_time = t0.elapsed();
         if !self.stall {
             self.guest.run(false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The devices check is not vacuous: one register written differently changes the hash,
+    /// and two guests in the same state hash equal.
+    #[test]
+    fn devices_hash_sees_one_register() {
+        let (a, b) = (
+            SoftGuest::new(false).unwrap(),
+            SoftGuest::new(false).unwrap(),
+        );
+        let same = devices_hash(&a).unwrap();
+        assert_eq!(same, devices_hash(&b).unwrap());
+        b.serial
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .state
+            .io_write(7, 0x5a); // the scratch register
+        assert_ne!(same, devices_hash(&b).unwrap());
     }
 }
