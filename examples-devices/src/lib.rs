@@ -57,6 +57,7 @@
 mod clock;
 pub mod machine;
 pub mod pit;
+pub mod qemu;
 pub mod reencode;
 pub mod rtc;
 pub mod serial;

@@ -1,9 +1,10 @@
 //! Re-encoding a real QEMU stream through the typed devices.
 //!
-//! The `serial`, `i8254` and `mc146818rtc` sections are loaded into [`SerialSection`],
-//! [`I8254`] and [`Mc146818Rtc`] (with every validation and `post_load` hook) and written again
-//! from the structs; every other section is copied unchanged, using the vmdesc to know where
-//! each one ends. The vmdesc is written anew: our own description for the typed devices, the
+//! Every section the table [`crate::qemu::SECTIONS`] knows (`serial`, `i8254`, `mc146818rtc`
+//! and the typed QEMU 7.2 board sections in [`crate::qemu`]) is loaded into its struct (with
+//! every validation and `post_load` hook) and written again from it; every other section is
+//! copied unchanged, using the vmdesc to know where each one ends, and listed as opaque in the
+//! report. The vmdesc is written anew: our own description for the typed devices, the
 //! input's entries for the rest. For a stream QEMU 7.2 wrote, the bytes before the vmdesc come
 //! out identical, and QEMU loads the result with `-incoming`.
 //!
@@ -19,13 +20,10 @@ use std::ops::Range;
 use vmstate_runtime::decode::{decode_stream, DecodedStream, SectionKind, Value};
 use vmstate_runtime::stream::StreamWriter;
 use vmstate_runtime::vmdesc::{write_json, DescBody, DescDevice, Vmdesc};
-use vmstate_runtime::{
-    load_payload, save_payload, Error, ErrorKind, MachineCatalog, MachineType, Result, VmState,
-};
+use vmstate_runtime::{Error, ErrorKind, MachineCatalog, Result};
 
-use crate::pit::I8254;
-use crate::rtc::{format_time, Mc146818Rtc, RtcClock, RtcConfig};
-use crate::serial::{SerialBackend, SerialSection};
+use crate::qemu::{SectionCx, Typed};
+use crate::rtc::{format_time, Mc146818Rtc, RtcClock};
 
 /// How to re-encode.
 #[derive(Debug, Clone, Default)]
@@ -57,44 +55,15 @@ pub struct ReencodeReport {
     pub typed: Vec<(String, u32, usize)>,
     /// Sections copied unchanged: (idstr, instance id, total bytes).
     pub copied: Vec<(String, u32, usize)>,
+    /// The FULL sections among them, which no typed struct describes yet (the RAM chunks are
+    /// always copied and not listed): (idstr, instance id).
+    pub opaque: Vec<(String, u32)>,
     /// Whether every byte up to and including EOF equals the input.
     pub identical_before_vmdesc: bool,
     /// Whether the vmdesc JSON text also equals the input's.
     pub identical_vmdesc: bool,
     /// The RTC sections.
     pub rtc: Vec<RtcReport>,
-}
-
-fn typed_section<T: VmState + Clone>(
-    mut dev: T,
-    payload: &[u8],
-    version: u32,
-    machine: &MachineType,
-    base: u64,
-) -> Result<(Vec<u8>, vmstate_runtime::vmdesc::DescStruct, T)> {
-    load_payload(&mut dev, payload, version, machine).map_err(|e| match e.offset() {
-        // Offsets inside the payload → offsets in the stream.
-        Some(o) => {
-            let kind = e.kind().clone();
-            let path = e.field_path();
-            let mut n = Error::new(kind, base + o);
-            if let Some(p) = path {
-                n = n.in_field(p);
-            }
-            n
-        }
-        None => e,
-    })?;
-    let (v, bytes, desc) = save_payload(&dev, machine)?;
-    if v != version {
-        return Err(Error::without_offset(ErrorKind::ValidationFailed {
-            message: format!(
-                "`{}` would be written at version {v}, the stream has version {version}",
-                T::SCHEMA.name
-            ),
-        }));
-    }
-    Ok((bytes, desc, dev))
 }
 
 /// The virtual clock at save time, from QEMU's `timer` section (`cpu_clock_offset` holds the
@@ -111,7 +80,7 @@ fn virtual_clock(d: &DecodedStream) -> Option<u64> {
 
 /// With the virtual clock the save instant is known: the time registers must be what
 /// `base_rtc`/`last_update` give then, or the RTC was not on that clock.
-fn check_rtc_clock(rtc: &Mc146818Rtc, vclock: Option<u64>) -> Result<()> {
+pub(crate) fn check_rtc_clock(rtc: &Mc146818Rtc, vclock: Option<u64>) -> Result<()> {
     let Some(now) = vclock.filter(|_| rtc.clock() == RtcClock::Virtual) else {
         return Ok(());
     };
@@ -160,7 +129,6 @@ pub fn reencode(
     };
     let mt = catalog.resolve(&name)?;
     let vclock = virtual_clock(&d);
-    let clock = vclock.unwrap_or(0);
     // Footers as the input has them (for QEMU streams this is the machine type's framing).
     let framing = vmstate_runtime::machine::Framing {
         footers: d.footers,
@@ -194,50 +162,31 @@ pub fn reencode(
         } else {
             None
         };
-        let payload = &input[s.payload_range.clone()];
-        let base = s.payload_range.start as u64;
-        let typed = match (s.kind, s.idstr.as_str()) {
-            (SectionKind::Full, "serial") => {
-                let mut dev = SerialSection::new(SerialBackend::default());
-                dev.state.set_now_ns(clock);
-                Some(typed_section(dev, payload, s.version, &mt, base).map(|(b, d, _)| (b, d)))
-            }
-            (SectionKind::Full, "i8254") => {
-                let mut dev = I8254::new();
-                dev.set_now_ns(clock);
-                Some(typed_section(dev, payload, s.version, &mt, base).map(|(b, d, _)| (b, d)))
-            }
-            (SectionKind::Full, "mc146818rtc") => {
-                // The RTC's clock is the source's choice, not necessarily the virtual clock; the
-                // loaded device holds the stream's instant, so no clock reading is needed.
-                let config = RtcConfig {
-                    clock: options.rtc_clock,
-                    ..RtcConfig::default()
+        let typed = match (s.kind, crate::qemu::lookup(&s.idstr)) {
+            (SectionKind::Full, Some(entry)) => {
+                let cx = SectionCx {
+                    payload: &input[s.payload_range.clone()],
+                    version: s.version,
+                    base: s.payload_range.start as u64,
+                    instance_id: s.instance_id,
+                    machine: &mt,
+                    vclock,
+                    options,
                 };
-                let dev = Mc146818Rtc::power_on(config, 0, 0);
-                Some(
-                    typed_section(dev, payload, s.version, &mt, base).and_then(|(b, d, rtc)| {
-                        check_rtc_clock(&rtc, vclock)?;
-                        report.rtc.push(RtcReport {
-                            instance_id: s.instance_id,
-                            clock: rtc.clock(),
-                            guest_time_secs: rtc.guest_time_secs(),
-                        });
-                        Ok((b, d))
-                    }),
-                )
+                Some((entry.reencode)(&cx))
             }
             _ => None,
         };
         match typed {
             Some(r) => {
-                let (bytes, desc) = r.map_err(|e| {
+                let Typed { bytes, desc, rtc } = r.map_err(|e| {
                     e.in_section(vmstate_runtime::error::SectionRef {
                         idstr: s.idstr.clone(),
                         instance_id: s.instance_id,
                         version: Some(s.version),
                     })
                 })?;
+                report.rtc.extend(rtc);
                 out.full_header(s.section_id, &s.idstr, s.instance_id, s.version)?;
                 out.payload().extend_from_slice(&bytes);
                 out.footer(s.section_id)?;
@@ -252,6 +201,9 @@ pub fn reencode(
             }
             None => {
                 copy(&mut out, &s.full_range);
+                if s.kind == SectionKind::Full {
+                    report.opaque.push((s.idstr.clone(), s.instance_id));
+                }
                 report
                     .copied
                     .push((s.idstr.clone(), s.instance_id, s.full_range.len()));

@@ -5,7 +5,7 @@
 //! vmstate-demo                                  # the tour: save, load into a fresh machine, verify
 //! vmstate-demo save --machine pc-i440fx-7.2 --out vm.mig
 //! vmstate-demo load vm.mig                      # prints the device state; errors exit non-zero
-//! vmstate-demo reencode qemu.mig --out out.mig  # typed serial/i8254/mc146818rtc, rest copied
+//! vmstate-demo reencode qemu.mig --out out.mig  # typed sections (examples_devices::qemu), rest copied
 //! vmstate-demo reencode qemu.mig --out out.mig --rtc-clock vm   # the source ran -rtc clock=vm
 //! ```
 
@@ -51,7 +51,7 @@ enum Cmd {
         #[arg(long)]
         machine: Option<String>,
     },
-    /// Re-encode a QEMU 7.2 stream through the typed serial/i8254/mc146818rtc devices.
+    /// Re-encode a QEMU 7.2 stream through the typed QEMU 7.2 sections (examples_devices::qemu).
     Reencode {
         /// The QEMU stream.
         input: PathBuf,
@@ -265,6 +265,19 @@ fn reencode_cmd(
     );
     for (idstr, inst, n) in &report.typed {
         println!("  typed  {idstr:<12} instance {inst}  {n:>4} bytes");
+    }
+    if report.opaque.is_empty() {
+        println!("  opaque sections: none");
+    } else {
+        let names: Vec<String> = report
+            .opaque
+            .iter()
+            .map(|(idstr, inst)| format!("{idstr}#{inst}"))
+            .collect();
+        println!(
+            "  opaque sections (copied verbatim, not typed yet): {}",
+            names.join(" ")
+        );
     }
     for r in &report.rtc {
         println!(

@@ -1,0 +1,150 @@
+//! Small board sections of QEMU 7.2's pc machines: `timer`, `fw_cfg`, `pcspk`, `port92`,
+//! `i2c_bus`, `acpi_build`, `globalstate`. State only.
+
+use vmstate_runtime::{MachineType, Unused, VmState};
+
+use super::QemuState;
+
+/// The virtual clock's migrated state (section `timer`, v2, 24 bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, VmState)]
+#[vmstate(name = "timer", version = 2, minimum_version = 2)]
+pub struct TimerState {
+    /// Offset of the guest TSC (ticks).
+    pub cpu_ticks_offset: i64,
+    /// A retired field (8 bytes, zeros).
+    pub dummy: Unused<8>,
+    /// The virtual clock (ns) while the VM is stopped, as saved.
+    pub cpu_clock_offset: i64,
+}
+
+impl QemuState for TimerState {
+    fn for_machine(_: &MachineType) -> Self {
+        Self::default()
+    }
+}
+
+/// The firmware configuration device (section `fw_cfg`, v2).
+///
+/// The two subsections follow the machine type (measured with QEMU 7.2: `fw_cfg/dma` from
+/// pc-i440fx-2.5 on, `fw_cfg/acpi_mr` from 5.0 on).
+#[derive(Debug, Clone, Default, PartialEq, Eq, VmState)]
+#[vmstate(
+    name = "fw_cfg",
+    version = 2,
+    minimum_version = 2,
+    subsection(name = "fw_cfg/dma", version = 0, minimum_version = 0, when = machine >= "2.5"),
+    subsection(name = "fw_cfg/acpi_mr", version = 1, minimum_version = 1, when = machine >= "5.0")
+)]
+pub struct FwCfg {
+    /// The selected item.
+    pub cur_entry: u16,
+    /// The read offset in it (the second `cur_offset` entry of QEMU's vmsd; the first is v1's).
+    #[vmstate(rename = "cur_offset[1]")]
+    pub cur_offset: u32,
+    /// The DMA interface's address register.
+    #[vmstate(subsection = "fw_cfg/dma", default)]
+    pub dma_addr: u64,
+    /// Sizes of the ACPI blobs' memory regions.
+    #[vmstate(subsection = "fw_cfg/acpi_mr", default)]
+    pub table_mr_size: u64,
+    /// See `table_mr_size`.
+    #[vmstate(subsection = "fw_cfg/acpi_mr", default)]
+    pub linker_mr_size: u64,
+    /// See `table_mr_size`.
+    #[vmstate(subsection = "fw_cfg/acpi_mr", default)]
+    pub rsdp_mr_size: u64,
+}
+
+impl QemuState for FwCfg {
+    fn for_machine(_: &MachineType) -> Self {
+        Self::default()
+    }
+}
+
+/// The PC speaker (section `pcspk`, v1, 2 bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, VmState)]
+#[vmstate(name = "pcspk", version = 1, minimum_version = 1)]
+pub struct Pcspk {
+    /// Speaker data enable (port 0x61 bit 1).
+    pub data_on: u8,
+    /// The refresh-clock toggle port 0x61 bit 4 shows.
+    pub dummy_refresh_clock: u8,
+}
+
+impl QemuState for Pcspk {
+    fn for_machine(_: &MachineType) -> Self {
+        Self::default()
+    }
+}
+
+/// System control port A, 0x92 (section `port92`, v1, 1 byte).
+#[derive(Debug, Clone, Default, PartialEq, Eq, VmState)]
+#[vmstate(name = "port92", version = 1, minimum_version = 1)]
+pub struct Port92 {
+    /// The port's value (A20 gate, fast reset).
+    pub outport: u8,
+}
+
+impl QemuState for Port92 {
+    fn for_machine(_: &MachineType) -> Self {
+        Self::default()
+    }
+}
+
+/// The SMBus's I2C bus (section `i2c_bus`, v1, 1 byte).
+#[derive(Debug, Clone, Default, PartialEq, Eq, VmState)]
+#[vmstate(name = "i2c_bus", version = 1, minimum_version = 1)]
+pub struct I2cBus {
+    /// Address of the device in a transfer at save time.
+    pub saved_address: u8,
+}
+
+impl QemuState for I2cBus {
+    fn for_machine(_: &MachineType) -> Self {
+        Self::default()
+    }
+}
+
+/// Whether the ACPI tables were patched by the firmware (section `acpi_build`, v1, 1 byte).
+#[derive(Debug, Clone, Default, PartialEq, Eq, VmState)]
+#[vmstate(name = "acpi_build", version = 1, minimum_version = 1)]
+pub struct AcpiBuild {
+    /// 1 once the firmware read the tables.
+    pub patched: u8,
+}
+
+impl QemuState for AcpiBuild {
+    fn for_machine(_: &MachineType) -> Self {
+        Self::default()
+    }
+}
+
+/// The run state the destination takes over (section `globalstate`, v1, 104 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, VmState)]
+#[vmstate(name = "globalstate", version = 1, minimum_version = 1)]
+pub struct GlobalState {
+    /// Length of the run state name including its NUL.
+    #[vmstate(range = 0..=100)]
+    pub size: u32,
+    /// The run state name (`prelaunch`, `paused`, …), NUL-padded.
+    #[vmstate(buffer)]
+    pub runstate: [u8; 100],
+}
+
+impl GlobalState {
+    /// The run state name.
+    #[must_use]
+    pub fn runstate(&self) -> &str {
+        let end = self.runstate.iter().position(|&b| b == 0).unwrap_or(100);
+        std::str::from_utf8(&self.runstate[..end]).unwrap_or("")
+    }
+}
+
+impl QemuState for GlobalState {
+    fn for_machine(_: &MachineType) -> Self {
+        GlobalState {
+            size: 0,
+            runstate: [0; 100],
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! QEMU 7.2's pc machines, section by section: typed state structs and the table the
+//! re-encoder ([`crate::reencode`]) looks sections up in.
+//!
+//! Each file here holds the state of one device or device family, declared with
+//! `#[derive(VmState)]` from QEMU 7.2's own description of it (`-dump-vmstate`) and the golden
+//! streams' bytes: state only, no behaviour. [`SECTIONS`] maps a vmsd name (the idstr without
+//! its bus path, e.g. `I440FX` for `0000:00:00.0/I440FX`) to how a section of that name is
+//! loaded into its struct and saved again. A section whose name is not in the table is copied
+//! verbatim by the re-encoder and reported as opaque.
+//!
+//! The three devices with behaviour (`serial`, `i8254`, `mc146818rtc`) live in their own
+//! modules; their entries here set their clocks as the re-encoder always did.
+
+use vmstate_runtime::vmdesc::DescStruct;
+use vmstate_runtime::{load_payload, save_payload, Error, ErrorKind, MachineType, Result, VmState};
+
+use crate::pit::I8254;
+use crate::reencode::{ReencodeOptions, RtcReport};
+use crate::rtc::{Mc146818Rtc, RtcConfig};
+use crate::serial::{SerialBackend, SerialSection};
+
+pub mod chipset;
+pub mod cpu;
+pub mod misc;
+
+/// What a table entry sees of the section being re-encoded.
+#[derive(Debug, Clone, Copy)]
+pub struct SectionCx<'a> {
+    /// The section's payload (between header and footer).
+    pub payload: &'a [u8],
+    /// The version in the section header.
+    pub version: u32,
+    /// The stream offset of the payload's first byte (for error offsets).
+    pub base: u64,
+    /// The instance id in the section header.
+    pub instance_id: u32,
+    /// The machine type the stream is decoded for.
+    pub machine: &'a MachineType,
+    /// The virtual clock at save time (the `timer` section's `cpu_clock_offset`), if known.
+    pub vclock: Option<u64>,
+    /// The re-encoder's options.
+    pub options: &'a ReencodeOptions,
+}
+
+/// A section re-encoded from its typed struct.
+#[derive(Debug, Clone)]
+pub struct Typed {
+    /// The payload as the struct saves it.
+    pub bytes: Vec<u8>,
+    /// The vmdesc body the save produced.
+    pub desc: DescStruct,
+    /// For an RTC: what it held.
+    pub rtc: Option<RtcReport>,
+}
+
+/// One entry of [`SECTIONS`].
+#[derive(Debug, Clone, Copy)]
+pub struct TypedSection {
+    /// QEMU's vmsd name: the idstr, or its part after the last `/` (the bus path).
+    pub vmsd_name: &'static str,
+    /// Loads the payload into the typed struct (every check and hook) and saves it again.
+    pub reencode: fn(&SectionCx<'_>) -> Result<Typed>,
+}
+
+/// A state struct whose local configuration (what `equal` fields are checked against, what
+/// gates read) follows from the machine type.
+pub trait QemuState: VmState + Clone {
+    /// The state of a freshly created device on `machine`, before a stream is loaded into it.
+    fn for_machine(machine: &MachineType) -> Self;
+}
+
+/// Loads `cx`'s payload into `dev` and saves it again: (payload, vmdesc body, loaded device).
+///
+/// # Errors
+/// Load errors (offsets made stream offsets); a save at a different version than the stream's.
+pub fn load_and_save<T: VmState + Clone>(
+    mut dev: T,
+    cx: &SectionCx<'_>,
+) -> Result<(Vec<u8>, DescStruct, T)> {
+    load_payload(&mut dev, cx.payload, cx.version, cx.machine).map_err(|e| match e.offset() {
+        // Offsets inside the payload → offsets in the stream.
+        Some(o) => {
+            let kind = e.kind().clone();
+            let path = e.field_path();
+            let mut n = Error::new(kind, cx.base + o);
+            if let Some(p) = path {
+                n = n.in_field(p);
+            }
+            n
+        }
+        None => e,
+    })?;
+    let (v, bytes, desc) = save_payload(&dev, cx.machine)?;
+    if v != cx.version {
+        return Err(Error::without_offset(ErrorKind::ValidationFailed {
+            message: format!(
+                "`{}` would be written at version {v}, the stream has version {}",
+                T::SCHEMA.name,
+                cx.version
+            ),
+        }));
+    }
+    Ok((bytes, desc, dev))
+}
+
+/// The table entry of a plain state struct.
+///
+/// # Errors
+/// As [`load_and_save`].
+pub fn typed<T: QemuState>(cx: &SectionCx<'_>) -> Result<Typed> {
+    let (bytes, desc, _) = load_and_save(T::for_machine(cx.machine), cx)?;
+    Ok(Typed {
+        bytes,
+        desc,
+        rtc: None,
+    })
+}
+
+fn serial(cx: &SectionCx<'_>) -> Result<Typed> {
+    let mut dev = SerialSection::new(SerialBackend::default());
+    dev.state.set_now_ns(cx.vclock.unwrap_or(0));
+    let (bytes, desc, _) = load_and_save(dev, cx)?;
+    Ok(Typed {
+        bytes,
+        desc,
+        rtc: None,
+    })
+}
+
+fn i8254(cx: &SectionCx<'_>) -> Result<Typed> {
+    let mut dev = I8254::new();
+    dev.set_now_ns(cx.vclock.unwrap_or(0));
+    let (bytes, desc, _) = load_and_save(dev, cx)?;
+    Ok(Typed {
+        bytes,
+        desc,
+        rtc: None,
+    })
+}
+
+fn mc146818rtc(cx: &SectionCx<'_>) -> Result<Typed> {
+    // The RTC's clock is the source's choice, not necessarily the virtual clock; the loaded
+    // device holds the stream's instant, so no clock reading is needed.
+    let config = RtcConfig {
+        clock: cx.options.rtc_clock,
+        ..RtcConfig::default()
+    };
+    let (bytes, desc, rtc) = load_and_save(Mc146818Rtc::power_on(config, 0, 0), cx)?;
+    crate::reencode::check_rtc_clock(&rtc, cx.vclock)?;
+    Ok(Typed {
+        bytes,
+        desc,
+        rtc: Some(RtcReport {
+            instance_id: cx.instance_id,
+            clock: rtc.clock(),
+            guest_time_secs: rtc.guest_time_secs(),
+        }),
+    })
+}
+
+macro_rules! table {
+    ($($name:literal => $f:expr,)*) => {
+        /// The typed sections, by vmsd name, in the order QEMU 7.2 saves them on a pc machine.
+        pub const SECTIONS: &[TypedSection] = &[$(TypedSection { vmsd_name: $name, reencode: $f },)*];
+    };
+}
+
+table! {
+    "timer" => typed::<misc::TimerState>,
+    "cpu_common" => typed::<cpu::CpuCommon>,
+    "kvm-tpr-opt" => typed::<cpu::KvmTprOpt>,
+    "fw_cfg" => typed::<misc::FwCfg>,
+    "PCIHost" => typed::<chipset::PciHost>,
+    "PCIBUS" => typed::<chipset::PciBus>,
+    "dma" => typed::<chipset::Dma>,
+    "i8259" => typed::<chipset::I8259>,
+    "mc146818rtc" => mc146818rtc,
+    "i8254" => i8254,
+    "pcspk" => typed::<misc::Pcspk>,
+    "port92" => typed::<misc::Port92>,
+    "i2c_bus" => typed::<misc::I2cBus>,
+    "serial" => serial,
+    "acpi_build" => typed::<misc::AcpiBuild>,
+    "globalstate" => typed::<misc::GlobalState>,
+}
+
+/// The vmsd name of an idstr: the part after the last `/` (PCI devices carry their bus path,
+/// `0000:00:01.3/piix4_pm`).
+#[must_use]
+pub fn vmsd_name(idstr: &str) -> &str {
+    idstr.rsplit('/').next().unwrap_or(idstr)
+}
+
+/// The table entry for a section's idstr, if the section is typed.
+#[must_use]
+pub fn lookup(idstr: &str) -> Option<&'static TypedSection> {
+    let name = vmsd_name(idstr);
+    SECTIONS.iter().find(|s| s.vmsd_name == name)
+}
