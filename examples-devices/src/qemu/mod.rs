@@ -21,6 +21,8 @@ use crate::serial::{SerialBackend, SerialSection};
 
 pub mod chipset;
 pub mod cpu;
+pub mod input;
+pub mod irq;
 pub mod misc;
 
 /// What a table entry sees of the section being re-encoded.
@@ -169,14 +171,20 @@ table! {
     "timer" => typed::<misc::TimerState>,
     "cpu_common" => typed::<cpu::CpuCommon>,
     "kvm-tpr-opt" => typed::<cpu::KvmTprOpt>,
+    "apic" => typed::<irq::Apic>,
     "fw_cfg" => typed::<misc::FwCfg>,
     "PCIHost" => typed::<chipset::PciHost>,
     "PCIBUS" => typed::<chipset::PciBus>,
     "dma" => typed::<chipset::Dma>,
     "i8259" => typed::<chipset::I8259>,
+    "ioapic" => typed::<irq::IoApic>,
+    "hpet" => typed::<irq::Hpet>,
     "mc146818rtc" => mc146818rtc,
     "i8254" => i8254,
     "pcspk" => typed::<misc::Pcspk>,
+    "ps2kbd" => typed::<input::Ps2Kbd>,
+    "ps2mouse" => typed::<input::Ps2Mouse>,
+    "vmmouse" => typed::<input::VmMouse>,
     "port92" => typed::<misc::Port92>,
     "i2c_bus" => typed::<misc::I2cBus>,
     "serial" => serial,
