@@ -126,6 +126,7 @@ const TYPED_7_2: &[&str] = &[
     "mc146818rtc",
     "i8254",
     "pcspk",
+    "fdc",
     "ps2kbd",
     "ps2mouse",
     "vmmouse",
@@ -344,4 +345,15 @@ fn vmmouse_queue_size_must_match() {
     local.queue_size = 512;
     let e = qemu::load_and_save(local, &cx).unwrap_err();
     assert!(e.to_string().contains("queue_size"), "{e}");
+}
+
+#[test]
+fn fdc() {
+    let v = check_section::<qemu::fdc::Fdc>("fdc");
+    let f = &in_stream(&v, "idle", 0).state;
+    assert_eq!(f.num_floppies, 2);
+    // Both drives carried `fdrive/media_rate`, nothing else; the controller no subsection.
+    assert!(f.drives.iter().all(|d| d.received == [false, true, false]));
+    assert_eq!(f.received, [false; 3]);
+    assert!(v.iter().all(|(s, _, _)| s != "machine-pc-q35-7.2"));
 }

@@ -21,6 +21,7 @@ use crate::serial::{SerialBackend, SerialSection};
 
 pub mod chipset;
 pub mod cpu;
+pub mod fdc;
 pub mod input;
 pub mod irq;
 pub mod misc;
@@ -182,6 +183,7 @@ table! {
     "mc146818rtc" => mc146818rtc,
     "i8254" => i8254,
     "pcspk" => typed::<misc::Pcspk>,
+    "fdc" => typed::<fdc::Fdc>,
     "ps2kbd" => typed::<input::Ps2Kbd>,
     "ps2mouse" => typed::<input::Ps2Mouse>,
     "vmmouse" => typed::<input::VmMouse>,
