@@ -426,3 +426,58 @@ mod needs_qemu {
         }
     }
 }
+
+/// `payload` + one subsection `name` (version `version`) with body `body`.
+fn with_subsection(payload: &[u8], name: &str, version: u32, body: &[u8]) -> Vec<u8> {
+    let mut v = payload.to_vec();
+    v.push(0x05);
+    v.push(u8::try_from(name.len()).unwrap());
+    v.extend_from_slice(name.as_bytes());
+    v.extend_from_slice(&version.to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// Subsections whose presence QEMU decides from behaviour are re-sent exactly as received.
+#[test]
+fn behaviour_gated_subsections_round_trip_as_received() {
+    let input = std::fs::read(golden().join("idle.mig")).unwrap();
+    let d = decode_stream(&input).unwrap();
+    let m = examples_devices::catalog()
+        .resolve("pc-i440fx-7.2")
+        .unwrap();
+    let payload_of = |idstr: &str| {
+        let s = d.sections.iter().find(|s| s.idstr == idstr).unwrap();
+        (input[s.payload_range.clone()].to_vec(), s.version)
+    };
+    let opts = ReencodeOptions::default();
+    let cx = |payload, version| SectionCx {
+        payload,
+        version,
+        base: 0,
+        instance_id: 0,
+        machine: &m,
+        vclock: None,
+        options: &opts,
+    };
+    // ps2kbd with its LED state and the reply queue pointer.
+    let (kbd, v) = payload_of("ps2kbd");
+    let kbd = with_subsection(&kbd, "ps2kbd/ledstate", 3, &4i32.to_be_bytes());
+    let kbd = with_subsection(&kbd, "ps2kbd/command_reply_queue", 0, &7i32.to_be_bytes());
+    let (bytes, desc, dev) =
+        qemu::load_and_save(qemu::input::Ps2Kbd::for_machine(&m), &cx(&kbd, v)).unwrap();
+    assert_eq!(bytes, kbd);
+    assert_eq!(
+        (dev.ledstate, dev.cwptr, dev.received),
+        (4, 7, [true, false, true])
+    );
+    let subs: Vec<&str> = desc.subsections.iter().map(|s| &*s.vmsd_name).collect();
+    assert_eq!(subs, ["ps2kbd/ledstate", "ps2kbd/command_reply_queue"]);
+    // hpet with the counter offset.
+    let (hpet, v) = payload_of("hpet");
+    let hpet = with_subsection(&hpet, "hpet/offset", 1, &0x1234u64.to_be_bytes());
+    let (bytes, _, dev) =
+        qemu::load_and_save(qemu::irq::Hpet::for_machine(&m), &cx(&hpet, v)).unwrap();
+    assert_eq!(bytes, hpet);
+    assert_eq!((dev.hpet_offset, dev.received), (0x1234, [false, true]));
+}
