@@ -366,11 +366,12 @@ mod needs_qemu {
 
     use super::*;
 
-    /// A stream from QEMU 7.2 for `machine`, paused before the first instruction.
-    fn qemu_stream(machine: &str) -> Vec<u8> {
+    /// A stream from QEMU 7.2 for `machine`, paused before the first instruction, after the
+    /// HMP commands `before` (e.g. port writes with `o`).
+    fn qemu_stream(machine: &str, name: &str, before: &[&str]) -> Vec<u8> {
         let dir = std::env::temp_dir().join(format!("qemu-sections-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join(format!("{machine}.mig"));
+        let file = dir.join(format!("{name}.mig"));
         let mut child = Command::new("qemu-system-x86_64")
             .args([
                 "-nodefaults",
@@ -388,12 +389,12 @@ mod needs_qemu {
             .spawn()
             .expect("qemu-system-x86_64 runs");
         // HMP's `migrate` returns once the migration completed; `quit` follows it.
-        writeln!(
-            child.stdin.take().unwrap(),
-            "migrate \"exec:cat > {}\"\nquit",
-            file.display()
-        )
-        .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        for c in before {
+            writeln!(stdin, "{c}").unwrap();
+        }
+        writeln!(stdin, "migrate \"exec:cat > {}\"\nquit", file.display()).unwrap();
+        drop(stdin);
         assert!(child.wait().unwrap().success(), "{machine}");
         std::fs::read(&file).unwrap()
     }
@@ -413,7 +414,7 @@ mod needs_qemu {
             ("pc-i440fx-5.0", 74),
             ("pc-q35-5.0", 74),
         ] {
-            let input = qemu_stream(machine);
+            let input = qemu_stream(machine, machine, &[]);
             let (out, report) = reencode(&input, &cat, &ReencodeOptions::default())
                 .unwrap_or_else(|e| panic!("{machine}: {e}"));
             assert!(report.identical_before_vmdesc, "{machine}");
@@ -422,6 +423,45 @@ mod needs_qemu {
             assert_eq!(fw.2, fw_cfg_len, "{machine}");
             for n in ["timer", "PCIBUS", "hpet", "ps2kbd", "globalstate"] {
                 assert!(report.typed.iter().any(|t| t.0 == n), "{machine}: {n}");
+            }
+        }
+    }
+
+    /// Streams whose `ps2kbd` and `fdc` carry the subsections QEMU sends after port writes
+    /// (keyboard LEDs set: `ledstate` + `command_reply_queue`; controller reset:
+    /// `fdc/reset_sensei`) re-encode byte for byte, vmdesc included.
+    #[test]
+    #[ignore = "needs qemu-system-x86_64: apt-get install qemu-system-x86"]
+    fn behaviour_gated_subsections_from_qemu_reencode_identically() {
+        crate::tools::require_qemu();
+        let cat = examples_devices::catalog();
+        let cases: [(&str, &[&str], &str, &[&str]); 2] = [
+            (
+                "kbd-leds",
+                &["o /b 0x60 0xed", "o /b 0x60 0x07"],
+                "ps2kbd",
+                &["ps2kbd/ledstate", "ps2kbd/command_reply_queue"],
+            ),
+            (
+                "fdc-reset",
+                &["o /b 0x3f2 0x00", "o /b 0x3f2 0x0c"],
+                "fdc",
+                &["fdc/reset_sensei"],
+            ),
+        ];
+        for (name, before, idstr, subs) in cases {
+            let input = qemu_stream("pc-i440fx-7.2", name, before);
+            let (out, report) = reencode(&input, &cat, &ReencodeOptions::default())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(out, input, "{name}");
+            assert!(report.identical_vmdesc, "{name}");
+            assert!(report.typed.iter().any(|t| t.0 == idstr), "{name}");
+            let desc = qemu_entry(&input, idstr, 0);
+            for sub in subs {
+                assert!(
+                    desc.contains(&format!("\"vmsd_name\":\"{sub}\"")),
+                    "{name}: {desc}"
+                );
             }
         }
     }
