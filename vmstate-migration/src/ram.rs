@@ -1,8 +1,10 @@
 //! The RAM iterative section (idstr `ram`, instance 0, version 4) over [`GuestRam`].
 //!
 //! [`RamWriter`] produces the section on the source: a START chunk with the block list, PART
-//! chunks of pages and one END chunk. Each page is read straight from guest memory into the
-//! output buffer; a page of zeros becomes a `ZERO` record with one fill byte, and a record for the
+//! chunks of pages and one END chunk. Each page is zero-checked in place in guest memory; its
+//! record header goes into a small buffer and its data is handed to the sink as a piece of guest
+//! memory ([`ByteSink::send_pieces`]; the migration's transport sends it with `writev`, no staging
+//! copy); a page of zeros becomes a `ZERO` record with one fill byte, and a record for the
 //! same block as the previous record of the chunk carries `CONTINUE` instead of the block name.
 //! Every chunk ends with `EOS` and, when the machine type's framing has them, a footer with the
 //! section id of the START.
@@ -10,8 +12,8 @@
 //! [`RamLoader`] reads it on the destination through the runtime's [`RamStepper`] (which checks
 //! flags, `CONTINUE`, block names and `offset + page_size <= used_length`, overflow-checked) and
 //! additionally requires the START block list to equal the destination's blocks exactly (names
-//! and lengths; the CVE-2014-7840 class). Page data is written straight into guest memory, which
-//! is scratch until the destination acknowledges the migration: on any error the destination
+//! and lengths; the CVE-2014-7840 class). Page data is read from the stream straight into guest
+//! memory ([`Reader::read_into`]; blocks resolved by index, once per block), which is scratch until the destination acknowledges the migration: on any error the destination
 //! never runs it.
 
 use vm_memory::bitmap::AtomicBitmap;
