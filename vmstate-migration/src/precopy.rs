@@ -356,8 +356,11 @@ where
     let t0 = Instant::now();
     let machine = source.machine().clone();
     let framing = machine.framing();
-    // RAM is section 0 (QEMU registers it first); the device sections follow from 1.
-    let ram_section_id = 0;
+    // Not 0: QEMU routes a PART/END chunk to the first handler whose load-time section id equals
+    // the chunk's, and every handler that had no START (its `timer` first) has 0 there, so a RAM
+    // section 0 sends the first PART to `timer` and the load fails
+    // (needs_qemu::qemu_loads_our_ram_stream). The device sections follow from 3.
+    let ram_section_id = 2;
     if source.registry().page_size() != PAGE_SIZE {
         return Err(MigrationError::Memory(format!(
             "the registry's target page size {} is not {PAGE_SIZE}",
