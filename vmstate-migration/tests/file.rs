@@ -1,6 +1,7 @@
 //! A migration written to a file: it loads back through `receive` and decodes with the runtime's
-//! `decode_stream` (RAM included); `needs_qemu` checks it with QEMU's `analyze-migration.py`
-//! (ignored by default; `.ci/run` runs it where the script is installed).
+//! `decode_stream` (RAM included); `needs_qemu` checks it with QEMU's `analyze-migration.py` and
+//! has QEMU 7.2 load a RAM stream of ours with `-incoming` (ignored by default; `.ci/run` runs
+//! them where QEMU and the script are installed).
 
 mod common;
 
