@@ -26,6 +26,10 @@ use crate::transport::{read_line, write_ack, Transport, GO};
 use crate::VmParts;
 
 /// The VM being migrated into (not running yet). Its guest memory ([`VmParts::ram`]) is scratch until the migration is acknowledged.
+///
+/// Contract: while [`receive`] runs, nothing but the receive reads or writes the destination's
+/// guest memory (its vCPUs do not run and no other thread of the VMM touches it): pages are read
+/// from the transport straight into it.
 pub trait MigrationDestination: VmParts {
     /// Starts timers and vCPUs; called once, after `LOADED` was sent and `GO` received.
     fn resume(&mut self);

@@ -70,7 +70,28 @@ impl GuestRam {
         let names = order.into_iter().map(|i| names[i].clone()).collect();
         let mem = GuestMem::from_ranges(&ranges)
             .map_err(|e| MigrationError::Memory(format!("cannot map guest memory: {e}")))?;
-        GuestRam::from_parts(mem, names)
+        let ram = GuestRam::from_parts(mem, names)?;
+        ram.advise_hugepages();
+        Ok(ram)
+    }
+
+    /// Lets transparent huge pages back every block of at least 2 MiB (`madvise(MADV_HUGEPAGE)`)
+    /// where the host offers them (THP mode `always` or `madvise`), as QEMU does for guest RAM:
+    /// one fault per 2 MiB instead of 512, and fewer TLB misses when pages are copied to or from
+    /// the kernel. [`new`](Self::new) does it for the memory it maps; memory given to
+    /// [`from_parts`](Self::from_parts) is left as its owner mapped it. Returns whether it was
+    /// applied to every such block.
+    pub fn advise_hugepages(&self) -> bool {
+        if !thp_advisable() {
+            return false;
+        }
+        let mut all = true;
+        for r in self.mem.iter().filter(|r| r.len() >= 2 << 20) {
+            if let Ok(s) = r.get_slice(vm_memory::MemoryRegionAddress(0), r.len() as usize) {
+                all &= crate::sys::advise_hugepages(s.ptr_guard().as_ptr() as usize, s.len());
+            }
+        }
+        all
     }
 
     /// Like [`new`](Self::new), with every page populated (faulted in) right away: for a
@@ -85,7 +106,8 @@ impl GuestRam {
         Ok(ram)
     }
 
-    /// Populates every page of every block by writing one zero byte to it (fresh anonymous
+    /// Populates every page of every block with `madvise(MADV_POPULATE_WRITE)` (content
+    /// unchanged) or, where the kernel lacks it, by writing one zero byte to it (fresh anonymous
     /// memory reads as zero, so contents do not change), then clears the dirty log. Meant for
     /// memory that is about to be overwritten anyway (a migration destination, before the source
     /// connects): a non-zero byte at a page start would be zeroed.
@@ -98,6 +120,10 @@ impl GuestRam {
             let slice = r
                 .get_slice(vm_memory::MemoryRegionAddress(0), r.len() as usize)
                 .map_err(|e| MigrationError::Memory(e.to_string()))?;
+            // The kernel populates without touching the content where it can (Linux 5.14+).
+            if crate::sys::populate_write(slice.ptr_guard().as_ptr() as usize, slice.len()) {
+                continue;
+            }
             let mut off = 0usize;
             while off < slice.len() {
                 slice
@@ -178,10 +204,50 @@ impl GuestRam {
         self.names.iter().map(String::as_str).zip(self.mem.iter())
     }
 
-    /// The region of block `name`.
-    pub(crate) fn region(&self, name: &str) -> Option<&GuestRegionMmap<AtomicBitmap>> {
-        let i = self.names.iter().position(|n| n == name)?;
-        self.mem.iter().nth(i)
+    /// The names of the blocks, in migration order.
+    pub(crate) fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Starts faulting every block in on a background thread (with transparent huge pages where
+    /// [`advise_hugepages`](Self::advise_hugepages) applied), so that a destination receiving into cold
+    /// memory does not take one page fault per 4 KiB page on the receiving thread. Content is
+    /// never changed (`MADV_POPULATE_WRITE`). The thread works in 8 MiB steps from the start of
+    /// each block (where the pages of a pass arrive first) and stops at the next step once the
+    /// returned handle is dropped; it keeps its own reference to the mappings, so it never
+    /// touches unmapped memory. Does nothing where the kernel lacks `MADV_POPULATE_WRITE`.
+    #[must_use]
+    pub fn prefault_in_background(&self) -> Prefault {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let mem = self.mem.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ram-prefault".into())
+            .spawn(move || {
+                for r in mem.iter() {
+                    let Ok(whole) =
+                        r.get_slice(vm_memory::MemoryRegionAddress(0), r.len() as usize)
+                    else {
+                        continue;
+                    };
+                    let guard = whole.ptr_guard();
+                    let base = guard.as_ptr() as usize;
+                    let len = whole.len();
+                    let mut off = 0;
+                    while off < len {
+                        if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                            return;
+                        }
+                        let n = (len - off).min(PREFAULT_STEP);
+                        if !crate::sys::populate_write(base + off, n) {
+                            return;
+                        }
+                        off += n;
+                    }
+                }
+            })
+            .is_ok();
+        Prefault { stop, spawned }
     }
 
     /// Clears every dirty bit (the start of dirty tracking for a migration).
@@ -229,6 +295,38 @@ impl GuestRam {
                 Ok((n.to_owned(), buf))
             })
             .collect()
+    }
+}
+
+/// Bytes populated per `madvise` call of the prefault thread (its stop granularity).
+const PREFAULT_STEP: usize = 8 << 20;
+
+/// Whether `madvise(MADV_HUGEPAGE)` gives transparent huge pages here (THP mode `always` or
+/// `madvise`, not `never`).
+fn thp_advisable() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|s| s.contains("[always]") || s.contains("[madvise]"))
+}
+
+/// The handle of [`GuestRam::prefault_in_background`]: dropping it stops the thread at its next
+/// step (without waiting for it, so a receive's critical path never waits on a page fault).
+#[derive(Debug)]
+pub struct Prefault {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    spawned: bool,
+}
+
+impl Prefault {
+    /// Whether a thread was started.
+    #[must_use]
+    pub fn started(&self) -> bool {
+        self.spawned
+    }
+}
+
+impl Drop for Prefault {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

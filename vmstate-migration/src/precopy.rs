@@ -22,7 +22,7 @@ use vmstate_runtime::MachineType;
 
 use crate::error::{MigrationError, Result};
 use crate::memory::{GuestRam, PAGE_SIZE};
-use crate::ram::{ByteSink, PageCounts, RamWriter};
+use crate::ram::{ByteSink, PageCounts, Piece, RamWriter};
 use crate::transport::{read_ack, write_line, Transport, GO};
 use crate::VmParts;
 
@@ -191,20 +191,21 @@ struct Throttled<'a, T: ?Sized> {
     cancel: &'a AtomicBool,
 }
 
-impl<T: Transport + ?Sized> ByteSink for Throttled<'_, T> {
-    fn send(&mut self, data: &[u8]) -> Result<()> {
+impl<T: ?Sized> Throttled<'_, T> {
+    /// Checks cancel and waits for `len` bytes worth of tokens.
+    fn admit(&mut self, len: usize) -> Result<()> {
         if self.cancel.load(Ordering::Relaxed) {
             return Err(MigrationError::Cancelled);
         }
         if let Some(rate) = self.rate {
             let rate = rate.max(1) as f64;
             // At most 10 ms (or one piece) of burst after an idle period.
-            let cap = (rate / 100.0).max(data.len() as f64);
+            let cap = (rate / 100.0).max(len as f64);
             let now = Instant::now();
             self.tokens =
                 (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(cap);
             self.last = now;
-            let need = data.len() as f64;
+            let need = len as f64;
             if self.tokens < need {
                 std::thread::sleep(Duration::from_secs_f64((need - self.tokens) / rate));
                 self.last = Instant::now();
@@ -213,8 +214,23 @@ impl<T: Transport + ?Sized> ByteSink for Throttled<'_, T> {
                 self.tokens -= need;
             }
         }
+        Ok(())
+    }
+}
+
+impl<T: Transport + ?Sized> ByteSink for Throttled<'_, T> {
+    fn send(&mut self, data: &[u8]) -> Result<()> {
+        self.admit(data.len())?;
         self.t.write_all(data)?;
         self.bytes += data.len() as u64;
+        Ok(())
+    }
+
+    fn send_pieces(&mut self, pieces: &[Piece<'_>]) -> Result<()> {
+        let len: usize = pieces.iter().map(Piece::len).sum();
+        self.admit(len)?;
+        self.t.write_pieces(pieces)?;
+        self.bytes += len as u64;
         Ok(())
     }
 }
@@ -340,8 +356,11 @@ where
     let t0 = Instant::now();
     let machine = source.machine().clone();
     let framing = machine.framing();
-    // RAM is section 0 (QEMU registers it first); the device sections follow from 1.
-    let ram_section_id = 0;
+    // Not 0: QEMU routes a PART/END chunk to the first handler whose load-time section id equals
+    // the chunk's, and every handler that had no START (its `timer` first) has 0 there, so a RAM
+    // section 0 sends the first PART to `timer` and the load fails
+    // (needs_qemu::qemu_loads_our_ram_stream). The device sections follow from 3.
+    let ram_section_id = 2;
     if source.registry().page_size() != PAGE_SIZE {
         return Err(MigrationError::Memory(format!(
             "the registry's target page size {} is not {PAGE_SIZE}",

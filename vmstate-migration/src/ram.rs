@@ -1,8 +1,10 @@
 //! The RAM iterative section (idstr `ram`, instance 0, version 4) over [`GuestRam`].
 //!
 //! [`RamWriter`] produces the section on the source: a START chunk with the block list, PART
-//! chunks of pages and one END chunk. Each page is read straight from guest memory into the
-//! output buffer; a page of zeros becomes a `ZERO` record with one fill byte, and a record for the
+//! chunks of pages and one END chunk. Each page is zero-checked in place in guest memory; its
+//! record header goes into a small buffer and its data is handed to the sink as a piece of guest
+//! memory ([`ByteSink::send_pieces`]; the migration's transport sends it with `writev`, no staging
+//! copy); a page of zeros becomes a `ZERO` record with one fill byte, and a record for the
 //! same block as the previous record of the chunk carries `CONTINUE` instead of the block name.
 //! Every chunk ends with `EOS` and, when the machine type's framing has them, a footer with the
 //! section id of the START.
@@ -10,19 +12,17 @@
 //! [`RamLoader`] reads it on the destination through the runtime's [`RamStepper`] (which checks
 //! flags, `CONTINUE`, block names and `offset + page_size <= used_length`, overflow-checked) and
 //! additionally requires the START block list to equal the destination's blocks exactly (names
-//! and lengths; the CVE-2014-7840 class). Page data is written straight into guest memory, which
-//! is scratch until the destination acknowledges the migration: on any error the destination
+//! and lengths; the CVE-2014-7840 class). Page data is read from the stream straight into guest
+//! memory ([`Reader::read_into`]; blocks resolved by index, once per block), which is scratch until the destination acknowledges the migration: on any error the destination
 //! never runs it.
 
-use std::collections::HashMap;
-
 use vm_memory::bitmap::AtomicBitmap;
-use vm_memory::{Bytes, GuestMemoryRegion, GuestRegionMmap, MemoryRegionAddress, MmapRegion};
+use vm_memory::{GuestMemoryRegion, GuestRegionMmap, MemoryRegionAddress, MmapRegion};
 use vmstate_runtime::error::ErrorKind;
 use vmstate_runtime::machine::Framing;
 use vmstate_runtime::ram::{
-    PageData, RamCounts, RamStepper, FLAG_CONTINUE, FLAG_EOS, FLAG_MEM_SIZE, FLAG_PAGE, FLAG_ZERO,
-    RAM_IDSTR, RAM_VERSION,
+    PageRecord, RamCounts, RamStepper, FLAG_CONTINUE, FLAG_EOS, FLAG_MEM_SIZE, FLAG_PAGE,
+    FLAG_ZERO, RAM_IDSTR, RAM_VERSION,
 };
 use vmstate_runtime::reader::ErasedReader;
 use vmstate_runtime::stream::{SectionHandler, SectionKind, SectionMeta, StreamWriter};
@@ -30,6 +30,7 @@ use vmstate_runtime::{Reader, Writer};
 
 use crate::error::{MigrationError, Result};
 use crate::memory::{GuestRam, PAGE_SIZE};
+pub use crate::sys::{GuestSlice, Piece};
 
 const PAGE: usize = PAGE_SIZE as usize;
 
@@ -42,14 +43,6 @@ fn mem_err(e: impl std::fmt::Display) -> MigrationError {
     MigrationError::Memory(e.to_string())
 }
 
-fn is_zero(page: &[u8]) -> bool {
-    page.chunks_exact(64).all(|c| {
-        c.chunks_exact(8).fold(0u64, |acc, w| {
-            acc | u64::from_ne_bytes(w.try_into().unwrap_or([1; 8]))
-        }) == 0
-    })
-}
-
 /// Where finished bytes go (the transport, behind the rate limiter).
 pub trait ByteSink {
     /// Sends `data` completely.
@@ -57,6 +50,20 @@ pub trait ByteSink {
     /// # Errors
     /// Transport errors, cancellation.
     fn send(&mut self, data: &[u8]) -> Result<()>;
+
+    /// Sends every piece completely, in order (page data straight from guest memory). The
+    /// default gathers the pieces into one buffer and calls [`send`](Self::send); the migration's
+    /// transport sink overrides it with a vectored write that copies no page data.
+    ///
+    /// # Errors
+    /// Transport errors, cancellation.
+    fn send_pieces(&mut self, pieces: &[Piece<'_>]) -> Result<()> {
+        let mut v = Vec::with_capacity(pieces.iter().map(Piece::len).sum());
+        for p in pieces {
+            p.append_to(&mut v);
+        }
+        self.send(&v)
+    }
 }
 
 impl ByteSink for Vec<u8> {
@@ -90,8 +97,12 @@ pub struct RamWriter {
 }
 
 impl RamWriter {
-    /// Output buffer size: bytes are handed to the sink in pieces of about this size.
-    pub const BUFFER: usize = 1 << 20;
+    /// Header buffer size: record headers, fill bytes and footers are gathered here; page data
+    /// never is (it is sent from guest memory).
+    pub const BUFFER: usize = 64 << 10;
+
+    /// Most pages handed to the sink in one vectored write (two pieces each, within `IOV_MAX`).
+    pub const MAX_PAGES_PER_WRITE: usize = 500;
 
     /// A writer using `section_id` for all chunks and the footers of `framing`.
     #[must_use]
@@ -195,38 +206,7 @@ impl RamWriter {
         region: &GuestRegionMmap<AtomicBitmap>,
         offset: u64,
     ) -> Result<PageCounts> {
-        debug_assert!(self.in_chunk);
-        let cont = self.last_block == Some(block);
-        self.ensure(sink, 8 + 256 + PAGE)?;
-        let rec = self.used;
-        self.used += 8;
-        if !cont {
-            self.put(&[name.len() as u8]);
-            self.put(name.as_bytes());
-        }
-        let data = self.used;
-        region
-            .read_slice(
-                &mut self.buf[data..data + PAGE],
-                MemoryRegionAddress(offset),
-            )
-            .map_err(mem_err)?;
-        let mut flags = if cont { FLAG_CONTINUE } else { 0 };
-        let mut counts = PageCounts::default();
-        if is_zero(&self.buf[data..data + PAGE]) {
-            flags |= FLAG_ZERO;
-            self.buf[data] = 0;
-            self.used = data + 1;
-            counts.zero_pages = 1;
-        } else {
-            flags |= FLAG_PAGE;
-            self.used = data + PAGE;
-            counts.pages = 1;
-        }
-        self.buf[rec..rec + 8].copy_from_slice(&(offset | flags).to_be_bytes());
-        counts.bytes = (self.used - rec) as u64;
-        self.last_block = Some(block);
-        Ok(counts)
+        self.write_pages(sink, block, name, region, std::iter::once(offset))
     }
 
     /// Writes the pages whose bit is set in `dirty` (one `u64` word per 64 pages, as
@@ -243,23 +223,98 @@ impl RamWriter {
         dirty: &[u64],
     ) -> Result<PageCounts> {
         let pages = region.len() / PAGE_SIZE;
-        let mut total = PageCounts::default();
-        for (w, &word) in dirty.iter().enumerate() {
+        let offsets = dirty.iter().enumerate().flat_map(move |(w, &word)| {
             let mut bits = word;
-            while bits != 0 {
-                let b = bits.trailing_zeros() as u64;
-                bits &= bits - 1;
-                let page = w as u64 * 64 + b;
-                if page >= pages {
-                    break;
+            std::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
                 }
-                let c = self.write_page(sink, block, name, region, page * PAGE_SIZE)?;
-                total.pages += c.pages;
-                total.zero_pages += c.zero_pages;
-                total.bytes += c.bytes;
+                let b = u64::from(bits.trailing_zeros());
+                bits &= bits - 1;
+                Some(w as u64 * 64 + b)
+            })
+            .take_while(move |&page| page < pages)
+            .map(|page| page * PAGE_SIZE)
+        });
+        self.write_pages(sink, block, name, region, offsets)
+    }
+
+    /// Frames the pages at `offsets`: each page is zero-checked in place in guest memory; a
+    /// zero page becomes a `ZERO` record in the header buffer, any other page a `PAGE` header in
+    /// the buffer followed by the page itself, handed to the sink as a piece of guest memory (no
+    /// copy). Every piece of guest memory is sent before this returns.
+    fn write_pages<S, I>(
+        &mut self,
+        sink: &mut S,
+        block: usize,
+        name: &str,
+        region: &GuestRegionMmap<AtomicBitmap>,
+        offsets: I,
+    ) -> Result<PageCounts>
+    where
+        S: ByteSink + ?Sized,
+        I: Iterator<Item = u64>,
+    {
+        debug_assert!(self.in_chunk);
+        // (end of the header bytes before it in `buf`, page)
+        let mut segs: Vec<(usize, GuestSlice<'_>)> = Vec::new();
+        let mut total = PageCounts::default();
+        for offset in offsets {
+            if self.buf.len() - self.used < 8 + 256 + 1 || segs.len() >= Self::MAX_PAGES_PER_WRITE {
+                self.flush_pages(sink, &mut segs)?;
             }
+            let page = region
+                .get_slice(MemoryRegionAddress(offset), PAGE)
+                .map_err(mem_err)?;
+            let cont = self.last_block == Some(block);
+            let rec = self.used;
+            self.used += 8;
+            if !cont {
+                self.put(&[name.len() as u8]);
+                self.put(name.as_bytes());
+            }
+            let mut flags = if cont { FLAG_CONTINUE } else { 0 };
+            if crate::sys::is_zero(&page) {
+                flags |= FLAG_ZERO;
+                self.put(&[0]);
+                total.zero_pages += 1;
+                total.bytes += (self.used - rec) as u64;
+            } else {
+                flags |= FLAG_PAGE;
+                total.pages += 1;
+                total.bytes += (self.used - rec + PAGE) as u64;
+                segs.push((self.used, page));
+            }
+            self.buf[rec..rec + 8].copy_from_slice(&(offset | flags).to_be_bytes());
+            self.last_block = Some(block);
+        }
+        if !segs.is_empty() {
+            self.flush_pages(sink, &mut segs)?;
         }
         Ok(total)
+    }
+
+    /// Sends the buffered bytes with the pages of `segs` interleaved, in one vectored write.
+    fn flush_pages<S: ByteSink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        segs: &mut Vec<(usize, GuestSlice<'_>)>,
+    ) -> Result<()> {
+        if segs.is_empty() {
+            return self.flush(sink);
+        }
+        let mut pieces = Vec::with_capacity(2 * segs.len() + 1);
+        let mut last = 0;
+        for (end, page) in segs.iter() {
+            pieces.push(Piece::Bytes(&self.buf[last..*end]));
+            pieces.push(Piece::Guest(page));
+            last = *end;
+        }
+        pieces.push(Piece::Bytes(&self.buf[last..self.used]));
+        sink.send_pieces(&pieces)?;
+        self.used = 0;
+        segs.clear();
+        Ok(())
     }
 
     /// Hands every buffered byte to the sink.
@@ -273,15 +328,30 @@ impl RamWriter {
 
 /// The destination's handler of the RAM section (routed to it by the stream loader): writes
 /// every page into guest memory, validating every record.
+///
+/// Page data is read from the stream straight into the target page ([`Reader::read_into`]: an
+/// [`IoReader`](vmstate_runtime::IoReader) copies only what it has already buffered and reads the
+/// rest of the page from the socket directly into guest memory). Blocks are resolved by the
+/// index the stepper gives them, once per block and section, not by name per page. While it
+/// exists, a loader of a large guest (at least [`PREFAULT_MIN`] bytes) keeps a background thread
+/// faulting the destination's memory in ahead of the pages
+/// ([`GuestRam::prefault_in_background`]).
 #[derive(Debug)]
 pub struct RamLoader<'a> {
     ram: &'a GuestRam,
-    index: HashMap<String, usize>,
+    /// The regions, in migration order.
+    regions: Vec<&'a GuestRegionMmap<AtomicBitmap>>,
+    /// Region of each stepper block index, resolved on first use.
+    map: Vec<Option<usize>>,
     stepper: RamStepper,
     section_id: Option<u32>,
     ended: bool,
     counts: RamCounts,
+    _prefault: Option<crate::memory::Prefault>,
 }
+
+/// Smallest guest for which a [`RamLoader`] starts a prefault thread.
+pub const PREFAULT_MIN: u64 = 64 << 20;
 
 fn invalid(message: String, pos: u64) -> vmstate_runtime::Error {
     vmstate_runtime::Error::new(ErrorKind::ValidationFailed { message }, pos)
@@ -293,19 +363,16 @@ impl<'a> RamLoader<'a> {
     /// # Errors
     /// Never for the fixed 4096-byte page size (kept fallible for other target page sizes).
     pub fn new(ram: &'a GuestRam) -> Result<Self> {
-        let index = ram
-            .blocks()
-            .into_iter()
-            .enumerate()
-            .map(|(i, (n, _))| (n, i))
-            .collect();
+        let prefault = (ram.total_bytes() >= PREFAULT_MIN).then(|| ram.prefault_in_background());
         Ok(RamLoader {
             ram,
-            index,
+            regions: vm_memory::GuestMemoryBackend::iter(ram.memory()).collect(),
+            map: Vec::new(),
             stepper: RamStepper::new(PAGE_SIZE)?,
             section_id: None,
             ended: false,
             counts: RamCounts::default(),
+            _prefault: prefault,
         })
     }
 
@@ -371,17 +438,17 @@ impl<'a> RamLoader<'a> {
     ) -> vmstate_runtime::Result<()> {
         let Self {
             ram,
-            index,
+            regions,
+            map,
             stepper,
             counts,
             ..
         } = self;
-        let store = |b: &str, o: u64, d: PageData<'_>| store_page(ram, index, b, o, d, pos);
-        *counts += if start {
-            stepper.step_start_with(r, store)?
-        } else {
-            stepper.step_part_with(r, store)?
-        };
+        let names = ram.names();
+        *counts += stepper.step_into(r, start, |r, idx, block, offset, rec| {
+            let region = resolve(names, regions, map, idx, &block.idstr, pos)?;
+            store_page(region, &block.idstr, offset, rec, r, pos)
+        })?;
         Ok(())
     }
 
@@ -466,29 +533,51 @@ impl SectionHandler for RamLoader<'_> {
     }
 }
 
-/// Writes one validated record into guest memory, re-checking the bounds against the
-/// destination's own region (defence in depth: the stepper checked the announced length).
-fn store_page(
-    ram: &GuestRam,
-    index: &HashMap<String, usize>,
-    block: &str,
-    offset: u64,
-    data: PageData<'_>,
+/// The region of stepper block `idx` (named `name`): looked up by name on its first use in the
+/// section, by index afterwards.
+fn resolve<'r>(
+    names: &[String],
+    regions: &[&'r GuestRegionMmap<AtomicBitmap>],
+    map: &mut Vec<Option<usize>>,
+    idx: usize,
+    name: &str,
     pos: u64,
-) -> vmstate_runtime::Result<()> {
-    static ZEROS: [u8; PAGE] = [0; PAGE];
+) -> vmstate_runtime::Result<&'r GuestRegionMmap<AtomicBitmap>> {
     let unknown = || {
         vmstate_runtime::Error::new(
             ErrorKind::UnknownRamBlock {
-                name: block.to_owned(),
+                name: name.to_owned(),
             },
             pos,
         )
     };
-    if !index.contains_key(block) {
-        return Err(unknown());
-    }
-    let region = ram.region(block).ok_or_else(unknown)?;
+    let region = match map.get(idx).copied().flatten() {
+        Some(i) => i,
+        None => {
+            let i = names.iter().position(|n| n == name).ok_or_else(unknown)?;
+            if map.len() <= idx {
+                // idx indexes the stepper's blocks, at most MAX_RAM_BLOCKS of them.
+                map.resize(idx + 1, None);
+            }
+            map[idx] = Some(i);
+            i
+        }
+    };
+    regions.get(region).copied().ok_or_else(unknown)
+}
+
+/// Writes one validated record into guest memory, re-checking the bounds against the
+/// destination's own region (defence in depth: the stepper checked the announced length). A
+/// `PAGE` record's data is read from `r` straight into the page.
+fn store_page<R: Reader + ?Sized>(
+    region: &GuestRegionMmap<AtomicBitmap>,
+    block: &str,
+    offset: u64,
+    rec: PageRecord,
+    r: &mut R,
+    pos: u64,
+) -> vmstate_runtime::Result<()> {
+    static ZEROS: [u8; PAGE] = [0; PAGE];
     if offset % PAGE_SIZE != 0
         || offset
             .checked_add(PAGE_SIZE)
@@ -503,24 +592,26 @@ fn store_page(
             pos,
         ));
     }
-    let fill;
-    let bytes: &[u8] = match data {
-        PageData::Page(p) => p,
-        PageData::Fill(0) => &ZEROS,
-        PageData::Fill(b) => {
-            fill = [b; PAGE];
-            &fill
+    let page = region
+        .get_slice(MemoryRegionAddress(offset), PAGE)
+        .map_err(|e| invalid(format!("cannot write guest memory: {e}"), pos))?;
+    match rec {
+        PageRecord::Page => crate::sys::page_mut(&page, |dst| r.read_into(dst)),
+        PageRecord::Fill(0) => {
+            page.copy_from(&ZEROS);
+            Ok(())
         }
-    };
-    region
-        .write_slice(bytes, MemoryRegionAddress(offset))
-        .map_err(|e| invalid(format!("cannot write guest memory: {e}"), pos))
+        PageRecord::Fill(b) => {
+            page.copy_from(&[b; PAGE]);
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::{GuestAddress, GuestMemoryBackend};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
     fn framing() -> Framing {
         Framing {
@@ -573,13 +664,53 @@ mod tests {
         assert_eq!(ram.memory().num_regions(), 2);
     }
 
+    /// The loader's own bound check (behind the stepper's): a record outside the destination's
+    /// region is refused before a byte is read or written, whatever the stepper let through.
+    #[test]
+    fn store_page_checks_the_region_itself() {
+        use vmstate_runtime::SliceReader;
+        let ram = GuestRam::new(&[("pc.ram", 0, 2 * PAGE)]).unwrap();
+        let region = ram.memory().iter().next().unwrap();
+        let data = [0x5au8; PAGE];
+        for offset in [2 * PAGE as u64, 3 * PAGE as u64, !0xfffu64, 0x800] {
+            let mut r = SliceReader::new(&data);
+            let e = store_page(region, "pc.ram", offset, PageRecord::Page, &mut r, 9).unwrap_err();
+            assert!(
+                matches!(e.kind(), ErrorKind::RamPageOutOfRange { offset: o, .. } if *o == offset),
+                "{offset:#x}: {e}"
+            );
+            assert_eq!(r.position(), 0, "{offset:#x}: data consumed");
+        }
+        assert!(ram.snapshot().unwrap()[0].1.iter().all(|&b| b == 0));
+        let mut r = SliceReader::new(&data);
+        store_page(region, "pc.ram", PAGE as u64, PageRecord::Page, &mut r, 9).unwrap();
+        assert_eq!(r.position(), PAGE as u64);
+        assert!(ram.snapshot().unwrap()[0].1[PAGE..]
+            .iter()
+            .all(|&b| b == 0x5a));
+        // A truncated page: an error, never a partial success.
+        let mut r = SliceReader::new(&data[..100]);
+        assert!(store_page(region, "pc.ram", 0, PageRecord::Page, &mut r, 9).is_err());
+    }
+
+    /// Zero detection reads guest memory in place: any single non-zero byte of a page counts.
     #[test]
     fn zero_detection() {
-        assert!(is_zero(&[0; PAGE]));
-        for i in [0, 7, 63, 64, PAGE - 1] {
-            let mut p = [0u8; PAGE];
-            p[i] = 1;
-            assert!(!is_zero(&p), "byte {i}");
+        use crate::sys::is_zero;
+        let ram = GuestRam::new(&[("pc.ram", 0, 2 * PAGE)]).unwrap();
+        let region = ram.memory().iter().next().unwrap();
+        let page = |o: u64| region.get_slice(MemoryRegionAddress(o), PAGE).unwrap();
+        assert!(is_zero(&page(0)));
+        for i in [0, 7, 8, 63, 64, 511, 512, PAGE - 1] {
+            ram.memory()
+                .write_slice(&[0x80], GuestAddress(PAGE as u64 + i as u64))
+                .unwrap();
+            assert!(!is_zero(&page(PAGE as u64)), "byte {i}");
+            ram.memory()
+                .write_slice(&[0], GuestAddress(PAGE as u64 + i as u64))
+                .unwrap();
+            assert!(is_zero(&page(PAGE as u64)), "byte {i} cleared");
         }
+        assert!(is_zero(&page(0)));
     }
 }

@@ -19,10 +19,12 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use crate::error::{MigrationError, Result};
+use crate::sys::{writev_all, Piece};
 
 /// A byte channel a migration runs over.
 pub trait Transport: Read + Write + Send {
@@ -42,6 +44,20 @@ pub trait Transport: Read + Write + Send {
     fn has_return_path(&self) -> bool {
         true
     }
+
+    /// Writes every piece completely, in order. The default gathers them into one buffer (a
+    /// copy of guest memory) and calls `write_all`; sockets and files override it with
+    /// `writev` straight from guest memory.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn write_pieces(&mut self, pieces: &[Piece<'_>]) -> io::Result<()> {
+        let mut v = Vec::with_capacity(pieces.iter().map(Piece::len).sum());
+        for p in pieces {
+            p.append_to(&mut v);
+        }
+        self.write_all(&v)
+    }
 }
 
 /// A socket: the stream ends with a write shutdown, and the peer answers on the same socket.
@@ -54,6 +70,9 @@ macro_rules! socket_transport {
             }
             fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
                 self.set_read_timeout(timeout)
+            }
+            fn write_pieces(&mut self, pieces: &[Piece<'_>]) -> io::Result<()> {
+                writev_all(self.as_fd(), pieces)
             }
         }
     )+};
@@ -89,6 +108,9 @@ impl Transport for FileTransport {
     }
     fn has_return_path(&self) -> bool {
         false
+    }
+    fn write_pieces(&mut self, pieces: &[Piece<'_>]) -> io::Result<()> {
+        writev_all(self.0.as_fd(), pieces)
     }
 }
 

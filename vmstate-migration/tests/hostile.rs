@@ -254,3 +254,215 @@ fn truncated_stream_is_a_clean_error() {
         assert!(e.offset().is_some(), "cut {cut}: {e}");
     }
 }
+
+// ---- The read-into-guest-memory path: page data read from the transport straight into the
+// target page. A transport that hands out a few bytes per read makes the reader's buffer run dry
+// inside pages, so every page below is (partly) read directly into guest memory.
+
+/// A transport that returns at most `step` bytes per read.
+struct Trickle {
+    data: Vec<u8>,
+    at: usize,
+    step: usize,
+}
+
+impl std::io::Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.step).min(self.data.len() - self.at);
+        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl std::io::Write for Trickle {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl vmstate_migration::Transport for Trickle {
+    fn finish_stream(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn set_timeout(&mut self, _: Option<std::time::Duration>) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn has_return_path(&self) -> bool {
+        false
+    }
+}
+
+fn receive_trickle(bytes: &[u8], step: usize) -> Received {
+    let mut t = Trickle {
+        data: bytes.to_vec(),
+        at: 0,
+        step,
+    };
+    let mut dst = DestVm::new(1);
+    let r = receive(&mut dst, &mut t, &ReceiveSettings::default());
+    (dst, r)
+}
+
+/// Every byte of every block is zero: nothing was written.
+fn untouched(dst: &DestVm) -> bool {
+    dst.ram
+        .snapshot()
+        .unwrap()
+        .iter()
+        .all(|(_, b)| b.iter().all(|&x| x == 0))
+}
+
+fn expect_err_trickle(bytes: &[u8], step: usize) -> (DestVm, vmstate_runtime::Error) {
+    let (dst, r) = receive_trickle(bytes, step);
+    assert!(!dst.resumed, "a failed destination must not start");
+    assert_eq!(*dst.dev.lock().unwrap(), dest_sentinel());
+    match r {
+        Err(MigrationError::Stream(e)) => (dst, e),
+        other => panic!("expected a stream error, got {other:?}"),
+    }
+}
+
+#[test]
+fn direct_reads_land_in_the_right_page_and_block() {
+    // pc.ram@0x2000, then pc.rom@0 by name, then CONTINUE@0x1000 (must stay in pc.rom), then
+    // pc.ram again by name at its last page.
+    let mut recs = page_rec("pc.ram", 0x2000, 0x11);
+    recs.extend(page_rec("pc.rom", 0, 0x22));
+    let mut cont = Vec::new();
+    cont.write_be64(0x1000 | FLAG_PAGE | FLAG_CONTINUE).unwrap();
+    cont.extend_from_slice(&[0x33; 4096]);
+    recs.extend(cont);
+    recs.extend(page_rec("pc.ram", (1 << 20) - 4096, 0x44));
+    let bytes = whole(start(&good_blocks(), total()), &recs);
+    for step in [1, 7, 4095, 4096, 4097, 1 << 20] {
+        let (dst, r) = receive_trickle(&bytes, step);
+        r.unwrap_or_else(|e| panic!("step {step}: {e}"));
+        let snap = dst.ram.snapshot().unwrap();
+        let block = |n: &str| &snap.iter().find(|(m, _)| m == n).unwrap().1;
+        let ram = block("pc.ram");
+        let rom = block("pc.rom");
+        assert!(ram[..0x2000].iter().all(|&b| b == 0), "step {step}");
+        assert!(
+            ram[0x2000..0x3000].iter().all(|&b| b == 0x11),
+            "step {step}"
+        );
+        assert!(
+            ram[0x3000..(1 << 20) - 4096].iter().all(|&b| b == 0),
+            "step {step}"
+        );
+        assert!(
+            ram[(1 << 20) - 4096..].iter().all(|&b| b == 0x44),
+            "step {step}"
+        );
+        assert!(rom[..0x1000].iter().all(|&b| b == 0x22), "step {step}");
+        assert!(
+            rom[0x1000..0x2000].iter().all(|&b| b == 0x33),
+            "step {step}"
+        );
+        assert!(rom[0x2000..].iter().all(|&b| b == 0), "step {step}");
+        assert!(block("pc.bios").iter().all(|&b| b == 0), "step {step}");
+    }
+}
+
+#[test]
+fn direct_path_rejects_hostile_offsets_before_writing() {
+    let cases: [(&str, u64); 4] = [
+        ("pc.bios", 64 << 10),          // one past the last page
+        ("pc.bios", 1 << 20),           // inside pc.ram's length, outside pc.bios
+        ("pc.rom", !0xfffu64),          // offset + page overflows
+        ("pc.ram", (1 << 20) + 0x1000), // beyond the largest block
+    ];
+    for (block, offset) in cases {
+        for step in [3, 4096, 1 << 20] {
+            let bytes = whole(
+                start(&good_blocks(), total()),
+                &page_rec(block, offset, 0xee),
+            );
+            let (dst, e) = expect_err_trickle(&bytes, step);
+            assert!(
+                matches!(e.kind(), ErrorKind::RamPageOutOfRange { block: b, offset: o, .. }
+                    if b == block && *o == offset),
+                "{block}@{offset:#x} step {step}: {e}"
+            );
+            assert!(
+                untouched(&dst),
+                "{block}@{offset:#x} step {step}: memory written"
+            );
+        }
+    }
+}
+
+#[test]
+fn direct_path_rejects_unknown_blocks_and_dangling_continue() {
+    for step in [5, 1 << 20] {
+        let bytes = whole(start(&good_blocks(), total()), &page_rec("pc.ram2", 0, 1));
+        let (dst, e) = expect_err_trickle(&bytes, step);
+        assert!(
+            matches!(e.kind(), ErrorKind::UnknownRamBlock { name } if name == "pc.ram2"),
+            "{e}"
+        );
+        assert!(untouched(&dst));
+
+        // A block announced in START (so the stepper knows it) that this machine lacks, with a
+        // page inside the START chunk itself, before the block lists are compared: the page
+        // must not land anywhere.
+        let mut blocks = good_blocks();
+        blocks.push(("evil".into(), 0x1000));
+        let mut s = start(&blocks, total() + 0x1000);
+        let eos = s.len() - 5 - 8;
+        s.splice(eos..eos, page_rec("evil", 0, 0x5a));
+        let mut bytes = prefix();
+        bytes.extend(s);
+        let (dst, e) = expect_err_trickle(&bytes, step);
+        assert!(
+            matches!(e.kind(), ErrorKind::UnknownRamBlock { name } if name == "evil"),
+            "{e}"
+        );
+        assert!(untouched(&dst));
+
+        // CONTINUE as the first page record of the section.
+        let mut cont = Vec::new();
+        cont.write_be64(FLAG_PAGE | FLAG_CONTINUE).unwrap();
+        cont.extend_from_slice(&[0x77; 4096]);
+        let (dst, e) = expect_err_trickle(&whole(start(&good_blocks(), total()), &cont), step);
+        assert!(matches!(e.kind(), ErrorKind::InvalidValue { .. }), "{e}");
+        assert!(untouched(&dst));
+    }
+}
+
+#[test]
+fn truncation_mid_page_is_a_clean_error() {
+    let full = whole(
+        start(&good_blocks(), total()),
+        &page_rec("pc.ram", 0x5000, 0x99),
+    );
+    // Where the page data starts: the PART chunk header, the record word and the name.
+    let data = prefix().len() + start(&good_blocks(), total()).len() + 5 + 8 + 1 + 6;
+    assert_eq!(full[data - 6..data], *b"pc.ram");
+    for cut in [0, 1, 7, 2048, 4095] {
+        for step in [1, 9, 4096, 1 << 20] {
+            let (dst, e) = expect_err_trickle(&full[..data + cut], step);
+            assert!(
+                matches!(e.kind(), ErrorKind::UnexpectedEof { .. }),
+                "cut {cut} step {step}: {e}"
+            );
+            assert_eq!(
+                e.offset(),
+                Some((data + cut) as u64),
+                "cut {cut} step {step}: {e}"
+            );
+            // Only the target page may hold partial data; everything else is untouched.
+            let snap = dst.ram.snapshot().unwrap();
+            for (name, b) in &snap {
+                for (i, &x) in b.iter().enumerate() {
+                    let in_target = name == "pc.ram" && (0x5000..0x6000).contains(&i);
+                    assert!(x == 0 || in_target, "cut {cut} step {step}: {name}+{i:#x}");
+                }
+            }
+        }
+    }
+}

@@ -84,6 +84,16 @@ pub enum PageData<'a> {
     Page(&'a [u8]),
 }
 
+/// A page record handed to a [`RamStepper::step_into`] callback before its data is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageRecord {
+    /// A `ZERO` record: the whole page is filled with this byte (already read).
+    Fill(u8),
+    /// A `PAGE` record: the callback must read exactly one page of data from the reader (e.g.
+    /// with [`Reader::read_into`] straight into the target page).
+    Page,
+}
+
 /// What one step read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RamCounts {
@@ -237,6 +247,25 @@ impl RamStepper {
         self.step(r, false, true, &mut f)
     }
 
+    /// Steps over a START (`start`) or PART/END chunk payload and hands every page record to
+    /// `f(reader, block_index, block, offset, record)` after checking it: `block_index` indexes
+    /// [`blocks`](Self::blocks) (stable for the whole section, so a caller can resolve each
+    /// block once), and `offset + page_size <= block.used_length` holds. For
+    /// [`PageRecord::Page`], `f` must consume exactly one page from the reader; the stepper
+    /// checks that it did.
+    ///
+    /// # Errors
+    /// As [`step_start_with`](Self::step_start_with) and
+    /// [`step_part_with`](Self::step_part_with); [`ErrorKind::ValidationFailed`] when `f`
+    /// consumed other than one page.
+    pub fn step_into<R, F>(&mut self, r: &mut R, start: bool, mut f: F) -> Result<RamCounts>
+    where
+        R: Reader + ?Sized,
+        F: FnMut(&mut R, usize, &RamBlock, u64, PageRecord) -> Result<()>,
+    {
+        self.step_core(r, start, &mut f)
+    }
+
     fn step<R, F>(
         &mut self,
         r: &mut R,
@@ -247,6 +276,31 @@ impl RamStepper {
     where
         R: Reader + ?Sized,
         F: FnMut(&str, u64, PageData<'_>) -> Result<()>,
+    {
+        // page_size <= MAX_PAGE_SIZE, so it fits usize and a single take.
+        let n = usize::try_from(self.page_size).unwrap_or(0);
+        let page_size = self.page_size;
+        self.step_core(r, start, &mut |r: &mut R,
+                                       _,
+                                       block: &RamBlock,
+                                       addr,
+                                       rec| {
+            match rec {
+                PageRecord::Fill(fill) if want_data => f(&block.idstr, addr, PageData::Fill(fill)),
+                PageRecord::Page if want_data => {
+                    let data = r.take(n)?;
+                    f(&block.idstr, addr, PageData::Page(data))
+                }
+                PageRecord::Fill(_) => Ok(()),
+                PageRecord::Page => r.skip(page_size),
+            }
+        })
+    }
+
+    fn step_core<R, F>(&mut self, r: &mut R, start: bool, f: &mut F) -> Result<RamCounts>
+    where
+        R: Reader + ?Sized,
+        F: FnMut(&mut R, usize, &RamBlock, u64, PageRecord) -> Result<()>,
     {
         let invalid = |what: &'static str, found: u64, pos: u64| {
             Error::new(
@@ -320,18 +374,22 @@ impl RamStepper {
                     if flags & !FLAG_CONTINUE == FLAG_ZERO {
                         let fill = r.read_u8()?;
                         counts.zero_pages += 1;
-                        if want_data {
-                            f(&block.idstr, addr, PageData::Fill(fill))?;
-                        }
+                        f(r, idx, block, addr, PageRecord::Fill(fill))?;
                     } else {
                         counts.pages += 1;
-                        // page_size <= MAX_PAGE_SIZE, so it fits usize and a single take.
-                        let n = usize::try_from(self.page_size).unwrap_or(0);
-                        if want_data {
-                            let data = r.take(n)?;
-                            f(&block.idstr, addr, PageData::Page(data))?;
-                        } else {
-                            r.skip(self.page_size)?;
+                        let data_at = r.position();
+                        f(r, idx, block, addr, PageRecord::Page)?;
+                        if r.position().checked_sub(data_at) != Some(self.page_size) {
+                            return Err(Error::new(
+                                ErrorKind::ValidationFailed {
+                                    message: format!(
+                                        "the page handler of RAM block `{}` consumed {} bytes instead of one page",
+                                        block.idstr,
+                                        r.position().wrapping_sub(data_at)
+                                    ),
+                                },
+                                data_at,
+                            ));
                         }
                     }
                 }
@@ -404,11 +462,16 @@ impl RamStepper {
                 )
             });
         }
-        let name = r.read_counted_str()?;
-        let idx = *self
-            .index
-            .get(&name)
-            .ok_or_else(|| Error::new(ErrorKind::UnknownRamBlock { name }, pos))?;
+        // A new name is resolved once per record that carries it (no allocation on success).
+        let len = usize::from(r.read_u8()?);
+        let bytes = r.take(len)?;
+        // Names are stored as read by `read_counted_str` (invalid UTF-8 replaced): look up the
+        // same form.
+        let name = String::from_utf8_lossy(bytes);
+        let Some(&idx) = self.index.get(name.as_ref()) else {
+            let name = name.into_owned();
+            return Err(Error::new(ErrorKind::UnknownRamBlock { name }, pos));
+        };
         self.current = Some(idx);
         Ok(idx)
     }

@@ -87,6 +87,20 @@ pub trait Reader {
         Ok(String::from_utf8_lossy(bytes).into_owned())
     }
 
+    /// Reads exactly `dst.len()` bytes into `dst` (for large payloads that have a home already,
+    /// e.g. a RAM page read straight into guest memory). The default takes and copies; an
+    /// [`IoReader`] copies only what it has buffered and reads the rest from its source straight
+    /// into `dst`.
+    ///
+    /// # Errors
+    /// End of input (nothing is consumed then for a [`SliceReader`]; an [`IoReader`] may have
+    /// filled part of `dst`) or I/O; `dst.len()` above [`limits::MAX_TAKE`] for the default.
+    fn read_into(&mut self, dst: &mut [u8]) -> Result<()> {
+        let src = self.take(dst.len())?;
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+
     /// Skips `n` bytes in bounded chunks (no allocation sized by `n`).
     ///
     /// # Errors
@@ -310,6 +324,55 @@ impl<R: std::io::Read> Reader for IoReader<R> {
     fn position(&self) -> u64 {
         self.pos
     }
+
+    /// Copies the buffered part, then reads the rest with `read_vectored` into `dst` *and* the
+    /// (then empty) buffer: the payload lands in `dst` without passing through the buffer, and
+    /// what follows it is read ahead in the same call.
+    fn read_into(&mut self, dst: &mut [u8]) -> Result<()> {
+        let have = (self.end - self.start).min(dst.len());
+        dst[..have].copy_from_slice(&self.buf[self.start..self.start + have]);
+        self.start += have;
+        let mut done = have;
+        if done < dst.len() {
+            // The buffer is empty now.
+            self.start = 0;
+            self.end = 0;
+        }
+        while done < dst.len() {
+            if self.eof {
+                self.pos += done as u64;
+                return Err(Error::new(
+                    ErrorKind::UnexpectedEof {
+                        needed: (dst.len() - done) as u64,
+                        available: 0,
+                    },
+                    self.pos,
+                ));
+            }
+            let want = dst.len() - done;
+            let mut iov = [
+                std::io::IoSliceMut::new(&mut dst[done..]),
+                std::io::IoSliceMut::new(&mut self.buf[..]),
+            ];
+            match self.inner.read_vectored(&mut iov) {
+                Ok(0) => self.eof = true,
+                Ok(k) if k <= want => done += k,
+                Ok(k) => {
+                    done += want;
+                    self.end = k - want;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let kind = e.kind();
+                    self.io_error = Some(e);
+                    self.pos += done as u64;
+                    return Err(Error::new(ErrorKind::Io(kind), self.pos));
+                }
+            }
+        }
+        self.pos += done as u64;
+        Ok(())
+    }
 }
 
 /// An object-safe view of a [`Reader`], so that handlers ([`SectionHandle`](crate::registry::SectionHandle), [`SectionHandler`](crate::stream::SectionHandler)) can be trait objects.
@@ -332,6 +395,11 @@ pub trait ErasedReader {
     /// # Errors
     /// As [`Reader::skip`].
     fn erased_skip(&mut self, n: u64) -> Result<()>;
+    /// [`Reader::read_into`].
+    ///
+    /// # Errors
+    /// As [`Reader::read_into`].
+    fn erased_read_into(&mut self, dst: &mut [u8]) -> Result<()>;
 }
 
 impl<R: Reader> ErasedReader for R {
@@ -347,6 +415,9 @@ impl<R: Reader> ErasedReader for R {
     fn erased_skip(&mut self, n: u64) -> Result<()> {
         self.skip(n)
     }
+    fn erased_read_into(&mut self, dst: &mut [u8]) -> Result<()> {
+        self.read_into(dst)
+    }
 }
 
 impl Reader for dyn ErasedReader + '_ {
@@ -361,5 +432,8 @@ impl Reader for dyn ErasedReader + '_ {
     }
     fn skip(&mut self, n: u64) -> Result<()> {
         self.erased_skip(n)
+    }
+    fn read_into(&mut self, dst: &mut [u8]) -> Result<()> {
+        self.erased_read_into(dst)
     }
 }

@@ -1,21 +1,27 @@
 //! RAM migration benchmark (not a test).
 //!
-//! Prints: the throughput of one RAM pass (every page read from guest memory, zero-checked and
-//! framed as PAGE records) next to a plain memcpy of the same amount of memory; and the time to
-//! migrate guest RAM of random bytes over loopback TCP (source, `migrate`, destination `receive`
-//! into guest memory, handshake) next to raw loopback TCP moving the same number of bytes.
+//! One run prints, side by side, for guest RAM of random bytes (default 1 GiB):
+//! - one RAM pass (every page zero-checked in guest memory and framed; no transport);
+//! - bare loopback TCP moving the same number of bytes into a reused, populated buffer;
+//! - a migration over loopback TCP (source `migrate`, destination `receive` into guest memory,
+//!   handshake) into a *cold* destination (fresh memory, created per run, not timed) and into a
+//!   *populated* one;
+//! - where `qemu-system-x86_64` is installed, QEMU itself migrating the same amount of random
+//!   RAM over loopback TCP between two processes (guest RAM is a `memory-backend-file` with
+//!   `share=on` on a file of random bytes in /dev/shm; the destination's RAM is fresh), plain and
+//!   with multifd on 2 channels.
 //!
-//! Usage: `cargo run --release -p vmstate-migration --bin ram-bench -- [--size MIB] [--cold]`
-//! (default 256 MiB). By default the destination's guest memory is populated when the
-//! destination VM is created ([`GuestRam::new_populated`]), and raw TCP receives into an equally
-//! populated buffer of the same size; `--cold` uses fresh (unfaulted) destination memory and a
-//! 1 MiB raw-TCP receive buffer instead.
+//! Each is run `--runs` times (default 5); min and median are printed.
+//!
+//! Usage: `cargo run --release -p vmstate-migration --bin ram-bench -- [--size MIB] [--runs N]
+//! [--no-qemu]`.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vmstate_migration::ram::Piece;
 use vmstate_migration::{
     migrate, receive, GuestRam, MigrationDestination, MigrationSource, RamWriter, ReceiveSettings,
     Settings,
@@ -79,15 +85,47 @@ impl vmstate_migration::ram::ByteSink for Discard {
         self.0 += std::hint::black_box(data).len() as u64;
         Ok(())
     }
+    fn send_pieces(&mut self, pieces: &[Piece<'_>]) -> vmstate_migration::Result<()> {
+        self.0 += std::hint::black_box(pieces)
+            .iter()
+            .map(Piece::len)
+            .sum::<usize>() as u64;
+        Ok(())
+    }
 }
 
 fn gbps(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / 1e9
 }
 
+fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    (v[0], v[v.len() / 2])
+}
+
+fn line(what: &str, bytes: u64, runs: Vec<Duration>, reference: Option<Duration>) -> Duration {
+    let n = runs.len();
+    let (min, med) = stats(runs);
+    let rel = reference.map_or(String::new(), |r| {
+        format!(
+            " | {:5.1}% of bare TCP (median)",
+            100.0 * r.as_secs_f64() / med.as_secs_f64()
+        )
+    });
+    println!(
+        "{what:<34} min {:>9.3?} ({:5.2} GB/s)  median {:>9.3?} ({:5.2} GB/s)  [{n} runs]{rel}",
+        min,
+        gbps(bytes, min),
+        med,
+        gbps(bytes, med),
+    );
+    med
+}
+
 fn main() {
-    let mut size_mib = 256usize;
-    let mut cold = false;
+    let mut size_mib = 1024usize;
+    let mut runs = 5usize;
+    let mut qemu = true;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -97,9 +135,16 @@ fn main() {
                     .and_then(|s| s.parse().ok())
                     .expect("--size MIB");
             }
-            "--cold" => cold = true,
+            "--runs" => {
+                runs = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .filter(|&n| n > 0)
+                    .expect("--runs N");
+            }
+            "--no-qemu" => qemu = false,
             _ => {
-                eprintln!("usage: ram-bench [--size MIB] [--cold]");
+                eprintln!("usage: ram-bench [--size MIB] [--runs N] [--no-qemu]");
                 std::process::exit(2);
             }
         }
@@ -107,100 +152,85 @@ fn main() {
     let size = size_mib << 20;
     let bytes = size as u64;
     println!(
-        "ram-bench: {size_mib} MiB of random guest RAM, 4 KiB pages{}",
-        if cold {
-            ", cold destination memory, raw TCP into a 1 MiB buffer"
-        } else {
-            ", destination memory populated at creation, raw TCP into an equally populated buffer"
-        }
+        "ram-bench: {size_mib} MiB of random guest RAM, 4 KiB pages, loopback TCP, {runs} runs each; THP: {}",
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+            .unwrap_or_default()
+            .trim()
     );
 
-    // 1. One RAM pass vs memcpy.
+    // 1. One RAM pass (zero check + framing, page data handed out as pieces, not copied).
     let src = vm(size, false);
     random_fill(&src.ram, size);
     let (name, _) = src.ram.blocks()[0].clone();
     let region = src.ram.memory().iter().next().expect("region");
-    let mut best_pass = Duration::MAX;
-    for _ in 0..3 {
-        let mut w = RamWriter::new(0, src.machine.framing());
-        let mut sink = Discard(0);
-        let pages = size / 4096;
-        let dirty = vec![u64::MAX; pages.div_ceil(64)];
-        let t = Instant::now();
-        w.begin_chunk(&mut sink, false).expect("chunk");
-        w.write_dirty(&mut sink, 0, &name, region, &dirty)
-            .expect("pass");
-        w.end_chunk(&mut sink).expect("chunk");
-        w.finish(&mut sink).expect("flush");
-        best_pass = best_pass.min(t.elapsed());
-    }
-    let from = vec![1u8; size];
-    let mut to = vec![0u8; size];
-    to.copy_from_slice(&from); // fault the pages in
-    let mut best_copy = Duration::MAX;
-    for _ in 0..3 {
-        let t = Instant::now();
-        to.copy_from_slice(std::hint::black_box(&from));
-        std::hint::black_box(&to);
-        best_copy = best_copy.min(t.elapsed());
-    }
-    drop((from, to));
-    println!(
-        "RAM pass:  {:>8.2?} = {:6.2} GB/s | memcpy: {:>8.2?} = {:6.2} GB/s | ratio {:.0}%",
-        best_pass,
-        gbps(bytes, best_pass),
-        best_copy,
-        gbps(bytes, best_copy),
-        100.0 * best_copy.as_secs_f64() / best_pass.as_secs_f64()
-    );
+    let pass: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let mut w = RamWriter::new(0, src.machine.framing());
+            let mut sink = Discard(0);
+            let pages = size / 4096;
+            let dirty = vec![u64::MAX; pages.div_ceil(64)];
+            let t = Instant::now();
+            w.begin_chunk(&mut sink, false).expect("chunk");
+            w.write_dirty(&mut sink, 0, &name, region, &dirty)
+                .expect("pass");
+            w.end_chunk(&mut sink).expect("chunk");
+            w.finish(&mut sink).expect("flush");
+            t.elapsed()
+        })
+        .collect();
+    line("RAM pass (no transport)", bytes, pass, None);
 
-    // 2. Raw loopback TCP, best of 3.
-    let raw = (0..3).map(|_| raw_tcp(bytes, !cold)).min().expect("runs");
+    // 2. Bare loopback TCP into a reused, populated buffer.
+    let raw: Vec<Duration> = (0..runs).map(|_| raw_tcp(bytes)).collect();
+    let raw_med = line("bare loopback TCP", bytes, raw, None);
 
-    // 3. Migration over loopback TCP into one destination, 3 times: with `--cold` the first run
-    //    also faults the destination's memory in; the best run is reported too.
-    let mut dst = vm(size, !cold);
+    // 3. Migration into a cold destination (fresh memory each run) ...
     let mut src = src;
-    let mut runs = Vec::new();
-    for _ in 0..3 {
+    let mut cold = Vec::new();
+    let mut same = true;
+    for _ in 0..runs {
+        src.ram.clear_dirty();
+        let (d, report) = migrate_once(&mut src, vm(size, false));
+        cold.push(report.total_time);
+        same &= d.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
+    }
+    line("migration, cold destination", bytes, cold, Some(raw_med));
+    // ... and into a populated one (populated at creation, before the source connects).
+    let mut dst = vm(size, true);
+    let mut populated = Vec::new();
+    for _ in 0..runs {
         src.ram.clear_dirty();
         let (d, report) = migrate_once(&mut src, dst);
         dst = d;
-        runs.push(report);
+        populated.push(report.total_time);
     }
-    let first = &runs[0];
-    let best = runs.iter().min_by_key(|r| r.total_time).expect("runs");
-    println!(
-        "raw TCP:   {:>8.2?} = {:6.2} GB/s (best of 3)",
-        raw,
-        gbps(bytes, raw)
+    line(
+        "migration, populated destination",
+        bytes,
+        populated,
+        Some(raw_med),
     );
-    for (what, r) in [("first", first), ("best", best)] {
-        println!(
-            "migration: {:>8.2?} = {:6.2} GB/s ({what} of 3; {} stream bytes, downtime {:.2?}) | ratio to raw TCP {:.0}%",
-            r.total_time,
-            gbps(bytes, r.total_time),
-            r.bytes,
-            r.downtime,
-            100.0 * raw.as_secs_f64() / r.total_time.as_secs_f64()
-        );
+    same &= dst.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
+    println!("destination memory equals source after every run: {same}");
+    drop((src, dst));
+
+    // 4. QEMU 7.2 itself, where installed.
+    if qemu {
+        match qemu_bench(size_mib, runs) {
+            Ok(()) => {}
+            Err(e) => println!("QEMU: not measured ({e})"),
+        }
     }
-    let same = dst.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
-    println!("destination memory equals source: {same}");
 }
 
-/// Sends `bytes` over loopback TCP; the receiver reads into a populated buffer of `bytes` bytes
-/// (`populated`, like a populated destination's guest memory) or a 1 MiB buffer.
-fn raw_tcp(bytes: u64, populated: bool) -> Duration {
+/// Sends `bytes` over loopback TCP; the receiver reads into a reused, populated buffer of
+/// `bytes` bytes (like a populated destination's guest memory), 1 MiB per `read` at most.
+fn raw_tcp(bytes: u64) -> Duration {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let rx = std::thread::spawn(move || {
-        let len = if populated {
-            usize::try_from(bytes).expect("size")
-        } else {
-            1 << 20
-        };
+        let len = usize::try_from(bytes).expect("size");
         let mut buf = vec![0u8; len];
         for i in (0..len).step_by(4096) {
             buf[i] = 1; // populate every page before the sender starts
@@ -251,4 +281,210 @@ fn migrate_once(src: &mut Vm, dst: Vm) -> (Vm, vmstate_migration::Report) {
     };
     let report = migrate(src, &mut s, &settings).expect("migration");
     (rx.join().expect("rx"), report)
+}
+
+/// A QMP connection (one JSON object per line).
+struct Qmp {
+    r: std::io::BufReader<std::os::unix::net::UnixStream>,
+    w: std::os::unix::net::UnixStream,
+}
+
+impl Qmp {
+    fn connect(path: &std::path::Path) -> Result<Qmp, String> {
+        let t = Instant::now();
+        let s = loop {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(_) if t.elapsed() < Duration::from_secs(20) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(format!("QMP {}: {e}", path.display())),
+            }
+        };
+        let mut q = Qmp {
+            r: std::io::BufReader::new(s.try_clone().map_err(|e| e.to_string())?),
+            w: s,
+        };
+        q.line()?; // greeting
+        q.cmd(r#"{"execute":"qmp_capabilities"}"#)?;
+        Ok(q)
+    }
+
+    fn line(&mut self) -> Result<String, String> {
+        use std::io::BufRead;
+        let mut l = String::new();
+        match self.r.read_line(&mut l) {
+            Ok(0) => Err("QMP closed".into()),
+            Ok(_) => Ok(l),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Sends a command, returns its `return` (or `error`) line; events are skipped.
+    fn cmd(&mut self, json: &str) -> Result<String, String> {
+        self.w
+            .write_all(format!("{json}\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+        loop {
+            let l = self.line()?;
+            if l.contains("\"error\"") {
+                return Err(format!("QMP {json}: {}", l.trim()));
+            }
+            if l.contains("\"return\"") {
+                return Ok(l);
+            }
+        }
+    }
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn qemu(args: &[String]) -> Result<Child, String> {
+    std::process::Command::new("qemu-system-x86_64")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(Child)
+        .map_err(|e| format!("qemu-system-x86_64: {e}"))
+}
+
+/// One QEMU-to-QEMU migration of `size_mib` MiB of the random bytes in `file`; the time from
+/// `migrate` until the destination reports `completed`.
+fn qemu_once(
+    size_mib: usize,
+    file: &std::path::Path,
+    multifd: bool,
+    dir: &std::path::Path,
+) -> Result<Duration, String> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let accel = if std::fs::File::open("/dev/kvm").is_ok() {
+        "kvm"
+    } else {
+        "tcg"
+    };
+    let common = |qmp: &std::path::Path, backend: String| -> Vec<String> {
+        vec![
+            "-nodefaults".into(),
+            "-display".into(),
+            "none".into(),
+            "-accel".into(),
+            accel.into(),
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", qmp.display()),
+            "-m".into(),
+            format!("{size_mib}M"),
+            "-object".into(),
+            backend,
+            "-machine".into(),
+            "pc-i440fx-7.2,memory-backend=ram0".into(),
+            "-S".into(),
+        ]
+    };
+    let dq = dir.join("dst.qmp");
+    let sq = dir.join("src.qmp");
+    let _ = std::fs::remove_file(&dq);
+    let _ = std::fs::remove_file(&sq);
+    let mut dargs = common(&dq, format!("memory-backend-ram,id=ram0,size={size_mib}M"));
+    dargs.extend(["-incoming".into(), "defer".into()]);
+    let _dst = qemu(&dargs)?;
+    let sargs = common(
+        &sq,
+        format!(
+            "memory-backend-file,id=ram0,size={size_mib}M,mem-path={},share=on",
+            file.display()
+        ),
+    );
+    let _src = qemu(&sargs)?;
+    let mut d = Qmp::connect(&dq)?;
+    let mut s = Qmp::connect(&sq)?;
+    for q in [&mut d, &mut s] {
+        if multifd {
+            q.cmd(r#"{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"multifd","state":true}]}}"#)?;
+            q.cmd(r#"{"execute":"migrate-set-parameters","arguments":{"multifd-channels":2}}"#)?;
+        }
+    }
+    // QEMU 7.2 limits migration to 32 MiB/s unless told otherwise.
+    s.cmd(r#"{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":107374182400}}"#)?;
+    d.cmd(&format!(
+        r#"{{"execute":"migrate-incoming","arguments":{{"uri":"tcp:127.0.0.1:{port}"}}}}"#
+    ))?;
+    let t = Instant::now();
+    s.cmd(&format!(
+        r#"{{"execute":"migrate","arguments":{{"uri":"tcp:127.0.0.1:{port}"}}}}"#
+    ))?;
+    loop {
+        let st = d.cmd(r#"{"execute":"query-migrate"}"#)?;
+        if st.contains("\"completed\"") {
+            let e = t.elapsed();
+            let _ = s.cmd(r#"{"execute":"quit"}"#);
+            let _ = d.cmd(r#"{"execute":"quit"}"#);
+            return Ok(e);
+        }
+        if st.contains("\"failed\"") {
+            return Err(format!("destination: {}", st.trim()));
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            return Err("QEMU migration did not complete within 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn qemu_bench(size_mib: usize, runs: usize) -> Result<(), String> {
+    let version = std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("qemu-system-x86_64: {e}"))?;
+    let version = String::from_utf8_lossy(&version.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    println!("{version}:");
+    let dir = std::env::temp_dir().join(format!("ram-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let shm = std::path::Path::new("/dev/shm");
+    let file = if shm.is_dir() { shm } else { dir.as_path() }
+        .join(format!("ram-bench-{}.bin", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&file).map_err(|e| e.to_string())?;
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..size_mib {
+            for w in buf.chunks_exact_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                w.copy_from_slice(&x.to_le_bytes());
+            }
+            f.write_all(&buf).map_err(|e| e.to_string())?;
+        }
+        drop(f);
+        let bytes = (size_mib as u64) << 20;
+        for (what, multifd) in [
+            ("QEMU, cold destination", false),
+            ("QEMU multifd 2ch, cold destination", true),
+        ] {
+            let times = (0..runs)
+                .map(|_| qemu_once(size_mib, &file, multifd, &dir))
+                .collect::<Result<Vec<_>, _>>()?;
+            line(what, bytes, times, None);
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }

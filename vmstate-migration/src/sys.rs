@@ -1,0 +1,193 @@
+//! The few raw operations the RAM path needs, each behind a safe function with its argument.
+//!
+//! Guest memory is shared with the guest (a running KVM vCPU writes it without Rust knowing), so
+//! this crate never creates a Rust reference to source guest memory: zero checks use atomic
+//! loads (what vm-memory's own `load` does), and page data goes to the kernel as raw pointers in
+//! `writev`'s `iovec`s, exactly like vm-memory's `WriteVolatile` for file descriptors does for one
+//! buffer. The only `&mut [u8]` into guest memory is the destination page being received
+//! ([`page_mut`]), whose soundness argument is given there.
+
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use vm_memory::bitmap::{AtomicBitmap, Bitmap, BS};
+use vm_memory::VolatileSlice;
+
+/// A slice of guest memory as vm-memory hands it out.
+pub type GuestSlice<'a> = VolatileSlice<'a, BS<'a, AtomicBitmap>>;
+
+/// Whether every byte of `page` (8-byte aligned, a multiple of 64 bytes long) is zero; reads
+/// guest memory in place with relaxed atomic loads, stopping at the first non-zero word.
+pub(crate) fn is_zero(page: &GuestSlice<'_>) -> bool {
+    let guard = page.ptr_guard();
+    let ptr = guard.as_ptr();
+    let words = page.len() / 8;
+    if ptr.align_offset(8) != 0 || page.len() % 64 != 0 {
+        // Not the layout of a guest page: fall back to the bounds-checked accessor.
+        return (0..words).all(|i| {
+            vm_memory::Bytes::load::<u64>(page, i * 8, Ordering::Relaxed).is_ok_and(|w| w == 0)
+        });
+    }
+    let base = ptr.cast::<u64>().cast_mut();
+    let mut i = 0;
+    while i < words {
+        let mut acc = 0u64;
+        for k in 0..8 {
+            // SAFETY: `base` is 8-byte aligned (checked above) and `i + k < words`, so the word
+            // lies inside `page`, which the `VolatileSlice` guarantees is valid mapped memory for
+            // its lifetime (the guard keeps it alive). Memory shared with a concurrent writer is
+            // read with atomic loads only, which is sound for any concurrent access pattern.
+            let w = unsafe { AtomicU64::from_ptr(base.add(i + k)) };
+            acc |= w.load(Ordering::Relaxed);
+        }
+        if acc != 0 {
+            return false;
+        }
+        i += 8;
+    }
+    true
+}
+
+/// One piece of a vectored write: bytes of the writer, or guest memory.
+#[derive(Debug, Clone, Copy)]
+pub enum Piece<'a> {
+    /// Bytes of the writer (headers, fill bytes, footers).
+    Bytes(&'a [u8]),
+    /// Page data, sent from guest memory without a copy.
+    Guest(&'a GuestSlice<'a>),
+}
+
+impl Piece<'_> {
+    /// Its length in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        match self {
+            Piece::Bytes(b) => b.len(),
+            Piece::Guest(g) => g.len(),
+        }
+    }
+
+    /// Whether it is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends its bytes to `out` (guest memory through vm-memory's volatile copy).
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Piece::Bytes(b) => out.extend_from_slice(b),
+            Piece::Guest(g) => {
+                let at = out.len();
+                out.resize(at + g.len(), 0);
+                g.copy_to(&mut out[at..]);
+            }
+        }
+    }
+}
+
+/// Most `iovec`s handed to one `writev` (Linux's `IOV_MAX` is 1024).
+const MAX_IOV: usize = 1024;
+
+/// Writes every piece completely to `fd` with `writev`, resuming after partial writes.
+pub(crate) fn writev_all(fd: BorrowedFd<'_>, pieces: &[Piece<'_>]) -> io::Result<()> {
+    // Guards keep the guest pointers valid until the call returns.
+    let guards: Vec<_> = pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Guest(g) => Some(g.ptr_guard()),
+            Piece::Bytes(_) => None,
+        })
+        .collect();
+    let mut iov: Vec<libc::iovec> = pieces
+        .iter()
+        .zip(&guards)
+        .filter(|(p, _)| !p.is_empty())
+        .map(|(p, g)| libc::iovec {
+            iov_base: match (p, g) {
+                (Piece::Guest(_), Some(g)) => g.as_ptr().cast_mut().cast(),
+                (Piece::Bytes(b), _) => b.as_ptr().cast_mut().cast(),
+                (Piece::Guest(_), None) => std::ptr::null_mut(),
+            },
+            iov_len: p.len(),
+        })
+        .collect();
+    let mut first = 0;
+    while first < iov.len() {
+        let n = (iov.len() - first).min(MAX_IOV);
+        // SAFETY: every iovec points at memory valid for reads of `iov_len` bytes for the whole
+        // call: writer bytes borrowed by `pieces`, or guest memory whose `VolatileSlice` is
+        // borrowed by `pieces` and whose pointer guard lives in `guards`. The kernel only reads
+        // them; no Rust reference to guest memory is created. `n <= MAX_IOV` fits c_int.
+        let r = unsafe {
+            libc::writev(
+                fd.as_raw_fd(),
+                iov[first..].as_ptr(),
+                libc::c_int::try_from(n).unwrap_or(1),
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let mut left = usize::try_from(r).unwrap_or(0);
+        while left > 0 && first < iov.len() {
+            let v = &mut iov[first];
+            if left >= v.iov_len {
+                left -= v.iov_len;
+                first += 1;
+            } else {
+                // SAFETY: `left < iov_len`, so the advanced pointer stays inside the same buffer.
+                v.iov_base = unsafe { v.iov_base.cast::<u8>().add(left) }.cast();
+                v.iov_len -= left;
+                left = 0;
+            }
+        }
+    }
+    drop(guards);
+    Ok(())
+}
+
+/// Gives the destination page `page` as a byte slice, so that a reader can fill it (one
+/// `read`/`readv` from the socket straight into guest memory).
+///
+/// Soundness: the slice is used only for the duration of `f`, on the thread receiving the
+/// migration. The destination guest does not run during [`receive`](crate::receive) (it starts
+/// only on `GO`, after the stream was loaded), and the crate's only other concurrent user of that
+/// memory during a receive is the prefault thread, which touches it through `madvise` only (no
+/// user-space access: the kernel populates page tables, content is unchanged). The contract of
+/// [`MigrationDestination`](crate::MigrationDestination) states that nothing else reads or
+/// writes the destination's guest memory during a receive.
+pub(crate) fn page_mut<T>(page: &GuestSlice<'_>, f: impl FnOnce(&mut [u8]) -> T) -> T {
+    let guard = page.ptr_guard_mut();
+    // SAFETY: the `VolatileSlice` guarantees `page.len()` bytes of mapped, writable memory at the
+    // pointer for its lifetime (the guard keeps the mapping alive); exclusivity for the duration
+    // of `f` is argued above. The slice does not escape `f`.
+    let s = unsafe { std::slice::from_raw_parts_mut(guard.as_ptr(), page.len()) };
+    let r = f(s);
+    page.bitmap().mark_dirty(0, page.len());
+    r
+}
+
+/// `madvise(MADV_POPULATE_WRITE)`: faults every page of `[addr, addr + len)` in, writable,
+/// without changing its content (Linux 5.14+). Returns whether the kernel did it.
+pub(crate) fn populate_write(addr: usize, len: usize) -> bool {
+    // SAFETY: madvise with MADV_POPULATE_WRITE never changes memory contents or mappings; on an
+    // address range that is not mapped it fails with ENOMEM. No Rust reference is involved.
+    unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) == 0 }
+}
+
+/// `madvise(MADV_HUGEPAGE)` on `[addr, addr + len)`: lets transparent huge pages back it.
+pub(crate) fn advise_hugepages(addr: usize, len: usize) -> bool {
+    // SAFETY: MADV_HUGEPAGE is a hint on the mapping; contents are unchanged.
+    unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_HUGEPAGE) == 0 }
+}
