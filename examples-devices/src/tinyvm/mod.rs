@@ -151,13 +151,15 @@ pub fn monotonic_ns() -> u64 {
     secs * 1_000_000_000 + nanos
 }
 
-/// The precopy settings of every tinyvm migration.
+/// The precopy settings of every tinyvm migration: a 50 ms downtime target, at most 10 passes,
+/// auto-converge on, and `bandwidth_limit` (bytes per second, `None` = unlimited).
 #[must_use]
-pub fn settings() -> Settings {
+pub fn settings(bandwidth_limit: Option<u64>) -> Settings {
     Settings {
         downtime: Duration::from_millis(50),
         max_passes: 10,
         ack_timeout: Duration::from_secs(20),
+        bandwidth_limit,
         ..Settings::default()
     }
 }
