@@ -15,6 +15,9 @@ use super::cpu::{CpuState, SAVED_MSRS};
 use super::guest::{self, Budget, Workload, BUDGET_PORT, COM1_BASE, GUEST_CODE, GUEST_CODE32};
 use crate::serial::{SerialBackend, SerialSection};
 
+/// Most pages the 32-bit guest gets per budget read: it exits at least every this many pages.
+const BUDGET_BATCH: u32 = 1024;
+
 /// Address of the three pages KVM needs for the real-mode TSS on Intel (above the guest RAM).
 const TSS_ADDR: usize = 0xfffb_d000;
 
@@ -75,7 +78,7 @@ pub struct RunReport {
 /// the [stop flag](Vm::stop_handle) after every exit, and the guest exits at least twice per pass
 /// (the `in` from LSR and the `out` to THR), so `run_for` returns within one pass of its
 /// deadline (a pass took about 0.7 ms on the development host, where real-mode segment loads
-/// are slow). A `KVM_RUN` interrupted by a signal (`EINTR`, the kick of
+/// are slow); the 32-bit guest also exits to read its page budget, at least every 1,024 pages. A `KVM_RUN` interrupted by a signal (`EINTR`, the kick of
 /// [`live::VcpuThread`](super::live::VcpuThread)) is treated like an exit, so the vCPU can stop
 /// anywhere in a pass. Before returning, `run_for` re-enters `KVM_RUN` once with
 /// `immediate_exit` set, which completes a pending port I/O exit without running the guest:
@@ -415,12 +418,14 @@ impl Vm {
                             *b = self.serial.state.io_read(offset);
                         }
                     } else if port == BUDGET_PORT {
-                        let mut n = self.budget.grant(0);
+                        // At most a batch at a time, even without a rate: the guest then
+                        // exits every batch, and the deadline (the throttle's slices) is seen.
+                        let mut n = self.budget.grant(0).min(BUDGET_BATCH);
                         if n == 0 {
                             // Nothing due yet: wait a little here rather than let the guest
                             // spin through exits (short, so a stop is not held up).
                             std::thread::sleep(self.budget.wait(Duration::from_micros(50)));
-                            n = self.budget.grant(0);
+                            n = self.budget.grant(0).min(BUDGET_BATCH);
                         }
                         let b = n.to_le_bytes();
                         for (d, s) in data.iter_mut().zip(b.iter().chain([0xff; 4].iter())) {
