@@ -150,7 +150,7 @@ fn main() -> ExitCode {
         }
         .command(&why),
         Cmd::Save { out, run_ms, .. } => {
-            driver::save(mode, margs.options(false), &why, run_ms, &out).map(|()| true)
+            driver::save_with(mode, margs.options(false), &why, run_ms, &out).map(|()| true)
         }
         Cmd::Serve { .. } => child::serve(mode, margs.options(false)).map(|()| true),
     };

@@ -573,7 +573,22 @@ impl Pingpong {
 /// # Errors
 ///
 /// The guest cannot be started, the file cannot be created, or the migration fails.
-pub fn save(mode: Mode, opts: Options, why: &str, run_ms: u64, out: &Path) -> Result<(), String> {
+pub fn save(mode: Mode, why: &str, run_ms: u64, out: &Path) -> Result<(), String> {
+    save_with(mode, Options::default(), why, run_ms, out)
+}
+
+/// [`save`] of a guest running `opts` (its workload; the bandwidth limit of the migration).
+///
+/// # Errors
+///
+/// As [`save`].
+pub fn save_with(
+    mode: Mode,
+    opts: Options,
+    why: &str,
+    run_ms: u64,
+    out: &Path,
+) -> Result<(), String> {
     let mut c = super::child::Child::new(mode, opts)?;
     c.start()?;
     std::thread::sleep(Duration::from_millis(run_ms));

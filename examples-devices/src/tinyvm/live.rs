@@ -78,6 +78,7 @@ impl VcpuThread {
                     }
                     let pct = u32::from(t.load(Ordering::Relaxed).min(99));
                     let run = SLICE * (100 - pct) / 100;
+                    vm.set_throttle(pct as u8);
                     if let Err(e) = vm.run_for(run) {
                         break Err(e);
                     }

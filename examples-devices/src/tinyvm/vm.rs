@@ -98,6 +98,7 @@ pub struct Vm {
     stop: Arc<AtomicBool>,
     ram_size: usize,
     budget: Budget,
+    throttle: u8,
 }
 
 impl fmt::Debug for Vm {
@@ -288,6 +289,7 @@ impl Vm {
             stop: Arc::new(AtomicBool::new(false)),
             ram_size,
             budget: Budget::new(w.dirty_rate),
+            throttle: 0,
         })
     }
 
@@ -371,6 +373,14 @@ impl Vm {
         self.paused = false;
     }
 
+    /// Auto-converge's throttle (percent) for the dirty rate: with a `--dirty-rate`, the page
+    /// budget grows at `100 - percent` % of the rate (the vCPU thread also sleeps that share of
+    /// each time slice, which alone would not slow a paced guest: it would use its banked
+    /// budget when it runs).
+    pub fn set_throttle(&mut self, percent: u8) {
+        self.throttle = percent;
+    }
+
     /// Whether the VM is paused.
     #[must_use]
     pub fn is_paused(&self) -> bool {
@@ -420,12 +430,12 @@ impl Vm {
                     } else if port == BUDGET_PORT {
                         // At most a batch at a time, even without a rate: the guest then
                         // exits every batch, and the deadline (the throttle's slices) is seen.
-                        let mut n = self.budget.grant(0).min(BUDGET_BATCH);
+                        let mut n = self.budget.grant(self.throttle).min(BUDGET_BATCH);
                         if n == 0 {
                             // Nothing due yet: wait a little here rather than let the guest
                             // spin through exits (short, so a stop is not held up).
                             std::thread::sleep(self.budget.wait(Duration::from_micros(50)));
-                            n = self.budget.grant(0).min(BUDGET_BATCH);
+                            n = self.budget.grant(self.throttle).min(BUDGET_BATCH);
                         }
                         let b = n.to_le_bytes();
                         for (d, s) in data.iter_mut().zip(b.iter().chain([0xff; 4].iter())) {
