@@ -220,7 +220,9 @@ impl MigrationSource for SoftGuest {
 /// Fault injection: flips a byte of page 100 (the last page of a smaller RAM) that is not a
 /// counter (the pattern stays valid, the memory no longer matches the source's).
 pub fn corrupt(ram: &GuestRam) {
-    let page = (ram.total_bytes() / PAGE_SIZE as u64).saturating_sub(1).min(100);
+    let page = (ram.total_bytes() / PAGE_SIZE as u64)
+        .saturating_sub(1)
+        .min(100);
     let at = GuestAddress(page * PAGE_SIZE as u64 + 100);
     let b: u8 = ram.memory().read_obj(at).unwrap_or(0);
     let _ = ram.memory().write_obj(!b, at);
