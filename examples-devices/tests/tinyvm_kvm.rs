@@ -24,7 +24,7 @@ mod needs_kvm {
     use std::time::Duration;
 
     use examples_devices::tinyvm::guest::{check_output, check_pattern, PatternState};
-    use examples_devices::tinyvm::{CpuState, Vm, MAX_MSRS};
+    use examples_devices::tinyvm::{CpuState, Vm, Workload, MAX_MSRS};
     use examples_devices::SerialSection;
     use vmstate_runtime::{load_payload, save_payload, MachineType};
 
@@ -151,6 +151,60 @@ mod needs_kvm {
         src.resume();
         src.run_for(Duration::from_millis(20)).unwrap();
         check_pattern(&src.counters().unwrap()).unwrap();
+    }
+
+    /// The 32-bit guest (4 MiB, so beyond the real-mode walk, in flat protected mode): it walks
+    /// every page, its vCPU state (protected-mode segment caches, CR0.PE) moves to a second VM
+    /// through the `tinyvm-cpu` payload and the guest goes on there, pattern and output intact.
+    #[test]
+    #[ignore = "needs /dev/kvm: --features kvm, on a host where /dev/kvm opens read-write"]
+    fn protected_mode_guest_walks_all_pages_and_migrates() {
+        super::tools::require_kvm();
+        let m = machine();
+        let w = Workload {
+            ram_size: 4 << 20,
+            dirty_rate: None,
+        };
+        let mut src = Vm::with_workload(w).unwrap();
+        src.run_for(RUN).unwrap();
+        let counters = src.counters().unwrap();
+        assert_eq!(counters.len(), w.pattern_pages());
+        let before = check_pattern(&counters).unwrap();
+        assert!(before.passes > 0, "no pass over 4 MiB: {before:?}");
+        let src_bs = check_output(&src.serial.state.take_tx_output(), true, 0, before).unwrap();
+
+        let (cpu, cpu_version, cpu_payload) = saved_cpu(&src, &m);
+        assert_eq!(cpu.cr0 & 1, 1, "not in protected mode: cr0 {:#x}", cpu.cr0);
+        let mut dst = Vm::new_empty_with(w).unwrap();
+        let mut loaded = CpuState::default();
+        load_payload(&mut loaded, &cpu_payload, cpu_version, &m).unwrap();
+        assert_eq!(loaded, cpu);
+        dst.write_memory(&src.read_memory().unwrap()).unwrap();
+        dst.restore_cpu(&loaded).unwrap();
+        dst.serial = src.serial.clone();
+        dst.run_for(RUN).unwrap();
+        let after = check_pattern(&dst.counters().unwrap()).unwrap();
+        assert!(after.passes > before.passes, "{before:?} -> {after:?}");
+        check_output(&dst.serial.state.take_tx_output(), false, src_bs, after).unwrap();
+    }
+
+    /// The 32-bit guest paced to 2,000 pages a second through its budget port dirties about
+    /// 200 pages in 100 ms; a guest that ignored the budget would walk millions.
+    #[test]
+    #[ignore = "needs /dev/kvm: --features kvm, on a host where /dev/kvm opens read-write"]
+    fn dirty_rate_paces_the_guest() {
+        super::tools::require_kvm();
+        let w = Workload {
+            ram_size: 1 << 20,
+            dirty_rate: Some(2000),
+        };
+        let mut vm = Vm::with_workload(w).unwrap();
+        let report = vm.run_for(Duration::from_millis(100)).unwrap();
+        let st = check_pattern(&vm.counters().unwrap()).unwrap();
+        let pages = st.passes as usize * w.pattern_pages() + st.pages_done;
+        // 2,000 pages/s for 100 ms (plus the 10-page bank) is about 210 pages; unpaced, the
+        // guest walks millions of pages in that time.
+        assert!(pages <= 2000, "{pages} pages in {report:?}: {st:?}");
     }
 
     #[test]

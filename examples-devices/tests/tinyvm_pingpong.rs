@@ -82,7 +82,108 @@ fn pingpong_soft_5_hops() {
     assert!(out.contains("after the last hop:"), "{out}");
 }
 
+/// Checks a `--verbose` run of a large guest with a dirty rate: every hop completed with its
+/// checks passing, printed its precopy passes (one line per pass, numbered from 0, as many as
+/// the hop line says), and converged (at the downtime target, or by auto-converge's throttle).
+fn check_large_guest_run(out: &str, mode: &str, hops: usize) {
+    assert!(out.contains("MiB of guest RAM, dirty rate "), "{out}");
+    assert!(
+        out.contains(&format!(
+            "summary: mode {mode} hops {hops}/{hops} inconsistencies 0"
+        )),
+        "{out}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let hop_at: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("hop "))
+        .collect();
+    assert_eq!(hop_at.len(), hops, "{out}");
+    let mut total_passes = 0;
+    for &i in &hop_at {
+        let hop = lines[i];
+        assert!(
+            hop.contains("checks: memory ok, devices ok, serial ok"),
+            "{hop}"
+        );
+        assert!(hop.contains(", progress ok (pass "), "{hop}");
+        // "hop N/M: A -> B  <passes> pass[es]  ..."
+        let passes: usize = hop
+            .split("  ")
+            .nth(1)
+            .and_then(|w| w.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{hop}"));
+        let pass_lines: Vec<&str> = lines[i + 1..]
+            .iter()
+            .take_while(|l| l.starts_with("  "))
+            .filter(|l| l.starts_with("  pass ") && !l.contains(" in progress: "))
+            .copied()
+            .collect();
+        assert_eq!(pass_lines.len(), passes, "{hop}: {pass_lines:?}");
+        for (n, l) in pass_lines.iter().enumerate() {
+            assert!(l.starts_with(&format!("  pass {n}: ")), "{l}");
+            for field in [
+                " pages (",
+                " zero) in ",
+                " MiB/s ",
+                " dirtied meanwhile ",
+                " expected downtime ",
+                " throttle ",
+            ] {
+                assert!(l.contains(field), "{field:?} missing: {l}");
+            }
+        }
+        let verdict = lines[i + 1..]
+            .iter()
+            .take_while(|l| l.starts_with("  "))
+            .find(|l| l.starts_with("  converged after ") || l.starts_with("  did not converge"))
+            .unwrap_or_else(|| panic!("no convergence line after {hop}"));
+        assert!(
+            verdict.starts_with("  converged after "),
+            "{hop}: {verdict}"
+        );
+        total_passes += passes;
+    }
+    // The bandwidth limit makes pass 0 last at least a second (64 MiB at 64 MiB/s), in which
+    // the guest dirties thousands of pages: more than the 50 ms target lets the stop send.
+    assert!(total_passes > hops, "no hop took more than one pass: {out}");
+}
+
+/// The arguments of the large-guest runs: 64 MiB, 5,000 pages/s, at most 64 MiB/s.
+const LARGE_GUEST: [&str; 7] = [
+    "--mem",
+    "64M",
+    "--dirty-rate",
+    "5000",
+    "--bandwidth",
+    "64M",
+    "--verbose",
+];
+
+/// A 64 MiB software guest dirtying 5,000 pages a second, migrated at 64 MiB/s: its hops take
+/// several precopy passes (the guest dirties pages while pass 0 sends 16,384 of them) and
+/// converge, every check passes, and `--verbose` shows each pass.
+#[test]
+fn pingpong_soft_large_guest_with_dirty_rate() {
+    let out = pingpong(&[&["--soft", "--count", "3"][..], &LARGE_GUEST].concat());
+    assert!(
+        out.contains("64 MiB of guest RAM, dirty rate 5000 pages/s, bandwidth limit 67108864 B/s"),
+        "{out}"
+    );
+    check_large_guest_run(&out, "soft", 3);
+}
+
 mod needs_kvm {
+    /// The 32-bit KVM guest (64 MiB, started in protected mode, paced through its budget port)
+    /// migrates back and forth with every check passing and its passes shown.
+    #[test]
+    #[ignore = "needs /dev/kvm: --features kvm, on a host where /dev/kvm opens read-write"]
+    fn pingpong_kvm_large_guest_with_dirty_rate() {
+        super::tools::require_kvm();
+        let out = super::pingpong(&[&["--kvm", "--count", "3"][..], &super::LARGE_GUEST].concat());
+        super::check_large_guest_run(&out, "kvm", 3);
+    }
+
     #[test]
     #[ignore = "needs /dev/kvm: --features kvm, on a host where /dev/kvm opens read-write"]
     fn pingpong_kvm_10_hops() {

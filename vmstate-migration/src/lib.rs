@@ -106,6 +106,8 @@ pub mod __private {
 }
 pub use error::{MigrationError, Result};
 pub use memory::{GuestMem, GuestRam, PAGE_SIZE};
-pub use precopy::{migrate, MigrationSource, PassStats, Phase, Report, Settings};
+pub use precopy::{
+    migrate, MigrationSource, PassProgress, PassStats, Phase, ProgressHook, Report, Settings,
+};
 pub use ram::{PageCounts, RamLoader, RamWriter};
 pub use transport::{FileTransport, Transport};

@@ -72,6 +72,32 @@ pub struct Settings {
     pub ack_timeout: Duration,
     /// Set to cancel the migration; checked between buffers.
     pub cancel: Arc<AtomicBool>,
+    /// Called during the iterative passes after every buffer written (a progress display for
+    /// long passes); `None` = no calls.
+    pub progress: Option<ProgressHook>,
+}
+
+/// Where an iterative pass stands, for [`Settings::progress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassProgress {
+    /// Pass number (0 sends every page).
+    pub pass: u32,
+    /// Pages this pass sends.
+    pub pages: u64,
+    /// Stream bytes written in this pass so far.
+    pub bytes: u64,
+    /// Time since the pass began.
+    pub elapsed: Duration,
+}
+
+/// A progress callback ([`Settings::progress`]).
+#[derive(Clone)]
+pub struct ProgressHook(pub Arc<dyn Fn(&PassProgress) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressHook")
+    }
 }
 
 impl Default for Settings {
@@ -85,6 +111,7 @@ impl Default for Settings {
             throttle_step: 10,
             ack_timeout: Duration::from_secs(30),
             cancel: Arc::new(AtomicBool::new(false)),
+            progress: None,
         }
     }
 }
@@ -189,6 +216,9 @@ struct Throttled<'a, T: ?Sized> {
     last: Instant,
     bytes: u64,
     cancel: &'a AtomicBool,
+    progress: Option<&'a ProgressHook>,
+    /// The pass under way (number, pages, bytes at its start, start), for `progress`.
+    pass: Option<(u32, u64, u64, Instant)>,
 }
 
 impl<T: ?Sized> Throttled<'_, T> {
@@ -223,6 +253,14 @@ impl<T: Transport + ?Sized> ByteSink for Throttled<'_, T> {
         self.admit(data.len())?;
         self.t.write_all(data)?;
         self.bytes += data.len() as u64;
+        if let (Some(hook), Some((pass, pages, b0, p0))) = (self.progress, self.pass) {
+            (hook.0)(&PassProgress {
+                pass,
+                pages,
+                bytes: self.bytes - b0,
+                elapsed: p0.elapsed(),
+            });
+        }
         Ok(())
     }
 
@@ -381,6 +419,8 @@ where
         last: Instant::now(),
         bytes: 0,
         cancel: &settings.cancel,
+        progress: settings.progress.as_ref(),
+        pass: None,
     };
     let mut w = RamWriter::new(ram_section_id, framing);
     sink.send(&stream_prefix(&machine)?)?;
@@ -394,10 +434,14 @@ where
     loop {
         let p0 = Instant::now();
         let b0 = sink.bytes;
+        if sink.progress.is_some() {
+            sink.pass = Some((pass, count_dirty(source.ram(), &pending), b0, p0));
+        }
         w.begin_chunk(&mut sink, false)?;
         let c = send_dirty(&mut w, &mut sink, source.ram(), &pending)?;
         w.end_chunk(&mut sink)?;
         w.finish(&mut sink)?;
+        sink.pass = None;
         let duration = p0.elapsed().max(Duration::from_micros(1));
         pending = source.take_dirty()?;
         let dirty_left = count_dirty(source.ram(), &pending);

@@ -3,6 +3,7 @@
 //! ```text
 //! tinyvm pingpong --count 100            # KVM when /dev/kvm opens (feature `kvm`), else software
 //! tinyvm pingpong --count 5 --soft       # the software guest (a thread dirtying vm-memory RAM)
+//! tinyvm pingpong --mem 256M --dirty-rate 50000 --count 20 --verbose   # multi-pass precopy
 //! tinyvm serve --kvm                     # a child: prints `READY <port>`, then obeys stdin lines
 //! ```
 //!
@@ -16,6 +17,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use examples_devices::tinyvm::child::Options;
+use examples_devices::tinyvm::guest::{parse_rate, parse_size, Workload};
 use examples_devices::tinyvm::{child, driver, Mode};
 
 #[derive(Parser)]
@@ -36,6 +39,36 @@ struct ModeArgs {
     /// Run the software guest.
     #[arg(long)]
     soft: bool,
+    /// Guest RAM: bytes or with K/M/G (1M = the real-mode guest; KVM up to 3G).
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    mem: usize,
+    /// Pages per second the guest may dirty, or `max` (as fast as it can).
+    #[arg(long, default_value = "max", value_parser = |s: &str| parse_rate(s).map(DirtyRate))]
+    dirty_rate: DirtyRate,
+    /// Migration bandwidth limit in bytes per second (K/M/G allowed); unlimited if absent.
+    #[arg(long, value_parser = parse_size)]
+    bandwidth: Option<usize>,
+    /// Print a progress line on stderr every 250 ms of a long precopy pass (`pingpong
+    /// --verbose` passes it to its children).
+    #[arg(long)]
+    progress: bool,
+}
+
+/// `--dirty-rate` (clap treats a bare `Option` as an optional flag).
+#[derive(Clone, Copy)]
+struct DirtyRate(Option<u64>);
+
+impl ModeArgs {
+    fn options(&self, verbose: bool) -> Options {
+        Options {
+            workload: Workload {
+                ram_size: self.mem,
+                dirty_rate: self.dirty_rate.0,
+            },
+            bandwidth_limit: self.bandwidth.map(|b| b as u64),
+            progress: self.progress || verbose,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -90,6 +123,7 @@ fn main() -> ExitCode {
         Cmd::Save { mode, .. } => ("save", mode),
         Cmd::Serve { mode } => ("serve", mode),
     };
+    let margs = *mode;
     let (mode, why) = match Mode::pick(mode.kvm, mode.soft) {
         Ok(m) => m,
         Err(e) => {
@@ -112,10 +146,13 @@ fn main() -> ExitCode {
             stall_hop,
             verbose,
             mode,
+            opts: margs.options(verbose),
         }
         .command(&why),
-        Cmd::Save { out, run_ms, .. } => driver::save(mode, &why, run_ms, &out).map(|()| true),
-        Cmd::Serve { .. } => child::serve(mode).map(|()| true),
+        Cmd::Save { out, run_ms, .. } => {
+            driver::save_with(mode, margs.options(false), &why, run_ms, &out).map(|()| true)
+        }
+        Cmd::Serve { .. } => child::serve(mode, margs.options(false)).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -6,15 +6,55 @@
 
 use std::io::{BufRead, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use vmstate_migration::VmParts as _;
 
 use vmstate_migration::transport::Transport;
 use vmstate_migration::{migrate, receive, ReceiveSettings};
 
-use super::protocol::{devices_hash, output_word, phases_word, Seen};
+use super::guest::Workload;
+use super::protocol::{devices_hash, output_word, passes_word, phases_word, Seen};
 use super::soft::{SoftDest, SoftGuest};
 use super::{settings, Mode};
+
+/// What a child runs, from its command line: the same on both sides of a migration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The guest's RAM size and dirty rate.
+    pub workload: Workload,
+    /// Migration bandwidth limit in bytes per second (`None` = unlimited).
+    pub bandwidth_limit: Option<u64>,
+    /// Print a progress line on stderr every 250 ms of a long precopy pass.
+    pub progress: bool,
+}
+
+/// A progress display for long passes: a line on stderr at most every 250 ms.
+fn progress_hook() -> vmstate_migration::ProgressHook {
+    let last = Mutex::new(Duration::ZERO);
+    vmstate_migration::ProgressHook(std::sync::Arc::new(
+        move |p: &vmstate_migration::PassProgress| {
+            let mut last = last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if p.elapsed < *last {
+                *last = Duration::ZERO; // a new pass
+            }
+            if p.elapsed >= *last + Duration::from_millis(250) {
+                *last = p.elapsed;
+                let sent = p.bytes / 4104; // a page record: 8-byte header + 4 KiB
+                eprintln!(
+                    "  pass {} in progress: ~{} of {} pages ({:.0}%) in {:.0} ms",
+                    p.pass,
+                    sent.min(p.pages),
+                    p.pages,
+                    100.0 * sent.min(p.pages) as f64 / p.pages.max(1) as f64,
+                    p.elapsed.as_secs_f64() * 1e3
+                );
+            }
+        },
+    ))
+}
 
 /// The guest a child holds, if any.
 // One per child process; without the `kvm` feature the soft guest is the only large variant.
@@ -46,6 +86,7 @@ const START_BOUND: Duration = Duration::from_secs(2);
 /// A process that can host a guest of one [`Mode`] (see the module docs).
 pub struct Child {
     mode: Mode,
+    opts: Options,
     listener: TcpListener,
     held: Held,
     /// The stopped guest after a successful `SEND`, until `INSPECT`.
@@ -70,9 +111,11 @@ impl Child {
     /// # Errors
     ///
     /// The listener cannot be bound.
-    pub fn new(mode: Mode) -> Result<Self, String> {
+    pub fn new(mode: Mode, opts: Options) -> Result<Self, String> {
+        opts.workload.validate(mode == Mode::Kvm)?;
         Ok(Child {
             mode,
+            opts,
             listener: TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?,
             held: Held::None,
             sent: Held::None,
@@ -110,7 +153,7 @@ impl Child {
         self.ensure_empty()?;
         match self.mode {
             Mode::Soft => {
-                let mut g = SoftGuest::new(false)?;
+                let mut g = SoftGuest::new(false, self.opts.workload)?;
                 g.run(true);
                 self.held = Held::Soft(g);
             }
@@ -122,7 +165,7 @@ impl Child {
     #[cfg(feature = "kvm")]
     fn start_kvm(&mut self) -> Result<(), String> {
         use super::{live::KvmSource, Vm};
-        let vm = Vm::new().map_err(|e| e.to_string())?;
+        let vm = Vm::with_workload(self.opts.workload).map_err(|e| e.to_string())?;
         self.held = Held::Kvm(KvmSource::start(vm, super::machine()).map_err(|e| e.to_string())?);
         Ok(())
     }
@@ -170,7 +213,7 @@ impl Child {
         self.sent = Held::None;
         let t0 = Instant::now();
         self.prepared = match self.mode {
-            Mode::Soft => Prepared::Soft(SoftDest::new(corrupt, stall)?),
+            Mode::Soft => Prepared::Soft(SoftDest::new(corrupt, stall, self.opts.workload)?),
             // A KVM guest runs from the moment its vCPU starts; it cannot be held back without
             // racing it, so stall injection is for the software guest.
             Mode::Kvm if stall => return Err("`stall` needs the software guest (--soft)".into()),
@@ -184,7 +227,8 @@ impl Child {
     fn prepare_kvm(&mut self, corrupt_ram: bool) -> Result<Prepared, String> {
         use std::sync::{Arc, Mutex, PoisonError};
 
-        let mut d = super::live::KvmDest::new(super::machine()).map_err(|e| e.to_string())?;
+        let mut d = super::live::KvmDest::with_workload(super::machine(), self.opts.workload)
+            .map_err(|e| e.to_string())?;
         let seen: SeenCell = Arc::new(Mutex::new(None));
         let (s2, ram) = (Arc::clone(&seen), d.ram().clone());
         d.before_start = Some(Box::new(move |_vm| {
@@ -284,7 +328,10 @@ impl Child {
     /// No guest here, or the migration failed (the guest then stays here).
     pub fn send_over<T: Transport>(&mut self, t: &mut T) -> Result<String, String> {
         let t = &mut *t;
-        let s = settings();
+        let mut s = settings(self.opts.bandwidth_limit);
+        if self.opts.progress {
+            s.progress = Some(progress_hook());
+        }
         self.frozen = false;
         // On success the stopped guest stays here, unexamined, until `INSPECT`: examining it
         // now would compete for the CPU with the destination starting its guest.
@@ -315,12 +362,15 @@ impl Child {
             },
         };
         Ok(format!(
-            "SENT {} {} {} {} {stop_at} {}",
+            "SENT {} {} {} {} {stop_at} {} {} {}:{}",
             report.bytes,
             report.passes.len(),
             report.downtime.as_micros(),
             report.total_time.as_micros(),
             phases_word(&report.critical_path),
+            passes_word(&report.passes),
+            report.final_pages.pages,
+            report.final_pages.zero_pages,
         ))
     }
 
@@ -360,7 +410,7 @@ impl Child {
             Held::None => return Err("no guest here".into()),
             Held::Soft(g) => {
                 g.stop();
-                let r = (Seen::inspect(g.ram()), g.take_output());
+                let r = (Seen::inspect_state(g.ram()), g.take_output());
                 if !self.frozen {
                     g.run(false);
                 }
@@ -369,7 +419,7 @@ impl Child {
             #[cfg(feature = "kvm")]
             Held::Kvm(g) => {
                 let out = kvm_output(g)?;
-                let seen = Seen::inspect(g.ram());
+                let seen = Seen::inspect_state(g.ram());
                 if !self.frozen {
                     g.run();
                 }
@@ -403,8 +453,8 @@ fn kvm_output(g: &mut super::live::KvmSource) -> Result<Vec<u8>, String> {
 /// # Errors
 ///
 /// The listener cannot be bound, or stdin/stdout fail.
-pub fn serve(mode: Mode) -> Result<(), String> {
-    let mut me = Child::new(mode)?;
+pub fn serve(mode: Mode, opts: Options) -> Result<(), String> {
+    let mut me = Child::new(mode, opts)?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "READY {}", me.port()?).map_err(|e| e.to_string())?;
     stdout.flush().map_err(|e| e.to_string())?;

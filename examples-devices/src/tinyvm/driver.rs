@@ -9,7 +9,8 @@
 //! sections the destination loaded, saved again, hash equal to those the source sent),
 //! **serial** (the output, concatenated over hops, is `A` then one `B` per completed pass) and
 //! **progress** (the guest completed a pass since the previous hop, waiting up to
-//! [`PROGRESS_BOUND`] for it, so a guest starved of CPU is not a failure but a stalled one is).
+//! [`PROGRESS_BOUND`] for it, or three times a pass at the dirty rate if that is longer, so a
+//! guest starved of CPU is not a failure but a stalled one is).
 //! A failed check is counted as an inconsistency and printed as `hop N: INCONSISTENT: …`.
 //!
 //! The downtime of a hop is measured across the two processes: the source's
@@ -25,8 +26,9 @@ use std::time::{Duration, Instant};
 
 use vmstate_migration::transport::FileTransport;
 
+use super::child::Options;
 use super::guest::{check_output, PatternState};
-use super::protocol::{number, output_bytes, parse_phases, Seen};
+use super::protocol::{number, output_bytes, parse_passes, parse_phases, Seen};
 use super::Mode;
 
 /// Word `i` of `w`.
@@ -47,10 +49,18 @@ struct Proc {
 
 impl Proc {
     /// Spawns this executable as `serve <mode>` and reads its `READY <port>` line.
-    fn spawn(name: &'static str, mode: Mode) -> Result<Self, String> {
+    fn spawn(name: &'static str, mode: Mode, opts: Options) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut args = vec!["serve".to_owned(), mode.flag().to_owned()];
+        args.extend(opts.workload.args());
+        if let Some(b) = opts.bandwidth_limit {
+            args.extend(["--bandwidth".to_owned(), b.to_string()]);
+        }
+        if opts.progress {
+            args.push("--progress".to_owned());
+        }
         let mut child = Command::new(exe)
-            .args(["serve", mode.flag()])
+            .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -89,12 +99,13 @@ impl Proc {
     }
 
     /// Asks `STATUS` until the guest has completed a pass after `prev`, for at most
-    /// [`PROGRESS_BOUND`], appending its serial output to `output`. Returns the last status,
+    /// `bound`, appending its serial output to `output`. Returns the last status,
     /// how long it waited and whether the guest progressed.
     fn wait_for_progress(
         &mut self,
         prev: PatternState,
         output: &mut Vec<u8>,
+        bound: Duration,
     ) -> Result<(Seen, Duration, bool), String> {
         let t0 = Instant::now();
         loop {
@@ -102,7 +113,7 @@ impl Proc {
             let seen = Seen::parse(&w)?;
             output.extend_from_slice(&output_bytes(w.get(3)));
             let waited = t0.elapsed();
-            if seen.state.passes > prev.passes || waited >= PROGRESS_BOUND {
+            if seen.state.passes > prev.passes || waited >= bound {
                 return Ok((seen, waited, seen.state.passes > prev.passes));
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -130,6 +141,16 @@ impl Proc {
 /// stalled. On a loaded machine the guest may get no CPU for a while; a guest that stalls after a
 /// migration still fails the hop, after this long.
 pub const PROGRESS_BOUND: Duration = Duration::from_secs(2);
+
+/// How long a hop waits for progress with workload `w`: [`PROGRESS_BOUND`], or three passes
+/// at `w`'s dirty rate when that is longer (a large guest at a low rate takes a while per pass).
+#[must_use]
+pub fn progress_bound(w: super::guest::Workload) -> Duration {
+    let pass = w.dirty_rate.map_or(Duration::ZERO, |r| {
+        Duration::from_secs_f64(w.pattern_pages() as f64 / r.max(1) as f64)
+    });
+    PROGRESS_BOUND.max(pass * 3)
+}
 
 /// What a ping-pong run measured and found.
 #[derive(Debug, Default)]
@@ -208,10 +229,13 @@ after every hop (a failed check prints `hop N: INCONSISTENT: ...` and is counted
   serial    the serial output of all hops so far is 'A', then one 'B' per completed pass:
             nothing lost, nothing printed twice
   progress  the guest completed a pass where it arrived before it leaves again (waiting up to
-            2 s of wall time for CPU) and the source stopped it no earlier than that
+            2 s of wall time for CPU, or 3 guest passes at a --dirty-rate if longer) and the
+            source stopped it no earlier than that
 numbers: passes = precopy passes over RAM; total = migration start -> source done;
   downtime = the source beginning to stop the guest -> the destination's guest running
-  (CLOCK_MONOTONIC of this host), without the destination's checks; `--verbose` splits it";
+  (CLOCK_MONOTONIC of this host), without the destination's checks; `--verbose` splits it
+  and shows every precopy pass (pages, zero pages, bandwidth, pages dirtied meanwhile, the
+  expected downtime, the auto-converge throttle) and whether the hop converged";
 
 /// A `tinyvm pingpong` run.
 #[derive(Debug, Clone, Copy)]
@@ -226,10 +250,28 @@ pub struct Pingpong {
     /// Fault injection (software guest): the destination of this hop never starts the guest
     /// (to see the progress check fail on the next hop).
     pub stall_hop: Option<u32>,
-    /// Print the critical path of every hop, step by step.
+    /// Print the critical path of every hop, step by step, and its precopy passes.
     pub verbose: bool,
     /// The guest.
     pub mode: Mode,
+    /// What the children run (workload, bandwidth limit, progress lines).
+    pub opts: Options,
+}
+
+/// One precopy pass as a `--verbose` line.
+fn pass_line(p: &vmstate_migration::PassStats) -> String {
+    format!(
+        "  pass {}: {} pages ({} zero) in {:.1} ms  {:.1} MiB/s  dirtied meanwhile {} pages ({:.0} pages/s)  expected downtime {:.2} ms  throttle {}%",
+        p.pass,
+        p.pages,
+        p.zero_pages,
+        p.duration.as_secs_f64() * 1e3,
+        p.bandwidth / f64::from(1u32 << 20),
+        p.dirty_left,
+        p.dirty_rate,
+        p.expected_downtime.as_secs_f64() * 1e3,
+        p.throttle
+    )
 }
 
 /// Microseconds as milliseconds, for printing.
@@ -269,7 +311,17 @@ impl Pingpong {
     ///
     /// As [`Pingpong::run`].
     pub fn command(&self, why: &str) -> Result<bool, String> {
-        println!("tinyvm pingpong: {} hops, {why}", self.count);
+        let w = self.opts.workload;
+        println!(
+            "tinyvm pingpong: {} hops, {why}, {} MiB of guest RAM, dirty rate {}{}",
+            self.count,
+            w.ram_size >> 20,
+            w.dirty_rate
+                .map_or_else(|| "max".to_owned(), |r| format!("{r} pages/s")),
+            self.opts
+                .bandwidth_limit
+                .map_or_else(String::new, |b| format!(", bandwidth limit {b} B/s"))
+        );
         println!("{LEGEND}");
         let t0 = Instant::now();
         let st = self.run()?;
@@ -291,8 +343,11 @@ impl Pingpong {
             stall_hop,
             verbose,
             mode,
+            opts,
         } = *self;
-        let mut procs = [Proc::spawn("A", mode)?, Proc::spawn("B", mode)?];
+        let mut procs = [Proc::spawn("A", mode, opts)?, Proc::spawn("B", mode, opts)?];
+        let bound = progress_bound(opts.workload);
+        let target = super::settings(None).downtime;
         println!(
             "children: A on 127.0.0.1:{}, B on 127.0.0.1:{}",
             procs[0].port, procs[1].port
@@ -308,7 +363,8 @@ impl Pingpong {
             // The guest must have run on this side since it arrived: wait for a completed pass.
             let mut progress_ok = true;
             if let Some(prev) = last {
-                let (seen, waited, progressed) = procs[src].wait_for_progress(prev, &mut output)?;
+                let (seen, waited, progressed) =
+                    procs[src].wait_for_progress(prev, &mut output, bound)?;
                 if !progressed {
                     progress_ok = false;
                     st.fail(
@@ -351,7 +407,7 @@ impl Pingpong {
                     return Ok(st);
                 }
             };
-            // SENT <bytes> <passes> <downtime µs> <total µs> <stop at> <steps>
+            // SENT <bytes> <passes> <downtime µs> <total µs> <stop at> <steps> <passes> <final>
             // RECEIVED <seen:3> <devices> <bytes> <run at> <check µs> <steps>
             // INSPECTED <seen:3> <devices> <output>
             let stopped = procs[src].ask("INSPECT", "INSPECTED")?;
@@ -429,6 +485,36 @@ impl Pingpong {
                 s_seen.state.pages_done,
             );
             if verbose {
+                let passes = parse_passes(sent.get(6))?;
+                for p in &passes {
+                    println!("{}", pass_line(p));
+                }
+                if let Some(p) = passes.last() {
+                    if p.expected_downtime <= target {
+                        println!(
+                            "  converged after {} pass{}: expected downtime {:.2} ms <= target {} ms{}",
+                            passes.len(),
+                            if passes.len() == 1 { "" } else { "es" },
+                            p.expected_downtime.as_secs_f64() * 1e3,
+                            target.as_millis(),
+                            if p.throttle > 0 {
+                                format!(" (auto-converge: guest throttled {}%)", p.throttle)
+                            } else {
+                                String::new()
+                            }
+                        );
+                    } else {
+                        println!(
+                            "  did not converge: stopped after {} passes, expected downtime {:.2} ms > target {} ms (throttle {}%)",
+                            passes.len(),
+                            p.expected_downtime.as_secs_f64() * 1e3,
+                            target.as_millis(),
+                            p.throttle
+                        );
+                    }
+                }
+                let (pages, zero) = word(&sent, 7)?.split_once(':').unwrap_or(("?", "?"));
+                println!("  stopped: {pages} pages ({zero} zero) sent during the downtime");
                 println!(
                     "{}",
                     critical_path_line(
@@ -446,7 +532,7 @@ impl Pingpong {
         let seen = match last {
             Some(prev) => {
                 let (seen, waited, progressed) =
-                    procs[holder].wait_for_progress(prev, &mut output)?;
+                    procs[holder].wait_for_progress(prev, &mut output, bound)?;
                 if !progressed {
                     st.fail(
                         count + 1,
@@ -488,7 +574,22 @@ impl Pingpong {
 ///
 /// The guest cannot be started, the file cannot be created, or the migration fails.
 pub fn save(mode: Mode, why: &str, run_ms: u64, out: &Path) -> Result<(), String> {
-    let mut c = super::child::Child::new(mode)?;
+    save_with(mode, Options::default(), why, run_ms, out)
+}
+
+/// [`save`] of a guest running `opts` (its workload; the bandwidth limit of the migration).
+///
+/// # Errors
+///
+/// As [`save`].
+pub fn save_with(
+    mode: Mode,
+    opts: Options,
+    why: &str,
+    run_ms: u64,
+    out: &Path,
+) -> Result<(), String> {
+    let mut c = super::child::Child::new(mode, opts)?;
     c.start()?;
     std::thread::sleep(Duration::from_millis(run_ms));
     let file = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;

@@ -1,13 +1,16 @@
-//! The tinyvm guest: 45 bytes of hand-assembled 16-bit real-mode code, and the check of the
-//! memory pattern it writes.
+//! The tinyvm guest: 45 bytes of hand-assembled 16-bit real-mode code (the default 1 MiB
+//! guest), 75 bytes of 32-bit protected-mode code (any other size, or a dirty-rate limit; see
+//! [`GUEST_CODE32`]), the [`Workload`] (RAM size and dirty rate), the page [`Budget`] that paces
+//! the dirty rate, and the check of the memory pattern both programs write.
 //!
-//! # Layout (1 MiB of RAM at guest physical address 0)
+//! # Layout (1 MiB of RAM at guest physical address 0; larger RAM has more pattern pages)
 //!
 //! | range | use |
 //! |---|---|
 //! | `0x0000..0x1000` | page 0: real-mode stack (SS:SP = 0:0x1000, grows down) |
 //! | `0x1000..0x102d` | page 1: the code below, entered at CS:IP = 0:0x1000 |
 //! | `0x2000..0x100000` | pages 2–255: one little-endian `u32` counter at the start of each page |
+//! | `0x2000..size` | (other sizes) pages 2 to the last: one counter each, as above |
 //!
 //! # Program
 //!
@@ -43,9 +46,60 @@
 //! 0x102c  c3                 ret
 //! ```
 //!
+//! # The 32-bit program
+//!
+//! For any other RAM size, or with a dirty-rate limit, the VMM starts the vCPU directly in
+//! 32-bit protected mode (CR0.PE, flat 4 GiB code and data segments set through
+//! `KVM_SET_SREGS`, no GDT needed; the migrated vCPU state carries the segment caches and CR0),
+//! with EIP = ESP = 0x1000 and EDI = the RAM size, and [`GUEST_CODE32`] walks the same pattern
+//! over every page up to EDI (so up to 3 GiB: [`MAX_KVM_RAM`]). Before each page it takes one
+//! page from its budget (ESI); when that is empty it reads a new budget, a `u32`, from port
+//! [`BUDGET_PORT`]: the number of pages the VMM lets it dirty now ([`Budget::grant`]); 0 means
+//! `pause` and ask again.
+//!
+//! ```text
+//! 0x1000  fa                cli
+//! 0x1001  b0 41             mov  al, 'A'
+//! 0x1003  e8 30 00 00 00    call putc                  ; 0x1038
+//! 0x1008  31 f6             xor  esi, esi              ; no budget yet
+//! outer:
+//! 0x100a  bb 00 20 00 00    mov  ebx, 0x2000           ; page 2
+//! inner:
+//! 0x100f  85 f6             test esi, esi
+//! 0x1011  75 0f             jnz  have
+//! ask:
+//! 0x1013  66 ba f0 07       mov  dx, 0x7f0             ; BUDGET_PORT
+//! 0x1017  ed                in   eax, dx
+//! 0x1018  89 c6             mov  esi, eax
+//! 0x101a  85 f6             test esi, esi
+//! 0x101c  75 04             jnz  have
+//! 0x101e  f3 90             pause
+//! 0x1020  eb f1             jmp  ask
+//! have:
+//! 0x1022  ff 03             inc  dword [ebx]           ; this page's counter
+//! 0x1024  4e                dec  esi
+//! 0x1025  81 c3 00 10 00 00 add  ebx, 0x1000           ; next page
+//! 0x102b  39 fb             cmp  ebx, edi              ; RAM size
+//! 0x102d  72 e0             jb   inner
+//! 0x102f  b0 42             mov  al, 'B'
+//! 0x1031  e8 02 00 00 00    call putc
+//! 0x1036  eb d2             jmp  outer
+//! putc:                                                ; al = the byte
+//! 0x1038  88 c4             mov  ah, al
+//! 0x103a  66 ba fd 03       mov  dx, 0x3fd             ; LSR
+//! 0x103e  ec                in   al, dx
+//! 0x103f  a8 20             test al, 0x20              ; THRE
+//! 0x1041  74 fb             jz   0x103e
+//! 0x1043  66 ba f8 03       mov  dx, 0x3f8             ; THR
+//! 0x1047  88 e0             mov  al, ah
+//! 0x1049  ee                out  dx, al
+//! 0x104a  c3                ret
+//! ```
+//!
 //! # The pattern invariant
 //!
-//! Read the counters `v[0..n]` in walk order (pages 2..=255, `n` = [`PATTERN_PAGES`]) while the
+//! Read the counters `v[0..n]` in walk order (pages 2..=255, `n` = [`PATTERN_PAGES`], or up to
+//! the last page of a larger RAM) while the
 //! vCPU is stopped. Every pass adds 1 to each counter in that order, starting from all zeros,
 //! so there is a `c` (the passes completed) and a `k` in `0..n` (the pages done in the pass
 //! under way) with `v[i] == c + 1` for `i < k` and `v[i] == c` for `i >= k`: neighbours are
@@ -71,6 +125,210 @@ pub const FIRST_PATTERN_PAGE: usize = 2;
 pub const PATTERN_PAGES: usize = RAM_SIZE / PAGE_SIZE - FIRST_PATTERN_PAGE;
 /// The UART's I/O base (COM1).
 pub const COM1_BASE: u16 = 0x3f8;
+
+/// Largest RAM of the KVM guest: the 32-bit walk addresses it flat, below the TSS pages KVM
+/// needs at `0xfffb_d000` and the local APIC at `0xfee0_0000`.
+pub const MAX_KVM_RAM: usize = 3 << 30;
+/// Largest RAM of the software guest.
+pub const MAX_SOFT_RAM: usize = 64 << 30;
+/// Smallest RAM: the stack page, the code page and 14 pattern pages.
+pub const MIN_RAM: usize = 64 << 10;
+/// The I/O port the 32-bit guest reads its page budget from.
+pub const BUDGET_PORT: u16 = 0x7f0;
+
+/// The 32-bit guest program (see the module documentation for the listing); EDI = RAM size.
+pub const GUEST_CODE32: [u8; 75] = [
+    0xfa, // cli
+    0xb0, b'A', // mov al, 'A'
+    0xe8, 0x30, 0x00, 0x00, 0x00, // call putc
+    0x31, 0xf6, // xor esi, esi
+    // outer:
+    0xbb, 0x00, 0x20, 0x00, 0x00, // mov ebx, 0x2000
+    // inner:
+    0x85, 0xf6, // test esi, esi
+    0x75, 0x0f, // jnz have
+    // ask:
+    0x66, 0xba, 0xf0, 0x07, // mov dx, BUDGET_PORT
+    0xed, // in eax, dx
+    0x89, 0xc6, // mov esi, eax
+    0x85, 0xf6, // test esi, esi
+    0x75, 0x04, // jnz have
+    0xf3, 0x90, // pause
+    0xeb, 0xf1, // jmp ask
+    // have:
+    0xff, 0x03, // inc dword [ebx]
+    0x4e, // dec esi
+    0x81, 0xc3, 0x00, 0x10, 0x00, 0x00, // add ebx, 0x1000
+    0x39, 0xfb, // cmp ebx, edi
+    0x72, 0xe0, // jb inner
+    0xb0, b'B', // mov al, 'B'
+    0xe8, 0x02, 0x00, 0x00, 0x00, // call putc
+    0xeb, 0xd2, // jmp outer
+    // putc:
+    0x88, 0xc4, // mov ah, al
+    0x66, 0xba, 0xfd, 0x03, // mov dx, 0x3fd
+    0xec, // in al, dx
+    0xa8, 0x20, // test al, 0x20
+    0x74, 0xfb, // jz -5
+    0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+    0x88, 0xe0, // mov al, ah
+    0xee, // out dx, al
+    0xc3, // ret
+];
+
+/// What the guest does: its RAM size and how fast it may dirty pages. Both sides of a
+/// migration get the same workload (a `tinyvm serve` child on its command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workload {
+    /// Guest RAM in bytes (a multiple of 64 KiB, [`MIN_RAM`] ..= [`MAX_KVM_RAM`] /
+    /// [`MAX_SOFT_RAM`]).
+    pub ram_size: usize,
+    /// Pages the guest may dirty per second; `None` = as fast as it can.
+    pub dirty_rate: Option<u64>,
+}
+
+impl Default for Workload {
+    /// The classic guest: 1 MiB, no rate limit (the real-mode program).
+    fn default() -> Self {
+        Workload {
+            ram_size: RAM_SIZE,
+            dirty_rate: None,
+        }
+    }
+}
+
+impl Workload {
+    /// Number of pattern pages (pages 2 to the last).
+    #[must_use]
+    pub fn pattern_pages(&self) -> usize {
+        self.ram_size / PAGE_SIZE - FIRST_PATTERN_PAGE
+    }
+
+    /// Whether the KVM guest is the 16-bit real-mode program (1 MiB, no rate limit); any other
+    /// workload runs [`GUEST_CODE32`].
+    #[must_use]
+    pub fn real_mode(&self) -> bool {
+        self.ram_size == RAM_SIZE && self.dirty_rate.is_none()
+    }
+
+    /// The command-line words that give a child this workload.
+    #[must_use]
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--mem".into(),
+            self.ram_size.to_string(),
+            "--dirty-rate".into(),
+            self.dirty_rate
+                .map_or_else(|| "max".into(), |r| r.to_string()),
+        ]
+    }
+
+    /// Checks the size against the limits of `kvm` or the software guest.
+    ///
+    /// # Errors
+    ///
+    /// The size is out of range or not a multiple of 64 KiB.
+    pub fn validate(&self, kvm: bool) -> Result<(), String> {
+        let max = if kvm { MAX_KVM_RAM } else { MAX_SOFT_RAM };
+        if self.ram_size < MIN_RAM || self.ram_size > max || self.ram_size % (64 << 10) != 0 {
+            return Err(format!(
+                "--mem {}: must be a multiple of 64 KiB from {} KiB to {} MiB for the {} guest",
+                self.ram_size,
+                MIN_RAM >> 10,
+                max >> 20,
+                if kvm { "KVM" } else { "software" }
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a size: bytes, or a number with `K`, `M`, `G` (binary units, `iB` optional).
+///
+/// # Errors
+///
+/// Not a number, or too large.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim().trim_end_matches("iB").trim_end_matches('B');
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    let n: usize = num.parse().map_err(|_| format!("bad size {s:?}"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size {s:?} too large"))
+}
+
+/// Parses a dirty rate: pages per second, or `max` (no limit).
+///
+/// # Errors
+///
+/// Neither `max` nor a positive number.
+pub fn parse_rate(s: &str) -> Result<Option<u64>, String> {
+    if s == "max" {
+        return Ok(None);
+    }
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(format!(
+            "bad dirty rate {s:?}: pages per second (> 0) or `max`"
+        )),
+    }
+}
+
+/// Paces the guest to a dirty rate: pages become due at `rate` per second of wall time (slowed
+/// by a throttle), and [`Budget::grant`] hands out what is due. At most 5 ms worth of pages (at
+/// least one) is banked, so a guest that did not ask for a while (stopped, throttled, migrated)
+/// does not burst.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    rate: Option<u64>,
+    due: f64,
+    last: std::time::Instant,
+}
+
+impl Budget {
+    /// A budget of `rate` pages per second (`None` = no limit).
+    #[must_use]
+    pub fn new(rate: Option<u64>) -> Self {
+        Budget {
+            rate,
+            due: 0.0,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Pages the guest may dirty now (`u32::MAX` without a limit), running at `100 - throttle`
+    /// percent of the rate. 0: none yet; [`Budget::wait`] says how long until one is due.
+    pub fn grant(&mut self, throttle: u8) -> u32 {
+        let Some(rate) = self.rate else {
+            return u32::MAX;
+        };
+        let now = std::time::Instant::now();
+        let rate = rate as f64 * f64::from(100 - throttle.min(99)) / 100.0;
+        let cap = (rate / 200.0).max(1.0);
+        self.due = (self.due + now.duration_since(self.last).as_secs_f64() * rate).min(cap);
+        self.last = now;
+        let n = self.due.floor();
+        self.due -= n;
+        // `n` is at most `cap`, far below u32::MAX for any rate a u64 can say per 5 ms.
+        n.min(f64::from(u32::MAX)) as u32
+    }
+
+    /// How long until the next page is due (capped at `max`).
+    #[must_use]
+    pub fn wait(&self, max: std::time::Duration) -> std::time::Duration {
+        match self.rate {
+            None => std::time::Duration::ZERO,
+            Some(r) => {
+                let secs = (1.0 - self.due).max(0.0) / r.max(1) as f64;
+                std::time::Duration::from_secs_f64(secs).min(max)
+            }
+        }
+    }
+}
 
 /// The guest program; see the module documentation for the listing.
 pub const GUEST_CODE: [u8; 45] = [
@@ -130,15 +388,11 @@ impl fmt::Display for PatternError {
 
 impl std::error::Error for PatternError {}
 
-/// Reads the counters of the pattern pages, in walk order, from a copy of guest RAM.
-///
-/// # Panics
-///
-/// If `ram` is shorter than [`RAM_SIZE`].
+/// Reads the counters of the pattern pages, in walk order, from a copy of guest RAM (pages 2
+/// to the last whole page of `ram`).
 #[must_use]
 pub fn counters(ram: &[u8]) -> Vec<u32> {
-    assert!(ram.len() >= RAM_SIZE, "guest RAM copy too short");
-    (FIRST_PATTERN_PAGE..RAM_SIZE / PAGE_SIZE)
+    (FIRST_PATTERN_PAGE..ram.len() / PAGE_SIZE)
         .map(|p| {
             let at = p * PAGE_SIZE;
             u32::from_le_bytes([ram[at], ram[at + 1], ram[at + 2], ram[at + 3]])
@@ -248,6 +502,37 @@ mod tests {
         let mut v = vec![7; n];
         v[n - 1] = 8; // last above first: not a state the walk reaches
         assert_eq!(check_pattern(&v).unwrap_err().index, 0);
+    }
+
+    #[test]
+    fn sizes_and_rates_parse() {
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert!(parse_size("x").is_err());
+        assert_eq!(parse_rate("max"), Ok(None));
+        assert_eq!(parse_rate("5000"), Ok(Some(5000)));
+        assert!(parse_rate("0").is_err());
+        let w = Workload::default();
+        assert!(w.real_mode());
+        assert_eq!(w.pattern_pages(), PATTERN_PAGES);
+        assert!(Workload {
+            ram_size: 4 << 30,
+            dirty_rate: None
+        }
+        .validate(true)
+        .is_err());
+    }
+
+    #[test]
+    fn budget_paces_and_does_not_burst() {
+        assert_eq!(Budget::new(None).grant(0), u32::MAX);
+        let mut b = Budget::new(Some(1000));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // 50 pages are due, but at most 5 ms worth (5 pages) is banked.
+        assert_eq!(b.grant(0), 5);
+        assert!(b.grant(0) <= 5);
     }
 
     #[test]

@@ -78,6 +78,7 @@ impl VcpuThread {
                     }
                     let pct = u32::from(t.load(Ordering::Relaxed).min(99));
                     let run = SLICE * (100 - pct) / 100;
+                    vm.set_throttle(pct as u8);
                     if let Err(e) = vm.run_for(run) {
                         break Err(e);
                     }
@@ -349,13 +350,23 @@ impl std::fmt::Debug for KvmDest {
 }
 
 impl KvmDest {
-    /// An empty VM waiting for a migration.
+    /// An empty VM waiting for a migration of the default workload.
     ///
     /// # Errors
     ///
     /// As [`Vm::new_empty`].
     pub fn new(machine: MachineType) -> Result<Self, Error> {
-        let vm = Vm::new_empty()?;
+        Self::with_workload(machine, super::guest::Workload::default())
+    }
+
+    /// An empty VM waiting for a migration of a guest running `w` (its RAM size and dirty rate:
+    /// the source's).
+    ///
+    /// # Errors
+    ///
+    /// As [`Vm::new_empty_with`].
+    pub fn with_workload(machine: MachineType, w: super::guest::Workload) -> Result<Self, Error> {
+        let vm = Vm::new_empty_with(w)?;
         let sections = Sections::new(&vm, machine)?;
         // Fault guest RAM in now, before the source connects, not page by page during the
         // migration.

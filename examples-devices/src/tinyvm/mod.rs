@@ -4,9 +4,12 @@
 //! Two guests run the same memory pattern and print through the example
 //! [`Serial16550`](crate::Serial16550):
 //!
-//! - [`guest`]: the guest program (real mode, 1 MiB of RAM) that walks its pages writing a
-//!   per-page counter and prints `A`, then a `B` per pass, to COM1; the pattern invariant and
-//!   its check. Plain code, used by both guests.
+//! - [`guest`]: the guest programs that walk their pages writing a per-page counter and print
+//!   `A`, then a `B` per pass, to COM1 (16-bit real mode for the default 1 MiB of RAM, 32-bit
+//!   protected mode for any other size up to 3 GiB or a dirty-rate limit); the [`Workload`]
+//!   (`--mem`, `--dirty-rate`), the page [`Budget`](guest::Budget) that paces the rate (the
+//!   32-bit guest asks the VMM for it on an I/O port), the pattern invariant and its check, the
+//!   same at every size. Plain code, used by both guests.
 //! - [`soft`]: the software guest, a thread walking vm-memory RAM the same way (runs everywhere).
 //! - With the `kvm` feature, the KVM guest: `Vm` (kvm-ioctls VM with vm-memory RAM and one
 //!   vCPU; `Vm::run_for`, pause/resume, `Vm::save_cpu` / `Vm::restore_cpu`), `CpuState`
@@ -23,6 +26,12 @@
 //!   receives it, and reports what it saw of guest memory while the guest was stopped.
 //! - [`driver`]: the parent, which spawns two children, migrates the guest back and forth,
 //!   checks every hop and prints the statistics; also `tinyvm save` (a migration into a file).
+//!
+//! A large guest with a dirty rate exercises multi-pass precopy, the downtime target, the
+//! bandwidth limit and auto-converge: `tinyvm pingpong --mem 256M --dirty-rate 50000 --verbose`
+//! prints every precopy pass (pages, zero pages, bandwidth, pages dirtied meanwhile, expected
+//! downtime, throttle) and whether the hop converged, and a progress line on stderr every 250 ms
+//! of a long pass. Both children get the same workload and `--bandwidth` on their command line.
 //!
 //! An in-process KVM migration: stop the source (return from `run_for`), save its `CpuState`
 //! and [`SerialSection`](crate::SerialSection) payloads, copy RAM, load the payloads on the
@@ -45,6 +54,8 @@ pub mod cpu;
 pub mod live;
 #[cfg(feature = "kvm")]
 mod vm;
+
+pub use guest::Workload;
 
 #[cfg(feature = "kvm")]
 pub use cpu::{CpuState, DTable, Fpu, Msr, Segment, MAX_MSRS, SAVED_MSRS};
@@ -151,13 +162,15 @@ pub fn monotonic_ns() -> u64 {
     secs * 1_000_000_000 + nanos
 }
 
-/// The precopy settings of every tinyvm migration.
+/// The precopy settings of every tinyvm migration: a 50 ms downtime target, at most 10 passes,
+/// auto-converge on, and `bandwidth_limit` (bytes per second, `None` = unlimited).
 #[must_use]
-pub fn settings() -> Settings {
+pub fn settings(bandwidth_limit: Option<u64>) -> Settings {
     Settings {
         downtime: Duration::from_millis(50),
         max_passes: 10,
         ack_timeout: Duration::from_secs(20),
+        bandwidth_limit,
         ..Settings::default()
     }
 }

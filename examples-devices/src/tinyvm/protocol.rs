@@ -9,9 +9,9 @@
 //! | `START` | `OK` |
 //! | `PREPARE [corrupt] [stall]` | `PREPARED <µs>` |
 //! | `RECV` | `RECEIVED <seen> <devices> <bytes> <run at> <check µs> <steps>` |
-//! | `SEND <port>` | `SENT <bytes> <ram passes> <downtime µs> <total µs> <stop at> <steps>` |
+//! | `SEND <port>` | `SENT <bytes> <ram passes> <downtime µs> <total µs> <stop at> <steps> <passes> <final>` |
 //! | `INSPECT` | `INSPECTED <seen> <devices> <output>` |
-//! | `STATUS` | `STATUS <seen> <output>` |
+//! | `STATUS` | `STATUS <seen> <output>` (`<seen>`'s hash is 0: only the counters are read) |
 //! | `QUIT` | (exits) |
 //!
 //! `PREPARE` builds the destination VM (memory registered and faulted in, vCPU created, devices
@@ -23,12 +23,18 @@
 //! at>` / `<run at>` the [`monotonic_ns`](super::monotonic_ns) at which the source began to stop
 //! its guest / the destination's guest began to run, `<check µs>` how long the destination's
 //! checks before the start took (not part of the downtime), `<steps>` the critical path
-//! ([`phases_word`]), `<output>` the serial output since the last report ([`output_word`]).
+//! ([`phases_word`]), `<passes>` the per-pass statistics ([`passes_word`]), `<final>` the pages
+//! sent while stopped as `<pages>:<zero pages>`, `<output>` the serial output since the last
+//! report ([`output_word`]). With `--progress`, a child prints a line on stderr every 250 ms of
+//! a long pass.
 //! Failures answer `FAIL <message>`.
 
-use vmstate_migration::{GuestRam, Phase, VmParts};
+use std::time::Duration;
 
-use super::guest::{check_pattern, counters, PatternState, RAM_SIZE};
+use vm_memory::{Bytes, GuestAddress};
+use vmstate_migration::{GuestRam, PassStats, Phase, VmParts};
+
+use super::guest::{check_pattern, PatternState, MIN_RAM, PAGE_SIZE};
 
 /// What a side saw of guest memory while the guest was stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,22 +46,77 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// Reads guest RAM (the first block): its pattern state and hash.
+    /// Reads guest RAM (the first block, at guest address 0): its pattern state and hash. The
+    /// RAM is read in place, 1 MiB at a time (never copied whole), so call it while the guest
+    /// is stopped.
     ///
     /// # Errors
     ///
     /// RAM that cannot be read, is too small, or breaks the pattern invariant.
     pub fn inspect(ram: &GuestRam) -> Result<Seen, String> {
-        let snap = ram.snapshot().map_err(|e| e.to_string())?;
-        let bytes = &snap.first().ok_or_else(|| "no RAM block".to_owned())?.1;
-        if bytes.len() < RAM_SIZE {
-            return Err(format!("RAM block of {} bytes", bytes.len()));
+        let blocks = ram.blocks();
+        let len = blocks.first().ok_or_else(|| "no RAM block".to_owned())?.1;
+        let len = usize::try_from(len).map_err(|e| e.to_string())?;
+        if len < MIN_RAM {
+            return Err(format!("RAM block of {len} bytes"));
         }
-        let state = check_pattern(&counters(bytes)).map_err(|e| e.to_string())?;
+        const CHUNK: usize = 1 << 20;
+        let mut buf = vec![0u8; CHUNK.min(len)];
+        let mut hasher = RamHasher::new();
+        let mut counters = Vec::with_capacity(len / PAGE_SIZE);
+        let mut at = 0usize;
+        while at < len {
+            let n = CHUNK.min(len - at);
+            let chunk = &mut buf[..n];
+            ram.memory()
+                .read_slice(chunk, GuestAddress(at as u64))
+                .map_err(|e| format!("reading guest RAM at {at:#x}: {e}"))?;
+            hasher.update(chunk);
+            // CHUNK is a multiple of the page size: page starts are at multiples of it here.
+            for p in (0..n / PAGE_SIZE).map(|i| i * PAGE_SIZE) {
+                counters.push(u32::from_le_bytes([
+                    chunk[p],
+                    chunk[p + 1],
+                    chunk[p + 2],
+                    chunk[p + 3],
+                ]));
+            }
+            at += n;
+        }
+        let state = check_pattern(
+            counters
+                .get(super::guest::FIRST_PATTERN_PAGE..)
+                .unwrap_or(&[]),
+        )
+        .map_err(|e| e.to_string())?;
         Ok(Seen {
             state,
-            hash: ram_hash(bytes),
+            hash: hasher.finish(),
         })
+    }
+
+    /// Reads only the pattern counters of guest RAM (4 bytes a page, no hash: `hash` is 0):
+    /// the cheap look `STATUS` takes while it holds the guest stopped.
+    ///
+    /// # Errors
+    ///
+    /// RAM that cannot be read, is too small, or breaks the pattern invariant.
+    pub fn inspect_state(ram: &GuestRam) -> Result<Seen, String> {
+        let blocks = ram.blocks();
+        let len = blocks.first().ok_or_else(|| "no RAM block".to_owned())?.1;
+        let len = usize::try_from(len).map_err(|e| e.to_string())?;
+        if len < MIN_RAM {
+            return Err(format!("RAM block of {len} bytes"));
+        }
+        let counters = (super::guest::FIRST_PATTERN_PAGE..len / PAGE_SIZE)
+            .map(|p| {
+                ram.memory()
+                    .read_obj::<u32>(GuestAddress((p * PAGE_SIZE) as u64))
+                    .map_err(|e| format!("reading the counter of page {p}: {e}"))
+            })
+            .collect::<Result<Vec<u32>, String>>()?;
+        let state = check_pattern(&counters).map_err(|e| e.to_string())?;
+        Ok(Seen { state, hash: 0 })
     }
 
     /// The three words `<passes> <pages_done> <hash>`.
@@ -87,19 +148,108 @@ impl Seen {
     }
 }
 
-/// A 64-bit hash of `bytes`, eight at a time (FNV-style; the last partial word zero-padded).
-fn ram_hash(bytes: &[u8]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    let words = bytes.chunks_exact(8);
-    let rest = words.remainder();
-    let mut last = [0u8; 8];
-    last[..rest.len()].copy_from_slice(rest);
-    let tail = (!rest.is_empty()).then_some(&last[..]);
-    for c in words.chain(tail) {
-        let w = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
-        h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(17);
+/// A 64-bit hash of bytes fed in pieces, eight at a time (FNV-style; the last partial word
+/// zero-padded). Every piece but the last must be a multiple of 8 bytes long.
+struct RamHasher {
+    h: u64,
+    len: u64,
+}
+
+impl RamHasher {
+    fn new() -> Self {
+        RamHasher {
+            h: 0xcbf2_9ce4_8422_2325,
+            len: 0,
+        }
     }
-    h ^ bytes.len() as u64
+
+    fn update(&mut self, bytes: &[u8]) {
+        let words = bytes.chunks_exact(8);
+        let rest = words.remainder();
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        let tail = (!rest.is_empty()).then_some(&last[..]);
+        for c in words.chain(tail) {
+            let w = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+            self.h = (self.h ^ w)
+                .wrapping_mul(0x0000_0100_0000_01b3)
+                .rotate_left(17);
+        }
+        self.len += bytes.len() as u64;
+    }
+
+    fn finish(&self) -> u64 {
+        self.h ^ self.len
+    }
+}
+
+/// A 64-bit hash of `bytes` ([`RamHasher`] in one piece).
+fn ram_hash(bytes: &[u8]) -> u64 {
+    let mut h = RamHasher::new();
+    h.update(bytes);
+    h.finish()
+}
+
+/// Per-pass statistics as one word: `-` when there are none, else per pass
+/// `<pass>:<pages>:<zero pages>:<dirty left>:<dirty rate>:<bandwidth B/s>:<expected downtime
+/// µs>:<duration µs>:<throttle %>`, passes separated by `,`.
+#[must_use]
+pub fn passes_word(passes: &[PassStats]) -> String {
+    if passes.is_empty() {
+        return "-".into();
+    }
+    let parts: Vec<String> = passes
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}:{}:{}:{:.0}:{:.0}:{}:{}:{}",
+                p.pass,
+                p.pages,
+                p.zero_pages,
+                p.dirty_left,
+                p.dirty_rate,
+                p.bandwidth,
+                p.expected_downtime.as_micros(),
+                p.duration.as_micros(),
+                p.throttle
+            )
+        })
+        .collect();
+    parts.join(",")
+}
+
+/// The passes of a word written by [`passes_word`] (`bytes` is not carried: 0).
+///
+/// # Errors
+///
+/// A malformed pass.
+pub fn parse_passes(word: Option<&String>) -> Result<Vec<PassStats>, String> {
+    match word.map(String::as_str) {
+        None | Some("-") => Ok(Vec::new()),
+        Some(w) => w
+            .split(',')
+            .map(|p| {
+                let f: Vec<&str> = p.split(':').collect();
+                let n = |i: usize| -> Result<u64, String> {
+                    f.get(i)
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(|| format!("bad pass {p:?}"))
+                };
+                Ok(PassStats {
+                    pass: u32::try_from(n(0)?).map_err(|e| e.to_string())?,
+                    pages: n(1)?,
+                    zero_pages: n(2)?,
+                    bytes: 0,
+                    dirty_left: n(3)?,
+                    dirty_rate: n(4)? as f64,
+                    bandwidth: n(5)? as f64,
+                    expected_downtime: Duration::from_micros(n(6)?),
+                    duration: Duration::from_micros(n(7)?),
+                    throttle: u8::try_from(n(8)?).map_err(|e| e.to_string())?,
+                })
+            })
+            .collect(),
+    }
 }
 
 /// A hash of the device sections `parts` saves now, in stream form (`tinyvm-cpu` and `serial`

@@ -3,11 +3,14 @@
 //! then a `B` per pass. It needs no `/dev/kvm`, so `tinyvm pingpong --soft` runs everywhere.
 //!
 //! - [`SoftGuest`]: the running guest, a `MigrationSource` (its dirty pages are vm-memory's
-//!   bitmap; the throttle lengthens the pause between passes).
+//!   bitmap). It paces itself to its [`Workload`]'s dirty rate with a [`Budget`] and can stop
+//!   in the middle of a pass (every 1024 pages), going on where it stopped. Auto-converge's
+//!   throttle slows the rate, or without a rate makes the thread sleep that share of its time
+//!   (and lengthens the pause between passes).
 //! - [`SoftDest`]: a guest being received, a `MigrationDestination` that checks what it loaded
 //!   before it starts the guest.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -17,7 +20,7 @@ use vm_memory::{Bytes, GuestAddress};
 use vmstate_migration::{GuestRam, MigrationDestination, MigrationSource};
 use vmstate_runtime::{MachineType, Registry};
 
-use super::guest::{FIRST_PATTERN_PAGE, PAGE_SIZE, RAM_SIZE};
+use super::guest::{Budget, Workload, FIRST_PATTERN_PAGE, PAGE_SIZE};
 use super::monotonic_ns;
 use super::protocol::{devices_hash, Seen};
 use crate::SerialSection;
@@ -31,6 +34,9 @@ pub struct SoftGuest {
     quit: Arc<AtomicBool>,
     throttle: Arc<AtomicU8>,
     thread: Option<JoinHandle<()>>,
+    workload: Workload,
+    /// Pages of the pass under way done when the thread last stopped (where it goes on).
+    pos: Arc<AtomicUsize>,
     /// [`monotonic_ns`] when the guest thread last began to run (0 until it has).
     started_at: Arc<AtomicU64>,
     /// [`monotonic_ns`] when the last stop for a migration began (0 if none).
@@ -57,14 +63,15 @@ fn putc(serial: &Mutex<SerialSection>, b: u8) {
 }
 
 impl SoftGuest {
-    /// A stopped guest with zeroed RAM (`pc.ram`, [`RAM_SIZE`]) and COM1 registered as
-    /// `serial`. `populated`: a migration destination, whose RAM is faulted in at creation.
+    /// A stopped guest with zeroed RAM (`pc.ram`, [`Workload::ram_size`]) and COM1 registered
+    /// as `serial`. `populated`: a migration destination, whose RAM is faulted in at creation.
     ///
     /// # Errors
     ///
-    /// RAM allocation or registry errors.
-    pub fn new(populated: bool) -> Result<Self, String> {
-        let blocks = [("pc.ram", 0, RAM_SIZE)];
+    /// RAM allocation or registry errors, or a size out of range.
+    pub fn new(populated: bool, workload: Workload) -> Result<Self, String> {
+        workload.validate(false)?;
+        let blocks = [("pc.ram", 0, workload.ram_size)];
         let ram = if populated {
             GuestRam::new_populated(&blocks)
         } else {
@@ -84,6 +91,8 @@ impl SoftGuest {
             quit: Arc::new(AtomicBool::new(false)),
             throttle: Arc::new(AtomicU8::new(0)),
             thread: None,
+            workload,
+            pos: Arc::new(AtomicUsize::new(0)),
             started_at: Arc::new(AtomicU64::new(0)),
             stopped_at: 0,
         })
@@ -99,21 +108,59 @@ impl SoftGuest {
         let (mem, serial) = (self.ram.memory().clone(), Arc::clone(&self.serial));
         let (quit, throttle) = (Arc::clone(&self.quit), Arc::clone(&self.throttle));
         let started_at = Arc::clone(&self.started_at);
+        let (pages, pos) = (self.workload.pattern_pages(), Arc::clone(&self.pos));
+        let mut budget = Budget::new(self.workload.dirty_rate);
+        let limited = self.workload.dirty_rate.is_some();
         self.thread = Some(std::thread::spawn(move || {
             started_at.store(monotonic_ns(), Ordering::Release);
             if fresh {
                 putc(&serial, b'A');
             }
+            // Where the pass under way stands: the thread may stop in the middle of a pass
+            // (a large RAM, a rate limit) and goes on from there.
+            let mut k = pos.load(Ordering::Acquire);
+            let mut allowed = 0u32;
+            let mut batch = Instant::now();
             while !quit.load(Ordering::Acquire) {
-                for page in FIRST_PATTERN_PAGE..RAM_SIZE / PAGE_SIZE {
-                    let at = GuestAddress((page * PAGE_SIZE) as u64);
+                while k < pages {
+                    if allowed == 0 {
+                        // With a rate, the throttle slows the rate (the budget)...
+                        allowed = budget.grant(if limited {
+                            throttle.load(Ordering::Relaxed)
+                        } else {
+                            0
+                        });
+                        if allowed == 0 {
+                            std::thread::sleep(budget.wait(Duration::from_micros(100)));
+                            break;
+                        }
+                    }
+                    let at = GuestAddress(((FIRST_PATTERN_PAGE + k) * PAGE_SIZE) as u64);
                     let v: u32 = mem.read_obj(at).unwrap_or(0);
                     let _ = mem.write_obj(v.wrapping_add(1), at);
+                    allowed -= 1;
+                    k += 1;
+                    if k % 1024 == 0 {
+                        // ... without one, it makes the guest sleep for its share of the time.
+                        let t = u32::from(throttle.load(Ordering::Relaxed).min(99));
+                        if t > 0 && !limited {
+                            std::thread::sleep(batch.elapsed() * t / (100 - t));
+                        }
+                        batch = Instant::now();
+                        if quit.load(Ordering::Acquire) {
+                            break;
+                        }
+                    }
                 }
+                if k < pages {
+                    continue; // out of budget or asked to quit: look at `quit` again
+                }
+                k = 0;
                 putc(&serial, b'B');
                 let t = u64::from(throttle.load(Ordering::Relaxed));
                 std::thread::sleep(Duration::from_micros(200 + 20 * t));
             }
+            pos.store(k, Ordering::Release);
         }));
     }
 
@@ -170,10 +217,13 @@ impl MigrationSource for SoftGuest {
     }
 }
 
-/// Fault injection: flips a byte of page 100 that is not a counter (the pattern stays valid,
-/// the memory no longer matches the source's).
+/// Fault injection: flips a byte of page 100 (the last page of a smaller RAM) that is not a
+/// counter (the pattern stays valid, the memory no longer matches the source's).
 pub fn corrupt(ram: &GuestRam) {
-    let at = GuestAddress(100 * PAGE_SIZE as u64 + 100);
+    let page = (ram.total_bytes() / PAGE_SIZE as u64)
+        .saturating_sub(1)
+        .min(100);
+    let at = GuestAddress(page * PAGE_SIZE as u64 + 100);
     let b: u8 = ram.memory().read_obj(at).unwrap_or(0);
     let _ = ram.memory().write_obj(!b, at);
 }
@@ -201,9 +251,9 @@ impl SoftDest {
     /// # Errors
     ///
     /// As [`SoftGuest::new`].
-    pub fn new(corrupt: bool, stall: bool) -> Result<Self, String> {
+    pub fn new(corrupt: bool, stall: bool, workload: Workload) -> Result<Self, String> {
         Ok(SoftDest {
-            guest: SoftGuest::new(true)?,
+            guest: SoftGuest::new(true, workload)?,
             seen: None,
             devices: None,
             check_time: Duration::ZERO,
@@ -221,7 +271,12 @@ impl MigrationDestination for SoftDest {
         if self.corrupt {
             corrupt(&self.guest.ram);
         }
-        self.seen = Some(Seen::inspect(&self.guest.ram));
+        let seen = Seen::inspect(&self.guest.ram);
+        // The walk goes on where the source's stopped.
+        if let Ok(s) = &seen {
+            self.guest.pos.store(s.state.pages_done, Ordering::Release);
+        }
+        self.seen = Some(seen);
         self.devices = Some(devices_hash(&self.guest));
         self.check_time = t0.elapsed();
         if !self.stall {
@@ -239,8 +294,8 @@ mod tests {
     #[test]
     fn devices_hash_sees_one_register() {
         let (a, b) = (
-            SoftGuest::new(false).unwrap(),
-            SoftGuest::new(false).unwrap(),
+            SoftGuest::new(false, Workload::default()).unwrap(),
+            SoftGuest::new(false, Workload::default()).unwrap(),
         );
         let same = devices_hash(&a).unwrap();
         assert_eq!(same, devices_hash(&b).unwrap());

@@ -1,4 +1,5 @@
-//! The KVM runner: one VM, 1 MiB of vm-memory RAM, one vCPU, the example 16550A on COM1.
+//! The KVM runner: one VM, vm-memory RAM (1 MiB by default, [`Workload::ram_size`]), one vCPU,
+//! the example 16550A on COM1, and the page-budget port of the 32-bit guest.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +12,11 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use vmstate_migration::{GuestMem, GuestRam};
 
 use super::cpu::{CpuState, SAVED_MSRS};
-use super::guest::{self, COM1_BASE, GUEST_CODE, RAM_SIZE};
+use super::guest::{self, Budget, Workload, BUDGET_PORT, COM1_BASE, GUEST_CODE, GUEST_CODE32};
 use crate::serial::{SerialBackend, SerialSection};
+
+/// Most pages the 32-bit guest gets per budget read: it exits at least every this many pages.
+const BUDGET_BATCH: u32 = 1024;
 
 /// Address of the three pages KVM needs for the real-mode TSS on Intel (above the guest RAM).
 const TSS_ADDR: usize = 0xfffb_d000;
@@ -74,7 +78,7 @@ pub struct RunReport {
 /// the [stop flag](Vm::stop_handle) after every exit, and the guest exits at least twice per pass
 /// (the `in` from LSR and the `out` to THR), so `run_for` returns within one pass of its
 /// deadline (a pass took about 0.7 ms on the development host, where real-mode segment loads
-/// are slow). A `KVM_RUN` interrupted by a signal (`EINTR`, the kick of
+/// are slow); the 32-bit guest also exits to read its page budget, at least every 1,024 pages. A `KVM_RUN` interrupted by a signal (`EINTR`, the kick of
 /// [`live::VcpuThread`](super::live::VcpuThread)) is treated like an exit, so the vCPU can stop
 /// anywhere in a pass. Before returning, `run_for` re-enters `KVM_RUN` once with
 /// `immediate_exit` set, which completes a pending port I/O exit without running the guest:
@@ -92,6 +96,9 @@ pub struct Vm {
     msr_indices: Vec<u32>,
     paused: bool,
     stop: Arc<AtomicBool>,
+    ram_size: usize,
+    budget: Budget,
+    throttle: u8,
 }
 
 impl fmt::Debug for Vm {
@@ -111,6 +118,65 @@ impl Vm {
     ///
     /// `/dev/kvm` does not open, lacks a capability, or an ioctl fails.
     pub fn new() -> Result<Self, Error> {
+        Self::with_workload(Workload::default())
+    }
+
+    /// A VM running `w`: the real-mode guest for the default workload, else the 32-bit guest
+    /// (see [`guest`](super::guest)) in flat protected mode with EDI = the RAM size.
+    ///
+    /// # Errors
+    ///
+    /// As [`Vm::new`], or a RAM size the 32-bit guest cannot address.
+    pub fn with_workload(w: Workload) -> Result<Self, Error> {
+        if w.real_mode() {
+            return Self::real_mode();
+        }
+        w.validate(true).map_err(Error::Memory)?;
+        let vm = Self::new_empty_with(w)?;
+        vm.mem
+            .write_slice(&GUEST_CODE32, GuestAddress(guest::CODE_ADDR))
+            .map_err(|e| Error::Memory(e.to_string()))?;
+        let mut sregs = vm.vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        // Flat 4 GiB segments straight into the caches: no GDT is read to get there.
+        let flat = |selector: u16, type_: u8| kvm_bindings::kvm_segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector,
+            type_,
+            present: 1,
+            dpl: 0,
+            db: 1,
+            s: 1,
+            l: 0,
+            g: 1,
+            avl: 0,
+            unusable: 0,
+            padding: 0,
+        };
+        sregs.cs = flat(0x08, 0xb); // execute/read, accessed
+        for seg in [
+            &mut sregs.ds,
+            &mut sregs.es,
+            &mut sregs.fs,
+            &mut sregs.gs,
+            &mut sregs.ss,
+        ] {
+            *seg = flat(0x10, 0x3); // read/write, accessed
+        }
+        sregs.cr0 |= 1; // PE
+        vm.vcpu
+            .set_sregs(&sregs)
+            .map_err(kvm_err("KVM_SET_SREGS"))?;
+        let mut regs = vm.vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+        regs.rip = guest::CODE_ADDR;
+        regs.rsp = guest::STACK_TOP;
+        regs.rdi = w.ram_size as u64;
+        regs.rflags = 0x2;
+        vm.vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
+        Ok(vm)
+    }
+
+    fn real_mode() -> Result<Self, Error> {
         let vm = Self::new_empty()?;
         vm.mem
             .write_slice(&GUEST_CODE, GuestAddress(guest::CODE_ADDR))
@@ -145,6 +211,17 @@ impl Vm {
     ///
     /// As [`Vm::new`].
     pub fn new_empty() -> Result<Self, Error> {
+        Self::new_empty_with(Workload::default())
+    }
+
+    /// [`Vm::new_empty`] with the RAM size and dirty rate of `w`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Vm::new`].
+    pub fn new_empty_with(w: Workload) -> Result<Self, Error> {
+        w.validate(true).map_err(Error::Memory)?;
+        let ram_size = w.ram_size;
         let kvm = Kvm::new().map_err(kvm_err("open /dev/kvm"))?;
         for (cap, name) in [
             (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
@@ -163,7 +240,7 @@ impl Vm {
         vm.create_irq_chip()
             .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
 
-        let mem = GuestMem::from_ranges(&[(GuestAddress(0), RAM_SIZE)])
+        let mem = GuestMem::from_ranges(&[(GuestAddress(0), ram_size)])
             .map_err(|e| Error::Memory(format!("{e:?}")))?;
         let host = mem
             .get_host_address(GuestAddress(0))
@@ -173,11 +250,11 @@ impl Vm {
             // KVM's dirty log feeds the precopy passes (see `DirtyLog`).
             flags: KVM_MEM_LOG_DIRTY_PAGES,
             guest_phys_addr: 0,
-            memory_size: RAM_SIZE as u64,
+            memory_size: ram_size as u64,
             userspace_addr: host as u64,
         };
         #[allow(unsafe_code)]
-        // SAFETY: `host` is the start of `mem`'s single mapping of RAM_SIZE bytes (from_ranges
+        // SAFETY: `host` is the start of `mem`'s single mapping of `ram_size` bytes (from_ranges
         // made one region at guest address 0), so the region covers exactly memory this process
         // mapped. `mem` is stored in the returned `Vm` next to the `VmFd`, and fields drop in
         // declaration order (`vm` before `mem`), so the mapping outlives the VM that uses it;
@@ -210,6 +287,9 @@ impl Vm {
             msr_indices,
             paused: false,
             stop: Arc::new(AtomicBool::new(false)),
+            ram_size,
+            budget: Budget::new(w.dirty_rate),
+            throttle: 0,
         })
     }
 
@@ -235,6 +315,7 @@ impl Vm {
         DirtyLog {
             vm: Arc::clone(&self.vm),
             _mem: self.mem.clone(),
+            ram_size: self.ram_size,
         }
     }
 
@@ -244,23 +325,24 @@ impl Vm {
     ///
     /// If guest memory cannot be read.
     pub fn read_memory(&self) -> Result<Vec<u8>, Error> {
-        let mut buf = vec![0; RAM_SIZE];
+        let mut buf = vec![0; self.ram_size];
         self.mem
             .read_slice(&mut buf, GuestAddress(0))
             .map_err(|e| Error::Memory(e.to_string()))?;
         Ok(buf)
     }
 
-    /// Overwrites guest RAM from `data` (at most [`RAM_SIZE`] bytes, from address 0).
+    /// Overwrites guest RAM from `data` (at most the RAM size, from address 0).
     ///
     /// # Errors
     ///
     /// If `data` is larger than guest RAM.
     pub fn write_memory(&self, data: &[u8]) -> Result<(), Error> {
-        if data.len() > RAM_SIZE {
+        if data.len() > self.ram_size {
             return Err(Error::Memory(format!(
-                "{} bytes do not fit in {RAM_SIZE} bytes of RAM",
-                data.len()
+                "{} bytes do not fit in {} bytes of RAM",
+                data.len(),
+                self.ram_size
             )));
         }
         self.mem
@@ -289,6 +371,14 @@ impl Vm {
     /// Allows [`Vm::run_for`] to run the guest again.
     pub fn resume(&mut self) {
         self.paused = false;
+    }
+
+    /// Auto-converge's throttle (percent) for the dirty rate: with a `--dirty-rate`, the page
+    /// budget grows at `100 - percent` % of the rate (the vCPU thread also sleeps that share of
+    /// each time slice, which alone would not slow a paced guest: it would use its banked
+    /// budget when it runs).
+    pub fn set_throttle(&mut self, percent: u8) {
+        self.throttle = percent;
     }
 
     /// Whether the VM is paused.
@@ -336,6 +426,20 @@ impl Vm {
                         data.fill(0);
                         if let Some(b) = data.first_mut() {
                             *b = self.serial.state.io_read(offset);
+                        }
+                    } else if port == BUDGET_PORT {
+                        // At most a batch at a time, even without a rate: the guest then
+                        // exits every batch, and the deadline (the throttle's slices) is seen.
+                        let mut n = self.budget.grant(self.throttle).min(BUDGET_BATCH);
+                        if n == 0 {
+                            // Nothing due yet: wait a little here rather than let the guest
+                            // spin through exits (short, so a stop is not held up).
+                            std::thread::sleep(self.budget.wait(Duration::from_micros(50)));
+                            n = self.budget.grant(self.throttle).min(BUDGET_BATCH);
+                        }
+                        let b = n.to_le_bytes();
+                        for (d, s) in data.iter_mut().zip(b.iter().chain([0xff; 4].iter())) {
+                            *d = *s;
                         }
                     } else {
                         // An empty ISA bus reads as all ones.
@@ -443,6 +547,7 @@ pub struct DirtyLog {
     vm: Arc<VmFd>,
     /// Keeps the slot's mapping alive as long as the VM fd (see `Vm::new_empty`).
     _mem: GuestMem,
+    ram_size: usize,
 }
 
 impl fmt::Debug for DirtyLog {
@@ -460,7 +565,7 @@ impl DirtyLog {
     /// A failing `KVM_GET_DIRTY_LOG`.
     pub fn take(&self) -> Result<Vec<u64>, Error> {
         self.vm
-            .get_dirty_log(0, RAM_SIZE)
+            .get_dirty_log(0, self.ram_size)
             .map_err(kvm_err("KVM_GET_DIRTY_LOG"))
     }
 }
