@@ -248,11 +248,10 @@ impl<T: ?Sized> Throttled<'_, T> {
     }
 }
 
-impl<T: Transport + ?Sized> ByteSink for Throttled<'_, T> {
-    fn send(&mut self, data: &[u8]) -> Result<()> {
-        self.admit(data.len())?;
-        self.t.write_all(data)?;
-        self.bytes += data.len() as u64;
+impl<T: Transport + ?Sized> Throttled<'_, T> {
+    /// Counts `len` bytes written and tells the progress hook, if a pass is under way.
+    fn sent(&mut self, len: usize) {
+        self.bytes += len as u64;
         if let (Some(hook), Some((pass, pages, b0, p0))) = (self.progress, self.pass) {
             (hook.0)(&PassProgress {
                 pass,
@@ -261,6 +260,14 @@ impl<T: Transport + ?Sized> ByteSink for Throttled<'_, T> {
                 elapsed: p0.elapsed(),
             });
         }
+    }
+}
+
+impl<T: Transport + ?Sized> ByteSink for Throttled<'_, T> {
+    fn send(&mut self, data: &[u8]) -> Result<()> {
+        self.admit(data.len())?;
+        self.t.write_all(data)?;
+        self.sent(data.len());
         Ok(())
     }
 
@@ -268,7 +275,7 @@ impl<T: Transport + ?Sized> ByteSink for Throttled<'_, T> {
         let len: usize = pieces.iter().map(Piece::len).sum();
         self.admit(len)?;
         self.t.write_pieces(pieces)?;
-        self.bytes += len as u64;
+        self.sent(len);
         Ok(())
     }
 }
