@@ -229,6 +229,12 @@ fn expand_fields(
         let when = gate_text(f.gate.as_deref());
         let at = Some(Loc::from(&f.location));
         let (elem, len) = flatten_array(&f.kind);
+        // An array of pointers: each element is the pointee or a one-byte NULL marker, so the
+        // field has no fixed size and its kind says so.
+        let (elem, pointer) = match elem {
+            Kind::Pointer { elem } => (&**elem, true),
+            other => (other, false),
+        };
         let (elem, count, max) = match elem {
             Kind::VArray {
                 elem,
@@ -258,7 +264,11 @@ fn expand_fields(
                 out.push(Item::Array(ArrayItem {
                     path,
                     rust,
-                    element: schema.name.to_string(),
+                    element: if pointer {
+                        format!("{} pointer", schema.name)
+                    } else {
+                        schema.name.to_string()
+                    },
                     len,
                     count,
                     max,
@@ -286,8 +296,11 @@ fn expand_fields(
             })),
             prim => {
                 let codec = prim.codec();
-                let kind = codec.unwrap_or("unknown").to_owned();
-                let size = if count.is_some() {
+                let mut kind = codec.unwrap_or("unknown").to_owned();
+                if pointer {
+                    kind.push_str(" pointer");
+                }
+                let size = if count.is_some() || pointer {
                     None
                 } else {
                     // Bytes of one primitive value, times the flattened array length.

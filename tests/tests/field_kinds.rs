@@ -429,3 +429,237 @@ fn error_display_is_one_line_with_field_path() {
         "at byte 0x3c, field `pairs[1].y`: unexpected end of input (needed 2 bytes, 1 available)"
     );
 }
+
+// ---- QEMU 7.2 tests/unit/test-vmstate.c: arrays of pointers (VMSTATE_ARRAY_OF_POINTER and
+// _TO_STRUCT). QEMU's vectors end with QEMU_VM_EOF (0x1f), the test harness's terminator; the
+// payloads here are the bytes before it.
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/tst", version = 1, nested)]
+struct TestStructTriv {
+    i: i32,
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/arps", version = 1)]
+struct TestArrayOfPtrToStruct {
+    ar: [Option<Box<TestStructTriv>>; 4],
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/arps", version = 1)]
+struct TestArrayOfPtrToInt {
+    ar: [Option<i32>; 4],
+}
+
+/// `wire_arr_ptr_no0`.
+const WIRE_ARR_PTR_NO0: &str = "00 00 00 00 00 00 00 01 00 00 00 02 00 00 00 03";
+/// `wire_arr_ptr_0`: element 1 is NULL (`VMS_NULLPTR_MARKER`).
+const WIRE_ARR_PTR_0: &str = "00 00 00 00 30 00 00 00 02 00 00 00 03";
+
+fn triv(i: i32) -> Option<Box<TestStructTriv>> {
+    Some(Box::new(TestStructTriv { i }))
+}
+
+fn desc_json(name: &str, desc: vmstate_runtime::vmdesc::DescStruct) -> String {
+    let mut s = String::new();
+    write_device(
+        &mut s,
+        &DescDevice {
+            name: name.into(),
+            instance_id: 0,
+            body: DescBody::Vmsd(desc),
+        },
+    );
+    s
+}
+
+#[test]
+fn arr_ptr_str_no0_save_and_load() {
+    let m = machine("pc-i440fx-7.2");
+    let s = TestArrayOfPtrToStruct {
+        ar: [triv(0), triv(1), triv(2), triv(3)],
+    };
+    let (_, bytes, _) = save_payload(&s, &m).unwrap();
+    assert_eq!(hex(&bytes), WIRE_ARR_PTR_NO0);
+    let mut obj = TestArrayOfPtrToStruct {
+        ar: [triv(0), triv(0), triv(0), triv(0)],
+    };
+    load_payload(&mut obj, &unhex(WIRE_ARR_PTR_NO0), 1, &m).unwrap();
+    assert_eq!(obj, s);
+}
+
+#[test]
+fn arr_ptr_str_0_save_and_load() {
+    let m = machine("pc-i440fx-7.2");
+    let s = TestArrayOfPtrToStruct {
+        ar: [triv(0), None, triv(2), triv(3)],
+    };
+    let (_, bytes, desc) = save_payload(&s, &m).unwrap();
+    assert_eq!(hex(&bytes), WIRE_ARR_PTR_0);
+    // QEMU 7.2 compresses the array and describes element 0.
+    assert_eq!(
+        desc_json("arps", desc),
+        r#"{"name": "arps", "instance_id": 0, "vmsd_name": "test/arps", "version": 1, "fields": [{"name": "ar", "array_len": 4, "type": "struct", "struct": {"vmsd_name": "test/tst", "version": 1, "fields": [{"name": "i", "type": "int32", "size": 4}]}, "size": 4}]}"#
+    );
+    // The destination's slot 1 is NULL: it takes the marker and stays NULL.
+    let mut obj = TestArrayOfPtrToStruct {
+        ar: [triv(9), None, triv(9), triv(9)],
+    };
+    load_payload(&mut obj, &unhex(WIRE_ARR_PTR_0), 1, &m).unwrap();
+    assert_eq!(obj, s);
+}
+
+#[test]
+fn arr_ptr_prim_0_save_and_load() {
+    let m = machine("pc-i440fx-7.2");
+    let s = TestArrayOfPtrToInt {
+        ar: [Some(0), None, Some(2), Some(3)],
+    };
+    let (_, bytes, desc) = save_payload(&s, &m).unwrap();
+    assert_eq!(hex(&bytes), WIRE_ARR_PTR_0);
+    assert_eq!(
+        desc_json("arpp", desc),
+        r#"{"name": "arpp", "instance_id": 0, "vmsd_name": "test/arps", "version": 1, "fields": [{"name": "ar", "array_len": 4, "type": "int32", "size": 4}]}"#
+    );
+    let mut obj = TestArrayOfPtrToInt {
+        ar: [Some(3), None, Some(1), Some(0)],
+    };
+    load_payload(&mut obj, &unhex(WIRE_ARR_PTR_0), 1, &m).unwrap();
+    assert_eq!(obj, s);
+}
+
+#[test]
+fn null_slot_on_the_destination_needs_the_marker() {
+    let m = machine("pc-i440fx-7.2");
+    // Source sends an element where the destination's slot 1 is NULL.
+    let mut obj = TestArrayOfPtrToInt {
+        ar: [Some(0), None, Some(0), Some(0)],
+    };
+    let e = load_payload(&mut obj, &unhex(WIRE_ARR_PTR_NO0), 1, &m).unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::InvalidValue { found: 0, .. }),
+        "{e}"
+    );
+    assert_eq!(e.field_path().as_deref(), Some("ar[1]"));
+    assert_eq!(e.offset(), Some(4));
+    assert!(e.to_string().contains("NULL-pointer marker 0x30"), "{e}");
+}
+
+#[test]
+fn null_first_element_is_described_as_qemu_7_2_does() {
+    let m = machine("pc-i440fx-7.2");
+    // Element 0 NULL: QEMU 7.2 writes element 0's type and its size, 1 byte.
+    let s = TestArrayOfPtrToInt {
+        ar: [None, Some(1), Some(2), Some(3)],
+    };
+    let (_, bytes, desc) = save_payload(&s, &m).unwrap();
+    assert_eq!(hex(&bytes), "30 00 00 00 01 00 00 00 02 00 00 00 03");
+    assert_eq!(
+        desc_json("arpp", desc),
+        r#"{"name": "arpp", "instance_id": 0, "vmsd_name": "test/arps", "version": 1, "fields": [{"name": "ar", "array_len": 4, "type": "int32", "size": 1}]}"#
+    );
+    let s = TestArrayOfPtrToStruct {
+        ar: [None, triv(1), triv(2), triv(3)],
+    };
+    let (_, _, desc) = save_payload(&s, &m).unwrap();
+    assert_eq!(
+        desc_json("arps", desc),
+        r#"{"name": "arps", "instance_id": 0, "vmsd_name": "test/arps", "version": 1, "fields": [{"name": "ar", "array_len": 4, "type": "struct", "struct": {}, "size": 1}]}"#
+    );
+}
+
+/// A struct pointer array that QEMU does not compress (its element has a subsection): one
+/// entry per element, a NULL one with an empty `struct` and size 1, and the generic decoder
+/// reads the stream back from that description.
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(
+    name = "elem",
+    version = 1,
+    nested,
+    subsection(name = "elem/extra", version = 1)
+)]
+struct Elem {
+    a: u16,
+    #[vmstate(subsection = "elem/extra", default)]
+    b: u8,
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "holder", version = 1)]
+struct Holder {
+    ar: [Option<Elem>; 3],
+}
+
+#[test]
+fn uncompressed_pointer_array_vmdesc_and_generic_decode() {
+    let m = machine("pc-i440fx-7.2");
+    let s = Holder {
+        ar: [
+            Some(Elem { a: 0x102, b: 3 }),
+            None,
+            Some(Elem { a: 4, b: 5 }),
+        ],
+    };
+    let (_, bytes, desc) = save_payload(&s, &m).unwrap();
+    let sub = "05 0a 65 6c 65 6d 2f 65 78 74 72 61 00 00 00 01";
+    assert_eq!(hex(&bytes), format!("01 02 {sub} 03 30 00 04 {sub} 05"));
+    let json = desc_json("holder", desc.clone());
+    let e = |i: u32| {
+        format!(
+            r#"{{"name": "ar", "index": {i}, "type": "struct", "struct": {{"vmsd_name": "elem", "version": 1, "fields": [{{"name": "a", "type": "uint16", "size": 2}}], "subsections": [{{"vmsd_name": "elem/extra", "version": 1, "fields": [{{"name": "b", "type": "uint8", "size": 1}}]}}]}}, "size": 19}}"#
+        )
+    };
+    assert_eq!(
+        json,
+        format!(
+            r#"{{"name": "holder", "instance_id": 0, "vmsd_name": "holder", "version": 1, "fields": [{}, {{"name": "ar", "index": 1, "type": "struct", "struct": {{}}, "size": 1}}, {}]}}"#,
+            e(0),
+            e(2)
+        )
+    );
+    // Parse the JSON back and decode the payload with it.
+    let full = format!(r#"{{"page_size": 4096, "devices": [{json}]}}"#);
+    let vd = vmstate_runtime::vmdesc::parse_vmdesc(full.as_bytes()).unwrap();
+    let DescBody::Vmsd(d) = &vd.devices[0].body else {
+        panic!("not a vmsd")
+    };
+    let mut r = vmstate_runtime::SliceReader::new(&bytes);
+    let v = vmstate_runtime::decode::decode_payload(&mut r, d).unwrap();
+    let ar = v.get("ar").unwrap();
+    let vmstate_runtime::Value::Array(items) = ar else {
+        panic!("{ar:?}")
+    };
+    assert_eq!(items.len(), 3);
+    assert_eq!(items[1], vmstate_runtime::Value::Bytes(vec![0x30]));
+    assert_eq!(
+        items[2].get("a").and_then(vmstate_runtime::Value::int),
+        Some(4)
+    );
+    // A corrupted marker is reported against the description.
+    let mut bad = bytes.clone();
+    bad[19] = 0x31;
+    let mut r = vmstate_runtime::SliceReader::new(&bad);
+    let err = vmstate_runtime::decode::decode_payload(&mut r, d).unwrap_err();
+    assert!(err.to_string().contains("NULL pointer"), "{err}");
+}
+
+#[test]
+fn pointer_array_prefixes_fail_cleanly() {
+    let m = machine("pc-i440fx-7.2");
+    let wire = unhex(WIRE_ARR_PTR_0);
+    for n in 0..wire.len() {
+        let mut obj = TestArrayOfPtrToStruct {
+            ar: [triv(0), None, triv(0), triv(0)],
+        };
+        let e = load_payload(&mut obj, &wire[..n], 1, &m).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::UnexpectedEof { .. }),
+            "prefix {n}: {e}"
+        );
+        assert!(
+            e.field_path().unwrap().starts_with("ar["),
+            "prefix {n}: {e}"
+        );
+    }
+}

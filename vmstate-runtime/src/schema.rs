@@ -348,6 +348,13 @@ pub enum Kind {
         /// Declared maximum length.
         max: u32,
     },
+    /// An element of an array of pointers that may be NULL (QEMU's `VMSTATE_ARRAY_OF_POINTER`
+    /// and `_TO_STRUCT`; Rust `Option<T>` / `Option<Box<T>>` as the element of `[_; N]`): the
+    /// element as `elem`, or the single byte `0x30` when NULL.
+    Pointer {
+        /// The pointed-to element's kind.
+        elem: SchemaRef<Kind>,
+    },
     /// A nested struct, inline, at its own current version.
     Struct {
         /// The nested struct's description.
@@ -377,6 +384,7 @@ impl Kind {
             Kind::Array { .. }
             | Kind::VArray { .. }
             | Kind::VBuffer { .. }
+            | Kind::Pointer { .. }
             | Kind::Struct { .. } => return None,
         })
     }
@@ -397,7 +405,10 @@ impl Kind {
             Kind::Timer => "timer",
             Kind::Buffer { .. } | Kind::VBuffer { .. } => "buffer",
             Kind::Unused { .. } => "unused_buffer",
-            Kind::Array { elem, .. } | Kind::VArray { elem, .. } => elem.vmdesc_type(),
+            // QEMU 7.2 names the field's type for every element, NULL ones included.
+            Kind::Array { elem, .. } | Kind::VArray { elem, .. } | Kind::Pointer { elem } => {
+                elem.vmdesc_type()
+            }
             Kind::Struct { .. } => "struct",
         }
     }
@@ -425,7 +436,7 @@ impl Kind {
             Kind::U64 | Kind::I64 | Kind::Timer => 8,
             Kind::Buffer { len } | Kind::Unused { len } => u64::from(*len),
             Kind::Array { elem, len } => elem.fixed_size()? * u64::from(*len),
-            Kind::VArray { .. } | Kind::VBuffer { .. } => return None,
+            Kind::VArray { .. } | Kind::VBuffer { .. } | Kind::Pointer { .. } => return None,
             Kind::Struct { schema } => schema.fixed_size()?,
         })
     }
@@ -435,7 +446,9 @@ impl Kind {
     pub fn compressible(&self) -> bool {
         match self {
             Kind::Struct { schema } => schema.compressible(),
-            Kind::Array { elem, .. } | Kind::VArray { elem, .. } => elem.compressible(),
+            Kind::Array { elem, .. } | Kind::VArray { elem, .. } | Kind::Pointer { elem } => {
+                elem.compressible()
+            }
             _ => true,
         }
     }

@@ -406,14 +406,17 @@ fn unsupported(ty: &Type) -> Option<String> {
                 "usize" | "isize" => "its width depends on the host; use a fixed-width integer",
                 "char" => "use u32",
                 "String" | "str" => "strings have no VMState codec; use a fixed byte buffer",
-                "Option" => "absence is expressed with `since`/`when` gates and defaults, not Option",
+                "Option" => "absence is expressed with `since`/`when` gates and defaults; `Option` is only a field type as the element of a fixed array (`[Option<T>; N]`, QEMU's VMSTATE_ARRAY_OF_POINTER, where `None` is a NULL pointer)",
                 "Box" | "Rc" | "Arc" | "Cell" | "RefCell" | "Mutex" | "HashMap" | "BTreeMap" | "VecDeque" => "keep the migrated state in plain fields",
                 "Vec" => "a Vec is a variable array: add `count = <earlier field>, max = N`",
                 _ => return None,
             };
             Some(format!("unsupported field type `{id}`: {hint}"))
         }
-        Type::Array(TypeArray { elem, .. }) => unsupported(elem),
+        Type::Array(TypeArray { elem, .. }) => match option_arg(elem) {
+            Some(inner) => unsupported_pointee(inner),
+            None => unsupported(elem),
+        },
         Type::Reference(_) | Type::Ptr(_) => Some("unsupported field type: references and pointers cannot be migrated; store the state by value".to_owned()),
         Type::Tuple(_) => Some("unsupported field type: tuples have no VMState layout; use a nested struct with #[vmstate(nested)]".to_owned()),
         Type::Slice(_) => Some("unsupported field type: slices have no fixed size; use an array or a Vec with `count`".to_owned()),
@@ -421,6 +424,40 @@ fn unsupported(ty: &Type) -> Option<String> {
         Type::Group(g) => unsupported(&g.elem),
         _ => None,
     }
+}
+
+/// `T` of `Option<T>`.
+fn option_arg(ty: &Type) -> Option<&Type> {
+    generic_arg(ty, "Option")
+}
+
+/// The single type argument of `Name<T>`.
+fn generic_arg<'t>(ty: &'t Type, name: &str) -> Option<&'t Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != name {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(a) = &last.arguments else {
+        return None;
+    };
+    match a.args.first()? {
+        syn::GenericArgument::Type(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// What an element of an array of pointers (`[Option<T>; N]`) may point to: a field type, boxed
+/// or not, but not another pointer or an array (QEMU's NULL marker replaces one element).
+fn unsupported_pointee(ty: &Type) -> Option<String> {
+    let ty = generic_arg(ty, "Box").unwrap_or(ty);
+    if option_arg(ty).is_some() {
+        return Some("unsupported field type: `Option<Option<T>>`; an element of an array of pointers is NULL (`None`) or one element (`Some`)".to_owned());
+    }
+    if matches!(ty, Type::Array(_)) {
+        return Some("unsupported field type: an array of pointers points to single elements, not arrays; use a nested struct with #[vmstate(nested)]".to_owned());
+    }
+    unsupported(ty)
 }
 
 fn is_vec(ty: &Type) -> bool {

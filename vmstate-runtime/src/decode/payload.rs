@@ -165,6 +165,20 @@ impl Decoder {
                     pos,
                 ));
             };
+            if s.is_null() {
+                // A NULL element of an array of pointers to structs: the marker byte 0x30.
+                let b = r.read_u8()?;
+                if b != crate::field::NULL_MARKER || f.size != 1 {
+                    return Err(bad(
+                        format!(
+                            "field `{}`: an empty `struct` describes a NULL pointer (one byte 0x30, size 1), found byte {b:#04x} with size {}",
+                            f.name, f.size
+                        ),
+                        pos,
+                    ));
+                }
+                return Ok(Value::Bytes(vec![b]));
+            }
             return self.decode_struct(r, s);
         }
         let size = usize::try_from(f.size).map_err(|_| {

@@ -340,6 +340,15 @@ struct StructParts {
 
 impl StructParts {
     fn finish<E: de::Error>(self) -> std::result::Result<DescStruct, E> {
+        // `{}`: QEMU 7.2's description of a NULL element of an array of pointers to structs.
+        if self.vmsd_name.is_none()
+            && self.version.is_none()
+            && self.fields.is_empty()
+            && self.subsections.is_empty()
+            && self.name.is_none()
+        {
+            return Ok(DescStruct::default());
+        }
         let vmsd_name = self
             .vmsd_name
             .and_then(Prim::into_str)

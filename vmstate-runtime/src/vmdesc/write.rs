@@ -129,7 +129,9 @@ fn write_struct_members<O: JsonOut + ?Sized>(out: &mut O, d: &DescStruct) {
         json_str(out, &f.ty);
         if let Some(s) = &f.strukt {
             out.push_str(", \"struct\": {");
-            write_struct_members(out, s);
+            if !s.is_null() {
+                write_struct_members(out, s);
+            }
             out.push_ascii(b'}');
         }
         out.push_str(", \"size\": ");
