@@ -116,6 +116,13 @@ fn declared_props<'a>(s: &'a StructSchema, out: &mut BTreeSet<&'a str>) {
                 kind(elem, out);
             }
             Kind::Struct { schema } => declared_props(schema, out),
+            Kind::List { elem, .. } => kind(elem, out),
+            Kind::Tree { key, value, .. } => {
+                if let Some(k) = key {
+                    kind(k, out);
+                }
+                kind(value, out);
+            }
             _ => {}
         }
     }

@@ -663,3 +663,383 @@ fn pointer_array_prefixes_fail_cleanly() {
         );
     }
 }
+
+// ---- QEMU 7.2 tests/unit/test-vmstate.c: QTAILQ, QLIST and GTREE.
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/queue-element", version = 1, nested)]
+struct TestQtailqElement {
+    b: bool,
+    u8: u8,
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/queue", version = 1)]
+struct TestQtailq {
+    i16: i16,
+    #[vmstate(list, max = 16)]
+    q: std::collections::VecDeque<TestQtailqElement>,
+    i32: i32,
+}
+
+/// `wire_q`.
+const WIRE_Q: &str = "fe 00 01 01 82 01 00 41 00 00 01 11 70";
+
+fn obj_q() -> TestQtailq {
+    TestQtailq {
+        i16: -512,
+        q: [
+            TestQtailqElement { b: true, u8: 130 },
+            TestQtailqElement { b: false, u8: 65 },
+        ]
+        .into(),
+        i32: 70000,
+    }
+}
+
+#[test]
+fn save_q() {
+    let m = machine("pc-i440fx-7.2");
+    let (_, bytes, desc) = save_payload(&obj_q(), &m).unwrap();
+    assert_eq!(hex(&bytes), WIRE_Q);
+    // QEMU writes each element's description straight into the field object.
+    let elem = r#""vmsd_name": "test/queue-element", "version": 1, "fields": [{"name": "b", "type": "bool", "size": 1}, {"name": "u8", "type": "uint8", "size": 1}]"#;
+    assert_eq!(
+        desc_json("q", desc),
+        format!(
+            r#"{{"name": "q", "instance_id": 0, "vmsd_name": "test/queue", "version": 1, "fields": [{{"name": "i16", "type": "int16", "size": 2}}, {{"name": "q", "type": "qtailq", {elem}, {elem}, "size": 7}}, {{"name": "i32", "type": "int32", "size": 4}}]}}"#
+        )
+    );
+}
+
+#[test]
+fn load_q() {
+    let m = machine("pc-i440fx-7.2");
+    let mut tgt = TestQtailq::default();
+    load_payload(&mut tgt, &unhex(WIRE_Q), 1, &m).unwrap();
+    assert_eq!(tgt, obj_q());
+    // A destination that already holds elements gets exactly the stream's.
+    let mut tgt = TestQtailq {
+        q: vec![TestQtailqElement::default(); 5].into(),
+        ..TestQtailq::default()
+    };
+    load_payload(&mut tgt, &unhex(WIRE_Q), 1, &m).unwrap();
+    assert_eq!(tgt, obj_q());
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/queue list", version = 1, nested)]
+struct TestQListElement {
+    id: u32,
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/container/qlist", version = 1)]
+struct TestQListContainer {
+    id: u32,
+    #[vmstate(list = "qlist", max = 8)]
+    list: Vec<TestQListElement>,
+}
+
+/// `qlist_dump`.
+const QLIST_DUMP: &str =
+    "00 00 00 01 01 00 00 00 0a 01 00 00 0b 00 01 00 0c 00 00 01 0d 00 00 00 00";
+
+fn qlist_container() -> TestQListContainer {
+    TestQListContainer {
+        id: 1,
+        list: [0x0a, 0x0b00, 0xc0000, 0xd000000]
+            .into_iter()
+            .map(|id| TestQListElement { id })
+            .collect(),
+    }
+}
+
+#[test]
+fn save_qlist() {
+    let m = machine("pc-i440fx-7.2");
+    let (_, bytes, desc) = save_payload(&qlist_container(), &m).unwrap();
+    assert_eq!(hex(&bytes), QLIST_DUMP);
+    let json = desc_json("c", desc);
+    assert!(
+        json.contains(r#"{"name": "list", "type": "qlist", "vmsd_name": "test/queue list", "version": 1, "fields": [{"name": "id", "type": "uint32", "size": 4}], "vmsd_name": "#),
+        "{json}"
+    );
+    assert!(json.ends_with(r#""size": 21}]}"#), "{json}");
+}
+
+#[test]
+fn load_qlist() {
+    let m = machine("pc-i440fx-7.2");
+    let mut dest = TestQListContainer::default();
+    load_payload(&mut dest, &unhex(QLIST_DUMP), 1, &m).unwrap();
+    assert_eq!(dest, qlist_container());
+}
+
+#[test]
+fn list_longer_than_max_is_refused_before_the_extra_element() {
+    let m = machine("pc-i440fx-7.2");
+    // Nine elements for a list of at most eight.
+    let mut wire = unhex("00 00 00 01");
+    for i in 0..9u8 {
+        wire.extend_from_slice(&[1, 0, 0, 0, i]);
+    }
+    wire.push(0);
+    let mut dest = TestQListContainer::default();
+    let e = load_payload(&mut dest, &wire, 1, &m).unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::LengthTooLarge { len: 9, limit: 8 });
+    assert_eq!(e.field_path().as_deref(), Some("list"));
+    assert_eq!(e.offset(), Some(4 + 8 * 5));
+    assert!(dest.list.capacity() <= 8, "{}", dest.list.capacity());
+    // Saving more than `max` is refused too: the destination would not take it.
+    let mut big = qlist_container();
+    big.list = vec![TestQListElement::default(); 9];
+    let e = save_payload(&big, &m).unwrap_err();
+    assert!(e.to_string().contains("maximum 8"), "{e}");
+    // A list cut short: end of input, naming the element.
+    let wire = unhex(QLIST_DUMP);
+    for n in 4..wire.len() {
+        let e = load_payload(&mut TestQListContainer::default(), &wire[..n], 1, &m).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::UnexpectedEof { .. }),
+            "{n}: {e}"
+        );
+        assert!(e.field_path().unwrap().starts_with("list"), "{n}: {e}");
+    }
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[vmstate(name = "interval", version = 1, nested)]
+struct TestGTreeInterval {
+    low: u64,
+    high: u64,
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "mapping", version = 1, nested)]
+struct TestGTreeMapping {
+    phys_addr: u64,
+    flags: u32,
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "domain", version = 1, nested)]
+struct TestGTreeDomain {
+    id: i32,
+    #[vmstate(tree, max = 64)]
+    mappings: std::collections::BTreeMap<TestGTreeInterval, TestGTreeMapping>,
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "domain", version = 1)]
+struct TestGTreeDomainSection {
+    id: i32,
+    #[vmstate(tree, max = 64)]
+    mappings: std::collections::BTreeMap<TestGTreeInterval, TestGTreeMapping>,
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "iommu", version = 1)]
+struct TestGTreeIommu {
+    id: i32,
+    #[vmstate(tree, max = 16)]
+    domains: std::collections::BTreeMap<u64, TestGTreeDomain>,
+}
+
+/// `first_domain_dump`.
+const FIRST_DOMAIN_DUMP: &str = "00 00 00 06 00 00 00 02 \
+    01 00 00 00 00 00 00 10 00 00 00 00 00 00 00 1f ff 00 00 00 00 00 00 a0 00 00 00 00 01 \
+    01 00 00 00 00 00 00 40 00 00 00 00 00 00 00 4f ff 00 00 00 00 00 0e 00 00 00 00 00 02 \
+    00";
+
+/// `iommu_dump`.
+const IOMMU_DUMP: &str = "00 00 00 07 00 00 00 02 \
+    01 00 00 00 00 00 00 00 05 00 00 00 05 00 00 00 01 \
+    01 00 00 00 00 01 00 00 00 00 00 00 00 01 ff ff ff 00 00 00 00 0f 00 00 00 00 00 00 03 00 \
+    01 00 00 00 00 00 00 00 06 00 00 00 06 00 00 00 02 \
+    01 00 00 00 00 00 00 10 00 00 00 00 00 00 00 1f ff 00 00 00 00 00 00 a0 00 00 00 00 01 \
+    01 00 00 00 00 00 00 40 00 00 00 00 00 00 00 4f ff 00 00 00 00 00 0e 00 00 00 00 00 02 \
+    00 00";
+
+fn interval(low: u64, high: u64) -> TestGTreeInterval {
+    TestGTreeInterval { low, high }
+}
+
+fn mapping(phys_addr: u64, flags: u32) -> TestGTreeMapping {
+    TestGTreeMapping { phys_addr, flags }
+}
+
+fn first_domain() -> TestGTreeDomain {
+    TestGTreeDomain {
+        id: 6,
+        mappings: [
+            (interval(0x1000, 0x1fff), mapping(0xa000, 1)),
+            (interval(0x4000, 0x4fff), mapping(0xe0000, 2)),
+        ]
+        .into(),
+    }
+}
+
+fn iommu() -> TestGTreeIommu {
+    let second = TestGTreeDomain {
+        id: 5,
+        mappings: [(interval(0x100_0000, 0x1ff_ffff), mapping(0xf00_0000, 3))].into(),
+    };
+    TestGTreeIommu {
+        id: 7,
+        domains: [(6, first_domain()), (5, second)].into(),
+    }
+}
+
+fn domain_section() -> TestGTreeDomainSection {
+    let d = first_domain();
+    TestGTreeDomainSection {
+        id: d.id,
+        mappings: d.mappings,
+    }
+}
+
+#[test]
+fn gtree_save_domain() {
+    let m = machine("pc-i440fx-7.2");
+    let (_, bytes, desc) = save_payload(&domain_section(), &m).unwrap();
+    assert_eq!(hex(&bytes), hex(&unhex(FIRST_DOMAIN_DUMP)));
+    let key = r#""vmsd_name": "interval", "version": 1, "fields": [{"name": "low", "type": "uint64", "size": 8}, {"name": "high", "type": "uint64", "size": 8}]"#;
+    let val = r#""vmsd_name": "mapping", "version": 1, "fields": [{"name": "phys_addr", "type": "uint64", "size": 8}, {"name": "flags", "type": "uint32", "size": 4}]"#;
+    assert_eq!(
+        desc_json("domain", desc),
+        format!(
+            r#"{{"name": "domain", "instance_id": 0, "vmsd_name": "domain", "version": 1, "fields": [{{"name": "id", "type": "int32", "size": 4}}, {{"name": "mappings", "type": "gtree", {key}, {val}, {key}, {val}, "size": 63}}]}}"#
+        )
+    );
+}
+
+#[test]
+fn gtree_load_domain() {
+    let m = machine("pc-i440fx-7.2");
+    let mut dest = TestGTreeDomainSection::default();
+    load_payload(&mut dest, &unhex(FIRST_DOMAIN_DUMP), 1, &m).unwrap();
+    assert_eq!(dest, domain_section());
+}
+
+#[test]
+fn gtree_save_iommu() {
+    let m = machine("pc-i440fx-7.2");
+    let (_, bytes, desc) = save_payload(&iommu(), &m).unwrap();
+    assert_eq!(hex(&bytes), hex(&unhex(IOMMU_DUMP)));
+    // Direct keys are not described; each value is, with its own tree inside.
+    let json = desc_json("iommu", desc);
+    assert!(
+        json.contains(r#"{"name": "domains", "type": "gtree", "vmsd_name": "domain", "version": 1, "fields": [{"name": "id", "type": "int32", "size": 4}, {"name": "mappings", "type": "gtree", "vmsd_name": "interval""#),
+        "{json}"
+    );
+}
+
+#[test]
+fn gtree_load_iommu() {
+    let m = machine("pc-i440fx-7.2");
+    let mut dest = TestGTreeIommu::default();
+    load_payload(&mut dest, &unhex(IOMMU_DUMP), 1, &m).unwrap();
+    assert_eq!(dest, iommu());
+}
+
+#[test]
+fn gtree_counts_are_checked() {
+    let m = machine("pc-i440fx-7.2");
+    let wire = unhex(IOMMU_DUMP);
+    // A node count above `max`: refused before any node is read.
+    let mut big = wire.clone();
+    big[4..8].copy_from_slice(&17u32.to_be_bytes());
+    let e = load_payload(&mut TestGTreeIommu::default(), &big, 1, &m).unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::LengthTooLarge { len: 17, limit: 16 });
+    assert_eq!(e.field_path().as_deref(), Some("domains"));
+    assert_eq!(e.offset(), Some(4));
+    // A count of 1 with two nodes on the wire (QEMU: "inconsistent stream").
+    let mut more = wire.clone();
+    more[4..8].copy_from_slice(&1u32.to_be_bytes());
+    let e = load_payload(&mut TestGTreeIommu::default(), &more, 1, &m).unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::InvalidValue { found: 1, .. }),
+        "{e}"
+    );
+    assert_eq!(e.field_path().as_deref(), Some("domains"));
+    // A count of 3 with two nodes.
+    let mut fewer = wire.clone();
+    fewer[4..8].copy_from_slice(&3u32.to_be_bytes());
+    let e = load_payload(&mut TestGTreeIommu::default(), &fewer, 1, &m).unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::InvalidValue { found: 2, .. }),
+        "{e}"
+    );
+    // A nested tree's count above its `max` names the path down to it.
+    let mut inner = wire.clone();
+    inner[21..25].copy_from_slice(&65u32.to_be_bytes());
+    let e = load_payload(&mut TestGTreeIommu::default(), &inner, 1, &m).unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::LengthTooLarge { len: 65, limit: 64 });
+    assert_eq!(e.field_path().as_deref(), Some("domains[0].mappings"));
+    // Every prefix fails cleanly.
+    for n in 0..wire.len() {
+        let e = load_payload(&mut TestGTreeIommu::default(), &wire[..n], 1, &m).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::UnexpectedEof { .. }),
+            "{n}: {e}"
+        );
+    }
+}
+
+/// The generic decoder reads lists and trees from the vmdesc QEMU's form gives them.
+#[test]
+fn lists_and_trees_decode_from_their_vmdesc() {
+    let m = machine("pc-i440fx-7.2");
+    let decode = |name: &str, bytes: &[u8], desc| {
+        let json = desc_json(name, desc);
+        let full = format!(r#"{{"page_size": 4096, "devices": [{json}]}}"#);
+        let vd = vmstate_runtime::vmdesc::parse_vmdesc(full.as_bytes()).unwrap();
+        // The parsed description prints back to the same text.
+        let DescBody::Vmsd(d) = &vd.devices[0].body else {
+            panic!("not a vmsd")
+        };
+        assert_eq!(desc_json(name, d.clone()), json);
+        let mut r = vmstate_runtime::SliceReader::new(bytes);
+        vmstate_runtime::decode::decode_payload(&mut r, d)
+    };
+    let (_, bytes, desc) = save_payload(&obj_q(), &m).unwrap();
+    let v = decode("q", &bytes, desc.clone()).unwrap();
+    let vmstate_runtime::Value::Array(items) = v.get("q").unwrap() else {
+        panic!()
+    };
+    assert_eq!(items.len(), 2);
+    assert_eq!(
+        items[0].get("u8").and_then(vmstate_runtime::Value::int),
+        Some(130)
+    );
+    assert_eq!(
+        v.get("i32").and_then(vmstate_runtime::Value::int),
+        Some(70000)
+    );
+    // One more element on the wire than the description lists.
+    let mut extra = bytes.clone();
+    extra.splice(7..7, [1, 1, 7]);
+    let e = decode("q", &extra, desc).unwrap_err();
+    assert!(e.to_string().contains("more elements"), "{e}");
+
+    let (_, bytes, desc) = save_payload(&iommu(), &m).unwrap();
+    let v = decode("iommu", &bytes, desc).unwrap();
+    let vmstate_runtime::Value::Array(domains) = v.get("domains").unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        domains[0].get("key").and_then(vmstate_runtime::Value::int),
+        Some(5)
+    );
+    let d6 = domains[1].get("value").unwrap();
+    let vmstate_runtime::Value::Array(maps) = d6.get("mappings").unwrap() else {
+        panic!()
+    };
+    assert_eq!(maps.len(), 2);
+    let key = maps[1].get("key").unwrap();
+    assert_eq!(
+        key.get("low").and_then(vmstate_runtime::Value::int),
+        Some(0x4000)
+    );
+}

@@ -355,6 +355,35 @@ pub enum Kind {
         /// The pointed-to element's kind.
         elem: SchemaRef<Kind>,
     },
+    /// A linked list of nested structs (QEMU's `VMSTATE_QTAILQ_V` / `VMSTATE_QLIST_V`; Rust
+    /// `Vec<T>` or `VecDeque<T>` with `#[vmstate(list, max = N)]`): per element `0x01` and the
+    /// element, then `0x00`; no count on the wire.
+    List {
+        /// The element's kind (a nested struct).
+        elem: SchemaRef<Kind>,
+        /// Declared maximum number of elements (checked on load).
+        max: u32,
+        /// The element version passed to the element's load (QEMU's field version).
+        #[serde(default = "one")]
+        version: u32,
+        /// QEMU's `qlist` (vmdesc type `qlist`) rather than `qtailq`; same bytes.
+        #[serde(default)]
+        qlist: bool,
+    },
+    /// A balanced tree (QEMU's `VMSTATE_GTREE_V` / `VMSTATE_GTREE_DIRECT_KEY_V`; Rust
+    /// `BTreeMap<K, V>` with `#[vmstate(tree, max = N)]`): be32 node count, per node `0x01`, the
+    /// key (a nested struct, or be64 for a direct key) and the value, then `0x00`.
+    Tree {
+        /// The key's kind (a nested struct); `None` for a direct key (be64).
+        key: Option<SchemaRef<Kind>>,
+        /// The value's kind (a nested struct).
+        value: SchemaRef<Kind>,
+        /// Declared maximum number of nodes (checked on load before any node is read).
+        max: u32,
+        /// The version passed to the key's and value's load (QEMU's field version).
+        #[serde(default = "one")]
+        version: u32,
+    },
     /// A nested struct, inline, at its own current version.
     Struct {
         /// The nested struct's description.
@@ -385,6 +414,8 @@ impl Kind {
             | Kind::VArray { .. }
             | Kind::VBuffer { .. }
             | Kind::Pointer { .. }
+            | Kind::List { .. }
+            | Kind::Tree { .. }
             | Kind::Struct { .. } => return None,
         })
     }
@@ -410,6 +441,9 @@ impl Kind {
                 elem.vmdesc_type()
             }
             Kind::Struct { .. } => "struct",
+            Kind::List { qlist: false, .. } => "qtailq",
+            Kind::List { qlist: true, .. } => "qlist",
+            Kind::Tree { .. } => "gtree",
         }
     }
 
@@ -436,7 +470,11 @@ impl Kind {
             Kind::U64 | Kind::I64 | Kind::Timer => 8,
             Kind::Buffer { len } | Kind::Unused { len } => u64::from(*len),
             Kind::Array { elem, len } => elem.fixed_size()? * u64::from(*len),
-            Kind::VArray { .. } | Kind::VBuffer { .. } | Kind::Pointer { .. } => return None,
+            Kind::VArray { .. }
+            | Kind::VBuffer { .. }
+            | Kind::Pointer { .. }
+            | Kind::List { .. }
+            | Kind::Tree { .. } => return None,
             Kind::Struct { schema } => schema.fixed_size()?,
         })
     }

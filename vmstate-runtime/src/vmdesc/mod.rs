@@ -44,6 +44,11 @@ pub struct DescField {
     pub strukt: Option<Box<DescStruct>>,
     /// Bytes written for this (first) element, including nested subsections.
     pub size: u64,
+    /// The element descriptions QEMU writes straight into a `qtailq`, `qlist` or `gtree` field
+    /// object, one after the other (repeated `vmsd_name`, `version`, `fields` and `subsections`
+    /// members): each list element in order; for a tree each node's key (unless it is a direct
+    /// key) then its value. Empty for every other type.
+    pub elems: Vec<DescStruct>,
 }
 
 /// A vmsd description (top-level section body, nested struct or subsection).
@@ -195,6 +200,17 @@ impl DescBuilder {
         let pending = std::mem::take(&mut top.pending);
         let sizes = std::mem::take(&mut top.elem_sizes);
         let name = fs.vmdesc_name.clone();
+        if matches!(&*fs.kind, Kind::List { .. } | Kind::Tree { .. }) {
+            top.desc.fields.push(DescField {
+                name,
+                array: None,
+                ty: Cow::Borrowed(fs.kind.vmdesc_type()),
+                strukt: None,
+                size: end.saturating_sub(start),
+                elems: pending,
+            });
+            return;
+        }
         let (elem, is_array) = match &*fs.kind {
             Kind::Array { elem, .. } | Kind::VArray { elem, .. } => (innermost(elem), true),
             k => (k, false),
@@ -212,6 +228,7 @@ impl DescBuilder {
                 ty,
                 strukt,
                 size: end.saturating_sub(start),
+                elems: Vec::new(),
             });
             return;
         }
@@ -240,6 +257,7 @@ impl DescBuilder {
                 ty,
                 strukt,
                 size,
+                elems: Vec::new(),
             });
         } else {
             // One entry per element, each with its nested struct (in order) when there is one.
@@ -257,6 +275,7 @@ impl DescBuilder {
                         .get(i)
                         .copied()
                         .unwrap_or_else(|| strukt.as_ref().map_or(fixed, |d| d.size)),
+                    elems: Vec::new(),
                     strukt: strukt.map(Box::new),
                 });
             }
