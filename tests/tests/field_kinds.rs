@@ -1043,3 +1043,72 @@ fn lists_and_trees_decode_from_their_vmdesc() {
         Some(0x4000)
     );
 }
+
+// ---- Predicates that receive the stream version (QEMU's `field_exists(opaque, version_id)`).
+
+/// QEMU's `VMSTATE_UINT32_TEST(extra, S, extra_exists)` where the test reads the version:
+/// `return version_id >= 2 && s->has_extra;`. No `since`: the predicate decides alone.
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "vpred", version = 2, minimum_version = 1)]
+struct VersionPred {
+    has_extra: bool,
+    #[vmstate(when = pred(Self::extra_exists), default)]
+    extra: u32,
+    #[vmstate(when = all(pred(Self::has_tail), not(pred(Self::old_stream))), keep)]
+    tail: u8,
+}
+
+impl VersionPred {
+    fn extra_exists(&self, version: u32) -> bool {
+        version >= 2 && self.has_extra
+    }
+    fn has_tail(&self) -> bool {
+        self.has_extra
+    }
+    fn old_stream(&self, version: u32) -> bool {
+        version < 2
+    }
+}
+
+#[test]
+fn predicates_receive_the_stream_version() {
+    let m = machine("pc-i440fx-7.2");
+    let src = VersionPred {
+        has_extra: true,
+        extra: 0x0102_0304,
+        tail: 9,
+    };
+    let (v, bytes, desc) = save_payload(&src, &m).unwrap();
+    assert_eq!(v, 2);
+    assert_eq!(hex(&bytes), "01 01 02 03 04 09");
+    // A gated field is not compressible and is described like any other field.
+    assert_eq!(desc.fields.len(), 3);
+
+    // Version 2 bytes load with the field.
+    let mut dst = VersionPred {
+        has_extra: false,
+        ..VersionPred::default()
+    };
+    load_payload(&mut dst, &bytes, 2, &m).unwrap();
+    assert_eq!(dst, src);
+
+    // Version 1 bytes (QEMU's, from a source whose test saw version 1): no `extra`, no `tail`.
+    let mut dst = VersionPred {
+        extra: 77,
+        tail: 5,
+        ..VersionPred::default()
+    };
+    load_payload(&mut dst, &[1], 1, &m).unwrap();
+    assert_eq!(
+        dst,
+        VersionPred {
+            has_extra: true,
+            extra: 0,
+            tail: 5
+        }
+    );
+    // The same bytes as version 2 expect the field: they run out.
+    let e = load_payload(&mut VersionPred::default(), &[1], 2, &m).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::UnexpectedEof { .. }), "{e}");
+    assert_eq!(e.field_path().as_deref(), Some("extra"));
+}

@@ -15,7 +15,7 @@ pub fn present(c: &Container, f: &Field) -> TokenStream {
         parts.push(quote!((__version >= #since)));
     }
     if let Some(w) = &f.attrs.when {
-        parts.push(gate::eval(&w.value, &c.attrs.props));
+        parts.push(gate::eval_field(&w.value, &c.attrs.props));
     }
     if parts.is_empty() {
         quote!(true)

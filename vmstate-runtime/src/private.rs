@@ -25,6 +25,38 @@ pub use linkme;
 )]
 pub trait NestedState: VmState {}
 
+/// A field predicate (`when = pred(path)`): `fn(&S) -> bool`, or `fn(&S, u32) -> bool`, which
+/// receives the version of the vmsd being saved or loaded (QEMU's `field_exists(opaque,
+/// version_id)`). `M` tells the two apart; it is inferred.
+#[diagnostic::on_unimplemented(
+    message = "a field predicate must be `fn(&self) -> bool` or `fn(&self, version: u32) -> bool`",
+    label = "not a field predicate of `{S}`"
+)]
+pub trait PredFn<S: ?Sized, M> {
+    /// Evaluates the predicate.
+    fn eval(&self, s: &S, version: u32) -> bool;
+}
+
+impl<S: ?Sized, F: Fn(&S) -> bool> PredFn<S, fn(&S)> for F {
+    #[inline]
+    fn eval(&self, s: &S, _: u32) -> bool {
+        self(s)
+    }
+}
+
+impl<S: ?Sized, F: Fn(&S, u32) -> bool> PredFn<S, fn(&S, u32)> for F {
+    #[inline]
+    fn eval(&self, s: &S, version: u32) -> bool {
+        self(s, version)
+    }
+}
+
+/// Calls a field predicate (see [`PredFn`]).
+#[inline]
+pub fn call_pred<S: ?Sized, M, F: PredFn<S, M>>(f: F, s: &S, version: u32) -> bool {
+    f.eval(s, version)
+}
+
 /// QEMU_VM_SUBSECTION.
 pub const SUBSECTION: u8 = 0x05;
 
