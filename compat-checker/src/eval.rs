@@ -229,6 +229,12 @@ fn expand_fields(
         let when = gate_text(f.gate.as_deref());
         let at = Some(Loc::from(&f.location));
         let (elem, len) = flatten_array(&f.kind);
+        // An array of pointers: each element is the pointee or a one-byte NULL marker, so the
+        // field has no fixed size and its kind says so.
+        let (elem, pointer) = match elem {
+            Kind::Pointer { elem } => (&**elem, true),
+            other => (other, false),
+        };
         let (elem, count, max) = match elem {
             Kind::VArray {
                 elem,
@@ -258,10 +264,96 @@ fn expand_fields(
                 out.push(Item::Array(ArrayItem {
                     path,
                     rust,
-                    element: schema.name.to_string(),
+                    element: if pointer {
+                        format!("{} pointer", schema.name)
+                    } else {
+                        schema.name.to_string()
+                    },
                     len,
                     count,
                     max,
+                    since,
+                    presence,
+                    presence_from_since: from,
+                    when,
+                    at,
+                    items,
+                }));
+            }
+            // A list or tree: a variable number of elements, each laid out like a nested struct
+            // at its own version (a tree node as `key` then `value`).
+            Kind::List { .. } | Kind::Tree { .. } => {
+                let mut items = Vec::new();
+                let elem_inh = Inherit {
+                    since: 0,
+                    gate: Presence::Always,
+                    version: inh.version,
+                };
+                let nested = |k: &Kind, prefix: &str, items: &mut Vec<Item>| {
+                    if let Kind::Struct { schema } = k {
+                        let inner = Inherit {
+                            version: schema.version,
+                            ..elem_inh
+                        };
+                        expand_struct(cx, schema, prefix, inner, items);
+                    }
+                };
+                let name = |k: &Kind| match k {
+                    Kind::Struct { schema } => schema.name.to_string(),
+                    other => other.vmdesc_type().to_owned(),
+                };
+                let (element, max) = match elem {
+                    Kind::List {
+                        elem: e,
+                        max,
+                        qlist,
+                        ..
+                    } => {
+                        nested(e, &format!("{path}[*]."), &mut items);
+                        let form = if *qlist { "qlist" } else { "qtailq" };
+                        (format!("{form} of {} ≤ {max}", name(e)), *max)
+                    }
+                    Kind::Tree {
+                        key, value, max, ..
+                    } => {
+                        let key_name = match key {
+                            Some(k) => {
+                                nested(k, &format!("{path}[*].key."), &mut items);
+                                name(k)
+                            }
+                            None => {
+                                items.push(Item::Field(FieldItem {
+                                    path: format!("{path}[*].key"),
+                                    rust: None,
+                                    kind: "u64".to_owned(),
+                                    len: None,
+                                    count: None,
+                                    max: None,
+                                    size: Some(8),
+                                    since: 0,
+                                    presence: Presence::Always,
+                                    presence_from_since: None,
+                                    when: None,
+                                    at: None,
+                                }));
+                                "direct key".to_owned()
+                            }
+                        };
+                        nested(value, &format!("{path}[*].value."), &mut items);
+                        (
+                            format!("gtree of {key_name} → {} ≤ {max}", name(value)),
+                            *max,
+                        )
+                    }
+                    _ => (String::new(), 0),
+                };
+                out.push(Item::Array(ArrayItem {
+                    path,
+                    rust,
+                    element,
+                    len,
+                    count,
+                    max: Some(max),
                     since,
                     presence,
                     presence_from_since: from,
@@ -286,8 +378,11 @@ fn expand_fields(
             })),
             prim => {
                 let codec = prim.codec();
-                let kind = codec.unwrap_or("unknown").to_owned();
-                let size = if count.is_some() {
+                let mut kind = codec.unwrap_or("unknown").to_owned();
+                if pointer {
+                    kind.push_str(" pointer");
+                }
+                let size = if count.is_some() || pointer {
                     None
                 } else {
                     // Bytes of one primitive value, times the flattened array length.

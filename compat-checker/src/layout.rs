@@ -360,6 +360,8 @@ impl Item {
     pub fn fixed_size(&self) -> Option<u64> {
         match self {
             Item::Field(f) => f.size,
+            // An array of pointers (`<vmsd> pointer`): a NULL element is one byte.
+            Item::Array(a) if a.element.ends_with(" pointer") => None,
             Item::Array(a) => {
                 let mut n = 0u64;
                 for i in &a.items {

@@ -112,8 +112,17 @@ fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
 fn declared_props<'a>(s: &'a StructSchema, out: &mut BTreeSet<&'a str>) {
     fn kind<'a>(k: &'a Kind, out: &mut BTreeSet<&'a str>) {
         match k {
-            Kind::Array { elem, .. } | Kind::VArray { elem, .. } => kind(elem, out),
+            Kind::Array { elem, .. } | Kind::VArray { elem, .. } | Kind::Pointer { elem } => {
+                kind(elem, out);
+            }
             Kind::Struct { schema } => declared_props(schema, out),
+            Kind::List { elem, .. } => kind(elem, out),
+            Kind::Tree { key, value, .. } => {
+                if let Some(k) = key {
+                    kind(k, out);
+                }
+                kind(value, out);
+            }
             _ => {}
         }
     }

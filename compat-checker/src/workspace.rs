@@ -11,7 +11,13 @@
 //! ```
 //!
 //! Packages that derive `VmState` without the export line are reported as warnings (their
-//! devices cannot be checked); packages that never derive it are skipped silently.
+//! devices cannot be checked); packages that never derive it are skipped silently, and so are
+//! packages that declare their `VmState` types to be test fixtures rather than devices:
+//!
+//! ```toml
+//! [package.metadata.compat-check]
+//! unchecked = true
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -97,6 +103,10 @@ impl Workspace {
                 continue;
             };
             if !depends || p.name.as_str() == env!("CARGO_PKG_NAME") {
+                continue;
+            }
+            // Fixture devices of a test-support package: nothing a machine type depends on.
+            if p.metadata["compat-check"]["unchecked"] == serde_json::Value::Bool(true) {
                 continue;
             }
             let src_dir = lib

@@ -429,3 +429,686 @@ fn error_display_is_one_line_with_field_path() {
         "at byte 0x3c, field `pairs[1].y`: unexpected end of input (needed 2 bytes, 1 available)"
     );
 }
+
+// ---- QEMU 7.2 tests/unit/test-vmstate.c: arrays of pointers (VMSTATE_ARRAY_OF_POINTER and
+// _TO_STRUCT). QEMU's vectors end with QEMU_VM_EOF (0x1f), the test harness's terminator; the
+// payloads here are the bytes before it.
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/tst", version = 1, nested)]
+struct TestStructTriv {
+    i: i32,
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/arps", version = 1)]
+struct TestArrayOfPtrToStruct {
+    ar: [Option<Box<TestStructTriv>>; 4],
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/arps", version = 1)]
+struct TestArrayOfPtrToInt {
+    ar: [Option<i32>; 4],
+}
+
+/// `wire_arr_ptr_no0`.
+const WIRE_ARR_PTR_NO0: &str = "00 00 00 00 00 00 00 01 00 00 00 02 00 00 00 03";
+/// `wire_arr_ptr_0`: element 1 is NULL (`VMS_NULLPTR_MARKER`).
+const WIRE_ARR_PTR_0: &str = "00 00 00 00 30 00 00 00 02 00 00 00 03";
+
+fn triv(i: i32) -> Option<Box<TestStructTriv>> {
+    Some(Box::new(TestStructTriv { i }))
+}
+
+fn desc_json(name: &str, desc: vmstate_runtime::vmdesc::DescStruct) -> String {
+    let mut s = String::new();
+    write_device(
+        &mut s,
+        &DescDevice {
+            name: name.into(),
+            instance_id: 0,
+            body: DescBody::Vmsd(desc),
+        },
+    );
+    s
+}
+
+#[test]
+fn arr_ptr_str_no0_save_and_load() {
+    let m = machine("pc-i440fx-7.2");
+    let s = TestArrayOfPtrToStruct {
+        ar: [triv(0), triv(1), triv(2), triv(3)],
+    };
+    let (_, bytes, _) = save_payload(&s, &m).unwrap();
+    assert_eq!(hex(&bytes), WIRE_ARR_PTR_NO0);
+    let mut obj = TestArrayOfPtrToStruct {
+        ar: [triv(0), triv(0), triv(0), triv(0)],
+    };
+    load_payload(&mut obj, &unhex(WIRE_ARR_PTR_NO0), 1, &m).unwrap();
+    assert_eq!(obj, s);
+}
+
+#[test]
+fn arr_ptr_str_0_save_and_load() {
+    let m = machine("pc-i440fx-7.2");
+    let s = TestArrayOfPtrToStruct {
+        ar: [triv(0), None, triv(2), triv(3)],
+    };
+    let (_, bytes, desc) = save_payload(&s, &m).unwrap();
+    assert_eq!(hex(&bytes), WIRE_ARR_PTR_0);
+    // QEMU 7.2 compresses the array and describes element 0.
+    assert_eq!(
+        desc_json("arps", desc),
+        r#"{"name": "arps", "instance_id": 0, "vmsd_name": "test/arps", "version": 1, "fields": [{"name": "ar", "array_len": 4, "type": "struct", "struct": {"vmsd_name": "test/tst", "version": 1, "fields": [{"name": "i", "type": "int32", "size": 4}]}, "size": 4}]}"#
+    );
+    // The destination's slot 1 is NULL: it takes the marker and stays NULL.
+    let mut obj = TestArrayOfPtrToStruct {
+        ar: [triv(9), None, triv(9), triv(9)],
+    };
+    load_payload(&mut obj, &unhex(WIRE_ARR_PTR_0), 1, &m).unwrap();
+    assert_eq!(obj, s);
+}
+
+#[test]
+fn arr_ptr_prim_0_save_and_load() {
+    let m = machine("pc-i440fx-7.2");
+    let s = TestArrayOfPtrToInt {
+        ar: [Some(0), None, Some(2), Some(3)],
+    };
+    let (_, bytes, desc) = save_payload(&s, &m).unwrap();
+    assert_eq!(hex(&bytes), WIRE_ARR_PTR_0);
+    assert_eq!(
+        desc_json("arpp", desc),
+        r#"{"name": "arpp", "instance_id": 0, "vmsd_name": "test/arps", "version": 1, "fields": [{"name": "ar", "array_len": 4, "type": "int32", "size": 4}]}"#
+    );
+    let mut obj = TestArrayOfPtrToInt {
+        ar: [Some(3), None, Some(1), Some(0)],
+    };
+    load_payload(&mut obj, &unhex(WIRE_ARR_PTR_0), 1, &m).unwrap();
+    assert_eq!(obj, s);
+}
+
+#[test]
+fn null_slot_on_the_destination_needs_the_marker() {
+    let m = machine("pc-i440fx-7.2");
+    // Source sends an element where the destination's slot 1 is NULL.
+    let mut obj = TestArrayOfPtrToInt {
+        ar: [Some(0), None, Some(0), Some(0)],
+    };
+    let e = load_payload(&mut obj, &unhex(WIRE_ARR_PTR_NO0), 1, &m).unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::InvalidValue { found: 0, .. }),
+        "{e}"
+    );
+    assert_eq!(e.field_path().as_deref(), Some("ar[1]"));
+    assert_eq!(e.offset(), Some(4));
+    assert!(e.to_string().contains("NULL-pointer marker 0x30"), "{e}");
+}
+
+#[test]
+fn null_first_element_is_described_as_qemu_7_2_does() {
+    let m = machine("pc-i440fx-7.2");
+    // Element 0 NULL: QEMU 7.2 writes element 0's type and its size, 1 byte.
+    let s = TestArrayOfPtrToInt {
+        ar: [None, Some(1), Some(2), Some(3)],
+    };
+    let (_, bytes, desc) = save_payload(&s, &m).unwrap();
+    assert_eq!(hex(&bytes), "30 00 00 00 01 00 00 00 02 00 00 00 03");
+    assert_eq!(
+        desc_json("arpp", desc),
+        r#"{"name": "arpp", "instance_id": 0, "vmsd_name": "test/arps", "version": 1, "fields": [{"name": "ar", "array_len": 4, "type": "int32", "size": 1}]}"#
+    );
+    let s = TestArrayOfPtrToStruct {
+        ar: [None, triv(1), triv(2), triv(3)],
+    };
+    let (_, _, desc) = save_payload(&s, &m).unwrap();
+    assert_eq!(
+        desc_json("arps", desc),
+        r#"{"name": "arps", "instance_id": 0, "vmsd_name": "test/arps", "version": 1, "fields": [{"name": "ar", "array_len": 4, "type": "struct", "struct": {}, "size": 1}]}"#
+    );
+}
+
+/// A struct pointer array that QEMU does not compress (its element has a subsection): one
+/// entry per element, a NULL one with an empty `struct` and size 1, and the generic decoder
+/// reads the stream back from that description.
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(
+    name = "elem",
+    version = 1,
+    nested,
+    subsection(name = "elem/extra", version = 1)
+)]
+struct Elem {
+    a: u16,
+    #[vmstate(subsection = "elem/extra", default)]
+    b: u8,
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "holder", version = 1)]
+struct Holder {
+    ar: [Option<Elem>; 3],
+}
+
+#[test]
+fn uncompressed_pointer_array_vmdesc_and_generic_decode() {
+    let m = machine("pc-i440fx-7.2");
+    let s = Holder {
+        ar: [
+            Some(Elem { a: 0x102, b: 3 }),
+            None,
+            Some(Elem { a: 4, b: 5 }),
+        ],
+    };
+    let (_, bytes, desc) = save_payload(&s, &m).unwrap();
+    let sub = "05 0a 65 6c 65 6d 2f 65 78 74 72 61 00 00 00 01";
+    assert_eq!(hex(&bytes), format!("01 02 {sub} 03 30 00 04 {sub} 05"));
+    let json = desc_json("holder", desc.clone());
+    let e = |i: u32| {
+        format!(
+            r#"{{"name": "ar", "index": {i}, "type": "struct", "struct": {{"vmsd_name": "elem", "version": 1, "fields": [{{"name": "a", "type": "uint16", "size": 2}}], "subsections": [{{"vmsd_name": "elem/extra", "version": 1, "fields": [{{"name": "b", "type": "uint8", "size": 1}}]}}]}}, "size": 19}}"#
+        )
+    };
+    assert_eq!(
+        json,
+        format!(
+            r#"{{"name": "holder", "instance_id": 0, "vmsd_name": "holder", "version": 1, "fields": [{}, {{"name": "ar", "index": 1, "type": "struct", "struct": {{}}, "size": 1}}, {}]}}"#,
+            e(0),
+            e(2)
+        )
+    );
+    // Parse the JSON back and decode the payload with it.
+    let full = format!(r#"{{"page_size": 4096, "devices": [{json}]}}"#);
+    let vd = vmstate_runtime::vmdesc::parse_vmdesc(full.as_bytes()).unwrap();
+    let DescBody::Vmsd(d) = &vd.devices[0].body else {
+        panic!("not a vmsd")
+    };
+    let mut r = vmstate_runtime::SliceReader::new(&bytes);
+    let v = vmstate_runtime::decode::decode_payload(&mut r, d).unwrap();
+    let ar = v.get("ar").unwrap();
+    let vmstate_runtime::Value::Array(items) = ar else {
+        panic!("{ar:?}")
+    };
+    assert_eq!(items.len(), 3);
+    assert_eq!(items[1], vmstate_runtime::Value::Bytes(vec![0x30]));
+    assert_eq!(
+        items[2].get("a").and_then(vmstate_runtime::Value::int),
+        Some(4)
+    );
+    // A corrupted marker is reported against the description.
+    let mut bad = bytes.clone();
+    bad[19] = 0x31;
+    let mut r = vmstate_runtime::SliceReader::new(&bad);
+    let err = vmstate_runtime::decode::decode_payload(&mut r, d).unwrap_err();
+    assert!(err.to_string().contains("NULL pointer"), "{err}");
+}
+
+#[test]
+fn pointer_array_prefixes_fail_cleanly() {
+    let m = machine("pc-i440fx-7.2");
+    let wire = unhex(WIRE_ARR_PTR_0);
+    for n in 0..wire.len() {
+        let mut obj = TestArrayOfPtrToStruct {
+            ar: [triv(0), None, triv(0), triv(0)],
+        };
+        let e = load_payload(&mut obj, &wire[..n], 1, &m).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::UnexpectedEof { .. }),
+            "prefix {n}: {e}"
+        );
+        assert!(
+            e.field_path().unwrap().starts_with("ar["),
+            "prefix {n}: {e}"
+        );
+    }
+}
+
+// ---- QEMU 7.2 tests/unit/test-vmstate.c: QTAILQ, QLIST and GTREE.
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/queue-element", version = 1, nested)]
+struct TestQtailqElement {
+    b: bool,
+    u8: u8,
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/queue", version = 1)]
+struct TestQtailq {
+    i16: i16,
+    #[vmstate(list, max = 16)]
+    q: std::collections::VecDeque<TestQtailqElement>,
+    i32: i32,
+}
+
+/// `wire_q`.
+const WIRE_Q: &str = "fe 00 01 01 82 01 00 41 00 00 01 11 70";
+
+fn obj_q() -> TestQtailq {
+    TestQtailq {
+        i16: -512,
+        q: [
+            TestQtailqElement { b: true, u8: 130 },
+            TestQtailqElement { b: false, u8: 65 },
+        ]
+        .into(),
+        i32: 70000,
+    }
+}
+
+#[test]
+fn save_q() {
+    let m = machine("pc-i440fx-7.2");
+    let (_, bytes, desc) = save_payload(&obj_q(), &m).unwrap();
+    assert_eq!(hex(&bytes), WIRE_Q);
+    // QEMU writes each element's description straight into the field object.
+    let elem = r#""vmsd_name": "test/queue-element", "version": 1, "fields": [{"name": "b", "type": "bool", "size": 1}, {"name": "u8", "type": "uint8", "size": 1}]"#;
+    assert_eq!(
+        desc_json("q", desc),
+        format!(
+            r#"{{"name": "q", "instance_id": 0, "vmsd_name": "test/queue", "version": 1, "fields": [{{"name": "i16", "type": "int16", "size": 2}}, {{"name": "q", "type": "qtailq", {elem}, {elem}, "size": 7}}, {{"name": "i32", "type": "int32", "size": 4}}]}}"#
+        )
+    );
+}
+
+#[test]
+fn load_q() {
+    let m = machine("pc-i440fx-7.2");
+    let mut tgt = TestQtailq::default();
+    load_payload(&mut tgt, &unhex(WIRE_Q), 1, &m).unwrap();
+    assert_eq!(tgt, obj_q());
+    // A destination that already holds elements gets exactly the stream's.
+    let mut tgt = TestQtailq {
+        q: vec![TestQtailqElement::default(); 5].into(),
+        ..TestQtailq::default()
+    };
+    load_payload(&mut tgt, &unhex(WIRE_Q), 1, &m).unwrap();
+    assert_eq!(tgt, obj_q());
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/queue list", version = 1, nested)]
+struct TestQListElement {
+    id: u32,
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/container/qlist", version = 1)]
+struct TestQListContainer {
+    id: u32,
+    #[vmstate(list = "qlist", max = 8)]
+    list: Vec<TestQListElement>,
+}
+
+/// `qlist_dump`.
+const QLIST_DUMP: &str =
+    "00 00 00 01 01 00 00 00 0a 01 00 00 0b 00 01 00 0c 00 00 01 0d 00 00 00 00";
+
+fn qlist_container() -> TestQListContainer {
+    TestQListContainer {
+        id: 1,
+        list: [0x0a, 0x0b00, 0xc0000, 0xd000000]
+            .into_iter()
+            .map(|id| TestQListElement { id })
+            .collect(),
+    }
+}
+
+#[test]
+fn save_qlist() {
+    let m = machine("pc-i440fx-7.2");
+    let (_, bytes, desc) = save_payload(&qlist_container(), &m).unwrap();
+    assert_eq!(hex(&bytes), QLIST_DUMP);
+    let json = desc_json("c", desc);
+    assert!(
+        json.contains(r#"{"name": "list", "type": "qlist", "vmsd_name": "test/queue list", "version": 1, "fields": [{"name": "id", "type": "uint32", "size": 4}], "vmsd_name": "#),
+        "{json}"
+    );
+    assert!(json.ends_with(r#""size": 21}]}"#), "{json}");
+}
+
+#[test]
+fn load_qlist() {
+    let m = machine("pc-i440fx-7.2");
+    let mut dest = TestQListContainer::default();
+    load_payload(&mut dest, &unhex(QLIST_DUMP), 1, &m).unwrap();
+    assert_eq!(dest, qlist_container());
+}
+
+#[test]
+fn list_longer_than_max_is_refused_before_the_extra_element() {
+    let m = machine("pc-i440fx-7.2");
+    // Nine elements for a list of at most eight.
+    let mut wire = unhex("00 00 00 01");
+    for i in 0..9u8 {
+        wire.extend_from_slice(&[1, 0, 0, 0, i]);
+    }
+    wire.push(0);
+    let mut dest = TestQListContainer::default();
+    let e = load_payload(&mut dest, &wire, 1, &m).unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::LengthTooLarge { len: 9, limit: 8 });
+    assert_eq!(e.field_path().as_deref(), Some("list"));
+    assert_eq!(e.offset(), Some(4 + 8 * 5));
+    assert!(dest.list.capacity() <= 8, "{}", dest.list.capacity());
+    // Saving more than `max` is refused too: the destination would not take it.
+    let mut big = qlist_container();
+    big.list = vec![TestQListElement::default(); 9];
+    let e = save_payload(&big, &m).unwrap_err();
+    assert!(e.to_string().contains("maximum 8"), "{e}");
+    // A list cut short: end of input, naming the element.
+    let wire = unhex(QLIST_DUMP);
+    for n in 4..wire.len() {
+        let e = load_payload(&mut TestQListContainer::default(), &wire[..n], 1, &m).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::UnexpectedEof { .. }),
+            "{n}: {e}"
+        );
+        assert!(e.field_path().unwrap().starts_with("list"), "{n}: {e}");
+    }
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[vmstate(name = "interval", version = 1, nested)]
+struct TestGTreeInterval {
+    low: u64,
+    high: u64,
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "mapping", version = 1, nested)]
+struct TestGTreeMapping {
+    phys_addr: u64,
+    flags: u32,
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "domain", version = 1, nested)]
+struct TestGTreeDomain {
+    id: i32,
+    #[vmstate(tree, max = 64)]
+    mappings: std::collections::BTreeMap<TestGTreeInterval, TestGTreeMapping>,
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "domain", version = 1)]
+struct TestGTreeDomainSection {
+    id: i32,
+    #[vmstate(tree, max = 64)]
+    mappings: std::collections::BTreeMap<TestGTreeInterval, TestGTreeMapping>,
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "iommu", version = 1)]
+struct TestGTreeIommu {
+    id: i32,
+    #[vmstate(tree, max = 16)]
+    domains: std::collections::BTreeMap<u64, TestGTreeDomain>,
+}
+
+/// `first_domain_dump`.
+const FIRST_DOMAIN_DUMP: &str = "00 00 00 06 00 00 00 02 \
+    01 00 00 00 00 00 00 10 00 00 00 00 00 00 00 1f ff 00 00 00 00 00 00 a0 00 00 00 00 01 \
+    01 00 00 00 00 00 00 40 00 00 00 00 00 00 00 4f ff 00 00 00 00 00 0e 00 00 00 00 00 02 \
+    00";
+
+/// `iommu_dump`.
+const IOMMU_DUMP: &str = "00 00 00 07 00 00 00 02 \
+    01 00 00 00 00 00 00 00 05 00 00 00 05 00 00 00 01 \
+    01 00 00 00 00 01 00 00 00 00 00 00 00 01 ff ff ff 00 00 00 00 0f 00 00 00 00 00 00 03 00 \
+    01 00 00 00 00 00 00 00 06 00 00 00 06 00 00 00 02 \
+    01 00 00 00 00 00 00 10 00 00 00 00 00 00 00 1f ff 00 00 00 00 00 00 a0 00 00 00 00 01 \
+    01 00 00 00 00 00 00 40 00 00 00 00 00 00 00 4f ff 00 00 00 00 00 0e 00 00 00 00 00 02 \
+    00 00";
+
+fn interval(low: u64, high: u64) -> TestGTreeInterval {
+    TestGTreeInterval { low, high }
+}
+
+fn mapping(phys_addr: u64, flags: u32) -> TestGTreeMapping {
+    TestGTreeMapping { phys_addr, flags }
+}
+
+fn first_domain() -> TestGTreeDomain {
+    TestGTreeDomain {
+        id: 6,
+        mappings: [
+            (interval(0x1000, 0x1fff), mapping(0xa000, 1)),
+            (interval(0x4000, 0x4fff), mapping(0xe0000, 2)),
+        ]
+        .into(),
+    }
+}
+
+fn iommu() -> TestGTreeIommu {
+    let second = TestGTreeDomain {
+        id: 5,
+        mappings: [(interval(0x100_0000, 0x1ff_ffff), mapping(0xf00_0000, 3))].into(),
+    };
+    TestGTreeIommu {
+        id: 7,
+        domains: [(6, first_domain()), (5, second)].into(),
+    }
+}
+
+fn domain_section() -> TestGTreeDomainSection {
+    let d = first_domain();
+    TestGTreeDomainSection {
+        id: d.id,
+        mappings: d.mappings,
+    }
+}
+
+#[test]
+fn gtree_save_domain() {
+    let m = machine("pc-i440fx-7.2");
+    let (_, bytes, desc) = save_payload(&domain_section(), &m).unwrap();
+    assert_eq!(hex(&bytes), hex(&unhex(FIRST_DOMAIN_DUMP)));
+    let key = r#""vmsd_name": "interval", "version": 1, "fields": [{"name": "low", "type": "uint64", "size": 8}, {"name": "high", "type": "uint64", "size": 8}]"#;
+    let val = r#""vmsd_name": "mapping", "version": 1, "fields": [{"name": "phys_addr", "type": "uint64", "size": 8}, {"name": "flags", "type": "uint32", "size": 4}]"#;
+    assert_eq!(
+        desc_json("domain", desc),
+        format!(
+            r#"{{"name": "domain", "instance_id": 0, "vmsd_name": "domain", "version": 1, "fields": [{{"name": "id", "type": "int32", "size": 4}}, {{"name": "mappings", "type": "gtree", {key}, {val}, {key}, {val}, "size": 63}}]}}"#
+        )
+    );
+}
+
+#[test]
+fn gtree_load_domain() {
+    let m = machine("pc-i440fx-7.2");
+    let mut dest = TestGTreeDomainSection::default();
+    load_payload(&mut dest, &unhex(FIRST_DOMAIN_DUMP), 1, &m).unwrap();
+    assert_eq!(dest, domain_section());
+}
+
+#[test]
+fn gtree_save_iommu() {
+    let m = machine("pc-i440fx-7.2");
+    let (_, bytes, desc) = save_payload(&iommu(), &m).unwrap();
+    assert_eq!(hex(&bytes), hex(&unhex(IOMMU_DUMP)));
+    // Direct keys are not described; each value is, with its own tree inside.
+    let json = desc_json("iommu", desc);
+    assert!(
+        json.contains(r#"{"name": "domains", "type": "gtree", "vmsd_name": "domain", "version": 1, "fields": [{"name": "id", "type": "int32", "size": 4}, {"name": "mappings", "type": "gtree", "vmsd_name": "interval""#),
+        "{json}"
+    );
+}
+
+#[test]
+fn gtree_load_iommu() {
+    let m = machine("pc-i440fx-7.2");
+    let mut dest = TestGTreeIommu::default();
+    load_payload(&mut dest, &unhex(IOMMU_DUMP), 1, &m).unwrap();
+    assert_eq!(dest, iommu());
+}
+
+#[test]
+fn gtree_counts_are_checked() {
+    let m = machine("pc-i440fx-7.2");
+    let wire = unhex(IOMMU_DUMP);
+    // A node count above `max`: refused before any node is read.
+    let mut big = wire.clone();
+    big[4..8].copy_from_slice(&17u32.to_be_bytes());
+    let e = load_payload(&mut TestGTreeIommu::default(), &big, 1, &m).unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::LengthTooLarge { len: 17, limit: 16 });
+    assert_eq!(e.field_path().as_deref(), Some("domains"));
+    assert_eq!(e.offset(), Some(4));
+    // A count of 1 with two nodes on the wire (QEMU: "inconsistent stream").
+    let mut more = wire.clone();
+    more[4..8].copy_from_slice(&1u32.to_be_bytes());
+    let e = load_payload(&mut TestGTreeIommu::default(), &more, 1, &m).unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::InvalidValue { found: 1, .. }),
+        "{e}"
+    );
+    assert_eq!(e.field_path().as_deref(), Some("domains"));
+    // A count of 3 with two nodes.
+    let mut fewer = wire.clone();
+    fewer[4..8].copy_from_slice(&3u32.to_be_bytes());
+    let e = load_payload(&mut TestGTreeIommu::default(), &fewer, 1, &m).unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::InvalidValue { found: 2, .. }),
+        "{e}"
+    );
+    // A nested tree's count above its `max` names the path down to it.
+    let mut inner = wire.clone();
+    inner[21..25].copy_from_slice(&65u32.to_be_bytes());
+    let e = load_payload(&mut TestGTreeIommu::default(), &inner, 1, &m).unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::LengthTooLarge { len: 65, limit: 64 });
+    assert_eq!(e.field_path().as_deref(), Some("domains[0].mappings"));
+    // Every prefix fails cleanly.
+    for n in 0..wire.len() {
+        let e = load_payload(&mut TestGTreeIommu::default(), &wire[..n], 1, &m).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::UnexpectedEof { .. }),
+            "{n}: {e}"
+        );
+    }
+}
+
+/// The generic decoder reads lists and trees from the vmdesc QEMU's form gives them.
+#[test]
+fn lists_and_trees_decode_from_their_vmdesc() {
+    let m = machine("pc-i440fx-7.2");
+    let decode = |name: &str, bytes: &[u8], desc| {
+        let json = desc_json(name, desc);
+        let full = format!(r#"{{"page_size": 4096, "devices": [{json}]}}"#);
+        let vd = vmstate_runtime::vmdesc::parse_vmdesc(full.as_bytes()).unwrap();
+        // The parsed description prints back to the same text.
+        let DescBody::Vmsd(d) = &vd.devices[0].body else {
+            panic!("not a vmsd")
+        };
+        assert_eq!(desc_json(name, d.clone()), json);
+        let mut r = vmstate_runtime::SliceReader::new(bytes);
+        vmstate_runtime::decode::decode_payload(&mut r, d)
+    };
+    let (_, bytes, desc) = save_payload(&obj_q(), &m).unwrap();
+    let v = decode("q", &bytes, desc.clone()).unwrap();
+    let vmstate_runtime::Value::Array(items) = v.get("q").unwrap() else {
+        panic!()
+    };
+    assert_eq!(items.len(), 2);
+    assert_eq!(
+        items[0].get("u8").and_then(vmstate_runtime::Value::int),
+        Some(130)
+    );
+    assert_eq!(
+        v.get("i32").and_then(vmstate_runtime::Value::int),
+        Some(70000)
+    );
+    // One more element on the wire than the description lists.
+    let mut extra = bytes.clone();
+    extra.splice(7..7, [1, 1, 7]);
+    let e = decode("q", &extra, desc).unwrap_err();
+    assert!(e.to_string().contains("more elements"), "{e}");
+
+    let (_, bytes, desc) = save_payload(&iommu(), &m).unwrap();
+    let v = decode("iommu", &bytes, desc).unwrap();
+    let vmstate_runtime::Value::Array(domains) = v.get("domains").unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        domains[0].get("key").and_then(vmstate_runtime::Value::int),
+        Some(5)
+    );
+    let d6 = domains[1].get("value").unwrap();
+    let vmstate_runtime::Value::Array(maps) = d6.get("mappings").unwrap() else {
+        panic!()
+    };
+    assert_eq!(maps.len(), 2);
+    let key = maps[1].get("key").unwrap();
+    assert_eq!(
+        key.get("low").and_then(vmstate_runtime::Value::int),
+        Some(0x4000)
+    );
+}
+
+// ---- Predicates that receive the stream version (QEMU's `field_exists(opaque, version_id)`).
+
+/// QEMU's `VMSTATE_UINT32_TEST(extra, S, extra_exists)` where the test reads the version:
+/// `return version_id >= 2 && s->has_extra;`. No `since`: the predicate decides alone.
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "vpred", version = 2, minimum_version = 1)]
+struct VersionPred {
+    has_extra: bool,
+    #[vmstate(when = pred(Self::extra_exists), default)]
+    extra: u32,
+    #[vmstate(when = all(pred(Self::has_tail), not(pred(Self::old_stream))), keep)]
+    tail: u8,
+}
+
+impl VersionPred {
+    fn extra_exists(&self, version: u32) -> bool {
+        version >= 2 && self.has_extra
+    }
+    fn has_tail(&self) -> bool {
+        self.has_extra
+    }
+    fn old_stream(&self, version: u32) -> bool {
+        version < 2
+    }
+}
+
+#[test]
+fn predicates_receive_the_stream_version() {
+    let m = machine("pc-i440fx-7.2");
+    let src = VersionPred {
+        has_extra: true,
+        extra: 0x0102_0304,
+        tail: 9,
+    };
+    let (v, bytes, desc) = save_payload(&src, &m).unwrap();
+    assert_eq!(v, 2);
+    assert_eq!(hex(&bytes), "01 01 02 03 04 09");
+    // A gated field is not compressible and is described like any other field.
+    assert_eq!(desc.fields.len(), 3);
+
+    // Version 2 bytes load with the field.
+    let mut dst = VersionPred {
+        has_extra: false,
+        ..VersionPred::default()
+    };
+    load_payload(&mut dst, &bytes, 2, &m).unwrap();
+    assert_eq!(dst, src);
+
+    // Version 1 bytes (QEMU's, from a source whose test saw version 1): no `extra`, no `tail`.
+    let mut dst = VersionPred {
+        extra: 77,
+        tail: 5,
+        ..VersionPred::default()
+    };
+    load_payload(&mut dst, &[1], 1, &m).unwrap();
+    assert_eq!(
+        dst,
+        VersionPred {
+            has_extra: true,
+            extra: 0,
+            tail: 5
+        }
+    );
+    // The same bytes as version 2 expect the field: they run out.
+    let e = load_payload(&mut VersionPred::default(), &[1], 2, &m).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::UnexpectedEof { .. }), "{e}");
+    assert_eq!(e.field_path().as_deref(), Some("extra"));
+}

@@ -92,10 +92,40 @@ fn vmdesc_corpus() {
 }
 
 #[test]
+fn field_kinds_corpus() {
+    replay("field_kinds");
+}
+
+/// Every single-byte change of the busy field-kinds seed (to 0x00, 0x01, 0x30, 0x7f and 0xff)
+/// and every prefix goes through the body: hostile counts, markers and truncations at every
+/// position of every kind.
+#[test]
+fn field_kinds_mutations() {
+    let seed = std::fs::read(fuzz_dir().join("corpus/field_kinds/seed-kinds-busy")).unwrap();
+    for i in 0..seed.len() {
+        for b in [0x00, 0x01, 0x30, 0x7f, 0xff] {
+            let mut m = seed.clone();
+            m[i] = b;
+            fuzz_bodies::field_kinds(&m);
+        }
+        fuzz_bodies::field_kinds(&seed[..i]);
+    }
+}
+
+#[test]
 fn every_target_has_a_replay_test() {
     // Keep this list in step with the tests above and with fuzz/Cargo.toml's [[bin]]s.
     let names: Vec<&str> = TARGETS.iter().map(|(n, _)| *n).collect();
-    assert_eq!(names, ["load_machine", "decode_stream", "ram", "vmdesc"]);
+    assert_eq!(
+        names,
+        [
+            "load_machine",
+            "decode_stream",
+            "ram",
+            "vmdesc",
+            "field_kinds"
+        ]
+    );
     let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).unwrap();
     for n in names {
         assert!(
@@ -217,6 +247,31 @@ fn seed_corpus_is_current() {
         vmstate_migration::receive(&mut dest, &mut t, &settings)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+    // The field-kinds device: its reset and busy payloads (accepted), and their vmdescs (the
+    // repeated members of list and tree entries, the empty struct of a NULL pointer).
+    let m72 = cat.resolve("pc-i440fx-7.2").unwrap();
+    let mut kinds = Vec::new();
+    for (name, dev) in [
+        ("reset", fuzz_bodies::kinds::destination()),
+        ("busy", fuzz_bodies::kinds::busy()),
+    ] {
+        let (_, bytes, desc) = vmstate_runtime::save_payload(&dev, &m72).unwrap();
+        let mut back = fuzz_bodies::kinds::destination();
+        vmstate_runtime::load_payload(&mut back, &bytes, 1, &m72).unwrap();
+        assert_eq!(back, dev, "{name}");
+        let mut json = String::new();
+        vmstate_runtime::vmdesc::write_device(
+            &mut json,
+            &vmstate_runtime::vmdesc::DescDevice {
+                name: "kinds".into(),
+                instance_id: 0,
+                body: vmstate_runtime::vmdesc::DescBody::Vmsd(desc),
+            },
+        );
+        let doc = format!(r#"{{"page_size": 4096, "devices": [{json}]}}"#);
+        vmdescs.push((format!("kinds-{name}"), doc.into_bytes()));
+        kinds.push((format!("kinds-{name}"), bytes));
+    }
     let rewrite = std::env::var_os("VMSTATE_WRITE_SEEDS").is_some();
     let mut stale = Vec::new();
     let mut write = |target: &str, seeds: &[(String, Vec<u8>)]| {
@@ -239,6 +294,7 @@ fn seed_corpus_is_current() {
     write("decode_stream", &all);
     write("ram", &ram);
     write("vmdesc", &vmdescs);
+    write("field_kinds", &kinds);
     assert!(
         stale.is_empty(),
         "committed fuzz seeds differ from what the generator makes now: {stale:?}; \

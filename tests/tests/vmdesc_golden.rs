@@ -32,6 +32,15 @@ fn reference(json: &[u8]) -> Vmdesc {
                     ty: Cow::Owned(f["type"].as_str().unwrap().to_owned()),
                     strukt: f.get("struct").map(|s| Box::new(strukt(s))),
                     size: f["size"].as_u64().unwrap(),
+                    // A description written into the field object (QEMU's `tmp`, `qtailq`, `qlist`,
+                    // `gtree`). Lists and trees repeat those members, which a `Value` cannot hold;
+                    // the golden streams have only `tmp` entries, with one each
+                    // (tests/field_kinds.rs covers the repeated form).
+                    elems: if f.get("vmsd_name").is_some() {
+                        vec![strukt(f)]
+                    } else {
+                        Vec::new()
+                    },
                 })
                 .collect()
         });

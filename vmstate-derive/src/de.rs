@@ -2,7 +2,8 @@
 //! loop, `post_load(version)`, validations.
 
 use proc_macro2::TokenStream;
-use quote::{quote, ToTokens};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
 
 use crate::internals::ast::{Container, Field, Style};
 use crate::internals::attr;
@@ -43,6 +44,14 @@ fn load_field(c: &Container, f: &Field, sub: Option<&str>) -> TokenStream {
         Style::VBuffer { len, max } => quote!(
             _vmstate::__private::load_vbuffer(&mut self.#ident, &self.#len, #max, __r)#path?;
         ),
+        Style::List { max, .. } => {
+            let v = f.elem_version();
+            quote_spanned!(f.ty.span()=> _vmstate::__private::load_list(&mut self.#ident, #max, #v, __r, __cx)#path?;)
+        }
+        Style::Tree { max } => {
+            let v = f.elem_version();
+            quote_spanned!(f.ty.span()=> _vmstate::__private::load_tree(&mut self.#ident, #max, #v, __r, __cx)#path?;)
+        }
     };
     let range = f.attrs.range.as_ref().map(|r| {
         let (lo, hi) = range_bounds(&r.value);

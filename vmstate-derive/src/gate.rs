@@ -16,8 +16,20 @@ fn op_tokens(op: Op) -> TokenStream {
     }
 }
 
-/// Code evaluating the gate; expects `__g: GateCtx` and `self` in scope.
+/// Code evaluating a section or subsection gate; expects `__g: GateCtx` and `self` in scope.
+/// A predicate there is `fn(&Self) -> bool` (QEMU's `needed` has no version either).
 pub fn eval(g: &Gate, props: &[Prop]) -> TokenStream {
+    eval_in(g, props, false)
+}
+
+/// Code evaluating a field gate; also expects `__version: u32` (the version of the vmsd being
+/// saved or loaded). A predicate there is `fn(&Self) -> bool` or, like QEMU's `field_exists`,
+/// `fn(&Self, u32) -> bool`, which receives that version.
+pub fn eval_field(g: &Gate, props: &[Prop]) -> TokenStream {
+    eval_in(g, props, true)
+}
+
+fn eval_in(g: &Gate, props: &[Prop], version: bool) -> TokenStream {
     match g {
         Gate::Machine { op, major, minor } => {
             let op = op_tokens(*op);
@@ -30,17 +42,22 @@ pub fn eval(g: &Gate, props: &[Prop]) -> TokenStream {
                 .is_some_and(|p| p.default);
             quote!(__g.prop(#name, #default))
         }
+        Gate::Pred(path) if version => {
+            // Spanned at the path: a predicate of the wrong shape is reported there.
+            let span = syn::spanned::Spanned::span(path);
+            quote::quote_spanned!(span=> _vmstate::__private::call_pred::<Self, _, _>(#path, &*self, __version))
+        }
         Gate::Pred(path) => quote!((#path)(&*self)),
         Gate::All(gs) => {
-            let parts = gs.iter().map(|g| eval(g, props));
+            let parts = gs.iter().map(|g| eval_in(g, props, version));
             quote!((true #(&& #parts)*))
         }
         Gate::Any(gs) => {
-            let parts = gs.iter().map(|g| eval(g, props));
+            let parts = gs.iter().map(|g| eval_in(g, props, version));
             quote!((false #(|| #parts)*))
         }
         Gate::Not(g) => {
-            let inner = eval(g, props);
+            let inner = eval_in(g, props, version);
             quote!((!#inner))
         }
     }

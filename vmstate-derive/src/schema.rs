@@ -1,7 +1,7 @@
 //! The `const StructSchema` the derive emits: exactly what the generated code does, as data.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, ToTokens};
+use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 
 use crate::gate;
@@ -51,6 +51,30 @@ pub fn kind(f: &Field) -> TokenStream {
         Style::VBuffer { len, max } => {
             let c = cow(len.to_string());
             quote!(&_vmstate::__private::Kind::VBuffer { len_field: #c, max: #max })
+        }
+        Style::List { max, qlist } => {
+            let version = f.elem_version();
+            let elem = static_ref(
+                quote!(&<<#ty as _vmstate::__private::ListContainer>::Elem as _vmstate::__private::Field>::KIND),
+            );
+            quote_spanned!(ty.span()=> &_vmstate::__private::Kind::List {
+                elem: #elem,
+                max: #max,
+                version: #version,
+                qlist: #qlist,
+            })
+        }
+        Style::Tree { max } => {
+            let version = f.elem_version();
+            let value = static_ref(
+                quote!(&<<#ty as _vmstate::__private::TreeMap>::Value as _vmstate::__private::Field>::KIND),
+            );
+            quote_spanned!(ty.span()=> &_vmstate::__private::Kind::Tree {
+                key: <<#ty as _vmstate::__private::TreeMap>::Key as _vmstate::__private::TreeKey>::KEY_KIND,
+                value: #value,
+                max: #max,
+                version: #version,
+            })
         }
     };
     static_ref(kind)

@@ -1,7 +1,8 @@
 //! `save_state`: presence per version and machine type, fields in order, then subsections.
 
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
 
 use crate::gate;
 use crate::internals::ast::{Container, Field, Style};
@@ -14,7 +15,7 @@ pub fn present(c: &Container, f: &Field) -> TokenStream {
         parts.push(quote!((__version >= #since)));
     }
     if let Some(w) = &f.attrs.when {
-        parts.push(gate::eval(&w.value, &c.attrs.props));
+        parts.push(gate::eval_field(&w.value, &c.attrs.props));
     }
     if parts.is_empty() {
         quote!(true)
@@ -55,6 +56,15 @@ fn save_field(
         Style::VBuffer { len, max } => (
             quote!(_vmstate::__private::save_vbuffer(&mut self.#ident, &self.#len, #max, __w)#path?;),
             quote!(1u64),
+        ),
+        // Spanned at the field's type: a wrong element type is reported there.
+        Style::List { max, .. } => (
+            quote_spanned!(f.ty.span()=> let __n = _vmstate::__private::save_list(&mut self.#ident, #max, __w, __cx)#path?;),
+            quote!(__n),
+        ),
+        Style::Tree { max } => (
+            quote_spanned!(f.ty.span()=> let __n = _vmstate::__private::save_tree(&mut self.#ident, #max, __w, __cx)#path?;),
+            quote!(__n),
         ),
     };
     quote! {

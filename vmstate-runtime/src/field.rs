@@ -231,3 +231,75 @@ impl<T: Field, const N: usize> Field for [T; N] {
         T::load_elems(self, r, cx)
     }
 }
+
+/// The byte QEMU writes for a NULL element of an array of pointers (`vmstate_info_nullptr`,
+/// `VMS_NULLPTR_MARKER`).
+pub const NULL_MARKER: u8 = 0x30;
+
+/// An element of an array of pointers that may be NULL (QEMU's `VMSTATE_ARRAY_OF_POINTER` and
+/// `VMSTATE_ARRAY_OF_POINTER_TO_STRUCT`): `[Option<T>; N]` or `[Option<Box<T>>; N]`.
+///
+/// `None` is written as the single byte [`NULL_MARKER`], `Some` as the element. Loading follows
+/// QEMU 7.2: a slot that is `None` on the destination must read the marker (anything else is an
+/// error naming the field and index); a slot that is `Some` reads an element in place. Which
+/// slots are NULL is the destination's configuration, not the stream's: as in QEMU, a marker
+/// sent for a slot that is `Some` here cannot be told apart from element bytes starting with
+/// 0x30, so it is read as an element (the checks on the element's fields still apply).
+impl<T: Field> Field for Option<T> {
+    const KIND: Kind = Kind::Pointer {
+        elem: crate::schema::SchemaRef::Static(&T::KIND),
+    };
+    #[inline]
+    fn save_field<W: Writer + ?Sized>(&mut self, w: &mut W, cx: &mut SaveCx<'_>) -> Result<()> {
+        let start = w.position();
+        match self {
+            Some(e) => e.save_field(w, cx)?,
+            None => {
+                w.write_u8(NULL_MARKER)?;
+                if let (Some(d), Kind::Struct { .. }) = (cx.desc(), &T::KIND) {
+                    d.null_struct();
+                }
+            }
+        }
+        if !matches!(T::KIND, Kind::Struct { .. }) {
+            if let Some(d) = cx.desc() {
+                d.elem_size(w.position() - start);
+            }
+        }
+        Ok(())
+    }
+    #[inline]
+    fn load_field<R: Reader + ?Sized>(&mut self, r: &mut R, cx: &mut LoadCx<'_>) -> Result<()> {
+        match self {
+            Some(e) => e.load_field(r, cx),
+            None => {
+                let pos = r.position();
+                let b = r.read_u8()?;
+                if b == NULL_MARKER {
+                    Ok(())
+                } else {
+                    Err(crate::error::Error::new(
+                        crate::error::ErrorKind::InvalidValue {
+                            expected: "the NULL-pointer marker 0x30 (this element is NULL on the destination)".into(),
+                            found: i128::from(b),
+                        },
+                        pos,
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// A boxed element: the element itself on the wire (for `[Option<Box<T>>; N]`).
+impl<T: Field> Field for Box<T> {
+    const KIND: Kind = T::KIND;
+    #[inline]
+    fn save_field<W: Writer + ?Sized>(&mut self, w: &mut W, cx: &mut SaveCx<'_>) -> Result<()> {
+        (**self).save_field(w, cx)
+    }
+    #[inline]
+    fn load_field<R: Reader + ?Sized>(&mut self, r: &mut R, cx: &mut LoadCx<'_>) -> Result<()> {
+        (**self).load_field(r, cx)
+    }
+}

@@ -18,7 +18,44 @@ pub use crate::export::SCHEMAS;
 pub use linkme;
 
 /// Marker the derive emits to check that a nested field's type was declared `nested`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is used as a list or tree element but is not `#[vmstate(nested)]`",
+    label = "not a nested VmState struct",
+    note = "QEMU's QTAILQ, QLIST and GTREE elements are vmsds: add `#[derive(VmState)]` and `#[vmstate(name = \"...\", nested)]` to the element's definition"
+)]
 pub trait NestedState: VmState {}
+
+/// A field predicate (`when = pred(path)`): `fn(&S) -> bool`, or `fn(&S, u32) -> bool`, which
+/// receives the version of the vmsd being saved or loaded (QEMU's `field_exists(opaque,
+/// version_id)`). `M` tells the two apart; it is inferred.
+#[diagnostic::on_unimplemented(
+    message = "a field predicate must be `fn(&self) -> bool` or `fn(&self, version: u32) -> bool`",
+    label = "not a field predicate of `{S}`"
+)]
+pub trait PredFn<S: ?Sized, M> {
+    /// Evaluates the predicate.
+    fn eval(&self, s: &S, version: u32) -> bool;
+}
+
+impl<S: ?Sized, F: Fn(&S) -> bool> PredFn<S, fn(&S)> for F {
+    #[inline]
+    fn eval(&self, s: &S, _: u32) -> bool {
+        self(s)
+    }
+}
+
+impl<S: ?Sized, F: Fn(&S, u32) -> bool> PredFn<S, fn(&S, u32)> for F {
+    #[inline]
+    fn eval(&self, s: &S, version: u32) -> bool {
+        self(s, version)
+    }
+}
+
+/// Calls a field predicate (see [`PredFn`]).
+#[inline]
+pub fn call_pred<S: ?Sized, M, F: PredFn<S, M>>(f: F, s: &S, version: u32) -> bool {
+    f.eval(s, version)
+}
 
 /// QEMU_VM_SUBSECTION.
 pub const SUBSECTION: u8 = 0x05;
@@ -469,6 +506,315 @@ pub fn check_range<T: IntValue>(
                 found: x,
             },
             pos,
+        ));
+    }
+    Ok(())
+}
+
+fn too_many(len: u64, limit: u32, pos: u64) -> Error {
+    Error::new(
+        ErrorKind::LengthTooLarge {
+            len,
+            limit: u64::from(limit),
+        },
+        pos,
+    )
+}
+
+fn save_too_many(what: &str, len: usize, max: u32) -> Error {
+    Error::without_offset(ErrorKind::SaveFailed {
+        message: format!(
+            "{what} has {len} elements, above its declared maximum {max}: the destination would refuse it"
+        ),
+    })
+}
+
+/// The container of a QTAILQ / QLIST field (`#[vmstate(list, max = N)]`): `Vec<T>` or
+/// `VecDeque<T>`, in list order.
+pub trait ListContainer {
+    /// Element type (a nested struct).
+    type Elem;
+    /// Number of elements.
+    fn count(&self) -> usize;
+    /// Empties the container.
+    fn clear_all(&mut self);
+    /// Appends a default element and returns it. Room is reserved in steps of at most half the
+    /// current length, never past `max` elements.
+    fn push_default(&mut self, max: usize) -> &mut Self::Elem;
+    /// Calls `f` on each element in order, stopping at the first error.
+    ///
+    /// # Errors
+    /// The first error `f` returns.
+    fn try_each(&mut self, f: &mut dyn FnMut(usize, &mut Self::Elem) -> Result<()>) -> Result<()>;
+}
+
+fn grow_step(len: usize, max: usize) -> usize {
+    (len / 2).max(4).min(max.saturating_sub(len)).max(1)
+}
+
+impl<T: Default> ListContainer for Vec<T> {
+    type Elem = T;
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn clear_all(&mut self) {
+        self.clear();
+    }
+    fn push_default(&mut self, max: usize) -> &mut T {
+        if self.len() == self.capacity() {
+            self.reserve_exact(grow_step(self.len(), max));
+        }
+        self.push(T::default());
+        let last = self.len() - 1;
+        &mut self[last]
+    }
+    fn try_each(&mut self, f: &mut dyn FnMut(usize, &mut T) -> Result<()>) -> Result<()> {
+        self.iter_mut().enumerate().try_for_each(|(i, e)| f(i, e))
+    }
+}
+
+impl<T: Default> ListContainer for std::collections::VecDeque<T> {
+    type Elem = T;
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn clear_all(&mut self) {
+        self.clear();
+    }
+    fn push_default(&mut self, max: usize) -> &mut T {
+        if self.len() == self.capacity() {
+            self.reserve_exact(grow_step(self.len(), max));
+        }
+        self.push_back(T::default());
+        let last = self.len() - 1;
+        &mut self[last]
+    }
+    fn try_each(&mut self, f: &mut dyn FnMut(usize, &mut T) -> Result<()>) -> Result<()> {
+        self.iter_mut().enumerate().try_for_each(|(i, e)| f(i, e))
+    }
+}
+
+/// Saves a QTAILQ / QLIST: per element `0x01` and the element (at its own version), then `0x00`.
+/// Returns the element count.
+///
+/// # Errors
+/// `SaveFailed` when there are more than `max` elements; element and writer errors.
+pub fn save_list<L, W>(l: &mut L, max: u32, w: &mut W, cx: &mut SaveCx<'_>) -> Result<u64>
+where
+    L: ListContainer + ?Sized,
+    L::Elem: NestedState + Field,
+    W: Writer + ?Sized,
+{
+    let n = l.count();
+    if n as u64 > u64::from(max) {
+        return Err(save_too_many("the list", n, max));
+    }
+    l.try_each(&mut |i, e| {
+        w.write_u8(1)?;
+        e.save_field(w, cx).map_err(|err| err.at_index(i))
+    })?;
+    w.write_u8(0)?;
+    Ok(n as u64)
+}
+
+/// Loads a QTAILQ / QLIST into an emptied container: while the next byte is not `0x00`, one
+/// element loaded at `version` (QEMU's field version). The element after the `max`-th is an
+/// error before it is allocated or read.
+///
+/// # Errors
+/// `LengthTooLarge` past `max`; element errors (with the index); end of input.
+pub fn load_list<L, R>(
+    l: &mut L,
+    max: u32,
+    version: u32,
+    r: &mut R,
+    cx: &mut LoadCx<'_>,
+) -> Result<()>
+where
+    L: ListContainer + ?Sized,
+    L::Elem: NestedState,
+    R: Reader + ?Sized,
+{
+    l.clear_all();
+    let cap = usize::try_from(max).unwrap_or(usize::MAX);
+    let mut i = 0usize;
+    loop {
+        let pos = r.position();
+        if r.read_u8()? == 0 {
+            return Ok(());
+        }
+        if i >= cap {
+            return Err(too_many(i as u64 + 1, max, pos));
+        }
+        let e = l.push_default(cap);
+        e.load_state(r, version, cx)
+            .map_err(|err| err.at_index(i))?;
+        i += 1;
+    }
+}
+
+/// A key of a GTREE field: an unsigned integer (QEMU's direct key, be64 on the wire) or a
+/// nested struct (a key vmsd).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the key of a vmstate tree",
+    label = "not a tree key",
+    note = "a GTREE key is `u8`, `u16`, `u32` or `u64` (QEMU's direct key, be64 on the wire) or a `#[vmstate(nested)]` struct that is also `Ord + Clone + Default`"
+)]
+pub trait TreeKey: Ord + Sized {
+    /// The key's kind in the description; `None` for a direct key.
+    const KEY_KIND: Option<SchemaRef<Kind>>;
+    /// Writes the key.
+    ///
+    /// # Errors
+    /// Writer errors; hook errors of a struct key.
+    fn save_key<W: Writer + ?Sized>(&self, w: &mut W, cx: &mut SaveCx<'_>) -> Result<()>;
+    /// Reads a key (a struct key at `version`).
+    ///
+    /// # Errors
+    /// Decode errors; a direct key too large for the key type.
+    fn load_key<R: Reader + ?Sized>(r: &mut R, version: u32, cx: &mut LoadCx<'_>) -> Result<Self>;
+}
+
+macro_rules! direct_key {
+    ($($t:ty),*) => {$(
+        impl TreeKey for $t {
+            const KEY_KIND: Option<SchemaRef<Kind>> = None;
+            #[inline]
+            fn save_key<W: Writer + ?Sized>(&self, w: &mut W, _: &mut SaveCx<'_>) -> Result<()> {
+                w.write_be64(u64::from(*self))
+            }
+            #[inline]
+            fn load_key<R: Reader + ?Sized>(r: &mut R, _: u32, _: &mut LoadCx<'_>) -> Result<Self> {
+                let pos = r.position();
+                let k = r.read_be64()?;
+                <$t>::try_from(k).map_err(|_| {
+                    Error::new(
+                        ErrorKind::InvalidValue {
+                            expected: concat!("a direct key that fits ", stringify!($t)).into(),
+                            found: i128::from(k),
+                        },
+                        pos,
+                    )
+                })
+            }
+        }
+    )*};
+}
+direct_key!(u8, u16, u32, u64);
+
+impl<T: NestedState + Field + Ord + Clone + Default> TreeKey for T {
+    const KEY_KIND: Option<SchemaRef<Kind>> = Some(SchemaRef::Static(&<T as Field>::KIND));
+    #[inline]
+    fn save_key<W: Writer + ?Sized>(&self, w: &mut W, cx: &mut SaveCx<'_>) -> Result<()> {
+        self.clone().save_field(w, cx)
+    }
+    #[inline]
+    fn load_key<R: Reader + ?Sized>(r: &mut R, version: u32, cx: &mut LoadCx<'_>) -> Result<T> {
+        let mut k = T::default();
+        k.load_state(r, version, cx)?;
+        Ok(k)
+    }
+}
+
+/// The map type of a GTREE field, naming its key and value types for the description.
+pub trait TreeMap {
+    /// Key type.
+    type Key;
+    /// Value type.
+    type Value;
+}
+
+impl<K, V> TreeMap for std::collections::BTreeMap<K, V> {
+    type Key = K;
+    type Value = V;
+}
+
+/// Saves a GTREE: be32 node count, per node in key order `0x01`, key, value, then `0x00`.
+/// Returns the node count.
+///
+/// # Errors
+/// `SaveFailed` when there are more than `max` nodes; key, value and writer errors.
+pub fn save_tree<K, V, W>(
+    m: &mut std::collections::BTreeMap<K, V>,
+    max: u32,
+    w: &mut W,
+    cx: &mut SaveCx<'_>,
+) -> Result<u64>
+where
+    K: TreeKey,
+    V: NestedState + Field,
+    W: Writer + ?Sized,
+{
+    let n = m.len();
+    if n as u64 > u64::from(max) {
+        return Err(save_too_many("the tree", n, max));
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    w.write_be32(n as u32)?;
+    for (i, (k, v)) in m.iter_mut().enumerate() {
+        w.write_u8(1)?;
+        k.save_key(w, cx).map_err(|e| e.at_index(i))?;
+        v.save_field(w, cx).map_err(|e| e.at_index(i))?;
+    }
+    w.write_u8(0)?;
+    Ok(n as u64)
+}
+
+/// Loads a GTREE into an emptied map. The node count is checked against `max` before any node
+/// is read; then nodes while the next byte is not `0x00`, keys and values loaded at `version`
+/// (QEMU's field version). More nodes than the count, or fewer, is an error (as in QEMU); a
+/// repeated key replaces the earlier value (as `g_tree_insert` does).
+///
+/// # Errors
+/// `LengthTooLarge`, `InvalidValue` (node count mismatch), key and value errors, end of input.
+pub fn load_tree<K, V, R>(
+    m: &mut std::collections::BTreeMap<K, V>,
+    max: u32,
+    version: u32,
+    r: &mut R,
+    cx: &mut LoadCx<'_>,
+) -> Result<()>
+where
+    K: TreeKey,
+    V: NestedState + Default,
+    R: Reader + ?Sized,
+{
+    let pos = r.position();
+    let nnodes = r.read_be32()?;
+    if nnodes > max {
+        return Err(too_many(u64::from(nnodes), max, pos));
+    }
+    m.clear();
+    let mut count = 0u32;
+    loop {
+        let pos = r.position();
+        let b = r.read_u8()?;
+        if b == 0 {
+            break;
+        }
+        if count == nnodes {
+            return Err(Error::new(
+                ErrorKind::InvalidValue {
+                    expected: format!("the end of the tree (0x00) after its {nnodes} nodes").into(),
+                    found: i128::from(b),
+                },
+                pos,
+            ));
+        }
+        let i = count as usize;
+        let k = K::load_key(r, version, cx).map_err(|e| e.at_index(i))?;
+        let mut v = V::default();
+        v.load_state(r, version, cx).map_err(|e| e.at_index(i))?;
+        m.insert(k, v);
+        count += 1;
+    }
+    if count != nnodes {
+        return Err(Error::new(
+            ErrorKind::InvalidValue {
+                expected: format!("{nnodes} nodes, the tree's count").into(),
+                found: i128::from(count),
+            },
+            r.position(),
         ));
     }
     Ok(())

@@ -348,6 +348,42 @@ pub enum Kind {
         /// Declared maximum length.
         max: u32,
     },
+    /// An element of an array of pointers that may be NULL (QEMU's `VMSTATE_ARRAY_OF_POINTER`
+    /// and `_TO_STRUCT`; Rust `Option<T>` / `Option<Box<T>>` as the element of `[_; N]`): the
+    /// element as `elem`, or the single byte `0x30` when NULL.
+    Pointer {
+        /// The pointed-to element's kind.
+        elem: SchemaRef<Kind>,
+    },
+    /// A linked list of nested structs (QEMU's `VMSTATE_QTAILQ_V` / `VMSTATE_QLIST_V`; Rust
+    /// `Vec<T>` or `VecDeque<T>` with `#[vmstate(list, max = N)]`): per element `0x01` and the
+    /// element, then `0x00`; no count on the wire.
+    List {
+        /// The element's kind (a nested struct).
+        elem: SchemaRef<Kind>,
+        /// Declared maximum number of elements (checked on load).
+        max: u32,
+        /// The element version passed to the element's load (QEMU's field version).
+        #[serde(default = "one")]
+        version: u32,
+        /// QEMU's `qlist` (vmdesc type `qlist`) rather than `qtailq`; same bytes.
+        #[serde(default)]
+        qlist: bool,
+    },
+    /// A balanced tree (QEMU's `VMSTATE_GTREE_V` / `VMSTATE_GTREE_DIRECT_KEY_V`; Rust
+    /// `BTreeMap<K, V>` with `#[vmstate(tree, max = N)]`): be32 node count, per node `0x01`, the
+    /// key (a nested struct, or be64 for a direct key) and the value, then `0x00`.
+    Tree {
+        /// The key's kind (a nested struct); `None` for a direct key (be64).
+        key: Option<SchemaRef<Kind>>,
+        /// The value's kind (a nested struct).
+        value: SchemaRef<Kind>,
+        /// Declared maximum number of nodes (checked on load before any node is read).
+        max: u32,
+        /// The version passed to the key's and value's load (QEMU's field version).
+        #[serde(default = "one")]
+        version: u32,
+    },
     /// A nested struct, inline, at its own current version.
     Struct {
         /// The nested struct's description.
@@ -377,6 +413,9 @@ impl Kind {
             Kind::Array { .. }
             | Kind::VArray { .. }
             | Kind::VBuffer { .. }
+            | Kind::Pointer { .. }
+            | Kind::List { .. }
+            | Kind::Tree { .. }
             | Kind::Struct { .. } => return None,
         })
     }
@@ -397,8 +436,14 @@ impl Kind {
             Kind::Timer => "timer",
             Kind::Buffer { .. } | Kind::VBuffer { .. } => "buffer",
             Kind::Unused { .. } => "unused_buffer",
-            Kind::Array { elem, .. } | Kind::VArray { elem, .. } => elem.vmdesc_type(),
+            // QEMU 7.2 names the field's type for every element, NULL ones included.
+            Kind::Array { elem, .. } | Kind::VArray { elem, .. } | Kind::Pointer { elem } => {
+                elem.vmdesc_type()
+            }
             Kind::Struct { .. } => "struct",
+            Kind::List { qlist: false, .. } => "qtailq",
+            Kind::List { qlist: true, .. } => "qlist",
+            Kind::Tree { .. } => "gtree",
         }
     }
 
@@ -425,7 +470,11 @@ impl Kind {
             Kind::U64 | Kind::I64 | Kind::Timer => 8,
             Kind::Buffer { len } | Kind::Unused { len } => u64::from(*len),
             Kind::Array { elem, len } => elem.fixed_size()? * u64::from(*len),
-            Kind::VArray { .. } | Kind::VBuffer { .. } => return None,
+            Kind::VArray { .. }
+            | Kind::VBuffer { .. }
+            | Kind::Pointer { .. }
+            | Kind::List { .. }
+            | Kind::Tree { .. } => return None,
             Kind::Struct { schema } => schema.fixed_size()?,
         })
     }
@@ -435,7 +484,9 @@ impl Kind {
     pub fn compressible(&self) -> bool {
         match self {
             Kind::Struct { schema } => schema.compressible(),
-            Kind::Array { elem, .. } | Kind::VArray { elem, .. } => elem.compressible(),
+            Kind::Array { elem, .. } | Kind::VArray { elem, .. } | Kind::Pointer { elem } => {
+                elem.compressible()
+            }
             _ => true,
         }
     }

@@ -17,6 +17,10 @@ pub enum Style {
     VArray { count: Ident, max: u32 },
     /// `buffer, count = f, max = N`: a variable byte buffer.
     VBuffer { len: Ident, max: u32 },
+    /// `list, max = N` on `Vec<T>` / `VecDeque<T>`: a QTAILQ (or QLIST).
+    List { max: u32, qlist: bool },
+    /// `tree, max = N` on `BTreeMap<K, V>`: a GTREE.
+    Tree { max: u32 },
 }
 
 pub struct Field<'a> {
@@ -44,6 +48,12 @@ impl Field<'_> {
 
     pub fn since(&self) -> u32 {
         self.attrs.since.as_ref().map_or(0, |s| s.value.0)
+    }
+
+    /// The version a list's or tree's elements are loaded at: QEMU's field version (the `_V`
+    /// argument), which is also when the field appears: `since`, or 1.
+    pub fn elem_version(&self) -> u32 {
+        self.since().max(1)
     }
 
     /// Not always present: needs a default.
@@ -140,17 +150,27 @@ impl<'a> Container<'a> {
         for f in &named.named {
             let fattrs = attr::Field::from_ast(cx, f);
             let ident = f.ident.as_ref().expect("named field");
-            let style = match (&fattrs.count, &fattrs.buffer) {
-                (Some(c), Some(_)) => Style::VBuffer {
-                    len: c.value.clone(),
-                    max: fattrs.max.as_ref().map_or(0, |m| m.value),
-                },
-                (Some(c), None) => Style::VArray {
-                    count: c.value.clone(),
-                    max: fattrs.max.as_ref().map_or(0, |m| m.value),
-                },
-                (None, Some(_)) => Style::Buffer,
-                (None, None) => Style::Plain,
+            let max = fattrs.max.as_ref().map_or(0, |m| m.value);
+            let style = if let Some(l) = &fattrs.list {
+                Style::List {
+                    max,
+                    qlist: l.value,
+                }
+            } else if fattrs.tree.is_some() {
+                Style::Tree { max }
+            } else {
+                match (&fattrs.count, &fattrs.buffer) {
+                    (Some(c), Some(_)) => Style::VBuffer {
+                        len: c.value.clone(),
+                        max: fattrs.max.as_ref().map_or(0, |m| m.value),
+                    },
+                    (Some(c), None) => Style::VArray {
+                        count: c.value.clone(),
+                        max: fattrs.max.as_ref().map_or(0, |m| m.value),
+                    },
+                    (None, Some(_)) => Style::Buffer,
+                    (None, None) => Style::Plain,
+                }
             };
             let fname = match &fattrs.rename {
                 Some(r) => r.value.clone(),

@@ -463,6 +463,10 @@ pub struct Field {
     pub equal: Option<WithTokens<()>>,
     pub range: Option<WithTokens<(Expr, Expr, bool)>>,
     pub subsection: Option<WithTokens<LitStr>>,
+    /// `list` / `list = "qtailq"` (false) or `list = "qlist"` (true).
+    pub list: Option<WithTokens<bool>>,
+    /// `tree`.
+    pub tree: Option<WithTokens<()>>,
     /// The slots of the field's keys that had errors: the cross-cutting rules that read them
     /// skip the field rather than report a follow-on error (e.g. "`default` is never used"
     /// after a misspelt `since`).
@@ -483,6 +487,8 @@ impl Field {
         let mut equal = Attr::none(cx, EQUAL);
         let mut range = Attr::none(cx, RANGE);
         let mut subsection = Attr::none(cx, SUBSECTION);
+        let mut list = Attr::none(cx, LIST);
+        let mut tree = Attr::none(cx, TREE);
 
         parse_items(cx, &field.attrs, FIELD_KEYS, &mut failed, |meta| {
             let p = &meta.path;
@@ -554,6 +560,23 @@ impl Field {
                         "`range` expects a bounded range, e.g. `range = 0..=15` or `range = 0..16`",
                     ),
                 }
+            } else if p == LIST {
+                // list | list = "qtailq" | list = "qlist"
+                if meta.input.peek(Token![=]) {
+                    let s = lit_str(meta, "list")?;
+                    match s.value().as_str() {
+                        "qtailq" => list.set(&s, false),
+                        "qlist" => list.set(&s, true),
+                        _ => cx.error_spanned_by(
+                            &s,
+                            "`list` expects `\"qtailq\"` (QEMU's VMSTATE_QTAILQ_V, the default) or `\"qlist\"` (VMSTATE_QLIST_V)",
+                        ),
+                    }
+                } else {
+                    list.set(p, false);
+                }
+            } else if p == TREE {
+                tree.set(p, ());
             } else if p == SUBSECTION {
                 // subsection = "serial/tsr"
                 let s = lit_str(meta, "subsection")?;
@@ -582,6 +605,8 @@ impl Field {
             equal: equal.get(),
             range: range.get(),
             subsection: subsection.get(),
+            list: list.get(),
+            tree: tree.get(),
             failed,
         }
     }

@@ -14,8 +14,8 @@ use super::attr::Gate;
 use super::ctxt::Ctxt;
 use super::suggest::did_you_mean;
 use super::symbol::{
-    BUFFER, COUNT, DEFAULT, KEEP, MAX, MINIMUM_VERSION, NAME, SINCE, SKIP, SUBSECTION, VERSION,
-    WHEN,
+    BUFFER, COUNT, DEFAULT, KEEP, LIST, MAX, MINIMUM_VERSION, NAME, SINCE, SKIP, SUBSECTION, TREE,
+    VERSION, WHEN,
 };
 
 pub fn check(cx: &Ctxt, c: &Container) {
@@ -25,6 +25,7 @@ pub fn check(cx: &Ctxt, c: &Container) {
     check_defaults(cx, c);
     check_skip_conflicts(cx, c);
     check_counts(cx, c);
+    check_lists_and_trees(cx, c);
     check_subsections(cx, c);
     check_props(cx, c);
     check_pins(cx, c);
@@ -172,6 +173,8 @@ fn check_skip_conflicts(cx: &Ctxt, c: &Container) {
             ("equal", a.equal.as_ref().map(|s| &s.tokens)),
             ("range", a.range.as_ref().map(|s| &s.tokens)),
             ("subsection", a.subsection.as_ref().map(|s| &s.tokens)),
+            ("list", a.list.as_ref().map(|s| &s.tokens)),
+            ("tree", a.tree.as_ref().map(|s| &s.tokens)),
         ];
         for (name, t) in others {
             if let Some(t) = t {
@@ -200,7 +203,8 @@ fn check_counts(cx: &Ctxt, c: &Container) {
         .fields
         .iter()
         .enumerate()
-        .filter(|(_, f)| !f.skipped() && !f.unsure(&[COUNT, MAX, BUFFER]))
+        .filter(|(_, f)| !f.skipped() && !f.unsure(&[COUNT, MAX, BUFFER, LIST, TREE]))
+        .filter(|(_, f)| f.attrs.list.is_none() && f.attrs.tree.is_none())
     {
         match (&f.attrs.count, &f.attrs.max) {
             (Some(cnt), None) => cx.error_spanned_by(
@@ -237,6 +241,70 @@ fn check_counts(cx: &Ctxt, c: &Container) {
                 }
             }
         }
+    }
+}
+
+/// A list (QTAILQ/QLIST) or tree (GTREE) has no count on the wire that a local field could
+/// bound, so it must declare `max`: the loader stops at the element after the `max`-th (a tree
+/// checks its node count first). Each is its own kind: no `count`, `buffer`, or both at once.
+/// The container type must be the one the kind reads into.
+fn check_lists_and_trees(cx: &Ctxt, c: &Container) {
+    for f in c
+        .fields
+        .iter()
+        .filter(|f| !f.skipped() && !f.unsure(&[LIST, TREE, MAX]))
+    {
+        let (what, tokens) = match (&f.attrs.list, &f.attrs.tree) {
+            (Some(l), Some(t)) => {
+                let _ = l;
+                cx.error_spanned_by(&t.tokens, "`list` and `tree` cannot be combined: a field is either a QTAILQ/QLIST or a GTREE");
+                continue;
+            }
+            (Some(l), None) => ("list", &l.tokens),
+            (None, Some(t)) => ("tree", &t.tokens),
+            (None, None) => continue,
+        };
+        if f.attrs.max.is_none() {
+            cx.error_spanned_by(
+                tokens,
+                format!("`{what}` `{}` needs a declared maximum number of elements: add `max = N` (the loader refuses more)", f.ident),
+            );
+        }
+        if let Some(cnt) = &f.attrs.count {
+            cx.error_spanned_by(&cnt.tokens, format!("`count` cannot be combined with `{what}`: a {what} has no count field (its elements are marked on the wire)"));
+        }
+        if let Some(b) = &f.attrs.buffer {
+            cx.error_spanned_by(
+                &b.tokens,
+                format!("`buffer` cannot be combined with `{what}`"),
+            );
+        }
+        let ok = if what == "list" {
+            last_ident_is(f.ty, &["Vec", "VecDeque"])
+        } else {
+            last_ident_is(f.ty, &["BTreeMap"])
+        };
+        if !ok {
+            let expected = if what == "list" {
+                "`list` expects a `Vec<T>` or `VecDeque<T>` of a `#[vmstate(nested)]` struct"
+            } else {
+                "`tree` expects a `BTreeMap<K, V>`: `K` an unsigned integer (QEMU's direct key, be64 on the wire) or a `#[vmstate(nested)]` struct, `V` a `#[vmstate(nested)]` struct"
+            };
+            cx.error_spanned_by(f.ty, expected);
+        }
+    }
+}
+
+fn last_ident_is(ty: &Type, names: &[&str]) -> bool {
+    match ty {
+        Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| names.iter().any(|n| s.ident == n)),
+        Type::Paren(p) => last_ident_is(&p.elem, names),
+        Type::Group(g) => last_ident_is(&g.elem, names),
+        _ => false,
     }
 }
 
@@ -406,14 +474,19 @@ fn unsupported(ty: &Type) -> Option<String> {
                 "usize" | "isize" => "its width depends on the host; use a fixed-width integer",
                 "char" => "use u32",
                 "String" | "str" => "strings have no VMState codec; use a fixed byte buffer",
-                "Option" => "absence is expressed with `since`/`when` gates and defaults, not Option",
-                "Box" | "Rc" | "Arc" | "Cell" | "RefCell" | "Mutex" | "HashMap" | "BTreeMap" | "VecDeque" => "keep the migrated state in plain fields",
-                "Vec" => "a Vec is a variable array: add `count = <earlier field>, max = N`",
+                "Option" => "absence is expressed with `since`/`when` gates and defaults; `Option` is only a field type as the element of a fixed array (`[Option<T>; N]`, QEMU's VMSTATE_ARRAY_OF_POINTER, where `None` is a NULL pointer)",
+                "VecDeque" => "a VecDeque is a QTAILQ/QLIST: add `list, max = N`",
+                "BTreeMap" => "a BTreeMap is a GTREE: add `tree, max = N`",
+                "Box" | "Rc" | "Arc" | "Cell" | "RefCell" | "Mutex" | "HashMap" => "keep the migrated state in plain fields",
+                "Vec" => "a Vec is a variable array (`count = <earlier field>, max = N`) or a QTAILQ/QLIST (`list, max = N`)",
                 _ => return None,
             };
             Some(format!("unsupported field type `{id}`: {hint}"))
         }
-        Type::Array(TypeArray { elem, .. }) => unsupported(elem),
+        Type::Array(TypeArray { elem, .. }) => match option_arg(elem) {
+            Some(inner) => unsupported_pointee(inner),
+            None => unsupported(elem),
+        },
         Type::Reference(_) | Type::Ptr(_) => Some("unsupported field type: references and pointers cannot be migrated; store the state by value".to_owned()),
         Type::Tuple(_) => Some("unsupported field type: tuples have no VMState layout; use a nested struct with #[vmstate(nested)]".to_owned()),
         Type::Slice(_) => Some("unsupported field type: slices have no fixed size; use an array or a Vec with `count`".to_owned()),
@@ -421,6 +494,40 @@ fn unsupported(ty: &Type) -> Option<String> {
         Type::Group(g) => unsupported(&g.elem),
         _ => None,
     }
+}
+
+/// `T` of `Option<T>`.
+fn option_arg(ty: &Type) -> Option<&Type> {
+    generic_arg(ty, "Option")
+}
+
+/// The single type argument of `Name<T>`.
+fn generic_arg<'t>(ty: &'t Type, name: &str) -> Option<&'t Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != name {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(a) = &last.arguments else {
+        return None;
+    };
+    match a.args.first()? {
+        syn::GenericArgument::Type(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// What an element of an array of pointers (`[Option<T>; N]`) may point to: a field type, boxed
+/// or not, but not another pointer or an array (QEMU's NULL marker replaces one element).
+fn unsupported_pointee(ty: &Type) -> Option<String> {
+    let ty = generic_arg(ty, "Box").unwrap_or(ty);
+    if option_arg(ty).is_some() {
+        return Some("unsupported field type: `Option<Option<T>>`; an element of an array of pointers is NULL (`None`) or one element (`Some`)".to_owned());
+    }
+    if matches!(ty, Type::Array(_)) {
+        return Some("unsupported field type: an array of pointers points to single elements, not arrays; use a nested struct with #[vmstate(nested)]".to_owned());
+    }
+    unsupported(ty)
 }
 
 fn is_vec(ty: &Type) -> bool {
@@ -431,6 +538,11 @@ fn is_vec(ty: &Type) -> bool {
 /// (anything else fails later with "`T` cannot be a vmstate field").
 fn check_field_types(cx: &Ctxt, c: &Container) {
     for f in c.fields.iter().filter(|f| !f.skipped()) {
+        // Lists and trees: `check_lists_and_trees` checks the container, the compiler the
+        // element types (`NestedState`, `TreeKey`).
+        if f.attrs.list.is_some() || f.attrs.tree.is_some() || f.unsure(&[LIST, TREE]) {
+            continue;
+        }
         let variable = matches!(f.style, Style::VArray { .. } | Style::VBuffer { .. });
         if variable && is_vec(f.ty) {
             if let Type::Path(p) = f.ty {

@@ -33,6 +33,8 @@ pub const RENAME: Symbol = Symbol("rename");
 pub const BUFFER: Symbol = Symbol("buffer");
 pub const COUNT: Symbol = Symbol("count");
 pub const MAX: Symbol = Symbol("max");
+pub const LIST: Symbol = Symbol("list");
+pub const TREE: Symbol = Symbol("tree");
 pub const EQUAL: Symbol = Symbol("equal");
 pub const RANGE: Symbol = Symbol("range");
 // gates
@@ -62,7 +64,8 @@ pub const CONTAINER_KEYS: &[Symbol] = &[
 ];
 /// Keys accepted in `#[vmstate(...)]` on a field.
 pub const FIELD_KEYS: &[Symbol] = &[
-    SINCE, WHEN, DEFAULT, KEEP, SKIP, RENAME, BUFFER, COUNT, MAX, EQUAL, RANGE, SUBSECTION,
+    SINCE, WHEN, DEFAULT, KEEP, SKIP, RENAME, BUFFER, COUNT, MAX, EQUAL, RANGE, SUBSECTION, LIST,
+    TREE,
 ];
 /// Keys accepted inside `subsection(...)` on the struct.
 pub const SUBSECTION_KEYS: &[Symbol] = &[

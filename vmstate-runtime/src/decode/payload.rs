@@ -165,7 +165,27 @@ impl Decoder {
                     pos,
                 ));
             };
+            if s.is_null() {
+                // A NULL element of an array of pointers to structs: the marker byte 0x30.
+                let b = r.read_u8()?;
+                if b != crate::field::NULL_MARKER || f.size != 1 {
+                    return Err(bad(
+                        format!(
+                            "field `{}`: an empty `struct` describes a NULL pointer (one byte 0x30, size 1), found byte {b:#04x} with size {}",
+                            f.name, f.size
+                        ),
+                        pos,
+                    ));
+                }
+                return Ok(Value::Bytes(vec![b]));
+            }
             return self.decode_struct(r, s);
+        }
+        if ty == "qtailq" || ty == "qlist" {
+            return self.decode_list(r, f);
+        }
+        if ty == "gtree" {
+            return self.decode_tree(r, f);
         }
         let size = usize::try_from(f.size).map_err(|_| {
             Error::new(
@@ -193,6 +213,115 @@ impl Decoder {
             });
         }
         Ok(Value::Bytes(bytes.to_vec()))
+    }
+
+    /// A QTAILQ / QLIST: `0x01` + element per element description, then `0x00`.
+    fn decode_list<R: Reader + ?Sized>(&mut self, r: &mut R, f: &DescField) -> Result<Value> {
+        let start = r.position();
+        let mut items = Vec::new();
+        for (i, d) in f.elems.iter().enumerate() {
+            let pos = r.position();
+            if r.read_u8()? == 0 {
+                return Err(bad(
+                    format!(
+                        "list `{}` ends after {i} elements, its description lists {}",
+                        f.name,
+                        f.elems.len()
+                    ),
+                    pos,
+                ));
+            }
+            self.count(pos)?;
+            items.push(self.decode_struct(r, d).map_err(|e| e.at_index(i))?);
+        }
+        self.end_marker(r, f, start)?;
+        Ok(Value::Array(items))
+    }
+
+    /// A GTREE: be32 node count, `0x01` + key + value per node, `0x00`. The key is a struct
+    /// when the description lists two structs per node, a be64 (direct key) when it lists one.
+    fn decode_tree<R: Reader + ?Sized>(&mut self, r: &mut R, f: &DescField) -> Result<Value> {
+        let start = r.position();
+        let nnodes = r.read_be32()?;
+        let n = usize_of(u64::from(nnodes));
+        let keyed = match f.elems.len() {
+            0 if n == 0 => false,
+            e if e == n => false,
+            e if Some(e) == n.checked_mul(2) => true,
+            e => {
+                return Err(bad(
+                    format!(
+                        "tree `{}` has {nnodes} nodes but its description lists {e} structs",
+                        f.name
+                    ),
+                    start,
+                ))
+            }
+        };
+        let per = if keyed { 2 } else { 1 };
+        let mut items = Vec::new();
+        for i in 0..n {
+            let pos = r.position();
+            if r.read_u8()? == 0 {
+                return Err(bad(
+                    format!("tree `{}` ends after {i} of its {nnodes} nodes", f.name),
+                    pos,
+                ));
+            }
+            self.count(pos)?;
+            let node = (|| {
+                let key = if keyed {
+                    self.decode_struct(r, &f.elems[i * per])?
+                } else {
+                    Value::Int {
+                        size: 8,
+                        signed: false,
+                        value: r.read_be64()?,
+                    }
+                };
+                let value = self.decode_struct(r, &f.elems[i * per + per - 1])?;
+                Ok::<_, Error>(Value::Struct {
+                    fields: vec![("key".to_owned(), key), ("value".to_owned(), value)],
+                    subsections: Vec::new(),
+                })
+            })()
+            .map_err(|e| e.at_index(i))?;
+            items.push(node);
+        }
+        self.end_marker(r, f, start)?;
+        Ok(Value::Array(items))
+    }
+
+    /// The `0x00` that ends a list or tree, and the field's `size` checked against the bytes.
+    fn end_marker<R: Reader + ?Sized>(
+        &mut self,
+        r: &mut R,
+        f: &DescField,
+        start: u64,
+    ) -> Result<()> {
+        let pos = r.position();
+        let b = r.read_u8()?;
+        if b != 0 {
+            return Err(bad(
+                format!(
+                    "`{}` has more elements than its description lists {} (found {b:#04x} where the end marker 0x00 belongs)",
+                    f.name,
+                    f.elems.len()
+                ),
+                pos,
+            ));
+        }
+        let used = r.position() - start;
+        if used != f.size {
+            return Err(bad(
+                format!(
+                    "`{}` took {used} bytes, its description says {}",
+                    f.name, f.size
+                ),
+                pos,
+            ));
+        }
+        Ok(())
     }
 
     /// A legacy (non-vmsd) device entry: its `fields` list decoded as leaves, or `size` raw bytes.
@@ -240,6 +369,7 @@ impl Decoder {
                 ty: ty.to_owned().into(),
                 strukt: None,
                 size,
+                elems: Vec::new(),
             };
             let v = self
                 .decode_field(r, &field)

@@ -44,6 +44,11 @@ pub struct DescField {
     pub strukt: Option<Box<DescStruct>>,
     /// Bytes written for this (first) element, including nested subsections.
     pub size: u64,
+    /// The element descriptions QEMU writes straight into a `qtailq`, `qlist` or `gtree` field
+    /// object, one after the other (repeated `vmsd_name`, `version`, `fields` and `subsections`
+    /// members): each list element in order; for a tree each node's key (unless it is a direct
+    /// key) then its value. Empty for every other type.
+    pub elems: Vec<DescStruct>,
 }
 
 /// A vmsd description (top-level section body, nested struct or subsection).
@@ -59,6 +64,15 @@ pub struct DescStruct {
     pub subsections: Vec<DescStruct>,
     /// Bytes this struct took on the wire, including subsections (not part of the JSON).
     pub size: u64,
+}
+
+impl DescStruct {
+    /// Whether this is the empty `"struct": {}` QEMU 7.2 writes for a NULL element of an array
+    /// of pointers to structs (no `vmsd_name`, no fields).
+    #[must_use]
+    pub fn is_null(&self) -> bool {
+        self.vmsd_name.is_empty() && self.fields.is_empty() && self.subsections.is_empty()
+    }
 }
 
 /// A device entry of the `devices` list.
@@ -97,6 +111,9 @@ struct Frame {
     start: u64,
     /// Completed nested struct descriptions waiting for their field entry.
     pending: Vec<DescStruct>,
+    /// Bytes written per element of a pointer array of primitives (a NULL element is 1 byte),
+    /// waiting for their field entry.
+    elem_sizes: Vec<u64>,
 }
 
 /// Collects the description while generated save code writes.
@@ -125,6 +142,7 @@ impl DescBuilder {
             },
             start: pos,
             pending: Vec::new(),
+            elem_sizes: Vec::new(),
         });
     }
 
@@ -154,6 +172,25 @@ impl DescBuilder {
         }
     }
 
+    /// A NULL element of an array of pointers to structs was written (the marker, from `pos` to
+    /// `pos + 1`): QEMU 7.2 still opens and closes the element's `"struct"` object, so the entry
+    /// gets an empty one (a [`DescStruct::is_null`] description) and size 1.
+    pub fn null_struct(&mut self) {
+        if let Some(top) = self.stack.last_mut() {
+            top.pending.push(DescStruct {
+                size: 1,
+                ..DescStruct::default()
+            });
+        }
+    }
+
+    /// One element of an array of pointers to primitives took `size` bytes (1 when NULL).
+    pub fn elem_size(&mut self, size: u64) {
+        if let Some(top) = self.stack.last_mut() {
+            top.elem_sizes.push(size);
+        }
+    }
+
     /// A field was written from `start` to `end`; `n` is the element count of a variable array
     /// (ignored otherwise).
     pub fn field(&mut self, fs: &FieldSchema, n: u64, start: u64, end: u64) {
@@ -161,7 +198,19 @@ impl DescBuilder {
             return;
         };
         let pending = std::mem::take(&mut top.pending);
+        let sizes = std::mem::take(&mut top.elem_sizes);
         let name = fs.vmdesc_name.clone();
+        if matches!(&*fs.kind, Kind::List { .. } | Kind::Tree { .. }) {
+            top.desc.fields.push(DescField {
+                name,
+                array: None,
+                ty: Cow::Borrowed(fs.kind.vmdesc_type()),
+                strukt: None,
+                size: end.saturating_sub(start),
+                elems: pending,
+            });
+            return;
+        }
         let (elem, is_array) = match &*fs.kind {
             Kind::Array { elem, .. } | Kind::VArray { elem, .. } => (innermost(elem), true),
             k => (k, false),
@@ -179,6 +228,7 @@ impl DescBuilder {
                 ty,
                 strukt,
                 size: end.saturating_sub(start),
+                elems: Vec::new(),
             });
             return;
         }
@@ -194,9 +244,12 @@ impl DescBuilder {
         }
         let compress = fs.gate.is_none() && elem.compressible();
         if compress || n == 1 {
-            let size = pending
-                .first()
-                .map_or_else(|| elem.fixed_size().unwrap_or(0), |d| d.size);
+            // QEMU writes the bytes of element 0 (1 for a NULL pointer).
+            let size = sizes.first().copied().unwrap_or_else(|| {
+                pending
+                    .first()
+                    .map_or_else(|| elem.fixed_size().unwrap_or(0), |d| d.size)
+            });
             let strukt = pending.into_iter().next().map(Box::new);
             top.desc.fields.push(DescField {
                 name,
@@ -204,6 +257,7 @@ impl DescBuilder {
                 ty,
                 strukt,
                 size,
+                elems: Vec::new(),
             });
         } else {
             // One entry per element, each with its nested struct (in order) when there is one.
@@ -217,7 +271,11 @@ impl DescBuilder {
                     name: name.clone(),
                     array: Some(DescArray::Index(i as u64)),
                     ty: ty.clone(),
-                    size: strukt.as_ref().map_or(fixed, |d| d.size),
+                    size: sizes
+                        .get(i)
+                        .copied()
+                        .unwrap_or_else(|| strukt.as_ref().map_or(fixed, |d| d.size)),
+                    elems: Vec::new(),
                     strukt: strukt.map(Box::new),
                 });
             }
@@ -241,7 +299,9 @@ fn flat_len(k: &Kind) -> u64 {
 /// Arrays of arrays are flattened, as QEMU's 2D arrays are.
 fn innermost(k: &Kind) -> &Kind {
     match k {
-        Kind::Array { elem, .. } | Kind::VArray { elem, .. } => innermost(elem),
+        Kind::Array { elem, .. } | Kind::VArray { elem, .. } | Kind::Pointer { elem } => {
+            innermost(elem)
+        }
         k => k,
     }
 }

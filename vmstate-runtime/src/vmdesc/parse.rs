@@ -62,6 +62,9 @@ const KNOWN_TYPES: &[&str] = &[
     "int32 equal",
     "int64 equal",
     "int32 le",
+    "qtailq",
+    "qlist",
+    "gtree",
 ];
 
 /// What the parse may still allocate.
@@ -340,6 +343,15 @@ struct StructParts {
 
 impl StructParts {
     fn finish<E: de::Error>(self) -> std::result::Result<DescStruct, E> {
+        // `{}`: QEMU 7.2's description of a NULL element of an array of pointers to structs.
+        if self.vmsd_name.is_none()
+            && self.version.is_none()
+            && self.fields.is_empty()
+            && self.subsections.is_empty()
+            && self.name.is_none()
+        {
+            return Ok(DescStruct::default());
+        }
         let vmsd_name = self
             .vmsd_name
             .and_then(Prim::into_str)
@@ -461,8 +473,48 @@ impl<'de> Visitor<'de> for FieldSeed<'_, '_> {
         let prim = PrimSeed(budget);
         let (mut name, mut ty, mut size, mut array_len, mut index) = (None, None, None, None, None);
         let mut strukt = None;
+        // Elements of a list or tree: each starts at a `vmsd_name` member.
+        let mut elems: Vec<DescStruct> = Vec::new();
+        let mut elem: Option<StructParts> = None;
         while let Some(key) = map.next_key_seed(KeySeed)? {
             match key {
+                Key::VmsdName => {
+                    if let Some(done) = elem.take() {
+                        budget.push(&mut elems, done.finish()?)?;
+                    }
+                    elem = Some(StructParts {
+                        vmsd_name: Some(map.next_value_seed(prim)?),
+                        ..StructParts::default()
+                    });
+                }
+                Key::Version | Key::Fields | Key::Subsections if elem.is_some() => {
+                    let Some(p) = elem.as_mut() else {
+                        continue;
+                    };
+                    if depth + 1 > limits::MAX_VMDESC_DEPTH {
+                        return Err(de::Error::custom(format_args!(
+                            "nesting too deep (more than {} levels of structs)",
+                            limits::MAX_VMDESC_DEPTH
+                        )));
+                    }
+                    match key {
+                        Key::Version => p.version = Some(map.next_value_seed(prim)?),
+                        Key::Fields => {
+                            let parent = str_of(p.vmsd_name.as_ref()).unwrap_or("?");
+                            p.fields = map.next_value_seed(FieldsSeed {
+                                budget,
+                                depth: depth + 1,
+                                parent,
+                            })?;
+                        }
+                        _ => {
+                            p.subsections = map.next_value_seed(SubsectionsSeed {
+                                budget,
+                                depth: depth + 1,
+                            })?;
+                        }
+                    }
+                }
                 Key::Name => name = Some(map.next_value_seed(prim)?),
                 Key::Type => ty = Some(map.next_value_seed(prim)?),
                 Key::Size => size = Some(map.next_value_seed(prim)?),
@@ -497,12 +549,16 @@ impl<'de> Visitor<'de> for FieldSeed<'_, '_> {
             Some(n) => Some(DescArray::Len(n)),
             None => u64_of(index.as_ref()).map(DescArray::Index),
         };
+        if let Some(done) = elem.take() {
+            budget.push(&mut elems, done.finish()?)?;
+        }
         Ok(DescField {
             name,
             array,
             ty,
             strukt,
             size,
+            elems,
         })
     }
 }

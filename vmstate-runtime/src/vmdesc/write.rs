@@ -95,7 +95,10 @@ fn estimate(d: &DescStruct) -> usize {
         .fields
         .iter()
         .map(|f| {
-            64 + f.name.len() + f.ty.len() + f.strukt.as_deref().map_or(0, |s| 16 + estimate(s))
+            64 + f.name.len()
+                + f.ty.len()
+                + f.strukt.as_deref().map_or(0, |s| 16 + estimate(s))
+                + f.elems.iter().map(|e| 2 + estimate(e)).sum::<usize>()
         })
         .sum();
     let subs: usize = d.subsections.iter().map(|s| 4 + estimate(s)).sum();
@@ -129,8 +132,15 @@ fn write_struct_members<O: JsonOut + ?Sized>(out: &mut O, d: &DescStruct) {
         json_str(out, &f.ty);
         if let Some(s) = &f.strukt {
             out.push_str(", \"struct\": {");
-            write_struct_members(out, s);
+            if !s.is_null() {
+                write_struct_members(out, s);
+            }
             out.push_ascii(b'}');
+        }
+        // List and tree elements: their members straight in the field object, as QEMU does.
+        for e in &f.elems {
+            out.push_str(", ");
+            write_struct_members(out, e);
         }
         out.push_str(", \"size\": ");
         push_u64(out, f.size);
