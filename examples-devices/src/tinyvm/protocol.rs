@@ -195,26 +195,28 @@ fn ram_hash(bytes: &[u8]) -> u64 {
 /// µs>:<duration µs>:<throttle %>`, passes separated by `,`.
 #[must_use]
 pub fn passes_word(passes: &[PassStats]) -> String {
-    if passes.is_empty() {
+    list_word(passes, |p| {
+        format!(
+            "{}:{}:{}:{}:{:.0}:{:.0}:{}:{}:{}",
+            p.pass,
+            p.pages,
+            p.zero_pages,
+            p.dirty_left,
+            p.dirty_rate,
+            p.bandwidth,
+            p.expected_downtime.as_micros(),
+            p.duration.as_micros(),
+            p.throttle
+        )
+    })
+}
+
+/// `items` as one word: `-` when there are none, else each as `item` writes it, separated by `,`.
+fn list_word<T>(items: &[T], item: impl Fn(&T) -> String) -> String {
+    if items.is_empty() {
         return "-".into();
     }
-    let parts: Vec<String> = passes
-        .iter()
-        .map(|p| {
-            format!(
-                "{}:{}:{}:{}:{:.0}:{:.0}:{}:{}:{}",
-                p.pass,
-                p.pages,
-                p.zero_pages,
-                p.dirty_left,
-                p.dirty_rate,
-                p.bandwidth,
-                p.expected_downtime.as_micros(),
-                p.duration.as_micros(),
-                p.throttle
-            )
-        })
-        .collect();
+    let parts: Vec<String> = items.iter().map(item).collect();
     parts.join(",")
 }
 
@@ -272,14 +274,7 @@ pub fn devices_hash(parts: &impl VmParts) -> Result<u64, String> {
 /// Critical-path steps as one word, `name:µs,name:µs,…` (`-` when there are none).
 #[must_use]
 pub fn phases_word(phases: &[Phase]) -> String {
-    if phases.is_empty() {
-        return "-".into();
-    }
-    let parts: Vec<String> = phases
-        .iter()
-        .map(|p| format!("{}:{}", p.name, p.took.as_micros()))
-        .collect();
-    parts.join(",")
+    list_word(phases, |p| format!("{}:{}", p.name, p.took.as_micros()))
 }
 
 /// The steps of a word written by [`phases_word`], in microseconds.
