@@ -54,12 +54,7 @@ impl Seen {
     ///
     /// RAM that cannot be read, is too small, or breaks the pattern invariant.
     pub fn inspect(ram: &GuestRam) -> Result<Seen, String> {
-        let blocks = ram.blocks();
-        let len = blocks.first().ok_or_else(|| "no RAM block".to_owned())?.1;
-        let len = usize::try_from(len).map_err(|e| e.to_string())?;
-        if len < MIN_RAM {
-            return Err(format!("RAM block of {len} bytes"));
-        }
+        let len = ram_len(ram)?;
         const CHUNK: usize = 1 << 20;
         let mut buf = vec![0u8; CHUNK.min(len)];
         let mut hasher = RamHasher::new();
@@ -102,12 +97,7 @@ impl Seen {
     ///
     /// RAM that cannot be read, is too small, or breaks the pattern invariant.
     pub fn inspect_state(ram: &GuestRam) -> Result<Seen, String> {
-        let blocks = ram.blocks();
-        let len = blocks.first().ok_or_else(|| "no RAM block".to_owned())?.1;
-        let len = usize::try_from(len).map_err(|e| e.to_string())?;
-        if len < MIN_RAM {
-            return Err(format!("RAM block of {len} bytes"));
-        }
+        let len = ram_len(ram)?;
         let counters = (super::guest::FIRST_PATTERN_PAGE..len / PAGE_SIZE)
             .map(|p| {
                 ram.memory()
@@ -181,6 +171,18 @@ impl RamHasher {
     fn finish(&self) -> u64 {
         self.h ^ self.len
     }
+}
+
+/// The length of guest RAM's first block, refused when there is none or it is below
+/// [`MIN_RAM`].
+fn ram_len(ram: &GuestRam) -> Result<usize, String> {
+    let blocks = ram.blocks();
+    let len = blocks.first().ok_or_else(|| "no RAM block".to_owned())?.1;
+    let len = usize::try_from(len).map_err(|e| e.to_string())?;
+    if len < MIN_RAM {
+        return Err(format!("RAM block of {len} bytes"));
+    }
+    Ok(len)
 }
 
 /// A 64-bit hash of `bytes` ([`RamHasher`] in one piece).
