@@ -164,15 +164,7 @@ pub fn reencode(
         };
         let typed = match (s.kind, crate::qemu::lookup(&s.idstr)) {
             (SectionKind::Full, Some(entry)) => {
-                let cx = SectionCx {
-                    payload: &input[s.payload_range.clone()],
-                    version: s.version,
-                    base: s.payload_range.start as u64,
-                    instance_id: s.instance_id,
-                    machine: &mt,
-                    vclock,
-                    options,
-                };
+                let cx = SectionCx::of(input, s, &mt, vclock, options);
                 Some((entry.reencode)(&cx))
             }
             _ => None,

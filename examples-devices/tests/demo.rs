@@ -6,7 +6,7 @@
 mod common;
 mod tools;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use examples_devices::machine::DemoMachine;
@@ -15,40 +15,16 @@ use examples_devices::rtc::{format_time, RtcClock};
 use vmstate_runtime::decode::decode_stream;
 use vmstate_runtime::ErrorKind;
 
-use common::stderr_of_failure;
+use common::{golden_dir, golden_with_vmdesc, stderr_of_failure};
 
 fn demo() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vmstate-demo"))
-}
-
-fn golden() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/qemu72")
 }
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("vmstate-demo-test-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d.join(name)
-}
-
-/// Golden streams that have a vmdesc, with the machine type to pass when the stream has no
-/// configuration section.
-fn golden_with_vmdesc() -> Vec<(String, Option<&'static str>)> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(golden()).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        if let Some(stem) = name.strip_suffix(".mig") {
-            match stem {
-                "machine-pc-i440fx-2.2" => {}
-                "machine-pc-i440fx-2.3" => v.push((stem.to_owned(), Some("pc-i440fx-2.3"))),
-                _ => v.push((stem.to_owned(), None)),
-            }
-        }
-    }
-    v.sort();
-    assert!(v.len() >= 10, "golden streams missing: {v:?}");
-    v
 }
 
 /// Re-encoding options for `machine` and QEMU's default RTC clock (host).
@@ -138,7 +114,10 @@ fn load_failures_are_one_line_and_exit_non_zero() {
         "{err}"
     );
     // A real QEMU stream has sections this machine does not have.
-    let err = stderr_of_failure(demo().arg("load").arg(golden().join("uart-fifo.mig")), 1);
+    let err = stderr_of_failure(
+        demo().arg("load").arg(golden_dir().join("uart-fifo.mig")),
+        1,
+    );
     assert!(err.contains("unknown section `timer` instance 0"), "{err}");
 }
 
@@ -175,7 +154,7 @@ fn every_prefix_of_the_demo_stream_fails_and_changes_nothing() {
 fn reencode_is_byte_identical_on_every_golden_stream() {
     let cat = examples_devices::catalog();
     for (stem, machine) in golden_with_vmdesc() {
-        let input = std::fs::read(golden().join(format!("{stem}.mig"))).unwrap();
+        let input = std::fs::read(golden_dir().join(format!("{stem}.mig"))).unwrap();
         let (out, report) =
             reencode(&input, &cat, &opts(machine)).unwrap_or_else(|e| panic!("{stem}: {e}"));
         assert!(report.typed.len() >= 3, "{stem}: {:?}", report.typed);
@@ -188,17 +167,17 @@ fn reencode_is_byte_identical_on_every_golden_stream() {
 #[test]
 fn reencode_refuses_streams_it_cannot_handle() {
     let cat = examples_devices::catalog();
-    let input = std::fs::read(golden().join("machine-pc-i440fx-2.2.mig")).unwrap();
+    let input = std::fs::read(golden_dir().join("machine-pc-i440fx-2.2.mig")).unwrap();
     let e = reencode(&input, &cat, &opts(Some("pc-i440fx-2.2"))).unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::MissingVmdesc), "{e}");
-    let input = std::fs::read(golden().join("machine-pc-i440fx-2.3.mig")).unwrap();
+    let input = std::fs::read(golden_dir().join("machine-pc-i440fx-2.3.mig")).unwrap();
     let e = reencode(&input, &cat, &opts(None)).unwrap_err();
     assert!(
         e.to_string().contains("pass") || e.to_string().contains("--machine"),
         "{e}"
     );
     // A corrupted serial FIFO index in a real stream is caught by the typed device.
-    let mut input = std::fs::read(golden().join("uart-fifo.mig")).unwrap();
+    let mut input = std::fs::read(golden_dir().join("uart-fifo.mig")).unwrap();
     let d = decode_stream(&input).unwrap();
     let s = d.sections.iter().find(|s| s.idstr == "serial").unwrap();
     let p = s.payload_range.clone();
@@ -222,7 +201,7 @@ fn reencode_refuses_streams_it_cannot_handle() {
 /// The RTC clock a golden stream's source used, from its `.args` (`-rtc …,clock=…`; no
 /// `clock=` is QEMU's default, host).
 fn golden_rtc_clock(stem: &str) -> RtcClock {
-    let args = std::fs::read_to_string(golden().join(format!("{stem}.args"))).unwrap();
+    let args = std::fs::read_to_string(golden_dir().join(format!("{stem}.args"))).unwrap();
     let spec = args
         .lines()
         .skip_while(|l| *l != "-rtc")
@@ -240,7 +219,7 @@ fn reencode_keeps_the_guests_date_on_every_rtc_clock() {
     for (stem, machine) in golden_with_vmdesc() {
         let clock = golden_rtc_clock(&stem);
         seen.push(clock);
-        let input = std::fs::read(golden().join(format!("{stem}.mig"))).unwrap();
+        let input = std::fs::read(golden_dir().join(format!("{stem}.mig"))).unwrap();
         let options = ReencodeOptions {
             machine: machine.map(str::to_owned),
             rtc_clock: clock,
@@ -282,7 +261,7 @@ fn reencode_keeps_the_guests_date_on_every_rtc_clock() {
 
 #[test]
 fn reencode_cli_names_the_rtc_clock() {
-    let input = golden().join("rtc-host-set.mig");
+    let input = golden_dir().join("rtc-host-set.mig");
     let out = tmp("clock-rtc-host-set.re.mig");
     // `vmstate-demo reencode <input> --out <out>` and `options`.
     let reencode = |options: &[&str]| {
@@ -319,7 +298,7 @@ fn reencode_cli(tag: &str, stem: &str, machine: Option<&str>) -> PathBuf {
     let out = tmp(&format!("{tag}-{stem}.re.mig"));
     let mut cmd = demo();
     cmd.arg("reencode")
-        .arg(golden().join(format!("{stem}.mig")))
+        .arg(golden_dir().join(format!("{stem}.mig")))
         .arg("--out")
         .arg(&out)
         .args(["--rtc-clock", golden_rtc_clock(stem).as_str()]);
@@ -348,7 +327,7 @@ fn reencode_cli(tag: &str, stem: &str, machine: Option<&str>) -> PathBuf {
 fn reencode_cli_writes_identical_streams() {
     for (stem, machine) in golden_with_vmdesc() {
         let out = reencode_cli("cli", &stem, machine);
-        let input = std::fs::read(golden().join(format!("{stem}.mig"))).unwrap();
+        let input = std::fs::read(golden_dir().join(format!("{stem}.mig"))).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), input, "{stem}");
     }
 }
@@ -424,7 +403,7 @@ mod needs_qemu {
     use vmstate_runtime::decode::decode_stream;
     use vmstate_runtime::load_payload;
 
-    use super::{golden, golden_rtc_clock, golden_with_vmdesc, reencode_cli, tools};
+    use super::{golden_dir, golden_rtc_clock, golden_with_vmdesc, reencode_cli, tools};
 
     /// QEMU 7.2 loads what `vmstate-demo reencode` wrote, for every golden stream.
     #[test]
@@ -437,7 +416,7 @@ mod needs_qemu {
             let o = Command::new("bash")
                 .arg(&check)
                 .arg("--args")
-                .arg(golden().join(format!("{stem}.args")))
+                .arg(golden_dir().join(format!("{stem}.args")))
                 .arg(&out)
                 .output()
                 .unwrap();
@@ -454,10 +433,10 @@ mod needs_qemu {
     /// port 0x71) after it loaded `stream` with `-incoming`, as the time they count (seconds
     /// since the epoch, read through our model's register decoding).
     fn qemu_rtc_time(stem: &str, stream: &Path) -> i64 {
-        let args = std::fs::read_to_string(golden().join(format!("{stem}.args"))).unwrap();
+        let args = std::fs::read_to_string(golden_dir().join(format!("{stem}.args"))).unwrap();
         let regs = [0x00u8, 0x02, 0x04, 0x06, 0x07, 0x08, 0x09, 0x0b, 0x32];
         let mut cmd = Command::new("python3");
-        cmd.current_dir(golden())
+        cmd.current_dir(golden_dir())
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/qemu-driver.py"))
             .args(["--timeout", "60", "-c", "@expect-incoming"]);
         for r in regs {
@@ -500,7 +479,7 @@ mod needs_qemu {
         tools::require_qemu();
         for stem in ["rtc-host", "rtc-host-set", "rtc-vm", "rtc-rt"] {
             let clock = golden_rtc_clock(stem);
-            let original = golden().join(format!("{stem}.mig"));
+            let original = golden_dir().join(format!("{stem}.mig"));
             let reencoded = reencode_cli("qemu-date", stem, None);
             let stream = std::fs::read(&original).unwrap();
             let d = decode_stream(&stream).unwrap();

@@ -2,36 +2,15 @@
 //! wrote: every section loads, saves the same bytes and describes itself in the vmdesc exactly
 //! as QEMU did; and the re-encoder types exactly the sections the table lists.
 
+mod common;
 mod tools;
-
-use std::path::{Path, PathBuf};
 
 use examples_devices::qemu::{self, QemuState, SectionCx};
 use examples_devices::reencode::{reencode, ReencodeOptions};
 use vmstate_runtime::decode::{decode_stream, SectionKind};
 use vmstate_runtime::vmdesc::{write_device, DescBody, DescDevice};
 
-fn golden() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/qemu72")
-}
-
-/// Golden streams with a vmdesc and the machine type to name when the stream has none.
-fn streams() -> Vec<(String, Option<&'static str>)> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(golden()).unwrap() {
-        let name = e.unwrap().file_name().to_string_lossy().into_owned();
-        if let Some(stem) = name.strip_suffix(".mig") {
-            match stem {
-                "machine-pc-i440fx-2.2" => {}
-                "machine-pc-i440fx-2.3" => v.push((stem.to_owned(), Some("pc-i440fx-2.3"))),
-                _ => v.push((stem.to_owned(), None)),
-            }
-        }
-    }
-    v.sort();
-    assert!(v.len() >= 14, "golden streams missing: {v:?}");
-    v
-}
+use common::{golden_dir, golden_with_vmdesc};
 
 fn machine_of(stem: &str, named: Option<&str>) -> vmstate_runtime::MachineType {
     let name = named.unwrap_or(if stem.contains("q35") {
@@ -61,8 +40,9 @@ fn qemu_entry(input: &[u8], idstr: &str, inst: u32) -> String {
 /// same bytes and the same vmdesc entry as QEMU wrote. Returns the loaded states.
 fn check_section<T: QemuState>(name: &str) -> Vec<(String, u32, T)> {
     let mut seen = Vec::new();
-    for (stem, named) in streams() {
-        let input = std::fs::read(golden().join(format!("{stem}.mig"))).unwrap();
+    let options = ReencodeOptions::default();
+    for (stem, named) in golden_with_vmdesc() {
+        let input = std::fs::read(golden_dir().join(format!("{stem}.mig"))).unwrap();
         let m = machine_of(&stem, named);
         let d = decode_stream(&input).unwrap();
         for s in d
@@ -70,15 +50,7 @@ fn check_section<T: QemuState>(name: &str) -> Vec<(String, u32, T)> {
             .iter()
             .filter(|s| s.kind == SectionKind::Full && qemu::vmsd_name(&s.idstr) == name)
         {
-            let cx = SectionCx {
-                payload: &input[s.payload_range.clone()],
-                version: s.version,
-                base: s.payload_range.start as u64,
-                instance_id: s.instance_id,
-                machine: &m,
-                vclock: None,
-                options: &ReencodeOptions::default(),
-            };
+            let cx = SectionCx::of(&input, s, &m, None, &options);
             let (bytes, desc, dev) = qemu::load_and_save(T::for_machine(&m), &cx)
                 .unwrap_or_else(|e| panic!("{stem} {}: {e}", s.idstr));
             assert_eq!(bytes, cx.payload, "{stem} {} {}", s.idstr, s.instance_id);
@@ -142,8 +114,8 @@ const TYPED_7_2: &[&str] = &[
 #[test]
 fn reencode_types_the_table_sections_of_every_golden_stream() {
     let cat = examples_devices::catalog();
-    for (stem, named) in streams() {
-        let input = std::fs::read(golden().join(format!("{stem}.mig"))).unwrap();
+    for (stem, named) in golden_with_vmdesc() {
+        let input = std::fs::read(golden_dir().join(format!("{stem}.mig"))).unwrap();
         let options = ReencodeOptions {
             machine: named.map(str::to_owned),
             ..ReencodeOptions::default()
@@ -249,19 +221,12 @@ fn pci_host_and_bus() {
 #[test]
 fn pci_bus_line_count_must_match_the_destination() {
     // An i440fx stream (4 lines) into a q35 bus (8 lines) is refused, naming the field.
-    let input = std::fs::read(golden().join("idle.mig")).unwrap();
+    let input = std::fs::read(golden_dir().join("idle.mig")).unwrap();
     let d = decode_stream(&input).unwrap();
     let s = d.sections.iter().find(|s| s.idstr == "PCIBUS").unwrap();
     let q35 = examples_devices::catalog().resolve("pc-q35-7.2").unwrap();
-    let cx = SectionCx {
-        payload: &input[s.payload_range.clone()],
-        version: s.version,
-        base: s.payload_range.start as u64,
-        instance_id: 0,
-        machine: &q35,
-        vclock: None,
-        options: &ReencodeOptions::default(),
-    };
+    let options = ReencodeOptions::default();
+    let cx = SectionCx::of(&input, s, &q35, None, &options);
     let e = qemu::load_and_save(qemu::chipset::PciBus::for_machine(&q35), &cx).unwrap_err();
     assert!(e.to_string().contains("nirq"), "{e}");
 }
@@ -328,21 +293,14 @@ fn ps2_and_vmmouse() {
 
 #[test]
 fn vmmouse_queue_size_must_match() {
-    let input = std::fs::read(golden().join("idle.mig")).unwrap();
+    let input = std::fs::read(golden_dir().join("idle.mig")).unwrap();
     let d = decode_stream(&input).unwrap();
     let s = d.sections.iter().find(|s| s.idstr == "vmmouse").unwrap();
     let m = examples_devices::catalog()
         .resolve("pc-i440fx-7.2")
         .unwrap();
-    let cx = SectionCx {
-        payload: &input[s.payload_range.clone()],
-        version: s.version,
-        base: s.payload_range.start as u64,
-        instance_id: 0,
-        machine: &m,
-        vclock: None,
-        options: &ReencodeOptions::default(),
-    };
+    let options = ReencodeOptions::default();
+    let cx = SectionCx::of(&input, s, &m, None, &options);
     let mut local = qemu::input::VmMouse::for_machine(&m);
     local.queue_size = 512;
     let e = qemu::load_and_save(local, &cx).unwrap_err();
@@ -481,7 +439,7 @@ fn with_subsection(payload: &[u8], name: &str, version: u32, body: &[u8]) -> Vec
 /// Subsections whose presence QEMU decides from behaviour are re-sent exactly as received.
 #[test]
 fn behaviour_gated_subsections_round_trip_as_received() {
-    let input = std::fs::read(golden().join("idle.mig")).unwrap();
+    let input = std::fs::read(golden_dir().join("idle.mig")).unwrap();
     let d = decode_stream(&input).unwrap();
     let m = examples_devices::catalog()
         .resolve("pc-i440fx-7.2")

@@ -4,8 +4,6 @@
 //! one depends on controller and drive behaviour this struct does not model (a subsection
 //! `pre_load` hook records its arrival in a `skip` field, the subsection's gate reads it).
 
-use std::convert::Infallible;
-
 use vmstate_runtime::{MachineType, Timer, VmState};
 
 use super::QemuState;
@@ -44,32 +42,11 @@ pub struct Fdrive {
     pub received: [bool; 3],
 }
 
-impl Fdrive {
-    fn had_media_changed(&self) -> bool {
-        self.received[0]
-    }
-    fn had_media_rate(&self) -> bool {
-        self.received[1]
-    }
-    fn had_perpendicular(&self) -> bool {
-        self.received[2]
-    }
-    #[allow(clippy::unnecessary_wraps)]
-    fn got_media_changed(&mut self) -> Result<(), Infallible> {
-        self.received[0] = true;
-        Ok(())
-    }
-    #[allow(clippy::unnecessary_wraps)]
-    fn got_media_rate(&mut self) -> Result<(), Infallible> {
-        self.received[1] = true;
-        Ok(())
-    }
-    #[allow(clippy::unnecessary_wraps)]
-    fn got_perpendicular(&mut self) -> Result<(), Infallible> {
-        self.received[2] = true;
-        Ok(())
-    }
-}
+as_received!(Fdrive {
+    0 => had_media_changed, got_media_changed;
+    1 => had_media_rate, got_media_rate;
+    2 => had_perpendicular, got_perpendicular;
+});
 
 /// Drives per controller.
 pub const MAX_FD: usize = 2;
@@ -149,32 +126,11 @@ pub struct FdcState {
     pub received: [bool; 3],
 }
 
-impl FdcState {
-    fn had_reset_sensei(&self) -> bool {
-        self.received[0]
-    }
-    fn had_result_timer(&self) -> bool {
-        self.received[1]
-    }
-    fn had_phase(&self) -> bool {
-        self.received[2]
-    }
-    #[allow(clippy::unnecessary_wraps)]
-    fn got_reset_sensei(&mut self) -> Result<(), Infallible> {
-        self.received[0] = true;
-        Ok(())
-    }
-    #[allow(clippy::unnecessary_wraps)]
-    fn got_result_timer(&mut self) -> Result<(), Infallible> {
-        self.received[1] = true;
-        Ok(())
-    }
-    #[allow(clippy::unnecessary_wraps)]
-    fn got_phase(&mut self) -> Result<(), Infallible> {
-        self.received[2] = true;
-        Ok(())
-    }
-}
+as_received!(FdcState {
+    0 => had_reset_sensei, got_reset_sensei;
+    1 => had_result_timer, got_result_timer;
+    2 => had_phase, got_phase;
+});
 
 /// The ISA floppy controller (section `fdc`, v2, 593 bytes with both drives' `media_rate`).
 #[derive(Debug, Clone, PartialEq, Eq, VmState)]

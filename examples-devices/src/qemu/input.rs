@@ -2,8 +2,6 @@
 //! `ps2mouse`) and the VMware mouse (`vmmouse`). State only. (`pckbd`, the i8042 controller,
 //! stays opaque: see `docs/qemu-sections.md`.)
 
-use std::convert::Infallible;
-
 use vmstate_runtime::{MachineType, VmState};
 
 use super::QemuState;
@@ -81,32 +79,11 @@ pub struct Ps2Kbd {
     pub received: [bool; 3],
 }
 
-impl Ps2Kbd {
-    fn had_ledstate(&self) -> bool {
-        self.received[0]
-    }
-    fn had_need_high_bit(&self) -> bool {
-        self.received[1]
-    }
-    fn had_reply_queue(&self) -> bool {
-        self.received[2]
-    }
-    #[allow(clippy::unnecessary_wraps)]
-    fn got_ledstate(&mut self) -> Result<(), Infallible> {
-        self.received[0] = true;
-        Ok(())
-    }
-    #[allow(clippy::unnecessary_wraps)]
-    fn got_need_high_bit(&mut self) -> Result<(), Infallible> {
-        self.received[1] = true;
-        Ok(())
-    }
-    #[allow(clippy::unnecessary_wraps)]
-    fn got_reply_queue(&mut self) -> Result<(), Infallible> {
-        self.received[2] = true;
-        Ok(())
-    }
-}
+as_received!(Ps2Kbd {
+    0 => had_ledstate, got_ledstate;
+    1 => had_need_high_bit, got_need_high_bit;
+    2 => had_reply_queue, got_reply_queue;
+});
 
 impl QemuState for Ps2Kbd {
     fn for_machine(_: &MachineType) -> Self {

@@ -1,8 +1,6 @@
 //! Interrupt and timer hardware sections of QEMU 7.2's pc machines: the I/O APIC (`ioapic`),
 //! the local APIC as QEMU's TCG model saves it (`apic`) and the HPET (`hpet`). State only.
 
-use std::convert::Infallible;
-
 use vmstate_runtime::{MachineType, Timer, Unused, VmState};
 
 use super::QemuState;
@@ -149,24 +147,10 @@ pub struct Hpet {
     pub received: [bool; 2],
 }
 
-impl Hpet {
-    fn had_rtc_irq_level(&self) -> bool {
-        self.received[0]
-    }
-    fn had_offset(&self) -> bool {
-        self.received[1]
-    }
-    #[allow(clippy::unnecessary_wraps)]
-    fn got_rtc_irq_level(&mut self) -> Result<(), Infallible> {
-        self.received[0] = true;
-        Ok(())
-    }
-    #[allow(clippy::unnecessary_wraps)]
-    fn got_offset(&mut self) -> Result<(), Infallible> {
-        self.received[1] = true;
-        Ok(())
-    }
-}
+as_received!(Hpet {
+    0 => had_rtc_irq_level, got_rtc_irq_level;
+    1 => had_offset, got_offset;
+});
 
 impl QemuState for Hpet {
     fn for_machine(_: &MachineType) -> Self {

@@ -11,6 +11,7 @@
 //! The three devices with behaviour (`serial`, `i8254`, `mc146818rtc`) live in their own
 //! modules; their entries here set their clocks as the re-encoder always did.
 
+use vmstate_runtime::decode::DecodedSection;
 use vmstate_runtime::vmdesc::DescStruct;
 use vmstate_runtime::{load_payload, save_payload, Error, ErrorKind, MachineType, Result, VmState};
 
@@ -18,6 +19,27 @@ use crate::pit::I8254;
 use crate::reencode::{ReencodeOptions, RtcReport};
 use crate::rtc::{Mc146818Rtc, RtcConfig};
 use crate::serial::{SerialBackend, SerialSection};
+
+/// Gates and `pre_load` hooks for subsections re-sent exactly as received: for a struct with a
+/// `received: [bool; N]` field, `as_received!(Ty { i => had, got; … })` defines `had` (the
+/// subsection's `when = pred(..)`: was it in the loaded stream?) and `got` (its `pre_load`:
+/// records the arrival in `received[i]`).
+macro_rules! as_received {
+    ($ty:ty { $($i:literal => $had:ident, $got:ident;)* }) => {
+        impl $ty {
+            $(
+                fn $had(&self) -> bool {
+                    self.received[$i]
+                }
+                #[allow(clippy::unnecessary_wraps)]
+                fn $got(&mut self) -> ::core::result::Result<(), ::std::convert::Infallible> {
+                    self.received[$i] = true;
+                    Ok(())
+                }
+            )*
+        }
+    };
+}
 
 pub mod chipset;
 pub mod cpu;
@@ -43,6 +65,28 @@ pub struct SectionCx<'a> {
     pub vclock: Option<u64>,
     /// The re-encoder's options.
     pub options: &'a ReencodeOptions,
+}
+
+impl<'a> SectionCx<'a> {
+    /// The context of FULL section `s` of the stream `input`, decoded for `machine`.
+    #[must_use]
+    pub fn of(
+        input: &'a [u8],
+        s: &DecodedSection,
+        machine: &'a MachineType,
+        vclock: Option<u64>,
+        options: &'a ReencodeOptions,
+    ) -> Self {
+        SectionCx {
+            payload: &input[s.payload_range.clone()],
+            version: s.version,
+            base: s.payload_range.start as u64,
+            instance_id: s.instance_id,
+            machine,
+            vclock,
+            options,
+        }
+    }
 }
 
 /// A section re-encoded from its typed struct.
@@ -111,7 +155,12 @@ pub fn load_and_save<T: VmState + Clone>(
 /// # Errors
 /// As [`load_and_save`].
 pub fn typed<T: QemuState>(cx: &SectionCx<'_>) -> Result<Typed> {
-    let (bytes, desc, _) = load_and_save(T::for_machine(cx.machine), cx)?;
+    reencode_as(T::for_machine(cx.machine), cx)
+}
+
+/// Loads `cx`'s payload into `dev` and saves it again, as a [`Typed`] with no RTC report.
+fn reencode_as<T: VmState + Clone>(dev: T, cx: &SectionCx<'_>) -> Result<Typed> {
+    let (bytes, desc, _) = load_and_save(dev, cx)?;
     Ok(Typed {
         bytes,
         desc,
@@ -122,23 +171,13 @@ pub fn typed<T: QemuState>(cx: &SectionCx<'_>) -> Result<Typed> {
 fn serial(cx: &SectionCx<'_>) -> Result<Typed> {
     let mut dev = SerialSection::new(SerialBackend::default());
     dev.state.set_now_ns(cx.vclock.unwrap_or(0));
-    let (bytes, desc, _) = load_and_save(dev, cx)?;
-    Ok(Typed {
-        bytes,
-        desc,
-        rtc: None,
-    })
+    reencode_as(dev, cx)
 }
 
 fn i8254(cx: &SectionCx<'_>) -> Result<Typed> {
     let mut dev = I8254::new();
     dev.set_now_ns(cx.vclock.unwrap_or(0));
-    let (bytes, desc, _) = load_and_save(dev, cx)?;
-    Ok(Typed {
-        bytes,
-        desc,
-        rtc: None,
-    })
+    reencode_as(dev, cx)
 }
 
 fn mc146818rtc(cx: &SectionCx<'_>) -> Result<Typed> {

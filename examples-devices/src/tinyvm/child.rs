@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use vmstate_migration::VmParts as _;
 
 use vmstate_migration::transport::Transport;
-use vmstate_migration::{migrate, receive, ReceiveSettings};
+use vmstate_migration::{migrate, receive, MigrationSource, ReceiveSettings, Report, Settings};
 
 use super::guest::Workload;
 use super::protocol::{devices_hash, output_word, passes_word, phases_word, Seen};
@@ -337,29 +337,9 @@ impl Child {
         // now would compete for the CPU with the destination starting its guest.
         let (report, stop_at) = match std::mem::replace(&mut self.held, Held::None) {
             Held::None => return Err("no guest here".into()),
-            Held::Soft(mut g) => match migrate(&mut g, t, &s) {
-                Ok(r) => {
-                    let stop_at = g.stopped_at;
-                    self.sent = Held::Soft(g);
-                    (r, stop_at)
-                }
-                Err(e) => {
-                    self.held = Held::Soft(g);
-                    return Err(e.to_string());
-                }
-            },
+            Held::Soft(g) => self.migrate_held(g, Held::Soft, |g| g.stopped_at, t, &s)?,
             #[cfg(feature = "kvm")]
-            Held::Kvm(mut g) => match migrate(&mut g, t, &s) {
-                Ok(r) => {
-                    let stop_at = g.stopped_at;
-                    self.sent = Held::Kvm(g);
-                    (r, stop_at)
-                }
-                Err(e) => {
-                    self.held = Held::Kvm(g);
-                    return Err(e.to_string());
-                }
-            },
+            Held::Kvm(g) => self.migrate_held(g, Held::Kvm, |g| g.stopped_at, t, &s)?,
         };
         Ok(format!(
             "SENT {} {} {} {} {stop_at} {} {} {}:{}",
@@ -372,6 +352,30 @@ impl Child {
             report.final_pages.pages,
             report.final_pages.zero_pages,
         ))
+    }
+
+    /// Migrates `g` (held here as `wrap(g)`) over `t`: on success it waits in `sent` and the
+    /// answer is the report with the instant `stopped_at` says it stopped; on failure it is held
+    /// here again.
+    fn migrate_held<G: MigrationSource, T: Transport>(
+        &mut self,
+        mut g: G,
+        wrap: fn(G) -> Held,
+        stopped_at: fn(&G) -> u64,
+        t: &mut T,
+        s: &Settings,
+    ) -> Result<(Report, u64), String> {
+        match migrate(&mut g, t, s) {
+            Ok(r) => {
+                let stop_at = stopped_at(&g);
+                self.sent = wrap(g);
+                Ok((r, stop_at))
+            }
+            Err(e) => {
+                self.held = wrap(g);
+                Err(e.to_string())
+            }
+        }
     }
 
     /// `INSPECT`: what the guest sent away from here stopped with (memory, device sections as

@@ -54,12 +54,7 @@ impl Seen {
     ///
     /// RAM that cannot be read, is too small, or breaks the pattern invariant.
     pub fn inspect(ram: &GuestRam) -> Result<Seen, String> {
-        let blocks = ram.blocks();
-        let len = blocks.first().ok_or_else(|| "no RAM block".to_owned())?.1;
-        let len = usize::try_from(len).map_err(|e| e.to_string())?;
-        if len < MIN_RAM {
-            return Err(format!("RAM block of {len} bytes"));
-        }
+        let len = ram_len(ram)?;
         const CHUNK: usize = 1 << 20;
         let mut buf = vec![0u8; CHUNK.min(len)];
         let mut hasher = RamHasher::new();
@@ -102,12 +97,7 @@ impl Seen {
     ///
     /// RAM that cannot be read, is too small, or breaks the pattern invariant.
     pub fn inspect_state(ram: &GuestRam) -> Result<Seen, String> {
-        let blocks = ram.blocks();
-        let len = blocks.first().ok_or_else(|| "no RAM block".to_owned())?.1;
-        let len = usize::try_from(len).map_err(|e| e.to_string())?;
-        if len < MIN_RAM {
-            return Err(format!("RAM block of {len} bytes"));
-        }
+        let len = ram_len(ram)?;
         let counters = (super::guest::FIRST_PATTERN_PAGE..len / PAGE_SIZE)
             .map(|p| {
                 ram.memory()
@@ -183,6 +173,18 @@ impl RamHasher {
     }
 }
 
+/// The length of guest RAM's first block, refused when there is none or it is below
+/// [`MIN_RAM`].
+fn ram_len(ram: &GuestRam) -> Result<usize, String> {
+    let blocks = ram.blocks();
+    let len = blocks.first().ok_or_else(|| "no RAM block".to_owned())?.1;
+    let len = usize::try_from(len).map_err(|e| e.to_string())?;
+    if len < MIN_RAM {
+        return Err(format!("RAM block of {len} bytes"));
+    }
+    Ok(len)
+}
+
 /// A 64-bit hash of `bytes` ([`RamHasher`] in one piece).
 fn ram_hash(bytes: &[u8]) -> u64 {
     let mut h = RamHasher::new();
@@ -195,26 +197,28 @@ fn ram_hash(bytes: &[u8]) -> u64 {
 /// µs>:<duration µs>:<throttle %>`, passes separated by `,`.
 #[must_use]
 pub fn passes_word(passes: &[PassStats]) -> String {
-    if passes.is_empty() {
+    list_word(passes, |p| {
+        format!(
+            "{}:{}:{}:{}:{:.0}:{:.0}:{}:{}:{}",
+            p.pass,
+            p.pages,
+            p.zero_pages,
+            p.dirty_left,
+            p.dirty_rate,
+            p.bandwidth,
+            p.expected_downtime.as_micros(),
+            p.duration.as_micros(),
+            p.throttle
+        )
+    })
+}
+
+/// `items` as one word: `-` when there are none, else each as `item` writes it, separated by `,`.
+fn list_word<T>(items: &[T], item: impl Fn(&T) -> String) -> String {
+    if items.is_empty() {
         return "-".into();
     }
-    let parts: Vec<String> = passes
-        .iter()
-        .map(|p| {
-            format!(
-                "{}:{}:{}:{}:{:.0}:{:.0}:{}:{}:{}",
-                p.pass,
-                p.pages,
-                p.zero_pages,
-                p.dirty_left,
-                p.dirty_rate,
-                p.bandwidth,
-                p.expected_downtime.as_micros(),
-                p.duration.as_micros(),
-                p.throttle
-            )
-        })
-        .collect();
+    let parts: Vec<String> = items.iter().map(item).collect();
     parts.join(",")
 }
 
@@ -272,14 +276,7 @@ pub fn devices_hash(parts: &impl VmParts) -> Result<u64, String> {
 /// Critical-path steps as one word, `name:µs,name:µs,…` (`-` when there are none).
 #[must_use]
 pub fn phases_word(phases: &[Phase]) -> String {
-    if phases.is_empty() {
-        return "-".into();
-    }
-    let parts: Vec<String> = phases
-        .iter()
-        .map(|p| format!("{}:{}", p.name, p.took.as_micros()))
-        .collect();
-    parts.join(",")
+    list_word(phases, |p| format!("{}:{}", p.name, p.took.as_micros()))
 }
 
 /// The steps of a word written by [`phases_word`], in microseconds.

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES};
+use kvm_bindings::{
+    kvm_sregs, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES,
+};
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use vmstate_migration::{GuestMem, GuestRam};
@@ -164,15 +166,7 @@ impl Vm {
             *seg = flat(0x10, 0x3); // read/write, accessed
         }
         sregs.cr0 |= 1; // PE
-        vm.vcpu
-            .set_sregs(&sregs)
-            .map_err(kvm_err("KVM_SET_SREGS"))?;
-        let mut regs = vm.vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
-        regs.rip = guest::CODE_ADDR;
-        regs.rsp = guest::STACK_TOP;
-        regs.rdi = w.ram_size as u64;
-        regs.rflags = 0x2;
-        vm.vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
+        vm.enter_guest(&sregs, Some(w.ram_size as u64))?;
         Ok(vm)
     }
 
@@ -193,15 +187,24 @@ impl Vm {
             seg.base = 0;
             seg.selector = 0;
         }
-        vm.vcpu
-            .set_sregs(&sregs)
+        vm.enter_guest(&sregs, None)?;
+        Ok(vm)
+    }
+
+    /// Loads `sregs` and points the vCPU at the guest's entry point and stack, with EDI = `rdi`
+    /// when given (the 32-bit guest's RAM size) and only the always-set flag bit 1.
+    fn enter_guest(&self, sregs: &kvm_sregs, rdi: Option<u64>) -> Result<(), Error> {
+        self.vcpu
+            .set_sregs(sregs)
             .map_err(kvm_err("KVM_SET_SREGS"))?;
-        let mut regs = vm.vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+        let mut regs = self.vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
         regs.rip = guest::CODE_ADDR;
         regs.rsp = guest::STACK_TOP;
+        if let Some(rdi) = rdi {
+            regs.rdi = rdi;
+        }
         regs.rflags = 0x2; // bit 1 is always set
-        vm.vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
-        Ok(vm)
+        self.vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))
     }
 
     /// A VM with zeroed RAM and a vCPU at reset: a migration destination, to be filled with

@@ -33,6 +33,25 @@ pub fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/qemu72")
 }
 
+/// Golden streams that have a vmdesc, with the machine type to pass when the stream has no
+/// configuration section.
+pub fn golden_with_vmdesc() -> Vec<(String, Option<&'static str>)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(golden_dir()).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".mig") {
+            match stem {
+                "machine-pc-i440fx-2.2" => {}
+                "machine-pc-i440fx-2.3" => v.push((stem.to_owned(), Some("pc-i440fx-2.3"))),
+                _ => v.push((stem.to_owned(), None)),
+            }
+        }
+    }
+    v.sort();
+    assert!(v.len() >= 14, "golden streams missing: {v:?}");
+    v
+}
+
 pub fn catalog() -> MachineCatalog {
     examples_devices::catalog()
 }
