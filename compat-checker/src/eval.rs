@@ -256,9 +256,9 @@ fn expand_fields(
             // An array of structs, a list or a tree: a variable number of elements, each laid out
             // like a nested struct at its own version (a tree node as `key` then `value`).
             Kind::Struct { .. } | Kind::List { .. } | Kind::Tree { .. } => {
-                let mut items = Vec::new();
-                let (element, max) = match elem {
+                let (element, max, items) = match elem {
                     Kind::Struct { schema } => {
+                        let mut items = Vec::new();
                         let inner = Inherit {
                             since: 0,
                             gate: Presence::Always,
@@ -270,12 +270,11 @@ fn expand_fields(
                         } else {
                             schema.name.to_string()
                         };
-                        (element, max)
+                        (element, max, items)
                     }
                     _ => {
-                        let (element, max) =
-                            expand_elements(cx, elem, &path, inh.version, &mut items);
-                        (element, Some(max))
+                        let (element, max, items) = expand_elements(cx, elem, &path, inh.version);
+                        (element, Some(max), items)
                     }
                 };
                 out.push(Item::Array(ArrayItem {
@@ -340,15 +339,15 @@ fn expand_fields(
     }
 }
 
-/// Expands the elements of a list or tree field `path` into `items` (a tree node as `key` then
-/// `value`); returns the element text and the declared maximum.
+/// Expands the elements of a list or tree field `path` (a tree node as `key` then `value`);
+/// returns the element text, the declared maximum and the element items.
 fn expand_elements(
     cx: &GateCtx<'_>,
     elem: &Kind,
     path: &str,
     version: u32,
-    items: &mut Vec<Item>,
-) -> (String, u32) {
+) -> (String, u32, Vec<Item>) {
+    let mut items = Vec::new();
     let elem_inh = Inherit {
         since: 0,
         gate: Presence::Always,
@@ -374,16 +373,16 @@ fn expand_elements(
             qlist,
             ..
         } => {
-            nested(e, &format!("{path}[*]."), items);
+            nested(e, &format!("{path}[*]."), &mut items);
             let form = if *qlist { "qlist" } else { "qtailq" };
-            (format!("{form} of {} ≤ {max}", name(e)), *max)
+            (format!("{form} of {} ≤ {max}", name(e)), *max, items)
         }
         Kind::Tree {
             key, value, max, ..
         } => {
             let key_name = match key {
                 Some(k) => {
-                    nested(k, &format!("{path}[*].key."), items);
+                    nested(k, &format!("{path}[*].key."), &mut items);
                     name(k)
                 }
                 None => {
@@ -404,13 +403,14 @@ fn expand_elements(
                     "direct key".to_owned()
                 }
             };
-            nested(value, &format!("{path}[*].value."), items);
+            nested(value, &format!("{path}[*].value."), &mut items);
             (
                 format!("gtree of {key_name} → {} ≤ {max}", name(value)),
                 *max,
+                items,
             )
         }
-        _ => (String::new(), 0),
+        _ => (String::new(), 0, items),
     }
 }
 
