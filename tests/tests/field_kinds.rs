@@ -505,40 +505,48 @@ fn arr_ptr_str_no0_save_and_load() {
     load_exact(obj, WIRE_ARR_PTR_NO0, &s, &m);
 }
 
+/// The `arr_ptr_*_0` cases: `s` (element 1 NULL) saves as [`WIRE_ARR_PTR_0`] and is described
+/// as `json` (device `name`); `dest` loads it back to `s`.
+fn arr_ptr_0_save_and_load<T: VmState + Clone + PartialEq + std::fmt::Debug>(
+    s: T,
+    dest: T,
+    name: &str,
+    json: &str,
+) {
+    let m = machine("pc-i440fx-7.2");
+    let desc = save_exact(&s, WIRE_ARR_PTR_0, &m);
+    assert_eq!(desc_json(name, desc), json);
+    load_exact(dest, WIRE_ARR_PTR_0, &s, &m);
+}
+
 #[test]
 fn arr_ptr_str_0_save_and_load() {
-    let m = machine("pc-i440fx-7.2");
-    let s = TestArrayOfPtrToStruct {
-        ar: [triv(0), None, triv(2), triv(3)],
-    };
-    let desc = save_exact(&s, WIRE_ARR_PTR_0, &m);
-    // QEMU 7.2 compresses the array and describes element 0.
-    assert_eq!(
-        desc_json("arps", desc),
-        r#"{"name": "arps", "instance_id": 0, "vmsd_name": "test/arps", "version": 1, "fields": [{"name": "ar", "array_len": 4, "type": "struct", "struct": {"vmsd_name": "test/tst", "version": 1, "fields": [{"name": "i", "type": "int32", "size": 4}]}, "size": 4}]}"#
+    arr_ptr_0_save_and_load(
+        TestArrayOfPtrToStruct {
+            ar: [triv(0), None, triv(2), triv(3)],
+        },
+        // The destination's slot 1 is NULL: it takes the marker and stays NULL.
+        TestArrayOfPtrToStruct {
+            ar: [triv(9), None, triv(9), triv(9)],
+        },
+        "arps",
+        // QEMU 7.2 compresses the array and describes element 0.
+        r#"{"name": "arps", "instance_id": 0, "vmsd_name": "test/arps", "version": 1, "fields": [{"name": "ar", "array_len": 4, "type": "struct", "struct": {"vmsd_name": "test/tst", "version": 1, "fields": [{"name": "i", "type": "int32", "size": 4}]}, "size": 4}]}"#,
     );
-    // The destination's slot 1 is NULL: it takes the marker and stays NULL.
-    let obj = TestArrayOfPtrToStruct {
-        ar: [triv(9), None, triv(9), triv(9)],
-    };
-    load_exact(obj, WIRE_ARR_PTR_0, &s, &m);
 }
 
 #[test]
 fn arr_ptr_prim_0_save_and_load() {
-    let m = machine("pc-i440fx-7.2");
-    let s = TestArrayOfPtrToInt {
-        ar: [Some(0), None, Some(2), Some(3)],
-    };
-    let desc = save_exact(&s, WIRE_ARR_PTR_0, &m);
-    assert_eq!(
-        desc_json("arpp", desc),
-        r#"{"name": "arpp", "instance_id": 0, "vmsd_name": "test/arps", "version": 1, "fields": [{"name": "ar", "array_len": 4, "type": "int32", "size": 4}]}"#
+    arr_ptr_0_save_and_load(
+        TestArrayOfPtrToInt {
+            ar: [Some(0), None, Some(2), Some(3)],
+        },
+        TestArrayOfPtrToInt {
+            ar: [Some(3), None, Some(1), Some(0)],
+        },
+        "arpp",
+        r#"{"name": "arpp", "instance_id": 0, "vmsd_name": "test/arps", "version": 1, "fields": [{"name": "ar", "array_len": 4, "type": "int32", "size": 4}]}"#,
     );
-    let obj = TestArrayOfPtrToInt {
-        ar: [Some(3), None, Some(1), Some(0)],
-    };
-    load_exact(obj, WIRE_ARR_PTR_0, &s, &m);
 }
 
 #[test]
