@@ -253,99 +253,29 @@ fn expand_fields(
                 };
                 expand_struct(cx, schema, &format!("{path}."), inner, out);
             }
-            Kind::Struct { schema } => {
-                let mut items = Vec::new();
-                let inner = Inherit {
-                    since: 0,
-                    gate: Presence::Always,
-                    version: schema.version,
-                };
-                expand_struct(cx, schema, &format!("{path}[*]."), inner, &mut items);
-                out.push(Item::Array(ArrayItem {
-                    path,
-                    rust,
-                    element: if pointer {
-                        format!("{} pointer", schema.name)
-                    } else {
-                        schema.name.to_string()
-                    },
-                    len,
-                    count,
-                    max,
-                    since,
-                    presence,
-                    presence_from_since: from,
-                    when,
-                    at,
-                    items,
-                }));
-            }
-            // A list or tree: a variable number of elements, each laid out like a nested struct
-            // at its own version (a tree node as `key` then `value`).
-            Kind::List { .. } | Kind::Tree { .. } => {
-                let mut items = Vec::new();
-                let elem_inh = Inherit {
-                    since: 0,
-                    gate: Presence::Always,
-                    version: inh.version,
-                };
-                let nested = |k: &Kind, prefix: &str, items: &mut Vec<Item>| {
-                    if let Kind::Struct { schema } = k {
+            // An array of structs, a list or a tree: a variable number of elements, each laid out
+            // like a nested struct at its own version (a tree node as `key` then `value`).
+            Kind::Struct { .. } | Kind::List { .. } | Kind::Tree { .. } => {
+                let (element, max, items) = match elem {
+                    Kind::Struct { schema } => {
+                        let mut items = Vec::new();
                         let inner = Inherit {
+                            since: 0,
+                            gate: Presence::Always,
                             version: schema.version,
-                            ..elem_inh
                         };
-                        expand_struct(cx, schema, prefix, inner, items);
-                    }
-                };
-                let name = |k: &Kind| match k {
-                    Kind::Struct { schema } => schema.name.to_string(),
-                    other => other.vmdesc_type().to_owned(),
-                };
-                let (element, max) = match elem {
-                    Kind::List {
-                        elem: e,
-                        max,
-                        qlist,
-                        ..
-                    } => {
-                        nested(e, &format!("{path}[*]."), &mut items);
-                        let form = if *qlist { "qlist" } else { "qtailq" };
-                        (format!("{form} of {} ≤ {max}", name(e)), *max)
-                    }
-                    Kind::Tree {
-                        key, value, max, ..
-                    } => {
-                        let key_name = match key {
-                            Some(k) => {
-                                nested(k, &format!("{path}[*].key."), &mut items);
-                                name(k)
-                            }
-                            None => {
-                                items.push(Item::Field(FieldItem {
-                                    path: format!("{path}[*].key"),
-                                    rust: None,
-                                    kind: "u64".to_owned(),
-                                    len: None,
-                                    count: None,
-                                    max: None,
-                                    size: Some(8),
-                                    since: 0,
-                                    presence: Presence::Always,
-                                    presence_from_since: None,
-                                    when: None,
-                                    at: None,
-                                }));
-                                "direct key".to_owned()
-                            }
+                        expand_struct(cx, schema, &format!("{path}[*]."), inner, &mut items);
+                        let element = if pointer {
+                            format!("{} pointer", schema.name)
+                        } else {
+                            schema.name.to_string()
                         };
-                        nested(value, &format!("{path}[*].value."), &mut items);
-                        (
-                            format!("gtree of {key_name} → {} ≤ {max}", name(value)),
-                            *max,
-                        )
+                        (element, max, items)
                     }
-                    _ => (String::new(), 0),
+                    _ => {
+                        let (element, max, items) = expand_elements(cx, elem, &path, inh.version);
+                        (element, Some(max), items)
+                    }
                 };
                 out.push(Item::Array(ArrayItem {
                     path,
@@ -353,7 +283,7 @@ fn expand_fields(
                     element,
                     len,
                     count,
-                    max: Some(max),
+                    max,
                     since,
                     presence,
                     presence_from_since: from,
@@ -406,6 +336,81 @@ fn expand_fields(
                 }));
             }
         }
+    }
+}
+
+/// Expands the elements of a list or tree field `path` (a tree node as `key` then `value`);
+/// returns the element text, the declared maximum and the element items.
+fn expand_elements(
+    cx: &GateCtx<'_>,
+    elem: &Kind,
+    path: &str,
+    version: u32,
+) -> (String, u32, Vec<Item>) {
+    let mut items = Vec::new();
+    let elem_inh = Inherit {
+        since: 0,
+        gate: Presence::Always,
+        version,
+    };
+    let nested = |k: &Kind, prefix: &str, items: &mut Vec<Item>| {
+        if let Kind::Struct { schema } = k {
+            let inner = Inherit {
+                version: schema.version,
+                ..elem_inh
+            };
+            expand_struct(cx, schema, prefix, inner, items);
+        }
+    };
+    let name = |k: &Kind| match k {
+        Kind::Struct { schema } => schema.name.to_string(),
+        other => other.vmdesc_type().to_owned(),
+    };
+    match elem {
+        Kind::List {
+            elem: e,
+            max,
+            qlist,
+            ..
+        } => {
+            nested(e, &format!("{path}[*]."), &mut items);
+            let form = if *qlist { "qlist" } else { "qtailq" };
+            (format!("{form} of {} ≤ {max}", name(e)), *max, items)
+        }
+        Kind::Tree {
+            key, value, max, ..
+        } => {
+            let key_name = match key {
+                Some(k) => {
+                    nested(k, &format!("{path}[*].key."), &mut items);
+                    name(k)
+                }
+                None => {
+                    items.push(Item::Field(FieldItem {
+                        path: format!("{path}[*].key"),
+                        rust: None,
+                        kind: "u64".to_owned(),
+                        len: None,
+                        count: None,
+                        max: None,
+                        size: Some(8),
+                        since: 0,
+                        presence: Presence::Always,
+                        presence_from_since: None,
+                        when: None,
+                        at: None,
+                    }));
+                    "direct key".to_owned()
+                }
+            };
+            nested(value, &format!("{path}[*].value."), &mut items);
+            (
+                format!("gtree of {key_name} → {} ≤ {max}", name(value)),
+                *max,
+                items,
+            )
+        }
+        _ => (String::new(), 0, items),
     }
 }
 

@@ -3,7 +3,7 @@
 //! out by hand from the wire-format spec (docs/wire-format.md).
 
 use vmstate_runtime::machine::{CompatEntry, MachineCatalog, MachineType};
-use vmstate_runtime::vmdesc::{write_device, DescBody, DescDevice};
+use vmstate_runtime::vmdesc::{write_device, DescBody, DescDevice, DescStruct};
 use vmstate_runtime::{load_payload, save_payload, ErrorKind, Timer, Unused, VmState};
 
 fn machine(name: &str) -> MachineType {
@@ -461,7 +461,25 @@ fn triv(i: i32) -> Option<Box<TestStructTriv>> {
     Some(Box::new(TestStructTriv { i }))
 }
 
-fn desc_json(name: &str, desc: vmstate_runtime::vmdesc::DescStruct) -> String {
+/// Saves `s` on `m`, checks its bytes against `wire` (hex) and returns the description.
+fn save_exact<T: VmState + Clone>(s: &T, wire: &str, m: &MachineType) -> DescStruct {
+    let (_, bytes, desc) = save_payload(s, m).unwrap();
+    assert_eq!(hex(&bytes), hex(&unhex(wire)));
+    desc
+}
+
+/// Loads `wire` (hex, version 1) on `m` into `dest` and checks it becomes `expected`.
+fn load_exact<T: VmState + Clone + PartialEq + std::fmt::Debug>(
+    mut dest: T,
+    wire: &str,
+    expected: &T,
+    m: &MachineType,
+) {
+    load_payload(&mut dest, &unhex(wire), 1, m).unwrap();
+    assert_eq!(&dest, expected);
+}
+
+fn desc_json(name: &str, desc: DescStruct) -> String {
     let mut s = String::new();
     write_device(
         &mut s,
@@ -480,53 +498,55 @@ fn arr_ptr_str_no0_save_and_load() {
     let s = TestArrayOfPtrToStruct {
         ar: [triv(0), triv(1), triv(2), triv(3)],
     };
-    let (_, bytes, _) = save_payload(&s, &m).unwrap();
-    assert_eq!(hex(&bytes), WIRE_ARR_PTR_NO0);
-    let mut obj = TestArrayOfPtrToStruct {
+    save_exact(&s, WIRE_ARR_PTR_NO0, &m);
+    let obj = TestArrayOfPtrToStruct {
         ar: [triv(0), triv(0), triv(0), triv(0)],
     };
-    load_payload(&mut obj, &unhex(WIRE_ARR_PTR_NO0), 1, &m).unwrap();
-    assert_eq!(obj, s);
+    load_exact(obj, WIRE_ARR_PTR_NO0, &s, &m);
+}
+
+/// The `arr_ptr_*_0` cases: `s` (element 1 NULL) saves as [`WIRE_ARR_PTR_0`] and is described
+/// as `json` (device `name`); `dest` loads it back to `s`.
+fn arr_ptr_0_save_and_load<T: VmState + Clone + PartialEq + std::fmt::Debug>(
+    s: T,
+    dest: T,
+    name: &str,
+    json: &str,
+) {
+    let m = machine("pc-i440fx-7.2");
+    let desc = save_exact(&s, WIRE_ARR_PTR_0, &m);
+    assert_eq!(desc_json(name, desc), json);
+    load_exact(dest, WIRE_ARR_PTR_0, &s, &m);
 }
 
 #[test]
 fn arr_ptr_str_0_save_and_load() {
-    let m = machine("pc-i440fx-7.2");
-    let s = TestArrayOfPtrToStruct {
-        ar: [triv(0), None, triv(2), triv(3)],
-    };
-    let (_, bytes, desc) = save_payload(&s, &m).unwrap();
-    assert_eq!(hex(&bytes), WIRE_ARR_PTR_0);
-    // QEMU 7.2 compresses the array and describes element 0.
-    assert_eq!(
-        desc_json("arps", desc),
-        r#"{"name": "arps", "instance_id": 0, "vmsd_name": "test/arps", "version": 1, "fields": [{"name": "ar", "array_len": 4, "type": "struct", "struct": {"vmsd_name": "test/tst", "version": 1, "fields": [{"name": "i", "type": "int32", "size": 4}]}, "size": 4}]}"#
+    arr_ptr_0_save_and_load(
+        TestArrayOfPtrToStruct {
+            ar: [triv(0), None, triv(2), triv(3)],
+        },
+        // The destination's slot 1 is NULL: it takes the marker and stays NULL.
+        TestArrayOfPtrToStruct {
+            ar: [triv(9), None, triv(9), triv(9)],
+        },
+        "arps",
+        // QEMU 7.2 compresses the array and describes element 0.
+        r#"{"name": "arps", "instance_id": 0, "vmsd_name": "test/arps", "version": 1, "fields": [{"name": "ar", "array_len": 4, "type": "struct", "struct": {"vmsd_name": "test/tst", "version": 1, "fields": [{"name": "i", "type": "int32", "size": 4}]}, "size": 4}]}"#,
     );
-    // The destination's slot 1 is NULL: it takes the marker and stays NULL.
-    let mut obj = TestArrayOfPtrToStruct {
-        ar: [triv(9), None, triv(9), triv(9)],
-    };
-    load_payload(&mut obj, &unhex(WIRE_ARR_PTR_0), 1, &m).unwrap();
-    assert_eq!(obj, s);
 }
 
 #[test]
 fn arr_ptr_prim_0_save_and_load() {
-    let m = machine("pc-i440fx-7.2");
-    let s = TestArrayOfPtrToInt {
-        ar: [Some(0), None, Some(2), Some(3)],
-    };
-    let (_, bytes, desc) = save_payload(&s, &m).unwrap();
-    assert_eq!(hex(&bytes), WIRE_ARR_PTR_0);
-    assert_eq!(
-        desc_json("arpp", desc),
-        r#"{"name": "arpp", "instance_id": 0, "vmsd_name": "test/arps", "version": 1, "fields": [{"name": "ar", "array_len": 4, "type": "int32", "size": 4}]}"#
+    arr_ptr_0_save_and_load(
+        TestArrayOfPtrToInt {
+            ar: [Some(0), None, Some(2), Some(3)],
+        },
+        TestArrayOfPtrToInt {
+            ar: [Some(3), None, Some(1), Some(0)],
+        },
+        "arpp",
+        r#"{"name": "arpp", "instance_id": 0, "vmsd_name": "test/arps", "version": 1, "fields": [{"name": "ar", "array_len": 4, "type": "int32", "size": 4}]}"#,
     );
-    let mut obj = TestArrayOfPtrToInt {
-        ar: [Some(3), None, Some(1), Some(0)],
-    };
-    load_payload(&mut obj, &unhex(WIRE_ARR_PTR_0), 1, &m).unwrap();
-    assert_eq!(obj, s);
 }
 
 #[test]
@@ -553,8 +573,7 @@ fn null_first_element_is_described_as_qemu_7_2_does() {
     let s = TestArrayOfPtrToInt {
         ar: [None, Some(1), Some(2), Some(3)],
     };
-    let (_, bytes, desc) = save_payload(&s, &m).unwrap();
-    assert_eq!(hex(&bytes), "30 00 00 00 01 00 00 00 02 00 00 00 03");
+    let desc = save_exact(&s, "30 00 00 00 01 00 00 00 02 00 00 00 03", &m);
     assert_eq!(
         desc_json("arpp", desc),
         r#"{"name": "arpp", "instance_id": 0, "vmsd_name": "test/arps", "version": 1, "fields": [{"name": "ar", "array_len": 4, "type": "int32", "size": 1}]}"#
@@ -700,8 +719,7 @@ fn obj_q() -> TestQtailq {
 #[test]
 fn save_q() {
     let m = machine("pc-i440fx-7.2");
-    let (_, bytes, desc) = save_payload(&obj_q(), &m).unwrap();
-    assert_eq!(hex(&bytes), WIRE_Q);
+    let desc = save_exact(&obj_q(), WIRE_Q, &m);
     // QEMU writes each element's description straight into the field object.
     let elem = r#""vmsd_name": "test/queue-element", "version": 1, "fields": [{"name": "b", "type": "bool", "size": 1}, {"name": "u8", "type": "uint8", "size": 1}]"#;
     assert_eq!(
@@ -715,16 +733,13 @@ fn save_q() {
 #[test]
 fn load_q() {
     let m = machine("pc-i440fx-7.2");
-    let mut tgt = TestQtailq::default();
-    load_payload(&mut tgt, &unhex(WIRE_Q), 1, &m).unwrap();
-    assert_eq!(tgt, obj_q());
+    load_exact(TestQtailq::default(), WIRE_Q, &obj_q(), &m);
     // A destination that already holds elements gets exactly the stream's.
-    let mut tgt = TestQtailq {
+    let tgt = TestQtailq {
         q: vec![TestQtailqElement::default(); 5].into(),
         ..TestQtailq::default()
     };
-    load_payload(&mut tgt, &unhex(WIRE_Q), 1, &m).unwrap();
-    assert_eq!(tgt, obj_q());
+    load_exact(tgt, WIRE_Q, &obj_q(), &m);
 }
 
 #[derive(VmState, Clone, Default, Debug, PartialEq)]
@@ -758,8 +773,7 @@ fn qlist_container() -> TestQListContainer {
 #[test]
 fn save_qlist() {
     let m = machine("pc-i440fx-7.2");
-    let (_, bytes, desc) = save_payload(&qlist_container(), &m).unwrap();
-    assert_eq!(hex(&bytes), QLIST_DUMP);
+    let desc = save_exact(&qlist_container(), QLIST_DUMP, &m);
     let json = desc_json("c", desc);
     assert!(
         json.contains(r#"{"name": "list", "type": "qlist", "vmsd_name": "test/queue list", "version": 1, "fields": [{"name": "id", "type": "uint32", "size": 4}], "vmsd_name": "#),
@@ -771,9 +785,12 @@ fn save_qlist() {
 #[test]
 fn load_qlist() {
     let m = machine("pc-i440fx-7.2");
-    let mut dest = TestQListContainer::default();
-    load_payload(&mut dest, &unhex(QLIST_DUMP), 1, &m).unwrap();
-    assert_eq!(dest, qlist_container());
+    load_exact(
+        TestQListContainer::default(),
+        QLIST_DUMP,
+        &qlist_container(),
+        &m,
+    );
 }
 
 #[test]
@@ -902,8 +919,7 @@ fn domain_section() -> TestGTreeDomainSection {
 #[test]
 fn gtree_save_domain() {
     let m = machine("pc-i440fx-7.2");
-    let (_, bytes, desc) = save_payload(&domain_section(), &m).unwrap();
-    assert_eq!(hex(&bytes), hex(&unhex(FIRST_DOMAIN_DUMP)));
+    let desc = save_exact(&domain_section(), FIRST_DOMAIN_DUMP, &m);
     let key = r#""vmsd_name": "interval", "version": 1, "fields": [{"name": "low", "type": "uint64", "size": 8}, {"name": "high", "type": "uint64", "size": 8}]"#;
     let val = r#""vmsd_name": "mapping", "version": 1, "fields": [{"name": "phys_addr", "type": "uint64", "size": 8}, {"name": "flags", "type": "uint32", "size": 4}]"#;
     assert_eq!(
@@ -917,16 +933,18 @@ fn gtree_save_domain() {
 #[test]
 fn gtree_load_domain() {
     let m = machine("pc-i440fx-7.2");
-    let mut dest = TestGTreeDomainSection::default();
-    load_payload(&mut dest, &unhex(FIRST_DOMAIN_DUMP), 1, &m).unwrap();
-    assert_eq!(dest, domain_section());
+    load_exact(
+        TestGTreeDomainSection::default(),
+        FIRST_DOMAIN_DUMP,
+        &domain_section(),
+        &m,
+    );
 }
 
 #[test]
 fn gtree_save_iommu() {
     let m = machine("pc-i440fx-7.2");
-    let (_, bytes, desc) = save_payload(&iommu(), &m).unwrap();
-    assert_eq!(hex(&bytes), hex(&unhex(IOMMU_DUMP)));
+    let desc = save_exact(&iommu(), IOMMU_DUMP, &m);
     // Direct keys are not described; each value is, with its own tree inside.
     let json = desc_json("iommu", desc);
     assert!(
@@ -938,9 +956,7 @@ fn gtree_save_iommu() {
 #[test]
 fn gtree_load_iommu() {
     let m = machine("pc-i440fx-7.2");
-    let mut dest = TestGTreeIommu::default();
-    load_payload(&mut dest, &unhex(IOMMU_DUMP), 1, &m).unwrap();
-    assert_eq!(dest, iommu());
+    load_exact(TestGTreeIommu::default(), IOMMU_DUMP, &iommu(), &m);
 }
 
 #[test]

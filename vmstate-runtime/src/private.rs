@@ -1,5 +1,6 @@
 //! Helpers used only by code that `#[derive(VmState)]` generates. Not a public API.
 
+use std::collections::VecDeque;
 use std::fmt::Display;
 
 pub use crate::context::{GateCtx, LoadCx, SaveCx};
@@ -552,47 +553,34 @@ fn grow_step(len: usize, max: usize) -> usize {
     (len / 2).max(4).min(max.saturating_sub(len)).max(1)
 }
 
-impl<T: Default> ListContainer for Vec<T> {
-    type Elem = T;
-    fn count(&self) -> usize {
-        self.len()
-    }
-    fn clear_all(&mut self) {
-        self.clear();
-    }
-    fn push_default(&mut self, max: usize) -> &mut T {
-        if self.len() == self.capacity() {
-            self.reserve_exact(grow_step(self.len(), max));
+/// `Vec<T>` and `VecDeque<T>` are list containers the same way; only the name of the method that
+/// appends differs.
+macro_rules! list_container {
+    ($($container:ident :: $push:ident),*) => {$(
+        impl<T: Default> ListContainer for $container<T> {
+            type Elem = T;
+            fn count(&self) -> usize {
+                self.len()
+            }
+            fn clear_all(&mut self) {
+                self.clear();
+            }
+            fn push_default(&mut self, max: usize) -> &mut T {
+                if self.len() == self.capacity() {
+                    self.reserve_exact(grow_step(self.len(), max));
+                }
+                self.$push(T::default());
+                let last = self.len() - 1;
+                &mut self[last]
+            }
+            fn try_each(&mut self, f: &mut dyn FnMut(usize, &mut T) -> Result<()>) -> Result<()> {
+                self.iter_mut().enumerate().try_for_each(|(i, e)| f(i, e))
+            }
         }
-        self.push(T::default());
-        let last = self.len() - 1;
-        &mut self[last]
-    }
-    fn try_each(&mut self, f: &mut dyn FnMut(usize, &mut T) -> Result<()>) -> Result<()> {
-        self.iter_mut().enumerate().try_for_each(|(i, e)| f(i, e))
-    }
+    )*};
 }
 
-impl<T: Default> ListContainer for std::collections::VecDeque<T> {
-    type Elem = T;
-    fn count(&self) -> usize {
-        self.len()
-    }
-    fn clear_all(&mut self) {
-        self.clear();
-    }
-    fn push_default(&mut self, max: usize) -> &mut T {
-        if self.len() == self.capacity() {
-            self.reserve_exact(grow_step(self.len(), max));
-        }
-        self.push_back(T::default());
-        let last = self.len() - 1;
-        &mut self[last]
-    }
-    fn try_each(&mut self, f: &mut dyn FnMut(usize, &mut T) -> Result<()>) -> Result<()> {
-        self.iter_mut().enumerate().try_for_each(|(i, e)| f(i, e))
-    }
-}
+list_container!(Vec::push, VecDeque::push_back);
 
 /// Saves a QTAILQ / QLIST: per element `0x01` and the element (at its own version), then `0x00`.
 /// Returns the element count.
