@@ -62,12 +62,19 @@ pub struct Settings {
     pub downtime: Duration,
     /// Passes (including pass 0) before the guest is stopped regardless.
     pub max_passes: u32,
-    /// Throttle the guest when a pass does not shrink the dirty set.
+    /// Throttle the guest when passes do not converge: after a pass that did not shrink the
+    /// dirty set, and after every second pass in a row whose newly dirtied pages exceed
+    /// [`throttle_trigger_percent`](Self::throttle_trigger_percent) of the pages it sent
+    /// (QEMU's `throttle-trigger-threshold` rule), so the throttle keeps rising while the guest
+    /// dirties memory nearly as fast as it is sent, even if the dirty set shrinks a little.
     pub auto_converge: bool,
-    /// First throttle percentage and the step added on every non-shrinking pass after it.
+    /// First throttle percentage and the step added on every non-converging pass after it.
     pub throttle_initial: u8,
     /// Throttle increment.
     pub throttle_step: u8,
+    /// Pages dirtied during a pass, as a percentage of the pages it sent, above which the pass
+    /// counts as not converging (QEMU's default: 50).
+    pub throttle_trigger_percent: u8,
     /// How long to wait for the destination's acknowledgement.
     pub ack_timeout: Duration,
     /// Set to cancel the migration; checked between buffers.
@@ -109,6 +116,7 @@ impl Default for Settings {
             auto_converge: true,
             throttle_initial: 20,
             throttle_step: 10,
+            throttle_trigger_percent: 50,
             ack_timeout: Duration::from_secs(30),
             cancel: Arc::new(AtomicBool::new(false)),
             progress: None,
@@ -437,6 +445,8 @@ where
     let _ = source.take_dirty()?;
     let mut pending = all_pages(source.ram());
     let mut prev_left = u64::MAX;
+    // Passes in a row whose dirtied pages exceeded the trigger share of the pages they sent.
+    let mut high_passes = 0u32;
     let mut pass = 0u32;
     loop {
         let p0 = Instant::now();
@@ -470,7 +480,12 @@ where
         };
         pass += 1;
         let done = expected <= settings.downtime || pass >= settings.max_passes;
-        if !done && settings.auto_converge && pass > 1 && dirty_left >= prev_left {
+        let sent = c.pages + c.zero_pages;
+        let high = dirty_left * 100 > u64::from(settings.throttle_trigger_percent) * sent;
+        high_passes = if high { high_passes + 1 } else { 0 };
+        let not_shrinking = dirty_left >= prev_left;
+        if !done && settings.auto_converge && pass > 1 && (not_shrinking || high_passes >= 2) {
+            high_passes = 0;
             *throttle = if *throttle == 0 {
                 settings.throttle_initial
             } else {
