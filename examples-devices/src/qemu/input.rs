@@ -1,6 +1,5 @@
 //! Input device sections of QEMU 7.2's pc machines: the PS/2 keyboard and mouse (`ps2kbd`,
-//! `ps2mouse`) and the VMware mouse (`vmmouse`). State only. (`pckbd`, the i8042 controller,
-//! stays opaque: see `docs/qemu-sections.md`.)
+//! `ps2mouse`), the i8042 controller (`pckbd`) and the VMware mouse (`vmmouse`). State only.
 
 use vmstate_runtime::{MachineType, VmState};
 
@@ -86,6 +85,74 @@ as_received!(Ps2Kbd {
 });
 
 impl QemuState for Ps2Kbd {
+    fn for_machine(_: &MachineType) -> Self {
+        Self::default()
+    }
+}
+
+/// The i8042 keyboard controller's state (vmsd `pckbd` v3, nested in the section of the same
+/// name; 4 bytes without subsections).
+///
+/// Its subsections are re-sent exactly when the loaded stream had them: QEMU sends
+/// `pckbd_outport` when the output port differs from its default and `pckbd/extended_state`
+/// depending on a compat property and the controller's state, which this state-only struct does
+/// not model. `pckbd_outport` is one of QEMU's subsection names without the `<parent>/`
+/// convention (QEMU's rule, which the derive follows, only requires the parent's name as prefix).
+#[derive(Debug, Clone, Default, PartialEq, Eq, VmState)]
+#[vmstate(
+    name = "pckbd",
+    version = 3,
+    minimum_version = 3,
+    nested,
+    subsection(name = "pckbd_outport", version = 1, minimum_version = 1,
+               when = pred(Self::had_outport), pre_load = Self::got_outport),
+    subsection(name = "pckbd/extended_state", version = 0, minimum_version = 0,
+               when = pred(Self::had_extended_state), pre_load = Self::got_extended_state)
+)]
+pub struct KbdState {
+    /// The command waiting for its data byte.
+    pub write_cmd: u8,
+    /// Status register.
+    pub status: u8,
+    /// Controller command byte (mode).
+    pub mode: u8,
+    /// Pending interrupt sources, as QEMU saves them.
+    pub pending_tmp: u8,
+    /// Output port.
+    #[vmstate(subsection = "pckbd_outport", default)]
+    pub outport: u8,
+    /// Migration flags (`pckbd/extended_state`).
+    #[vmstate(subsection = "pckbd/extended_state", default)]
+    pub migration_flags: u32,
+    /// Source of the output buffer's byte.
+    #[vmstate(subsection = "pckbd/extended_state", default)]
+    pub obsrc: u32,
+    /// The output buffer's byte.
+    #[vmstate(subsection = "pckbd/extended_state", default)]
+    pub obdata: u8,
+    /// Controller command data byte.
+    #[vmstate(subsection = "pckbd/extended_state", default)]
+    pub cbdata: u8,
+    /// Subsections the loaded stream carried (re-sent as received).
+    #[vmstate(skip)]
+    pub received: [bool; 2],
+}
+
+as_received!(KbdState {
+    0 => had_outport, got_outport;
+    1 => had_extended_state, got_extended_state;
+});
+
+/// The i8042 keyboard controller (section `pckbd`, v3): QEMU's section holds one field, the
+/// controller state `kbd`, whose vmsd has the same name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, VmState)]
+#[vmstate(name = "pckbd", version = 3, minimum_version = 3)]
+pub struct PcKbd {
+    /// The controller state.
+    pub kbd: KbdState,
+}
+
+impl QemuState for PcKbd {
     fn for_machine(_: &MachineType) -> Self {
         Self::default()
     }

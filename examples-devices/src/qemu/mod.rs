@@ -225,6 +225,7 @@ table! {
     "fdc" => typed::<fdc::Fdc>,
     "ps2kbd" => typed::<input::Ps2Kbd>,
     "ps2mouse" => typed::<input::Ps2Mouse>,
+    "pckbd" => typed::<input::PcKbd>,
     "vmmouse" => typed::<input::VmMouse>,
     "port92" => typed::<misc::Port92>,
     "i2c_bus" => typed::<misc::I2cBus>,

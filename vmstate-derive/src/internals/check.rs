@@ -308,11 +308,11 @@ fn last_ident_is(ty: &Type, names: &[&str]) -> bool {
     }
 }
 
-/// Subsection names follow QEMU's loader rule (they must start with the parent's name; we
-/// require the `<parent>/<child>` convention), are unique, have fields, and every field names a
-/// declared subsection.
+/// Subsection names follow QEMU's loader rule (they must start with the parent's name and be
+/// longer; `<parent>/<child>` is the convention, and QEMU has exceptions such as
+/// `pckbd_outport`), are unique, have fields, and every field names a declared subsection.
 fn check_subsections(cx: &Ctxt, c: &Container) {
-    let prefix = format!("{}/", c.name);
+    let prefix = c.name.clone();
     // A misspelt `name` key leaves the default name, which every prefix would then contradict.
     let name_known = !c.attrs.failed.any(&[NAME]);
     // A field whose `subsection` key failed may be the one meant for an empty subsection.
@@ -325,7 +325,7 @@ fn check_subsections(cx: &Ctxt, c: &Container) {
         if name_known && (!n.starts_with(&prefix) || n.len() == prefix.len()) {
             cx.error_spanned_by(
                 &s.name,
-                format!("subsection name `{n}` must start with `{prefix}` (the struct's name): QEMU's loader hands subsections without the parent's prefix back to the caller"),
+                format!("subsection name `{n}` must start with `{prefix}` (the struct's name), by convention `{prefix}/<name>`: QEMU's loader hands subsections without the parent's prefix back to the caller"),
             );
         }
         if n.len() > 255 {
