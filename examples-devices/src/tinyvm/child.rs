@@ -69,7 +69,6 @@ enum Held {
 /// A destination built by `PREPARE`, waiting for `RECV`.
 #[allow(clippy::large_enum_variant)]
 enum Prepared {
-    None,
     Soft(SoftDest),
     /// The destination, and where its start hook leaves what it saw of memory.
     #[cfg(feature = "kvm")]
@@ -91,7 +90,7 @@ pub struct Child {
     held: Held,
     /// The stopped guest after a successful `SEND`, until `INSPECT`.
     sent: Held,
-    prepared: Prepared,
+    prepared: Option<Prepared>,
     /// Fault injection: the guest held here was received with `PREPARE stall` and does not run.
     frozen: bool,
 }
@@ -119,7 +118,7 @@ impl Child {
             listener: TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?,
             held: Held::None,
             sent: Held::None,
-            prepared: Prepared::None,
+            prepared: None,
             frozen: false,
         })
     }
@@ -212,13 +211,13 @@ impl Child {
         // A guest sent from here and never inspected is gone for good: free it first.
         self.sent = Held::None;
         let t0 = Instant::now();
-        self.prepared = match self.mode {
+        self.prepared = Some(match self.mode {
             Mode::Soft => Prepared::Soft(SoftDest::new(corrupt, stall, self.opts.workload)?),
             // A KVM guest runs from the moment its vCPU starts; it cannot be held back without
             // racing it, so stall injection is for the software guest.
             Mode::Kvm if stall => return Err("`stall` needs the software guest (--soft)".into()),
             Mode::Kvm => self.prepare_kvm(corrupt)?,
-        };
+        });
         self.frozen = stall;
         Ok(format!("PREPARED {}", t0.elapsed().as_micros()))
     }
@@ -255,14 +254,10 @@ impl Child {
     /// Nothing prepared, the migration or a check failed, or the guest did not start.
     pub fn recv(&mut self) -> Result<String, String> {
         self.ensure_empty()?;
-        let prepared = std::mem::replace(&mut self.prepared, Prepared::None);
-        let mut t = match prepared {
-            Prepared::None => return Err("RECV without PREPARE".into()),
-            _ => self.accept()?,
-        };
+        let prepared = self.prepared.take().ok_or("RECV without PREPARE")?;
+        let mut t = self.accept()?;
         let settings = ReceiveSettings::default();
         let (seen, devices, report, run_at, check) = match prepared {
-            Prepared::None => unreachable!("handled above"),
             Prepared::Soft(mut d) => {
                 let r = receive(&mut d, &mut t, &settings).map_err(|e| e.to_string())?;
                 let seen = d.seen.take().ok_or("not resumed")??;

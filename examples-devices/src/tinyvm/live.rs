@@ -104,7 +104,7 @@ impl VcpuThread {
     /// `bound` for the thread to get there; `None` if it did not.
     #[must_use]
     pub fn started_at(&self, bound: Duration) -> Option<u64> {
-        super::soft::wait_for_start(&self.started_at, bound)
+        super::wait_for_start(&self.started_at, bound)
     }
 
     /// Sets the throttle percentage (auto-converge): the vCPU sleeps `percent` % of each slice.

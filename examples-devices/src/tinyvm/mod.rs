@@ -37,7 +37,8 @@
 //! and [`SerialSection`](crate::SerialSection) payloads, copy RAM, load the payloads on the
 //! destination, restore, run. The tests in `tests/tinyvm_kvm.rs` do exactly that.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use vmstate_migration::Settings;
 use vmstate_runtime::MachineType;
@@ -141,6 +142,20 @@ pub fn machine() -> MachineType {
     crate::catalog()
         .resolve("pc-i440fx-7.2")
         .expect("pc-i440fx-7.2 is in the catalog")
+}
+
+/// The [`monotonic_ns`] stored in `at` once a guest thread has set it (non-zero), polling for
+/// up to `bound`; `None` if it was not set by then. Both guests' run threads record when they
+/// began to run this way.
+pub(crate) fn wait_for_start(at: &AtomicU64, bound: Duration) -> Option<u64> {
+    let t0 = Instant::now();
+    loop {
+        match at.load(Ordering::Acquire) {
+            0 if t0.elapsed() < bound => std::thread::sleep(Duration::from_micros(50)),
+            0 => return None,
+            ns => return Some(ns),
+        }
+    }
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds. It is one clock for every process of this host, so the

@@ -176,7 +176,7 @@ impl SoftGuest {
     /// start; `None` if it did not.
     #[must_use]
     pub fn started_at(&self, bound: Duration) -> Option<u64> {
-        wait_for_start(&self.started_at, bound)
+        super::wait_for_start(&self.started_at, bound)
     }
 
     /// The serial output since the last call.
@@ -191,18 +191,6 @@ impl SoftGuest {
 }
 
 impl_vm_parts!(SoftGuest);
-
-/// The value of `at` once it is set (non-zero), polling for up to `bound`.
-pub(crate) fn wait_for_start(at: &AtomicU64, bound: Duration) -> Option<u64> {
-    let t0 = Instant::now();
-    loop {
-        match at.load(Ordering::Acquire) {
-            0 if t0.elapsed() < bound => std::thread::sleep(Duration::from_micros(50)),
-            0 => return None,
-            ns => return Some(ns),
-        }
-    }
-}
 
 impl MigrationSource for SoftGuest {
     fn stop_vcpus(&mut self) {
