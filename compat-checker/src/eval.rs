@@ -228,7 +228,12 @@ fn expand_fields(
         let (since, presence, from) = cond(inh, f.since, gate);
         let when = gate_text(f.gate.as_deref());
         let at = Some(Loc::from(&f.location));
-        let (elem, len) = flatten_array(&f.kind);
+        // A custom codec (`with = module`) is compared by the layout its description declares.
+        let kind = match &*f.kind {
+            Kind::Custom { layout, .. } => &**layout,
+            other => other,
+        };
+        let (elem, len) = flatten_array(kind);
         // An array of pointers: each element is the pointee or a one-byte NULL marker, so the
         // field has no fixed size and its kind says so.
         let (elem, pointer) = match elem {

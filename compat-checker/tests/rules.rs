@@ -176,6 +176,13 @@ fn tmp_leak_is_caught() {
     assert_leak_caught("kind-tmp-leaks", "tmp view fpreg_tmp");
 }
 
+/// A field with a custom codec (`#[vmstate(with = pci_irq_state)]`) added without a gate leaks:
+/// the checker compares the layout its description declares.
+#[test]
+fn custom_codec_leak_is_caught() {
+    assert_leak_caught("kind-custom-leaks", "i32[4]");
+}
+
 /// Checking the unchanged code against its own baselines passes, for every fixture.
 #[test]
 fn every_fixture_is_compatible_with_itself() {

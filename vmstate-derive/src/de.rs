@@ -55,6 +55,9 @@ fn load_field(c: &Container, f: &Field, sub: Option<&str>) -> TokenStream {
             let v = f.elem_version();
             quote_spanned!(f.ty.span()=> _vmstate::__private::load_tree(&mut self.#ident, #max, #v, __r, __cx)#path?;)
         }
+        Style::With(m) => {
+            quote_spanned!(m.span()=> _vmstate::__private::load_with(&#m::DESCRIPTION, |__r| #m::load(&mut self.#ident, __r), __r)#path?;)
+        }
         Style::Tmp => {
             let ty = f.ty;
             quote_spanned!(f.ty.span()=> _vmstate::__private::load_tmp::<<#ty as _vmstate::__private::TmpMarker>::View, Self, _>(self, __r, __cx)#path?;)

@@ -76,6 +76,13 @@ pub fn kind(f: &Field) -> TokenStream {
                 version: #version,
             })
         }
+        Style::With(m) => {
+            quote_spanned!(m.span()=> &_vmstate::__private::Kind::Custom {
+                vmdesc_type: _vmstate::__private::Cow::Borrowed(#m::DESCRIPTION.vmdesc_type),
+                size: #m::DESCRIPTION.size,
+                layout: _vmstate::__private::SchemaRef::Static(&#m::DESCRIPTION.layout),
+            })
+        }
         Style::Tmp => {
             let view = static_ref(
                 quote!(&<<#ty as _vmstate::__private::TmpMarker>::View as _vmstate::__private::Field>::KIND),

@@ -66,6 +66,10 @@ fn save_field(
             quote_spanned!(f.ty.span()=> let __n = _vmstate::__private::save_tree(&mut self.#ident, #max, __w, __cx)#path?;),
             quote!(__n),
         ),
+        Style::With(m) => (
+            quote_spanned!(m.span()=> _vmstate::__private::save_with(&#m::DESCRIPTION, |__w| #m::save(&self.#ident, __w), __w)#path?;),
+            quote!(1u64),
+        ),
         Style::Tmp => {
             let ty = f.ty;
             (

@@ -418,3 +418,50 @@ pub trait TmpMarker {
 impl<V> TmpMarker for Tmp<V> {
     type View = V;
 }
+
+/// The declared description of a custom codec (`#[vmstate(with = module)]`): the module's
+/// `pub const DESCRIPTION: CodecDescription`, next to its `save` and `load` functions.
+///
+/// The vmdesc entry of the field is `{"name": …, "type": vmdesc_type, "size": …}` with the
+/// bytes written, which the generic decoder reads; the compat checker compares `layout`. A
+/// module without `DESCRIPTION` does not compile.
+///
+/// # Examples
+///
+/// A 24-bit big-endian counter held in a `u32`:
+///
+/// ```
+/// use vmstate_runtime::VmState;
+///
+/// mod be24 {
+///     use vmstate_runtime::field::CodecDescription;
+///     use vmstate_runtime::schema::Kind;
+///     use vmstate_runtime::{Reader, Writer};
+///
+///     pub const DESCRIPTION: CodecDescription =
+///         CodecDescription { vmdesc_type: "be24", size: Some(3), layout: Kind::Buffer { len: 3 } };
+///     pub fn save<W: Writer + ?Sized>(v: &u32, w: &mut W) -> vmstate_runtime::Result<()> {
+///         w.write_all(&v.to_be_bytes()[1..])
+///     }
+///     pub fn load<R: Reader + ?Sized>(v: &mut u32, r: &mut R) -> vmstate_runtime::Result<()> {
+///         let b = r.take(3)?;
+///         *v = u32::from_be_bytes([0, b[0], b[1], b[2]]);
+///         Ok(())
+///     }
+/// }
+///
+/// #[derive(VmState, Clone, Default)]
+/// #[vmstate(name = "counter", version = 1)]
+/// struct Counter {
+///     #[vmstate(with = be24)] ticks: u32,
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodecDescription {
+    /// The vmdesc `type` (QEMU's `VMStateInfo` name, e.g. `pci config`).
+    pub vmdesc_type: &'static str,
+    /// Bytes on the wire when fixed; `save` and `load` are held to it. `None`: variable.
+    pub size: Option<u32>,
+    /// The layout the compat checker compares (e.g. `Kind::Buffer { len: 256 }`).
+    pub layout: Kind,
+}

@@ -5,7 +5,7 @@ use std::fmt::Display;
 
 pub use crate::context::{GateCtx, LoadCx, SaveCx};
 pub use crate::error::{Error, ErrorKind, Result};
-pub use crate::field::{Field, TmpMarker, TmpView};
+pub use crate::field::{CodecDescription, Field, TmpMarker, TmpView};
 pub use crate::reader::Reader;
 pub use crate::schema::{
     CmpOp, FieldSchema, Gate, Kind, Location, MachineVersion, Pin, PropSchema, SchemaRef,
@@ -872,4 +872,57 @@ where
     let mut v = V::default();
     v.load_state(r, 0, cx)?;
     load_hook(v.load_view(parent), "load_view", pos)
+}
+
+/// Saves a field through a codec module (`with = module`): `save` must write exactly the
+/// declared size, if any.
+///
+/// # Errors
+/// The codec's errors; `SaveFailed` when it wrote another number of bytes than declared.
+pub fn save_with<W, F>(d: &CodecDescription, save: F, w: &mut W) -> Result<()>
+where
+    W: Writer + ?Sized,
+    F: FnOnce(&mut W) -> Result<()>,
+{
+    let start = w.position();
+    save(w)?;
+    let n = w.position() - start;
+    match d.size {
+        Some(size) if n != u64::from(size) => Err(Error::without_offset(ErrorKind::SaveFailed {
+            message: format!(
+                "the `{}` codec wrote {n} bytes, its description declares {size}",
+                d.vmdesc_type
+            ),
+        })),
+        _ => Ok(()),
+    }
+}
+
+/// Loads a field through a codec module (`with = module`): `load` must consume exactly the
+/// declared size, if any.
+///
+/// # Errors
+/// The codec's errors; `InvalidValue` when it read another number of bytes than declared.
+pub fn load_with<R, F>(d: &CodecDescription, load: F, r: &mut R) -> Result<()>
+where
+    R: Reader + ?Sized,
+    F: FnOnce(&mut R) -> Result<()>,
+{
+    let start = r.position();
+    load(r)?;
+    let n = r.position() - start;
+    match d.size {
+        Some(size) if n != u64::from(size) => Err(Error::new(
+            ErrorKind::InvalidValue {
+                expected: format!(
+                    "the `{}` codec to read the {size} bytes its description declares",
+                    d.vmdesc_type
+                )
+                .into(),
+                found: i128::from(n),
+            },
+            start,
+        )),
+        _ => Ok(()),
+    }
 }

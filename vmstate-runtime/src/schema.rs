@@ -391,6 +391,17 @@ pub enum Kind {
         /// The view's kind (a nested struct).
         view: SchemaRef<Kind>,
     },
+    /// A field with a custom codec (`#[vmstate(with = module)]`): the module's declared
+    /// description.
+    Custom {
+        /// The vmdesc `type`.
+        vmdesc_type: Cow<'static, str>,
+        /// Bytes on the wire when fixed.
+        #[serde(default)]
+        size: Option<u32>,
+        /// The layout the compat checker compares.
+        layout: SchemaRef<Kind>,
+    },
     /// A nested struct, inline, at its own current version.
     Struct {
         /// The nested struct's description.
@@ -424,6 +435,7 @@ impl Kind {
             | Kind::List { .. }
             | Kind::Tree { .. }
             | Kind::Tmp { .. }
+            | Kind::Custom { .. }
             | Kind::Struct { .. } => return None,
         })
     }
@@ -453,6 +465,8 @@ impl Kind {
             Kind::List { qlist: true, .. } => "qlist",
             Kind::Tree { .. } => "gtree",
             Kind::Tmp { .. } => "tmp",
+            // The declared name is not `'static` in a dump; the vmdesc writer reads it directly.
+            Kind::Custom { .. } => "custom",
         }
     }
 
@@ -486,6 +500,7 @@ impl Kind {
             | Kind::Tree { .. } => return None,
             Kind::Struct { schema } => schema.fixed_size()?,
             Kind::Tmp { view } => view.fixed_size()?,
+            Kind::Custom { size, .. } => u64::from((*size)?),
         })
     }
 

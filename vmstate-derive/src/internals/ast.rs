@@ -23,6 +23,8 @@ pub enum Style {
     Tree { max: u32 },
     /// A `Tmp<V>` field: a temporary view of the parent (QEMU's `VMSTATE_WITH_TMP`).
     Tmp,
+    /// `with = module`: a custom codec with a declared description.
+    With(syn::Path),
 }
 
 pub struct Field<'a> {
@@ -154,7 +156,9 @@ impl<'a> Container<'a> {
             let ident = f.ident.as_ref().expect("named field");
             let max = fattrs.max.as_ref().map_or(0, |m| m.value);
             let is_tmp = type_last_ident(&f.ty).as_deref() == Some("Tmp");
-            let style = if is_tmp {
+            let style = if let Some(m) = &fattrs.with {
+                Style::With(m.value.clone())
+            } else if is_tmp {
                 Style::Tmp
             } else if let Some(l) = &fattrs.list {
                 Style::List {

@@ -471,6 +471,8 @@ pub struct Field {
     pub le: Option<WithTokens<()>>,
     /// `vmdesc_type = "pci config"`: the vmdesc `type` the field describes itself with.
     pub vmdesc_type: Option<WithTokens<LitStr>>,
+    /// `with = module`: a custom codec (`module::save`, `module::load`, `module::DESCRIPTION`).
+    pub with: Option<WithTokens<syn::Path>>,
     /// The slots of the field's keys that had errors: the cross-cutting rules that read them
     /// skip the field rather than report a follow-on error (e.g. "`default` is never used"
     /// after a misspelt `since`).
@@ -495,6 +497,7 @@ impl Field {
         let mut tree = Attr::none(cx, TREE);
         let mut le = Attr::none(cx, LE);
         let mut vmdesc_type = Attr::none(cx, VMDESC_TYPE);
+        let mut with = Attr::none(cx, WITH);
 
         parse_items(cx, &field.attrs, FIELD_KEYS, &mut failed, |meta| {
             let p = &meta.path;
@@ -586,6 +589,20 @@ impl Field {
             } else if p == LE {
                 // le: 0 <= stream value <= local value (QEMU's vmstate_info_int32_le)
                 le.set(p, ());
+            } else if p == WITH {
+                // with = path::to::codec_module (or "path::to::codec_module", as serde writes it)
+                let v = meta.value()?;
+                let m: syn::Path = if v.peek(LitStr) {
+                    v.parse::<LitStr>()?.parse()?
+                } else {
+                    v.parse().map_err(|e| {
+                        syn::Error::new(
+                            e.span(),
+                            "`with` expects the path of a codec module, e.g. `with = pci_config`",
+                        )
+                    })?
+                };
+                with.set(&m, m.clone());
             } else if p == VMDESC_TYPE {
                 // vmdesc_type = "pci config"
                 let s = lit_str(meta, "vmdesc_type")?;
@@ -625,6 +642,7 @@ impl Field {
             tree: tree.get(),
             le: le.get(),
             vmdesc_type: vmdesc_type.get(),
+            with: with.get(),
             failed,
         }
     }

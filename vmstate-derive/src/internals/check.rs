@@ -32,6 +32,45 @@ pub fn check(cx: &Ctxt, c: &Container) {
     check_field_types(cx, c);
     check_value_checks(cx, c);
     check_tmp(cx, c);
+    check_with(cx, c);
+}
+
+/// A custom codec (`with = module`) writes and describes the field itself: the attributes that
+/// choose another codec, layout or load check do not apply (a check belongs in its `load`).
+fn check_with(cx: &Ctxt, c: &Container) {
+    for f in c
+        .fields
+        .iter()
+        .filter(|f| !f.skipped() && f.attrs.with.is_some())
+    {
+        let a = &f.attrs;
+        let others = [
+            ("buffer", a.buffer.as_ref().map(|s| &s.tokens)),
+            ("count", a.count.as_ref().map(|s| &s.tokens)),
+            ("max", a.max.as_ref().map(|s| &s.tokens)),
+            ("list", a.list.as_ref().map(|s| &s.tokens)),
+            ("tree", a.tree.as_ref().map(|s| &s.tokens)),
+            ("equal", a.equal.as_ref().map(|s| &s.tokens)),
+            ("range", a.range.as_ref().map(|s| &s.tokens)),
+            ("le", a.le.as_ref().map(|s| &s.tokens)),
+            ("vmdesc_type", a.vmdesc_type.as_ref().map(|s| &s.tokens)),
+        ];
+        for (name, t) in others {
+            if let Some(t) = t {
+                cx.error_spanned_by(
+                    t,
+                    format!("`{name}` cannot be combined with `with`: the codec module writes, checks and describes the field (its `DESCRIPTION` names the vmdesc type)"),
+                );
+            }
+        }
+        if matches!(f.ty, syn::Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Tmp"))
+        {
+            cx.error_spanned_by(
+                f.ty,
+                "a `Tmp<V>` field is laid out as its view; it cannot have a codec module",
+            );
+        }
+    }
 }
 
 /// A `Tmp<V>` field is a temporary view (QEMU's `VMSTATE_WITH_TMP`): its layout is the view's,
@@ -206,6 +245,7 @@ fn check_skip_conflicts(cx: &Ctxt, c: &Container) {
             ("tree", a.tree.as_ref().map(|s| &s.tokens)),
             ("le", a.le.as_ref().map(|s| &s.tokens)),
             ("vmdesc_type", a.vmdesc_type.as_ref().map(|s| &s.tokens)),
+            ("with", a.with.as_ref().map(|s| &s.tokens)),
         ];
         for (name, t) in others {
             if let Some(t) = t {
@@ -235,7 +275,7 @@ fn check_counts(cx: &Ctxt, c: &Container) {
         .iter()
         .enumerate()
         .filter(|(_, f)| !f.skipped() && !f.unsure(&[COUNT, MAX, BUFFER, LIST, TREE]))
-        .filter(|(_, f)| f.attrs.list.is_none() && f.attrs.tree.is_none())
+        .filter(|(_, f)| f.attrs.list.is_none() && f.attrs.tree.is_none() && f.attrs.with.is_none())
     {
         match (&f.attrs.count, &f.attrs.max) {
             (Some(cnt), None) => cx.error_spanned_by(
@@ -283,7 +323,7 @@ fn check_lists_and_trees(cx: &Ctxt, c: &Container) {
     for f in c
         .fields
         .iter()
-        .filter(|f| !f.skipped() && !f.unsure(&[LIST, TREE, MAX]))
+        .filter(|f| !f.skipped() && !f.unsure(&[LIST, TREE, MAX]) && f.attrs.with.is_none())
     {
         let (what, tokens) = match (&f.attrs.list, &f.attrs.tree) {
             (Some(l), Some(t)) => {
@@ -574,6 +614,10 @@ fn check_field_types(cx: &Ctxt, c: &Container) {
         if f.attrs.list.is_some() || f.attrs.tree.is_some() || f.unsure(&[LIST, TREE]) {
             continue;
         }
+        // A codec module takes any type (`f64`, a device-specific struct, ...).
+        if f.attrs.with.is_some() {
+            continue;
+        }
         let variable = matches!(f.style, Style::VArray { .. } | Style::VBuffer { .. });
         if variable && is_vec(f.ty) {
             if let Type::Path(p) = f.ty {
@@ -611,7 +655,12 @@ fn check_field_types(cx: &Ctxt, c: &Container) {
 /// `vmdesc_type` describes one field as one entry of its own codec; a list's or tree's
 /// description carries its elements, so it cannot be renamed.
 fn check_value_checks(cx: &Ctxt, c: &Container) {
-    for f in c.fields.iter().filter(|f| !f.skipped()) {
+    // `check_with` reports these on a field with a codec module.
+    for f in c
+        .fields
+        .iter()
+        .filter(|f| !f.skipped() && f.attrs.with.is_none())
+    {
         if let Some(l) = &f.attrs.le {
             if !matches!(f.style, Style::Plain) || !last_ident_is(f.ty, &["i32"]) {
                 cx.error_spanned_by(&l.tokens, "`le` applies to `i32` fields: it is QEMU's VMSTATE_INT32_POSITIVE_LE (vmstate_info_int32_le), the only codec bounded by the destination's value");

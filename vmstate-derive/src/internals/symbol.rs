@@ -39,6 +39,7 @@ pub const EQUAL: Symbol = Symbol("equal");
 pub const RANGE: Symbol = Symbol("range");
 pub const LE: Symbol = Symbol("le");
 pub const VMDESC_TYPE: Symbol = Symbol("vmdesc_type");
+pub const WITH: Symbol = Symbol("with");
 // gates
 pub const MACHINE: Symbol = Symbol("machine");
 pub const PRED: Symbol = Symbol("pred");
@@ -79,6 +80,7 @@ pub const FIELD_KEYS: &[Symbol] = &[
     RANGE,
     LE,
     VMDESC_TYPE,
+    WITH,
     SUBSECTION,
     LIST,
     TREE,

@@ -216,7 +216,11 @@ impl DescBuilder {
         }
         // A declared type (a device-level codec such as `pci config`): one entry of the whole
         // field, as QEMU writes a `VMS_SINGLE` field with its own `VMStateInfo`.
-        if let Some(t) = &fs.vmdesc_type {
+        let declared = match &*fs.kind {
+            Kind::Custom { vmdesc_type, .. } => Some(vmdesc_type),
+            _ => fs.vmdesc_type.as_ref(),
+        };
+        if let Some(t) = declared {
             top.desc.fields.push(DescField {
                 name,
                 array: None,
