@@ -245,7 +245,12 @@ fn expand_fields(
                 elem,
                 count_field,
                 max,
-            } => (&**elem, Some(format!("{prefix}{count_field}")), Some(*max)),
+                multiply,
+            } => (
+                &**elem,
+                Some(multiplied(&format!("{prefix}{count_field}"), *multiply)),
+                Some(*max),
+            ),
             other => (other, None, None),
         };
         match elem {
@@ -315,12 +320,30 @@ fn expand_fields(
                     items,
                 }));
             }
-            Kind::VBuffer { len_field, max } => out.push(Item::Field(FieldItem {
+            Kind::Bitmap { bits_field, max } => out.push(Item::Field(FieldItem {
+                path,
+                rust,
+                kind: "bitmap".to_owned(),
+                len,
+                count: Some(format!("{prefix}{bits_field} bits")),
+                max: Some(*max),
+                size: None,
+                since,
+                presence,
+                presence_from_since: from,
+                when,
+                at,
+            })),
+            Kind::VBuffer {
+                len_field,
+                max,
+                multiply,
+            } => out.push(Item::Field(FieldItem {
                 path,
                 rust,
                 kind: "buffer".to_owned(),
                 len,
-                count: Some(format!("{prefix}{len_field}")),
+                count: Some(multiplied(&format!("{prefix}{len_field}"), *multiply)),
                 max: Some(*max),
                 size: None,
                 since,
@@ -434,6 +457,15 @@ fn expand_elements(
             )
         }
         _ => (String::new(), 0, items),
+    }
+}
+
+/// A count field's text, with its multiplier when there is one (`n × 4`).
+fn multiplied(count: &str, multiply: u32) -> String {
+    if multiply == 1 {
+        count.to_owned()
+    } else {
+        format!("{count} × {multiply}")
     }
 }
 

@@ -183,6 +183,13 @@ fn custom_codec_leak_is_caught() {
     assert_leak_caught("kind-custom-leaks", "i32[4]");
 }
 
+/// A bitmap (`#[vmstate(bitmap = <count>, max = 256)] dirty: Vec<u64>`, QEMU's VMSTATE_BITMAP)
+/// added without a gate leaks.
+#[test]
+fn bitmap_leak_is_caught() {
+    assert_leak_caught("kind-bitmap-leaks", "bitmap");
+}
+
 /// Checking the unchanged code against its own baselines passes, for every fixture.
 #[test]
 fn every_fixture_is_compatible_with_itself() {

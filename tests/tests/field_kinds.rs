@@ -1601,3 +1601,121 @@ fn custom_codec_is_held_to_its_declared_size() {
     assert!(text.contains("field `v`"), "{text}");
     assert!(text.contains("invalid value 2: expected the `short` codec to read the 4 bytes its description declares"), "{text}");
 }
+
+// ---- bitmap, multiply, 2-D arrays, CPU_DoubleU ----
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "more", version = 1)]
+struct More {
+    /// `VMSTATE_CPUDOUBLE_ARRAY`: be64 of the bits, vmdesc `CPU_Double_U`.
+    fpr: [f64; 2],
+    /// `VMSTATE_UINT16_2DARRAY`: row-major, described flattened (array_len 6).
+    grid: [[u16; 3]; 2],
+    /// `int32_t` bit count of the bitmap (QEMU's `_field_size`).
+    nbits: i32,
+    /// `VMSTATE_BITMAP`: ceil(nbits / 64) be64 words.
+    #[vmstate(bitmap = nbits, max = 192)]
+    bitmap: Vec<u64>,
+    /// `uint32_t` unit count of the buffer.
+    units: u32,
+    /// `VMSTATE_VBUFFER_MULTIPLY`: units × 4 bytes.
+    #[vmstate(buffer, count = units, multiply = 4, max = 16)]
+    data: Vec<u8>,
+    /// `VMSTATE_VARRAY_MULTIPLY`: units × 2 elements.
+    #[vmstate(count = units, multiply = 2, max = 8)]
+    pairs: [u16; 8],
+}
+
+fn more() -> More {
+    More {
+        fpr: [1.0, -0.5],
+        grid: [[1, 2, 3], [4, 5, 6]],
+        nbits: 65,
+        bitmap: vec![0x8000_0000_0000_0001, 1],
+        units: 2,
+        data: vec![1, 2, 3, 4, 5, 6, 7, 8],
+        pairs: [9, 8, 7, 6, 0, 0, 0, 0],
+    }
+}
+
+const WIRE_MORE: &str = "3f f0 00 00 00 00 00 00  bf e0 00 00 00 00 00 00  \
+    00 01 00 02 00 03 00 04 00 05 00 06  00 00 00 41  \
+    80 00 00 00 00 00 00 01  00 00 00 00 00 00 00 01  00 00 00 02  \
+    01 02 03 04 05 06 07 08  00 09 00 08 00 07 00 06";
+
+#[test]
+fn bitmap_multiply_2d_and_cpudouble_bytes_and_vmdesc() {
+    let m = machine("pc-i440fx-7.2");
+    let desc = save_exact(&more(), WIRE_MORE, &m);
+    assert_eq!(
+        desc_json("more", desc),
+        r#"{"name": "more", "instance_id": 0, "vmsd_name": "more", "version": 1, "fields": [{"name": "fpr", "array_len": 2, "type": "CPU_Double_U", "size": 8}, {"name": "grid", "array_len": 6, "type": "uint16", "size": 2}, {"name": "nbits", "type": "int32", "size": 4}, {"name": "bitmap", "type": "bitmap", "size": 16}, {"name": "units", "type": "uint32", "size": 4}, {"name": "data", "type": "buffer", "size": 8}, {"name": "pairs", "array_len": 4, "type": "uint16", "size": 2}]}"#
+    );
+    load_exact(More::default(), WIRE_MORE, &more(), &m);
+    // A NaN payload survives bit for bit.
+    let nan = f64::from_bits(0x7ff8_dead_beef_0001);
+    let src = More {
+        fpr: [nan, 0.0],
+        ..more()
+    };
+    let (v, bytes, _) = save_payload(&src, &m).unwrap();
+    let mut back = More::default();
+    load_payload(&mut back, &bytes, v, &m).unwrap();
+    assert_eq!(back.fpr[0].to_bits(), nan.to_bits());
+}
+
+#[test]
+fn bitmap_and_multiplied_counts_are_checked_before_any_byte() {
+    let m = machine("pc-i440fx-7.2");
+    let head = unhex(
+        "3f f0 00 00 00 00 00 00  bf e0 00 00 00 00 00 00  00 01 00 02 00 03 00 04 00 05 00 06",
+    );
+    // 193 bits for a bitmap of at most 192: refused at the count, whatever follows.
+    let mut wire = head.clone();
+    wire.extend_from_slice(&193i32.to_be_bytes());
+    let err = load_payload(&mut More::default(), &wire, 1, &m).unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::LengthTooLarge {
+                len: 193,
+                limit: 192
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("bitmap"), "{err}");
+    // A negative bit count.
+    let mut wire = head.clone();
+    wire.extend_from_slice(&(-1i32).to_be_bytes());
+    let err = load_payload(&mut More::default(), &wire, 1, &m).unwrap_err();
+    assert!(err.to_string().contains("non-negative bit count"), "{err}");
+    // 5 units × 4 = 20 bytes for a buffer of at most 16.
+    let mut wire = head.clone();
+    wire.extend_from_slice(&unhex("00 00 00 00  00 00 00 05"));
+    let err = load_payload(&mut More::default(), &wire, 1, &m).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::LengthTooLarge { len: 20, limit: 16 }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("data"), "{err}");
+    // A unit count whose product overflows: refused, no allocation.
+    let mut wire = head.clone();
+    wire.extend_from_slice(&unhex("00 00 00 00  ff ff ff ff"));
+    assert!(load_payload(&mut More::default(), &wire, 1, &m).is_err());
+    // Every prefix of a good payload fails cleanly.
+    let bytes = unhex(WIRE_MORE);
+    for cut in 0..bytes.len() {
+        assert!(
+            load_payload(&mut More::default(), &bytes[..cut], 1, &m).is_err(),
+            "{cut}"
+        );
+    }
+    // Saving more bits than the words hold is refused.
+    let bad = More {
+        nbits: 129,
+        ..more()
+    };
+    let err = save_payload(&bad, &m).unwrap_err();
+    assert!(err.to_string().contains("bitmap"), "{err}");
+}

@@ -37,7 +37,11 @@ pub fn kind(f: &Field) -> TokenStream {
         Style::Buffer => {
             quote!(&_vmstate::__private::Kind::Buffer { len: <#ty as _vmstate::__private::ByteBuffer>::LEN })
         }
-        Style::VArray { count, max } => {
+        Style::VArray {
+            count,
+            max,
+            multiply,
+        } => {
             let c = cow(count.to_string());
             let elem = static_ref(
                 quote!(&<<#ty as _vmstate::__private::VarContainer>::Elem as _vmstate::__private::Field>::KIND),
@@ -46,11 +50,16 @@ pub fn kind(f: &Field) -> TokenStream {
                 elem: #elem,
                 count_field: #c,
                 max: #max,
+                multiply: #multiply,
             })
         }
-        Style::VBuffer { len, max } => {
+        Style::VBuffer { len, max, multiply } => {
             let c = cow(len.to_string());
-            quote!(&_vmstate::__private::Kind::VBuffer { len_field: #c, max: #max })
+            quote!(&_vmstate::__private::Kind::VBuffer { len_field: #c, max: #max, multiply: #multiply })
+        }
+        Style::Bitmap { bits, max } => {
+            let c = cow(bits.to_string());
+            quote!(&_vmstate::__private::Kind::Bitmap { bits_field: #c, max: #max })
         }
         Style::List { max, qlist } => {
             let version = f.elem_version();

@@ -49,12 +49,26 @@ fn save_field(
             quote!(_vmstate::__private::save_buffer(&self.#ident, __w)#path?;),
             quote!(1u64),
         ),
-        Style::VArray { count, max } => (
-            quote!(let __n = _vmstate::__private::save_varray(&mut self.#ident, &self.#count, #max, __w, __cx)#path?;),
-            quote!(__n),
-        ),
-        Style::VBuffer { len, max } => (
-            quote!(_vmstate::__private::save_vbuffer(&mut self.#ident, &self.#len, #max, __w)#path?;),
+        Style::VArray {
+            count,
+            max,
+            multiply,
+        } => {
+            let count = crate::internals::multiplied(count, *multiply);
+            (
+                quote!(let __n = _vmstate::__private::save_varray(&mut self.#ident, #count, #max, __w, __cx)#path?;),
+                quote!(__n),
+            )
+        }
+        Style::VBuffer { len, max, multiply } => {
+            let len = crate::internals::multiplied(len, *multiply);
+            (
+                quote!(_vmstate::__private::save_vbuffer(&mut self.#ident, #len, #max, __w)#path?;),
+                quote!(1u64),
+            )
+        }
+        Style::Bitmap { bits, max } => (
+            quote_spanned!(f.ty.span()=> _vmstate::__private::save_bitmap(&self.#ident, &self.#bits, #max, __w)#path?;),
             quote!(1u64),
         ),
         // Spanned at the field's type: a wrong element type is reported there.

@@ -1,6 +1,7 @@
 //! Field codecs: how one Rust field goes on the wire.
 //!
-//! [`Field`] is implemented for `bool`, the fixed-width integers (big-endian), [`Timer`],
+//! [`Field`] is implemented for `bool`, the fixed-width integers (big-endian), `f64` (QEMU's
+//! `CPU_DoubleU`), [`Timer`],
 //! [`Unused<N>`], fixed arrays of any `Field`, and every struct that derives `VmState` with
 //! `#[vmstate(nested)]`. Byte buffers (`#[vmstate(buffer)]`), variable arrays and the `equal`
 //! check are handled by the generated code through [`crate::__private`].
@@ -194,6 +195,22 @@ impl Field for Timer {
     fn load_field<R: Reader + ?Sized>(&mut self, r: &mut R, _: &mut LoadCx<'_>) -> Result<()> {
         let v = r.read_be64()?;
         self.expire_ns = (v != u64::MAX).then_some(v);
+        Ok(())
+    }
+}
+
+/// QEMU's `CPU_DoubleU` (`VMSTATE_CPUDOUBLE_ARRAY`, vmdesc type `CPU_Double_U`): the be32
+/// upper half then the be32 lower half of the bits, which is the be64 of [`f64::to_bits`]. Every
+/// bit pattern loads (NaN payloads included), so a round trip is bit-exact.
+impl Field for f64 {
+    const KIND: Kind = Kind::F64;
+    #[inline]
+    fn save_field<W: Writer + ?Sized>(&mut self, w: &mut W, _: &mut SaveCx<'_>) -> Result<()> {
+        w.write_be64(self.to_bits())
+    }
+    #[inline]
+    fn load_field<R: Reader + ?Sized>(&mut self, r: &mut R, _: &mut LoadCx<'_>) -> Result<()> {
+        *self = f64::from_bits(r.read_be64()?);
         Ok(())
     }
 }

@@ -265,6 +265,19 @@ macro_rules! count_impl {
 }
 count_impl!(u8, u16, u32, u64, i8, i16, i32, i64, usize);
 
+/// A count field times a constant (QEMU's `VMS_MULTIPLY` / `VMS_MULTIPLY_ELEMENTS`); a product
+/// past `u64` counts as `u64::MAX`, which no maximum admits.
+pub struct Multiplied<'a, C: ?Sized>(pub &'a C, pub u32);
+
+impl<C: Count + ?Sized> Count for Multiplied<'_, C> {
+    #[inline]
+    fn as_count(&self) -> Option<u64> {
+        self.0
+            .as_count()
+            .map(|n| n.saturating_mul(u64::from(self.1)))
+    }
+}
+
 /// The container of a variable array or buffer: a `Vec<T>` (grown up to the declared maximum)
 /// or a fixed array `[T; N]` (capacity `N`).
 pub trait VarContainer {
@@ -925,4 +938,112 @@ where
         )),
         _ => Ok(()),
     }
+}
+
+/// Saves a bitmap of `bits` bits: its first `ceil(bits / 64)` words, each be64.
+///
+/// # Errors
+/// `SaveFailed` when the bit count is negative, above `max` or above the words held; writer
+/// errors.
+pub fn save_bitmap<C, V, W>(v: &V, bits: &C, max: u32, w: &mut W) -> Result<()>
+where
+    C: Count,
+    V: BitmapWords + ?Sized,
+    W: Writer + ?Sized,
+{
+    let words = v.words();
+    let n =
+        bits.as_count()
+            .filter(|&n| n <= u64::from(max))
+            .and_then(|n| usize::try_from(n.div_ceil(64)).ok())
+            .and_then(|k| words.get(..k))
+            .ok_or_else(|| {
+                Error::without_offset(ErrorKind::SaveFailed {
+                    message: format!(
+                    "bit count {} is negative, above the maximum {max} or above the {} bits held",
+                    bits.as_count().map_or_else(|| "<0".to_owned(), |c| c.to_string()),
+                    words.len() * 64
+                ),
+                })
+            })?;
+    for &word in n {
+        w.write_be64(word)?;
+    }
+    Ok(())
+}
+
+/// The words of a bitmap field: `Vec<u64>` (resized to the stream's word count) or `[u64; N]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot hold a vmstate bitmap",
+    label = "not bitmap words",
+    note = "a `bitmap` field is `Vec<u64>` or `[u64; N]`: QEMU's bitmaps travel as be64 words"
+)]
+pub trait BitmapWords {
+    /// The words held.
+    fn words(&self) -> &[u64];
+    /// Makes room for exactly `n` words (checked against `capacity` first) and returns them.
+    fn words_for(&mut self, n: usize) -> &mut [u64];
+    /// The local capacity in words (`None`: grows up to the declared maximum).
+    fn word_capacity(&self) -> Option<usize>;
+}
+
+impl BitmapWords for Vec<u64> {
+    fn words(&self) -> &[u64] {
+        self
+    }
+    fn words_for(&mut self, n: usize) -> &mut [u64] {
+        self.truncate(n);
+        self.resize(n, 0);
+        self
+    }
+    fn word_capacity(&self) -> Option<usize> {
+        None
+    }
+}
+
+impl<const N: usize> BitmapWords for [u64; N] {
+    fn words(&self) -> &[u64] {
+        self
+    }
+    fn words_for(&mut self, n: usize) -> &mut [u64] {
+        &mut self[..n]
+    }
+    fn word_capacity(&self) -> Option<usize> {
+        Some(N)
+    }
+}
+
+/// Loads a bitmap of `bits` bits (an earlier field): the count is checked against `max` and the
+/// local capacity before any word is read, then `ceil(bits / 64)` be64 words.
+///
+/// # Errors
+/// `InvalidValue` (negative), `LengthTooLarge`; end of input.
+pub fn load_bitmap<C, V, R>(v: &mut V, bits: &C, max: u32, r: &mut R) -> Result<()>
+where
+    C: Count,
+    V: BitmapWords + ?Sized,
+    R: Reader + ?Sized,
+{
+    let pos = r.position();
+    let n = bits.as_count().ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidValue {
+                expected: "a non-negative bit count".into(),
+                found: -1,
+            },
+            pos,
+        )
+    })?;
+    let limit = v
+        .word_capacity()
+        .map_or(u64::from(max), |c| (c as u64 * 64).min(u64::from(max)));
+    if n > limit {
+        return Err(Error::new(ErrorKind::LengthTooLarge { len: n, limit }, pos));
+    }
+    let words = usize::try_from(n.div_ceil(64))
+        .map_err(|_| Error::new(ErrorKind::LengthTooLarge { len: n, limit }, pos))?;
+    for word in v.words_for(words) {
+        *word = r.read_be64()?;
+    }
+    Ok(())
 }

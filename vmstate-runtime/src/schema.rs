@@ -315,6 +315,9 @@ pub enum Kind {
     I64,
     /// be64 expiry in ns, all ones = not armed.
     Timer,
+    /// An `f64` as QEMU's `CPU_DoubleU` (`vmstate_info_cpudouble`): be32 upper half, be32 lower
+    /// half of its bits, i.e. the be64 of `f64::to_bits`.
+    F64,
     /// Raw bytes of a fixed length.
     Buffer {
         /// Bytes.
@@ -340,12 +343,29 @@ pub enum Kind {
         count_field: Cow<'static, str>,
         /// Declared maximum count.
         max: u32,
+        /// The element count is the count field times this (QEMU's `VMS_MULTIPLY_ELEMENTS`);
+        /// 1 (left out of dumps) for a plain variable array.
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        multiply: u32,
     },
     /// Raw bytes whose length is an earlier field (QEMU's VBUFFER).
     VBuffer {
         /// The earlier field holding the length.
         len_field: Cow<'static, str>,
         /// Declared maximum length.
+        max: u32,
+        /// The length is the length field times this (QEMU's `VMS_MULTIPLY`); 1 (left out of
+        /// dumps) for a plain variable buffer.
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        multiply: u32,
+    },
+    /// A bitmap (QEMU's `VMSTATE_BITMAP`; Rust `Vec<u64>` or `[u64; N]` with
+    /// `#[vmstate(bitmap = nbits, max = N)]`): `ceil(nbits / 64)` be64 words, bit `i` in word
+    /// `i / 64` at position `i % 64`; vmdesc type `bitmap`.
+    Bitmap {
+        /// The earlier field holding the number of bits.
+        bits_field: Cow<'static, str>,
+        /// Declared maximum number of bits.
         max: u32,
     },
     /// An element of an array of pointers that may be NULL (QEMU's `VMSTATE_ARRAY_OF_POINTER`
@@ -426,6 +446,7 @@ impl Kind {
             Kind::I32 => "i32",
             Kind::I64 => "i64",
             Kind::Timer => "timer",
+            Kind::F64 => "f64",
             Kind::Buffer { .. } => "buffer",
             Kind::Unused { .. } => "unused",
             Kind::Array { .. }
@@ -436,6 +457,7 @@ impl Kind {
             | Kind::Tree { .. }
             | Kind::Tmp { .. }
             | Kind::Custom { .. }
+            | Kind::Bitmap { .. }
             | Kind::Struct { .. } => return None,
         })
     }
@@ -454,6 +476,7 @@ impl Kind {
             Kind::I32 => "int32",
             Kind::I64 => "int64",
             Kind::Timer => "timer",
+            Kind::F64 => "CPU_Double_U",
             Kind::Buffer { .. } | Kind::VBuffer { .. } => "buffer",
             Kind::Unused { .. } => "unused_buffer",
             // QEMU 7.2 names the field's type for every element, NULL ones included.
@@ -465,6 +488,7 @@ impl Kind {
             Kind::List { qlist: true, .. } => "qlist",
             Kind::Tree { .. } => "gtree",
             Kind::Tmp { .. } => "tmp",
+            Kind::Bitmap { .. } => "bitmap",
             // The declared name is not `'static` in a dump; the vmdesc writer reads it directly.
             Kind::Custom { .. } => "custom",
         }
@@ -490,13 +514,14 @@ impl Kind {
             Kind::Bool | Kind::U8 | Kind::I8 => 1,
             Kind::U16 | Kind::I16 => 2,
             Kind::U32 | Kind::I32 => 4,
-            Kind::U64 | Kind::I64 | Kind::Timer => 8,
+            Kind::U64 | Kind::I64 | Kind::Timer | Kind::F64 => 8,
             Kind::Buffer { len } | Kind::Unused { len } => u64::from(*len),
             Kind::Array { elem, len } => elem.fixed_size()? * u64::from(*len),
             Kind::VArray { .. }
             | Kind::VBuffer { .. }
             | Kind::Pointer { .. }
             | Kind::List { .. }
+            | Kind::Bitmap { .. }
             | Kind::Tree { .. } => return None,
             Kind::Struct { schema } => schema.fixed_size()?,
             Kind::Tmp { view } => view.fixed_size()?,
@@ -605,6 +630,12 @@ fn range_bounds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<(i128, i128)>,
 #[allow(clippy::trivially_copy_pass_by_ref)]
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// Whether a multiplier is 1 (left out of dumps).
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 /// `min_version` of a dump that leaves it out.

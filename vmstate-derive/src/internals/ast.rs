@@ -13,10 +13,16 @@ pub enum Style {
     Plain,
     /// `#[vmstate(buffer)]` on `[u8; N]`.
     Buffer,
-    /// `count = f, max = N`: a variable array.
-    VArray { count: Ident, max: u32 },
-    /// `buffer, count = f, max = N`: a variable byte buffer.
-    VBuffer { len: Ident, max: u32 },
+    /// `count = f, max = N` (`multiply = K`): a variable array.
+    VArray {
+        count: Ident,
+        max: u32,
+        multiply: u32,
+    },
+    /// `buffer, count = f, max = N` (`multiply = K`): a variable byte buffer.
+    VBuffer { len: Ident, max: u32, multiply: u32 },
+    /// `bitmap = f, max = N`: a bitmap of `f` bits (at most N) in be64 words.
+    Bitmap { bits: Ident, max: u32 },
     /// `list, max = N` on `Vec<T>` / `VecDeque<T>`: a QTAILQ (or QLIST).
     List { max: u32, qlist: bool },
     /// `tree, max = N` on `BTreeMap<K, V>`: a GTREE.
@@ -158,6 +164,11 @@ impl<'a> Container<'a> {
             let is_tmp = type_last_ident(&f.ty).as_deref() == Some("Tmp");
             let style = if let Some(m) = &fattrs.with {
                 Style::With(m.value.clone())
+            } else if let Some(b) = &fattrs.bitmap {
+                Style::Bitmap {
+                    bits: b.value.clone(),
+                    max,
+                }
             } else if is_tmp {
                 Style::Tmp
             } else if let Some(l) = &fattrs.list {
@@ -168,14 +179,17 @@ impl<'a> Container<'a> {
             } else if fattrs.tree.is_some() {
                 Style::Tree { max }
             } else {
+                let multiply = fattrs.multiply.as_ref().map_or(1, |m| m.value);
                 match (&fattrs.count, &fattrs.buffer) {
                     (Some(c), Some(_)) => Style::VBuffer {
                         len: c.value.clone(),
                         max: fattrs.max.as_ref().map_or(0, |m| m.value),
+                        multiply,
                     },
                     (Some(c), None) => Style::VArray {
                         count: c.value.clone(),
                         max: fattrs.max.as_ref().map_or(0, |m| m.value),
+                        multiply,
                     },
                     (None, Some(_)) => Style::Buffer,
                     (None, None) => Style::Plain,

@@ -473,6 +473,10 @@ pub struct Field {
     pub vmdesc_type: Option<WithTokens<LitStr>>,
     /// `with = module`: a custom codec (`module::save`, `module::load`, `module::DESCRIPTION`).
     pub with: Option<WithTokens<syn::Path>>,
+    /// `multiply = K`: the count field times K (QEMU's `VMS_MULTIPLY` / `_ELEMENTS`).
+    pub multiply: Option<WithTokens<u32>>,
+    /// `bitmap = nbits_field`: a bitmap of that many bits (QEMU's `VMSTATE_BITMAP`).
+    pub bitmap: Option<WithTokens<Ident>>,
     /// The slots of the field's keys that had errors: the cross-cutting rules that read them
     /// skip the field rather than report a follow-on error (e.g. "`default` is never used"
     /// after a misspelt `since`).
@@ -498,6 +502,8 @@ impl Field {
         let mut le = Attr::none(cx, LE);
         let mut vmdesc_type = Attr::none(cx, VMDESC_TYPE);
         let mut with = Attr::none(cx, WITH);
+        let mut multiply = Attr::none(cx, MULTIPLY);
+        let mut bitmap = Attr::none(cx, BITMAP);
 
         parse_items(cx, &field.attrs, FIELD_KEYS, &mut failed, |meta| {
             let p = &meta.path;
@@ -589,6 +595,25 @@ impl Field {
             } else if p == LE {
                 // le: 0 <= stream value <= local value (QEMU's vmstate_info_int32_le)
                 le.set(p, ());
+            } else if p == MULTIPLY {
+                // multiply = 4
+                let (v, lit) = lit_u32(meta, "multiply")?;
+                if v == 0 {
+                    cx.error_spanned_by(
+                        &lit,
+                        "`multiply = 0` would make the field empty; use a multiplier of at least 1",
+                    );
+                }
+                multiply.set(&lit, v);
+            } else if p == BITMAP {
+                // bitmap = nbits (an earlier field holding the number of bits)
+                let id: Ident = meta.value()?.parse().map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "`bitmap` expects the name of an earlier field holding the number of bits, e.g. `bitmap = nbits`",
+                    )
+                })?;
+                bitmap.set(&id, id.clone());
             } else if p == WITH {
                 // with = path::to::codec_module (or "path::to::codec_module", as serde writes it)
                 let v = meta.value()?;
@@ -643,6 +668,8 @@ impl Field {
             le: le.get(),
             vmdesc_type: vmdesc_type.get(),
             with: with.get(),
+            multiply: multiply.get(),
+            bitmap: bitmap.get(),
             failed,
         }
     }

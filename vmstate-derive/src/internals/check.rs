@@ -33,6 +33,44 @@ pub fn check(cx: &Ctxt, c: &Container) {
     check_value_checks(cx, c);
     check_tmp(cx, c);
     check_with(cx, c);
+    check_bitmaps_and_multipliers(cx, c);
+}
+
+/// A bitmap's bit count is an earlier migrated field (as a variable array's count) and it has a
+/// declared maximum number of bits; it is its own kind. A multiplier scales a count, so it
+/// needs one.
+fn check_bitmaps_and_multipliers(cx: &Ctxt, c: &Container) {
+    for (i, f) in c.fields.iter().enumerate().filter(|(_, f)| !f.skipped()) {
+        if let Some(m) = &f.attrs.multiply {
+            if f.attrs.count.is_none() && !f.unsure(&[COUNT]) {
+                cx.error_spanned_by(&m.tokens, "`multiply` scales a count: add `count = <earlier field>` (QEMU's VMS_MULTIPLY: a variable buffer or array of count × multiply)");
+            }
+        }
+        let Some(b) = &f.attrs.bitmap else { continue };
+        let a = &f.attrs;
+        for (name, t) in [
+            ("buffer", a.buffer.as_ref().map(|s| &s.tokens)),
+            ("count", a.count.as_ref().map(|s| &s.tokens)),
+            ("multiply", a.multiply.as_ref().map(|s| &s.tokens)),
+            ("list", a.list.as_ref().map(|s| &s.tokens)),
+            ("tree", a.tree.as_ref().map(|s| &s.tokens)),
+            ("with", a.with.as_ref().map(|s| &s.tokens)),
+        ] {
+            if let Some(t) = t {
+                cx.error_spanned_by(t, format!("`{name}` cannot be combined with `bitmap`: a bitmap is its own kind (be64 words of its bit count)"));
+            }
+        }
+        if a.max.is_none() && !f.unsure(&[MAX]) {
+            cx.error_spanned_by(&b.tokens, format!("bitmap `{}` needs a declared maximum number of bits: add `max = N` (the loader refuses more)", f.ident));
+        }
+        let bits = &b.value;
+        match c.fields.iter().position(|g| g.ident == bits) {
+            None => cx.error_spanned_by(&b.tokens, format!("bit count field `{bits}` does not exist in this struct")),
+            Some(j) if j >= i => cx.error_spanned_by(&b.tokens, format!("bit count field `{bits}` must be declared before `{}`: the loader reads the count first", f.ident)),
+            Some(j) if c.fields[j].skipped() => cx.error_spanned_by(&b.tokens, format!("bit count field `{bits}` is `skip`ped, so the destination would not know it; migrate it")),
+            Some(_) => {}
+        }
+    }
 }
 
 /// A custom codec (`with = module`) writes and describes the field itself: the attributes that
@@ -246,6 +284,8 @@ fn check_skip_conflicts(cx: &Ctxt, c: &Container) {
             ("le", a.le.as_ref().map(|s| &s.tokens)),
             ("vmdesc_type", a.vmdesc_type.as_ref().map(|s| &s.tokens)),
             ("with", a.with.as_ref().map(|s| &s.tokens)),
+            ("multiply", a.multiply.as_ref().map(|s| &s.tokens)),
+            ("bitmap", a.bitmap.as_ref().map(|s| &s.tokens)),
         ];
         for (name, t) in others {
             if let Some(t) = t {
@@ -275,7 +315,12 @@ fn check_counts(cx: &Ctxt, c: &Container) {
         .iter()
         .enumerate()
         .filter(|(_, f)| !f.skipped() && !f.unsure(&[COUNT, MAX, BUFFER, LIST, TREE]))
-        .filter(|(_, f)| f.attrs.list.is_none() && f.attrs.tree.is_none() && f.attrs.with.is_none())
+        .filter(|(_, f)| {
+            f.attrs.list.is_none()
+                && f.attrs.tree.is_none()
+                && f.attrs.with.is_none()
+                && f.attrs.bitmap.is_none()
+        })
     {
         match (&f.attrs.count, &f.attrs.max) {
             (Some(cnt), None) => cx.error_spanned_by(
@@ -541,7 +586,7 @@ fn unsupported(ty: &Type) -> Option<String> {
             let last = p.path.segments.last()?;
             let id = last.ident.to_string();
             let hint = match id.as_str() {
-                "f32" | "f64" => "floating point has no QEMU codec; migrate the bits as u32/u64",
+                "f32" => "QEMU has no codec for a 32-bit float; migrate its bits as u32 (`f64` is QEMU's CPU_DoubleU)",
                 "usize" | "isize" => "its width depends on the host; use a fixed-width integer",
                 "char" => "use u32",
                 "String" | "str" => "strings have no VMState codec; use a fixed byte buffer",
@@ -614,8 +659,9 @@ fn check_field_types(cx: &Ctxt, c: &Container) {
         if f.attrs.list.is_some() || f.attrs.tree.is_some() || f.unsure(&[LIST, TREE]) {
             continue;
         }
-        // A codec module takes any type (`f64`, a device-specific struct, ...).
-        if f.attrs.with.is_some() {
+        // A codec module takes any type (`f64`, a device-specific struct, ...); a bitmap's
+        // words are checked by the compiler (`BitmapWords`).
+        if f.attrs.with.is_some() || f.attrs.bitmap.is_some() {
             continue;
         }
         let variable = matches!(f.style, Style::VArray { .. } | Style::VBuffer { .. });

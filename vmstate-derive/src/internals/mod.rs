@@ -30,3 +30,13 @@ pub fn field_codec_of(ty: &syn::Type) -> proc_macro2::TokenStream {
     let codec = syn::Ident::new(field_codec_name(ty), ty.span());
     quote_spanned!(ty.span()=> <#ty as #codec>)
 }
+
+/// The count argument of a variable array or buffer: `&self.f`, or with a multiplier (QEMU's
+/// `VMS_MULTIPLY`) `&Multiplied(&self.f, K)`.
+pub fn multiplied(count: &syn::Ident, multiply: u32) -> proc_macro2::TokenStream {
+    if multiply == 1 {
+        quote::quote!(&self.#count)
+    } else {
+        quote::quote!(&_vmstate::__private::Multiplied(&self.#count, #multiply))
+    }
+}

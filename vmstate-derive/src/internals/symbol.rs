@@ -40,6 +40,8 @@ pub const RANGE: Symbol = Symbol("range");
 pub const LE: Symbol = Symbol("le");
 pub const VMDESC_TYPE: Symbol = Symbol("vmdesc_type");
 pub const WITH: Symbol = Symbol("with");
+pub const MULTIPLY: Symbol = Symbol("multiply");
+pub const BITMAP: Symbol = Symbol("bitmap");
 // gates
 pub const MACHINE: Symbol = Symbol("machine");
 pub const PRED: Symbol = Symbol("pred");
@@ -81,6 +83,8 @@ pub const FIELD_KEYS: &[Symbol] = &[
     LE,
     VMDESC_TYPE,
     WITH,
+    MULTIPLY,
+    BITMAP,
     SUBSECTION,
     LIST,
     TREE,

@@ -3,7 +3,7 @@ use vmstate_runtime::VmState;
 #[derive(VmState)]
 #[vmstate(name = "dev")]
 struct Dev {
-    a: f64,
+    a: f32,
     b: usize,
     c: String,
     d: Option<u8>,
