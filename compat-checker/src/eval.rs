@@ -254,6 +254,28 @@ fn expand_fields(
             other => (other, None, None),
         };
         match elem {
+            // A nested struct held at an explicit version (`vstruct = N`): its fields of
+            // versions up to N, inline, present whenever the field is (their `since` is about
+            // N, not the section's version); the others are never on the wire.
+            Kind::VStruct { schema, version } if len.is_none() && count.is_none() => {
+                let mut at_version = (**schema).clone();
+                let fields: Vec<_> = schema
+                    .fields
+                    .iter()
+                    .filter(|f| f.since <= *version)
+                    .map(|f| FieldSchema {
+                        since: 0,
+                        ..f.clone()
+                    })
+                    .collect();
+                at_version.fields = fields.into();
+                let inner = Inherit {
+                    since,
+                    gate: inh.gate.and(gate),
+                    version: inh.version,
+                };
+                expand_struct(cx, &at_version, &format!("{path}."), inner, out);
+            }
             Kind::Struct { schema } if len.is_none() && count.is_none() => {
                 // A single nested struct: inline, at its own version.
                 let inner = Inherit {

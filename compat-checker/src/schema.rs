@@ -115,7 +115,7 @@ fn declared_props<'a>(s: &'a StructSchema, out: &mut BTreeSet<&'a str>) {
             Kind::Array { elem, .. } | Kind::VArray { elem, .. } | Kind::Pointer { elem } => {
                 kind(elem, out);
             }
-            Kind::Struct { schema } => declared_props(schema, out),
+            Kind::Struct { schema } | Kind::VStruct { schema, .. } => declared_props(schema, out),
             Kind::List { elem, .. } => kind(elem, out),
             Kind::Tmp { view } => kind(view, out),
             Kind::Custom { layout, .. } => kind(layout, out),

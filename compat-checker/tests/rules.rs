@@ -190,6 +190,27 @@ fn bitmap_leak_is_caught() {
     assert_leak_caught("kind-bitmap-leaks", "bitmap");
 }
 
+/// A nested struct held at an explicit version (`#[vmstate(vstruct = 1)] regs2: Elem`, QEMU's
+/// VMSTATE_VSTRUCT) added without a gate leaks. Like any nested struct it is reported at its
+/// fields (here `Elem.b`, declared at src/uart.rs:3), laid out at version 1: its field
+/// `since = 2` is not on the wire, so it is not reported.
+#[test]
+fn vstruct_leak_is_caught() {
+    let (transcript, code) = common::fixture_transcript("kind-vstruct-leaks", &[]);
+    common::assert_snapshot("kind-vstruct-leaks", &transcript);
+    assert_ne!(code, 0, "{transcript}");
+    assert!(
+        transcript.contains("field-leaks-into-old-machine"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("field `regs2.b` (bool, 1 byte)"),
+        "{transcript}"
+    );
+    assert!(transcript.contains("src/uart.rs:3"), "{transcript}");
+    assert!(!transcript.contains("regs2.u8"), "{transcript}");
+}
+
 /// Checking the unchanged code against its own baselines passes, for every fixture.
 #[test]
 fn every_fixture_is_compatible_with_itself() {

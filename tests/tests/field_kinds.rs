@@ -1719,3 +1719,45 @@ fn bitmap_and_multiplied_counts_are_checked_before_any_byte() {
     let err = save_payload(&bad, &m).unwrap_err();
     assert!(err.to_string().contains("bitmap"), "{err}");
 }
+
+// ---- VMSTATE_VSTRUCT: `vstruct = N` ----
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "inner", version = 2, minimum_version = 1, nested)]
+struct VInner {
+    a: u16,
+    #[vmstate(since = 2, default = 7)]
+    b: u8,
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "outer", version = 1)]
+struct VOuter {
+    #[vmstate(vstruct = 1)]
+    old: VInner,
+    #[vmstate(vstruct = 2)]
+    new: VInner,
+}
+
+#[test]
+fn vstruct_is_held_at_its_explicit_version() {
+    let m = machine("pc-i440fx-7.2");
+    let src = VOuter {
+        old: VInner { a: 1, b: 9 },
+        new: VInner { a: 2, b: 3 },
+    };
+    let desc = save_exact(&src, "00 01  00 02 03", &m);
+    assert_eq!(
+        desc_json("outer", desc),
+        r#"{"name": "outer", "instance_id": 0, "vmsd_name": "outer", "version": 1, "fields": [{"name": "old", "type": "vstruct", "struct": {"vmsd_name": "inner", "version": 1, "fields": [{"name": "a", "type": "uint16", "size": 2}]}, "size": 2}, {"name": "new", "type": "vstruct", "struct": {"vmsd_name": "inner", "version": 2, "fields": [{"name": "a", "type": "uint16", "size": 2}, {"name": "b", "type": "uint8", "size": 1}]}, "size": 3}]}"#
+    );
+    // At version 1 the field of version 2 is absent: it gets its default.
+    let expected = VOuter {
+        old: VInner { a: 1, b: 7 },
+        new: VInner { a: 2, b: 3 },
+    };
+    load_exact(VOuter::default(), "00 01  00 02 03", &expected, &m);
+    let json = <VOuter as VmState>::SCHEMA.to_json();
+    assert_eq!(json["fields"][0]["kind"]["kind"], "vstruct");
+    assert_eq!(json["fields"][0]["kind"]["version"], 1);
+}

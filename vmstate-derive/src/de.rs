@@ -57,6 +57,9 @@ fn load_field(c: &Container, f: &Field, sub: Option<&str>) -> TokenStream {
                 _vmstate::__private::load_vbuffer(&mut self.#ident, #len, #max, __r)#path?;
             )
         }
+        Style::VStruct { version } => quote_spanned!(f.ty.span()=>
+            _vmstate::__private::load_vstruct(&mut self.#ident, #version, __r, __cx)#path?;
+        ),
         Style::Bitmap { bits, max } => quote_spanned!(f.ty.span()=>
             _vmstate::__private::load_bitmap(&mut self.#ident, &self.#bits, #max, __r)#path?;
         ),

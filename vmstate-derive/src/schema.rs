@@ -57,6 +57,10 @@ pub fn kind(f: &Field) -> TokenStream {
             let c = cow(len.to_string());
             quote!(&_vmstate::__private::Kind::VBuffer { len_field: #c, max: #max, multiply: #multiply })
         }
+        Style::VStruct { version } => {
+            let s = static_ref(quote!(<#ty as _vmstate::__private::VmState>::SCHEMA));
+            quote_spanned!(ty.span()=> &_vmstate::__private::Kind::VStruct { schema: #s, version: #version })
+        }
         Style::Bitmap { bits, max } => {
             let c = cow(bits.to_string());
             quote!(&_vmstate::__private::Kind::Bitmap { bits_field: #c, max: #max })

@@ -67,6 +67,10 @@ fn save_field(
                 quote!(1u64),
             )
         }
+        Style::VStruct { version } => (
+            quote_spanned!(f.ty.span()=> _vmstate::__private::save_vstruct(&mut self.#ident, #version, __w, __cx)#path?;),
+            quote!(1u64),
+        ),
         Style::Bitmap { bits, max } => (
             quote_spanned!(f.ty.span()=> _vmstate::__private::save_bitmap(&self.#ident, &self.#bits, #max, __w)#path?;),
             quote!(1u64),

@@ -1047,3 +1047,40 @@ where
     }
     Ok(())
 }
+
+/// Saves a nested struct at an explicit version (QEMU's `VMSTATE_VSTRUCT`), described as QEMU
+/// does: its `struct` object carries that version.
+///
+/// # Errors
+/// The struct's save errors.
+pub fn save_vstruct<T, W>(t: &mut T, version: u32, w: &mut W, cx: &mut SaveCx<'_>) -> Result<()>
+where
+    T: NestedState,
+    W: Writer + ?Sized,
+{
+    let name: &'static str = match &T::SCHEMA.name {
+        Cow::Borrowed(n) => n,
+        Cow::Owned(_) => "",
+    };
+    if let Some(d) = cx.desc() {
+        d.struct_begin(name, version, w.position());
+    }
+    t.save_state(w, version, cx)?;
+    if let Some(d) = cx.desc() {
+        d.struct_end(w.position());
+    }
+    Ok(())
+}
+
+/// Loads a nested struct at an explicit version (QEMU's `VMSTATE_VSTRUCT`); the struct's
+/// version range is checked as for a section.
+///
+/// # Errors
+/// `VersionTooNew` / `VersionTooOld`; the struct's load errors.
+pub fn load_vstruct<T, R>(t: &mut T, version: u32, r: &mut R, cx: &mut LoadCx<'_>) -> Result<()>
+where
+    T: NestedState,
+    R: Reader + ?Sized,
+{
+    t.load_state(r, version, cx)
+}

@@ -422,6 +422,16 @@ pub enum Kind {
         /// The layout the compat checker compares.
         layout: SchemaRef<Kind>,
     },
+    /// A nested struct held at an explicit version (QEMU's `VMSTATE_VSTRUCT`; Rust
+    /// `#[vmstate(vstruct = N)]`): saved and loaded at `version`, vmdesc type `vstruct`.
+    #[serde(rename = "vstruct")]
+    VStruct {
+        /// The nested struct's description.
+        #[serde(rename = "struct")]
+        schema: SchemaRef<StructSchema>,
+        /// The version it is saved and loaded at.
+        version: u32,
+    },
     /// A nested struct, inline, at its own current version.
     Struct {
         /// The nested struct's description.
@@ -458,6 +468,7 @@ impl Kind {
             | Kind::Tmp { .. }
             | Kind::Custom { .. }
             | Kind::Bitmap { .. }
+            | Kind::VStruct { .. }
             | Kind::Struct { .. } => return None,
         })
     }
@@ -489,6 +500,7 @@ impl Kind {
             Kind::Tree { .. } => "gtree",
             Kind::Tmp { .. } => "tmp",
             Kind::Bitmap { .. } => "bitmap",
+            Kind::VStruct { .. } => "vstruct",
             // The declared name is not `'static` in a dump; the vmdesc writer reads it directly.
             Kind::Custom { .. } => "custom",
         }
@@ -522,6 +534,7 @@ impl Kind {
             | Kind::Pointer { .. }
             | Kind::List { .. }
             | Kind::Bitmap { .. }
+            | Kind::VStruct { .. }
             | Kind::Tree { .. } => return None,
             Kind::Struct { schema } => schema.fixed_size()?,
             Kind::Tmp { view } => view.fixed_size()?,
@@ -533,7 +546,7 @@ impl Kind {
     #[must_use]
     pub fn compressible(&self) -> bool {
         match self {
-            Kind::Struct { schema } => schema.compressible(),
+            Kind::Struct { schema } | Kind::VStruct { schema, .. } => schema.compressible(),
             Kind::Array { elem, .. } | Kind::VArray { elem, .. } | Kind::Pointer { elem } => {
                 elem.compressible()
             }

@@ -21,6 +21,8 @@ pub enum Style {
     },
     /// `buffer, count = f, max = N` (`multiply = K`): a variable byte buffer.
     VBuffer { len: Ident, max: u32, multiply: u32 },
+    /// `vstruct = N`: a nested struct held at version N.
+    VStruct { version: u32 },
     /// `bitmap = f, max = N`: a bitmap of `f` bits (at most N) in be64 words.
     Bitmap { bits: Ident, max: u32 },
     /// `list, max = N` on `Vec<T>` / `VecDeque<T>`: a QTAILQ (or QLIST).
@@ -164,6 +166,8 @@ impl<'a> Container<'a> {
             let is_tmp = type_last_ident(&f.ty).as_deref() == Some("Tmp");
             let style = if let Some(m) = &fattrs.with {
                 Style::With(m.value.clone())
+            } else if let Some(v) = &fattrs.vstruct {
+                Style::VStruct { version: v.value }
             } else if let Some(b) = &fattrs.bitmap {
                 Style::Bitmap {
                     bits: b.value.clone(),

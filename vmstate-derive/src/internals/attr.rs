@@ -477,6 +477,8 @@ pub struct Field {
     pub multiply: Option<WithTokens<u32>>,
     /// `bitmap = nbits_field`: a bitmap of that many bits (QEMU's `VMSTATE_BITMAP`).
     pub bitmap: Option<WithTokens<Ident>>,
+    /// `vstruct = N`: a nested struct held at version N (QEMU's `VMSTATE_VSTRUCT`).
+    pub vstruct: Option<WithTokens<u32>>,
     /// The slots of the field's keys that had errors: the cross-cutting rules that read them
     /// skip the field rather than report a follow-on error (e.g. "`default` is never used"
     /// after a misspelt `since`).
@@ -504,6 +506,7 @@ impl Field {
         let mut with = Attr::none(cx, WITH);
         let mut multiply = Attr::none(cx, MULTIPLY);
         let mut bitmap = Attr::none(cx, BITMAP);
+        let mut vstruct = Attr::none(cx, VSTRUCT);
 
         parse_items(cx, &field.attrs, FIELD_KEYS, &mut failed, |meta| {
             let p = &meta.path;
@@ -605,6 +608,10 @@ impl Field {
                     );
                 }
                 multiply.set(&lit, v);
+            } else if p == VSTRUCT {
+                // vstruct = 2
+                let (v, lit) = lit_u32(meta, "vstruct")?;
+                vstruct.set(&lit, v);
             } else if p == BITMAP {
                 // bitmap = nbits (an earlier field holding the number of bits)
                 let id: Ident = meta.value()?.parse().map_err(|e| {
@@ -670,6 +677,7 @@ impl Field {
             with: with.get(),
             multiply: multiply.get(),
             bitmap: bitmap.get(),
+            vstruct: vstruct.get(),
             failed,
         }
     }

@@ -34,6 +34,29 @@ pub fn check(cx: &Ctxt, c: &Container) {
     check_tmp(cx, c);
     check_with(cx, c);
     check_bitmaps_and_multipliers(cx, c);
+    check_vstruct(cx, c);
+}
+
+/// `vstruct = N` holds a nested struct at version N: it is a struct field, so the other kinds
+/// and codecs do not apply.
+fn check_vstruct(cx: &Ctxt, c: &Container) {
+    for f in c.fields.iter().filter(|f| !f.skipped()) {
+        let Some(v) = &f.attrs.vstruct else { continue };
+        let a = &f.attrs;
+        for (name, t) in [
+            ("buffer", a.buffer.as_ref().map(|s| &s.tokens)),
+            ("count", a.count.as_ref().map(|s| &s.tokens)),
+            ("list", a.list.as_ref().map(|s| &s.tokens)),
+            ("tree", a.tree.as_ref().map(|s| &s.tokens)),
+            ("with", a.with.as_ref().map(|s| &s.tokens)),
+            ("bitmap", a.bitmap.as_ref().map(|s| &s.tokens)),
+            ("vmdesc_type", a.vmdesc_type.as_ref().map(|s| &s.tokens)),
+        ] {
+            if let Some(t) = t {
+                cx.error_spanned_by(t, format!("`{name}` cannot be combined with `vstruct`: the field is a nested struct held at version {}", v.value));
+            }
+        }
+    }
 }
 
 /// A bitmap's bit count is an earlier migrated field (as a variable array's count) and it has a
@@ -200,11 +223,15 @@ fn check_nested(cx: &Ctxt, c: &Container) {
     if !c.nested {
         return;
     }
-    for f in c.fields.iter().filter(|f| f.sub.is_none()) {
+    // A nested struct that accepts older versions (`minimum_version < version`) can be held at
+    // an explicit version by its parent (`vstruct = N`, QEMU's VMSTATE_VSTRUCT), where `since`
+    // takes effect.
+    let versioned = c.min_version < c.version;
+    for f in c.fields.iter().filter(|f| f.sub.is_none() && !versioned) {
         if let Some(s) = &f.attrs.since {
             cx.error_spanned_by(
                 &s.tokens,
-                "`since` has no effect inside a nested struct: QEMU saves and loads nested structs at their own current version, never the stream version; gate the field with `when = ...` or move it into a subsection",
+                "`since` has no effect inside a nested struct: QEMU saves and loads nested structs at their own current version, never the stream version; gate the field with `when = ...`, move it into a subsection, or declare `minimum_version` below `version` so a parent can hold it at an explicit version with `vstruct = N`",
             );
         }
     }

@@ -42,6 +42,7 @@ pub const VMDESC_TYPE: Symbol = Symbol("vmdesc_type");
 pub const WITH: Symbol = Symbol("with");
 pub const MULTIPLY: Symbol = Symbol("multiply");
 pub const BITMAP: Symbol = Symbol("bitmap");
+pub const VSTRUCT: Symbol = Symbol("vstruct");
 // gates
 pub const MACHINE: Symbol = Symbol("machine");
 pub const PRED: Symbol = Symbol("pred");
@@ -85,6 +86,7 @@ pub const FIELD_KEYS: &[Symbol] = &[
     WITH,
     MULTIPLY,
     BITMAP,
+    VSTRUCT,
     SUBSECTION,
     LIST,
     TREE,
