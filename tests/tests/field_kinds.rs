@@ -1761,3 +1761,249 @@ fn vstruct_is_held_at_its_explicit_version() {
     assert_eq!(json["fields"][0]["kind"]["kind"], "vstruct");
     assert_eq!(json["fields"][0]["kind"]["version"], 1);
 }
+
+// ---- QEMU 7.2 tests/unit/test-vmstate.c: simple, versioned and field_exists cases ----
+
+/// `TestSimple` / `simple/primitive`.
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "simple/primitive", version = 1)]
+struct TestSimple {
+    b_1: bool,
+    b_2: bool,
+    u8_1: u8,
+    u16_1: u16,
+    u32_1: u32,
+    u64_1: u64,
+    i8_1: i8,
+    i8_2: i8,
+    i16_1: i16,
+    i16_2: i16,
+    i32_1: i32,
+    i32_2: i32,
+    i64_1: i64,
+    i64_2: i64,
+}
+
+/// `wire_simple_primitive` (without the trailing QEMU_VM_EOF).
+const WIRE_SIMPLE_PRIMITIVE: &str = "01 00 82 02 00 00 01 11 70 00 00 00 00 00 b8 f4 7c 41 bf \
+    02 00 fe 00 00 01 11 70 ff fe ee 90 00 00 00 00 00 b8 f4 7c ff ff ff ff ff 47 0b 84";
+
+/// QEMU's `load_vmstate` helper: the empty input, `size - 2`, both halves each fail; the
+/// whole input loads.
+fn load_like_qemu<T: VmState + Clone + Default + PartialEq + std::fmt::Debug>(
+    wire: &str,
+    version: u32,
+    expected: &T,
+) {
+    let m = machine("pc-i440fx-7.2");
+    let w = unhex(wire);
+    // QEMU's sizes count the trailing EOF byte, which is not part of this payload.
+    let size = w.len() + 1;
+    for part in [&w[..0], &w[..size - 2 - 1], &w[..size / 2], &w[size / 2..]] {
+        assert!(load_payload(&mut T::default(), part, version, &m).is_err());
+    }
+    let mut dst = T::default();
+    load_payload(&mut dst, &w, version, &m).unwrap();
+    assert_eq!(&dst, expected);
+}
+
+#[test]
+fn simple_primitive() {
+    let obj = TestSimple {
+        b_1: true,
+        b_2: false,
+        u8_1: 130,
+        u16_1: 512,
+        u32_1: 70000,
+        u64_1: 12_121_212,
+        i8_1: 65,
+        i8_2: -65,
+        i16_1: 512,
+        i16_2: -512,
+        i32_1: 70000,
+        i32_2: -70000,
+        i64_1: 12_121_212,
+        i64_2: -12_121_212,
+    };
+    save_exact(&obj, WIRE_SIMPLE_PRIMITIVE, &machine("pc-i440fx-7.2"));
+    load_like_qemu(WIRE_SIMPLE_PRIMITIVE, 1, &obj);
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "simple/array", version = 1)]
+struct TestSimpleArray {
+    u16_1: [u16; 3],
+}
+
+#[test]
+fn simple_array() {
+    let obj = TestSimpleArray {
+        u16_1: [0x42, 0x43, 0x44],
+    };
+    save_exact(&obj, "00 42 00 43 00 44", &machine("pc-i440fx-7.2"));
+    load_like_qemu("00 42 00 43 00 44", 1, &obj);
+}
+
+/// `test/versioned`: `_V` fields keep the destination's value when absent (`keep`).
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/versioned", version = 2, minimum_version = 1)]
+struct TestVersioned {
+    a: u32,
+    #[vmstate(since = 2, keep)]
+    b: u32,
+    c: u32,
+    d: u64,
+    #[vmstate(since = 2, keep)]
+    e: u32,
+    #[vmstate(since = 2, keep)]
+    f: u64,
+}
+
+#[test]
+fn versioned_load_v1() {
+    let m = machine("pc-i440fx-7.2");
+    let mut obj = TestVersioned {
+        b: 200,
+        e: 500,
+        f: 600,
+        ..TestVersioned::default()
+    };
+    load_payload(
+        &mut obj,
+        &unhex("00 00 00 0a  00 00 00 1e  00 00 00 00 00 00 00 28"),
+        1,
+        &m,
+    )
+    .unwrap();
+    assert_eq!(
+        obj,
+        TestVersioned {
+            a: 10,
+            b: 200,
+            c: 30,
+            d: 40,
+            e: 500,
+            f: 600
+        }
+    );
+}
+
+#[test]
+fn versioned_load_v2() {
+    let m = machine("pc-i440fx-7.2");
+    let mut obj = TestVersioned::default();
+    let wire = "00 00 00 0a  00 00 00 14  00 00 00 1e  00 00 00 00 00 00 00 28  00 00 00 32  \
+        00 00 00 00 00 00 00 3c";
+    load_payload(&mut obj, &unhex(wire), 2, &m).unwrap();
+    assert_eq!(
+        obj,
+        TestVersioned {
+            a: 10,
+            b: 20,
+            c: 30,
+            d: 40,
+            e: 50,
+            f: 60
+        }
+    );
+}
+
+/// `test/skip`: `c` and `e` are `VMSTATE_UINT32_TEST` fields gated on `!skip_c_e`, which is
+/// the destination's (unmigrated) configuration.
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/skip", version = 2, minimum_version = 1)]
+struct TestSkipping {
+    a: u32,
+    b: u32,
+    #[vmstate(when = pred(Self::test_skip), keep)]
+    c: u32,
+    d: u64,
+    #[vmstate(when = pred(Self::test_skip), keep)]
+    e: u32,
+    #[vmstate(since = 2, keep)]
+    f: u64,
+    #[vmstate(skip)]
+    skip_c_e: bool,
+}
+
+impl TestSkipping {
+    fn test_skip(&self, _version: u32) -> bool {
+        !self.skip_c_e
+    }
+}
+
+fn skipping(skip_c_e: bool) -> TestSkipping {
+    TestSkipping {
+        a: 1,
+        b: 2,
+        c: 3,
+        d: 4,
+        e: 5,
+        f: 6,
+        skip_c_e,
+    }
+}
+
+#[test]
+fn field_exists_save_noskip() {
+    save_exact(
+        &skipping(false),
+        "00 00 00 01  00 00 00 02  00 00 00 03  00 00 00 00 00 00 00 04  00 00 00 05  00 00 00 00 00 00 00 06",
+        &machine("pc-i440fx-7.2"),
+    );
+}
+
+#[test]
+fn field_exists_save_skip() {
+    save_exact(
+        &skipping(true),
+        "00 00 00 01  00 00 00 02  00 00 00 00 00 00 00 04  00 00 00 00 00 00 00 06",
+        &machine("pc-i440fx-7.2"),
+    );
+}
+
+#[test]
+fn field_exists_load_noskip() {
+    let m = machine("pc-i440fx-7.2");
+    let mut obj = TestSkipping::default();
+    let wire = "00 00 00 0a  00 00 00 14  00 00 00 1e  00 00 00 00 00 00 00 28  00 00 00 32  \
+        00 00 00 00 00 00 00 3c";
+    load_payload(&mut obj, &unhex(wire), 2, &m).unwrap();
+    assert_eq!(
+        obj,
+        TestSkipping {
+            a: 10,
+            b: 20,
+            c: 30,
+            d: 40,
+            e: 50,
+            f: 60,
+            skip_c_e: false
+        }
+    );
+}
+
+#[test]
+fn field_exists_load_skip() {
+    let m = machine("pc-i440fx-7.2");
+    let mut obj = TestSkipping {
+        skip_c_e: true,
+        c: 300,
+        e: 500,
+        ..TestSkipping::default()
+    };
+    let wire = "00 00 00 0a  00 00 00 14  00 00 00 00 00 00 00 28  00 00 00 00 00 00 00 3c";
+    load_payload(&mut obj, &unhex(wire), 2, &m).unwrap();
+    assert_eq!(
+        obj,
+        TestSkipping {
+            a: 10,
+            b: 20,
+            c: 300,
+            d: 40,
+            e: 500,
+            f: 60,
+            skip_c_e: true
+        }
+    );
+}
