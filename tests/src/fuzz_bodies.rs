@@ -10,7 +10,7 @@
 //! | [`decode_stream`] | the generic decoder, then `value_to_json`/`stream_to_json` | no panic |
 //! | [`ram`] | a migration stream into a small guest memory through `vmstate_migration::receive` | no panic; an error leaves the devices unchanged and the destination not started |
 //! | [`vmdesc`] | the vmdesc JSON parser and writer | no panic; what parses prints back to text that parses to the same thing |
-//! | [`field_kinds`] | one section payload into [`kinds::Kinds`] (arrays of pointers, a QTAILQ, GTREEs with struct and direct keys, a tree inside a tree's values) with `load_payload` | no panic; an accepted payload's state saves, and that save loads back to the same state |
+//! | [`field_kinds`] | one section payload into [`kinds::Kinds`] (arrays of pointers, a QTAILQ, GTREEs with struct and direct keys, a tree inside a tree's values, an `le` field, a `Tmp` view, a bitmap, a multiplied buffer, a `vstruct`, a `with` codec) with `load_payload` | no panic; an accepted payload's state saves, and that save loads back to the same state |
 
 use std::io::{self, Cursor, Read, Write};
 use std::sync::OnceLock;
@@ -289,7 +289,7 @@ pub fn ram(data: &[u8]) {
 pub mod kinds {
     use std::collections::{BTreeMap, VecDeque};
 
-    use vmstate_runtime::VmState;
+    use vmstate_runtime::{Tmp, TmpView, VmState};
 
     /// A list element with a subsection.
     #[derive(VmState, Clone, Default, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -359,6 +359,107 @@ pub mod kinds {
         pub domains: BTreeMap<u64, Domain>,
         /// A trailing field.
         pub tail: u16,
+        /// `VMSTATE_INT32_POSITIVE_LE`: at most the destination's value (100).
+        #[vmstate(le)]
+        pub level: i32,
+        /// `VMSTATE_WITH_TMP`: the view of `hidden`.
+        pub tmp: Tmp<View>,
+        /// Migrated only through `tmp`.
+        #[vmstate(skip)]
+        pub hidden: u32,
+        /// Bit count of `bits`.
+        pub nbits: i32,
+        /// `VMSTATE_BITMAP`.
+        #[vmstate(bitmap = nbits, max = 130)]
+        pub bits: Vec<u64>,
+        /// Unit count of `data`.
+        pub units: u8,
+        /// `VMSTATE_VBUFFER_MULTIPLY`.
+        #[vmstate(buffer, count = units, multiply = 3, max = 9)]
+        pub data: Vec<u8>,
+        /// `VMSTATE_VSTRUCT` at version 1 of a version-2 struct.
+        #[vmstate(vstruct = 1)]
+        pub old_regs: Regs,
+        /// A custom codec (`with`): a be16 that must be even.
+        #[vmstate(with = even16)]
+        pub even: u16,
+    }
+
+    /// The temporary view of [`Kinds::hidden`]: refuses values above 1000 on load.
+    #[derive(VmState, Clone, Default, Debug, PartialEq)]
+    #[vmstate(name = "kinds_tmp", version = 0, nested)]
+    pub struct View {
+        /// `hidden`.
+        pub value: u16,
+    }
+
+    impl TmpView<Kinds> for View {
+        type Error = String;
+        fn save_view(k: &Kinds) -> Result<Self, String> {
+            u16::try_from(k.hidden)
+                .map(|value| View { value })
+                .map_err(|_| format!("hidden {} does not fit u16", k.hidden))
+        }
+        fn load_view(self, k: &mut Kinds) -> Result<(), String> {
+            if self.value > 1000 {
+                return Err(format!("value {} above 1000", self.value));
+            }
+            k.hidden = u32::from(self.value);
+            Ok(())
+        }
+    }
+
+    /// A struct with a field of version 2, held at version 1 by `vstruct`.
+    #[derive(VmState, Clone, Default, Debug, PartialEq)]
+    #[vmstate(name = "regs", version = 2, minimum_version = 1, nested)]
+    pub struct Regs {
+        /// Always.
+        pub a: u16,
+        /// Version 2 only.
+        #[vmstate(since = 2, default)]
+        pub b: u8,
+    }
+
+    /// A custom codec: a be16 that must be even.
+    pub mod even16 {
+        use vmstate_runtime::field::CodecDescription;
+        use vmstate_runtime::schema::Kind;
+        use vmstate_runtime::{Error, ErrorKind, Reader, Writer};
+
+        /// The description.
+        pub const DESCRIPTION: CodecDescription = CodecDescription {
+            vmdesc_type: "even16",
+            size: Some(2),
+            layout: Kind::U16,
+        };
+
+        /// Writes the value.
+        ///
+        /// # Errors
+        /// Writer errors.
+        pub fn save<W: Writer + ?Sized>(v: &u16, w: &mut W) -> vmstate_runtime::Result<()> {
+            w.write_be16(*v)
+        }
+
+        /// Reads an even value.
+        ///
+        /// # Errors
+        /// End of input; an odd value.
+        pub fn load<R: Reader + ?Sized>(v: &mut u16, r: &mut R) -> vmstate_runtime::Result<()> {
+            let pos = r.position();
+            let x = r.read_be16()?;
+            if x % 2 != 0 {
+                return Err(Error::new(
+                    ErrorKind::InvalidValue {
+                        expected: "an even value".into(),
+                        found: i128::from(x),
+                    },
+                    pos,
+                ));
+            }
+            *v = x;
+            Ok(())
+        }
     }
 
     /// The destination's shape: slot 1 of each pointer array is NULL.
@@ -367,6 +468,7 @@ pub mod kinds {
         Kinds {
             irqs: [Some(0), None, Some(0)],
             elems: [Some(Box::default()), None],
+            level: 100,
             ..Kinds::default()
         }
     }
@@ -400,6 +502,15 @@ pub mod kinds {
             ]
             .into(),
             tail: 0xbeef,
+            level: 42,
+            tmp: Tmp::new(),
+            hidden: 999,
+            nbits: 70,
+            bits: vec![0x8000_0000_0000_0001, 0x3f],
+            units: 2,
+            data: vec![1, 2, 3, 4, 5, 6],
+            old_regs: Regs { a: 0x1234, b: 0 },
+            even: 0xfffe,
         }
     }
 }
