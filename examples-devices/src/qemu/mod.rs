@@ -212,6 +212,7 @@ table! {
     "cpu_common" => typed::<cpu::CpuCommon>,
     "kvm-tpr-opt" => typed::<cpu::KvmTprOpt>,
     "apic" => typed::<irq::Apic>,
+    "kvmclock" => typed::<misc::KvmClock>,
     "fw_cfg" => typed::<misc::FwCfg>,
     "PCIHost" => typed::<chipset::PciHost>,
     "PCIBUS" => typed::<chipset::PciBus>,
