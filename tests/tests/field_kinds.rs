@@ -1128,3 +1128,132 @@ fn predicates_receive_the_stream_version() {
     assert!(matches!(e.kind(), ErrorKind::UnexpectedEof { .. }), "{e}");
     assert_eq!(e.field_path().as_deref(), Some("extra"));
 }
+
+// ---- `le` (VMSTATE_INT32_POSITIVE_LE) and `vmdesc_type` (device-level VMStateInfo names) ----
+
+/// QEMU 7.2's `PCIDevice` vmsd (hw/pci/pci.c): `version_id` through `vmstate_info_int32_le`,
+/// the configuration space through `vmstate_info_pci_config` (256 bytes, or 4096 for PCI
+/// Express: two `config` entries with complementary tests, hence `config[0]` in the vmdesc),
+/// and the four interrupt pin levels through `vmstate_info_pci_irq_state` (4 × be32).
+#[derive(VmState, Clone, Debug, PartialEq)]
+#[vmstate(name = "PCIDevice", version = 2, nested)]
+struct PciDevice {
+    #[vmstate(le)]
+    version_id: i32,
+    #[vmstate(buffer, rename = "config", vmdesc_type = "pci config", when = pred(Self::is_pci), keep)]
+    config: [u8; 256],
+    #[vmstate(buffer, rename = "config", vmdesc_type = "pci config", when = pred(Self::is_pcie), keep)]
+    config_express: [u8; 4096],
+    #[vmstate(vmdesc_type = "pci irq state")]
+    irq_state: [i32; 4],
+    #[vmstate(skip)]
+    express: bool,
+}
+
+impl PciDevice {
+    fn is_pci(&self) -> bool {
+        !self.express
+    }
+    fn is_pcie(&self) -> bool {
+        self.express
+    }
+}
+
+impl Default for PciDevice {
+    fn default() -> Self {
+        PciDevice {
+            version_id: 2,
+            config: [0; 256],
+            config_express: [0; 4096],
+            irq_state: [0; 4],
+            express: false,
+        }
+    }
+}
+
+/// QEMU's `I440FX` host bridge: the PCI device and one retired byte.
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "I440FX", version = 3)]
+struct I440fx {
+    parent_obj: PciDevice,
+    _smm: Unused<1>,
+}
+
+/// The device entry QEMU 7.2 writes for `0000:00:00.0/I440FX` (tests/golden/qemu72/idle.desc.json).
+const I440FX_VMDESC: &str = r#"{"name": "0000:00:00.0/I440FX", "instance_id": 0, "vmsd_name": "I440FX", "version": 3, "fields": [{"name": "parent_obj", "type": "struct", "struct": {"vmsd_name": "PCIDevice", "version": 2, "fields": [{"name": "version_id", "type": "int32 le", "size": 4}, {"name": "config[0]", "type": "pci config", "size": 256}, {"name": "irq_state", "type": "pci irq state", "size": 16}]}, "size": 276}, {"name": "unused", "type": "unused_buffer", "size": 1}]}"#;
+
+#[test]
+fn pci_device_is_described_as_qemu_7_2_does() {
+    let m = machine("pc-i440fx-7.2");
+    let mut dev = I440fx::default();
+    dev.parent_obj.config[0] = 0x86;
+    dev.parent_obj.config[1] = 0x80;
+    dev.parent_obj.irq_state = [0, 1, 0, -1];
+    let (v, bytes, desc) = save_payload(&dev, &m).unwrap();
+    assert_eq!(desc_json("0000:00:00.0/I440FX", desc), I440FX_VMDESC);
+    let mut expected = vec![0, 0, 0, 2, 0x86, 0x80];
+    expected.extend_from_slice(&[0; 254]);
+    expected.extend_from_slice(&[
+        0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0,
+    ]);
+    assert_eq!(hex(&bytes), hex(&expected));
+    let mut back = I440fx::default();
+    load_payload(&mut back, &bytes, v, &m).unwrap();
+    assert_eq!(back, dev);
+
+    // The schema carries both, for dumps and the compat checker.
+    let fields = &<PciDevice as VmState>::SCHEMA.fields;
+    assert!(fields[0].le);
+    assert_eq!(fields[1].vmdesc_type.as_deref(), Some("pci config"));
+    let json = <PciDevice as VmState>::SCHEMA.to_json();
+    assert_eq!(json["fields"][0]["le"], true);
+    assert_eq!(json["fields"][3]["vmdesc_type"], "pci irq state");
+    assert!(json["fields"][3].get("le").is_none());
+
+    // PCI Express: the 4096-byte configuration space, still `config`, now the second entry.
+    let mut pcie = I440fx::default();
+    pcie.parent_obj.express = true;
+    let (_, bytes, desc) = save_payload(&pcie, &m).unwrap();
+    assert_eq!(bytes.len(), 4 + 4096 + 16 + 1);
+    assert!(desc_json("x", desc)
+        .contains(r#"{"name": "config[1]", "type": "pci config", "size": 4096}"#));
+}
+
+#[test]
+fn le_field_is_bounded_by_the_destination_value() {
+    let m = machine("pc-i440fx-7.2");
+    let mut wire = vec![0, 0, 0, 1];
+    wire.extend_from_slice(&[0; 256 + 16 + 1]);
+    // A version 1 device loads into a version 2 one: 1 ≤ 2, stored.
+    let mut dst = I440fx::default();
+    load_payload(&mut dst, &wire, 3, &m).unwrap();
+    assert_eq!(dst.parent_obj.version_id, 1);
+    // Equal is fine too.
+    let mut dst = I440fx::default();
+    wire[3] = 2;
+    load_payload(&mut dst, &wire, 3, &m).unwrap();
+    assert_eq!(dst.parent_obj.version_id, 2);
+    // Above the destination's value: refused, naming the field path and both values.
+    wire[3] = 3;
+    let mut dst = I440fx::default();
+    let err = load_payload(&mut dst, &wire, 3, &m).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::InvalidValue { found: 3, .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("parent_obj.version_id"), "{text}");
+    assert!(
+        text.contains("invalid value 3") && text.contains("0..=2"),
+        "{text}"
+    );
+    assert!(text.starts_with("at byte 0x0"), "{text}");
+    assert_eq!(dst.parent_obj.version_id, 2);
+    // Negative: refused (QEMU's `loaded >= 0`).
+    wire[..4].copy_from_slice(&(-1i32).to_be_bytes());
+    let err = load_payload(&mut dst, &wire, 3, &m).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::InvalidValue { found: -1, .. }),
+        "{err}"
+    );
+}

@@ -30,6 +30,9 @@ fn load_field(c: &Container, f: &Field, sub: Option<&str>) -> TokenStream {
         None => quote!(.map_err(|__e| __e.in_field(#name))),
     };
     let load = match &f.style {
+        Style::Plain if f.attrs.le.is_some() => {
+            quote!(_vmstate::__private::load_le(&mut self.#ident, __r, __cx)#path?;)
+        }
         Style::Plain if f.attrs.equal.is_some() => {
             quote!(_vmstate::__private::load_equal(&mut self.#ident, __r, __cx)#path?;)
         }

@@ -116,6 +116,14 @@ fn field(f: &Field) -> TokenStream {
         }
         None => quote!(::core::option::Option::None),
     };
+    let le = f.attrs.le.is_some();
+    let vmdesc_type = match &f.attrs.vmdesc_type {
+        Some(t) => {
+            let t = cow(&t.value);
+            quote!(::core::option::Option::Some(#t))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let default = match &f.attrs.default {
         Some(d) => {
             let text = match &d.value {
@@ -139,6 +147,8 @@ fn field(f: &Field) -> TokenStream {
             gate: #gate,
             equal: #equal,
             range: #range,
+            le: #le,
+            vmdesc_type: #vmdesc_type,
             default: #default,
             location: #loc,
         }

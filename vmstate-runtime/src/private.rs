@@ -487,6 +487,33 @@ pub fn load_equal<T: Field + IntValue, R: Reader + ?Sized>(
     Ok(())
 }
 
+/// Loads an `le` field (QEMU's `vmstate_info_int32_le`): the value read must lie in
+/// `0..=local`, and then replaces the local one.
+///
+/// # Errors
+/// `InvalidValue` naming both values (the local value is kept); decode errors.
+#[inline]
+pub fn load_le<R: Reader + ?Sized>(local: &mut i32, r: &mut R, cx: &mut LoadCx<'_>) -> Result<()> {
+    let pos = r.position();
+    let mut v = 0i32;
+    v.load_field(r, cx)?;
+    if v < 0 || v > *local {
+        return Err(Error::new(
+            ErrorKind::InvalidValue {
+                expected: format!(
+                    "a value in 0..={local} (at most the destination's value {local})",
+                    local = *local
+                )
+                .into(),
+                found: i128::from(v),
+            },
+            pos,
+        ));
+    }
+    *local = v;
+    Ok(())
+}
+
 /// Checks an integer against a declared inclusive range.
 ///
 /// # Errors

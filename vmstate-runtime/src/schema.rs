@@ -516,6 +516,15 @@ pub struct FieldSchema {
     /// Allowed range of an integer field, checked on load (inclusive bounds).
     #[serde(default, deserialize_with = "range_bounds")]
     pub range: Option<(i128, i128)>,
+    /// On load the value must lie in `0..=local` and is then stored (QEMU's
+    /// `VMSTATE_INT32_POSITIVE_LE`, vmdesc type `int32 le`). Left out of dumps when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub le: bool,
+    /// The vmdesc `type` the field describes itself with, as one entry of its whole size
+    /// (QEMU's device-level `VMStateInfo`s such as `pci config`); `None`: its codec's name.
+    /// Left out of dumps when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmdesc_type: Option<Cow<'static, str>>,
     /// The default used when absent, as written in the source (`None`: always present).
     #[serde(default)]
     pub default: Option<Cow<'static, str>>,
@@ -565,6 +574,12 @@ fn range_bounds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<(i128, i128)>,
 
     let pair: Option<(Bound, Bound)> = Option::deserialize(d)?;
     Ok(pair.map(|(lo, hi)| (lo.0, hi.0)))
+}
+
+/// Whether a flag is off (left out of dumps).
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// `min_version` of a dump that leaves it out.

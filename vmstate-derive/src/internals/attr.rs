@@ -467,6 +467,10 @@ pub struct Field {
     pub list: Option<WithTokens<bool>>,
     /// `tree`.
     pub tree: Option<WithTokens<()>>,
+    /// `le`: on load the value must lie in `0..=local` (QEMU's `VMSTATE_INT32_POSITIVE_LE`).
+    pub le: Option<WithTokens<()>>,
+    /// `vmdesc_type = "pci config"`: the vmdesc `type` the field describes itself with.
+    pub vmdesc_type: Option<WithTokens<LitStr>>,
     /// The slots of the field's keys that had errors: the cross-cutting rules that read them
     /// skip the field rather than report a follow-on error (e.g. "`default` is never used"
     /// after a misspelt `since`).
@@ -489,6 +493,8 @@ impl Field {
         let mut subsection = Attr::none(cx, SUBSECTION);
         let mut list = Attr::none(cx, LIST);
         let mut tree = Attr::none(cx, TREE);
+        let mut le = Attr::none(cx, LE);
+        let mut vmdesc_type = Attr::none(cx, VMDESC_TYPE);
 
         parse_items(cx, &field.attrs, FIELD_KEYS, &mut failed, |meta| {
             let p = &meta.path;
@@ -577,6 +583,16 @@ impl Field {
                 }
             } else if p == TREE {
                 tree.set(p, ());
+            } else if p == LE {
+                // le: 0 <= stream value <= local value (QEMU's vmstate_info_int32_le)
+                le.set(p, ());
+            } else if p == VMDESC_TYPE {
+                // vmdesc_type = "pci config"
+                let s = lit_str(meta, "vmdesc_type")?;
+                if s.value().is_empty() {
+                    cx.error_spanned_by(&s, "`vmdesc_type` must not be empty");
+                }
+                vmdesc_type.set(&s, s.clone());
             } else if p == SUBSECTION {
                 // subsection = "serial/tsr"
                 let s = lit_str(meta, "subsection")?;
@@ -607,6 +623,8 @@ impl Field {
             subsection: subsection.get(),
             list: list.get(),
             tree: tree.get(),
+            le: le.get(),
+            vmdesc_type: vmdesc_type.get(),
             failed,
         }
     }

@@ -175,6 +175,8 @@ fn check_skip_conflicts(cx: &Ctxt, c: &Container) {
             ("subsection", a.subsection.as_ref().map(|s| &s.tokens)),
             ("list", a.list.as_ref().map(|s| &s.tokens)),
             ("tree", a.tree.as_ref().map(|s| &s.tokens)),
+            ("le", a.le.as_ref().map(|s| &s.tokens)),
+            ("vmdesc_type", a.vmdesc_type.as_ref().map(|s| &s.tokens)),
         ];
         for (name, t) in others {
             if let Some(t) = t {
@@ -575,9 +577,29 @@ fn check_field_types(cx: &Ctxt, c: &Container) {
     }
 }
 
-/// `equal` and `range` compare integers.
+/// `equal` and `range` compare integers. `le` is QEMU's `vmstate_info_int32_le`, which exists
+/// for `int32_t` only (`VMSTATE_INT32_POSITIVE_LE`), and cannot also demand equality. A
+/// `vmdesc_type` describes one field as one entry of its own codec; a list's or tree's
+/// description carries its elements, so it cannot be renamed.
 fn check_value_checks(cx: &Ctxt, c: &Container) {
     for f in c.fields.iter().filter(|f| !f.skipped()) {
+        if let Some(l) = &f.attrs.le {
+            if !matches!(f.style, Style::Plain) || !last_ident_is(f.ty, &["i32"]) {
+                cx.error_spanned_by(&l.tokens, "`le` applies to `i32` fields: it is QEMU's VMSTATE_INT32_POSITIVE_LE (vmstate_info_int32_le), the only codec bounded by the destination's value");
+            } else if let Some(e) = &f.attrs.equal {
+                cx.error_spanned_by(
+                    &e.tokens,
+                    "`equal` cannot be combined with `le`: choose one load check",
+                );
+            }
+        }
+        if let Some(t) = &f.attrs.vmdesc_type {
+            if f.attrs.list.is_some() || f.attrs.tree.is_some() {
+                cx.error_spanned_by(&t.tokens, "`vmdesc_type` cannot be combined with `list` or `tree`: their vmdesc entry describes the elements inline");
+            } else if f.attrs.le.is_some() || f.attrs.equal.is_some() {
+                cx.error_spanned_by(&t.tokens, "`vmdesc_type` cannot be combined with `le` or `equal`: their check already names the vmdesc type (`int32 le`, `uint32 equal`, ...)");
+            }
+        }
         let non_int =
             matches!(f.ty, Type::Array(_) | Type::Tuple(_)) || !matches!(f.style, Style::Plain);
         if non_int {

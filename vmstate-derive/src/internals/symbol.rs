@@ -37,6 +37,8 @@ pub const LIST: Symbol = Symbol("list");
 pub const TREE: Symbol = Symbol("tree");
 pub const EQUAL: Symbol = Symbol("equal");
 pub const RANGE: Symbol = Symbol("range");
+pub const LE: Symbol = Symbol("le");
+pub const VMDESC_TYPE: Symbol = Symbol("vmdesc_type");
 // gates
 pub const MACHINE: Symbol = Symbol("machine");
 pub const PRED: Symbol = Symbol("pred");
@@ -64,7 +66,21 @@ pub const CONTAINER_KEYS: &[Symbol] = &[
 ];
 /// Keys accepted in `#[vmstate(...)]` on a field.
 pub const FIELD_KEYS: &[Symbol] = &[
-    SINCE, WHEN, DEFAULT, KEEP, SKIP, RENAME, BUFFER, COUNT, MAX, EQUAL, RANGE, SUBSECTION, LIST,
+    SINCE,
+    WHEN,
+    DEFAULT,
+    KEEP,
+    SKIP,
+    RENAME,
+    BUFFER,
+    COUNT,
+    MAX,
+    EQUAL,
+    RANGE,
+    LE,
+    VMDESC_TYPE,
+    SUBSECTION,
+    LIST,
     TREE,
 ];
 /// Keys accepted inside `subsection(...)` on the struct.

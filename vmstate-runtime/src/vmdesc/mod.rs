@@ -211,11 +211,26 @@ impl DescBuilder {
             });
             return;
         }
+        // A declared type (a device-level codec such as `pci config`): one entry of the whole
+        // field, as QEMU writes a `VMS_SINGLE` field with its own `VMStateInfo`.
+        if let Some(t) = &fs.vmdesc_type {
+            top.desc.fields.push(DescField {
+                name,
+                array: None,
+                ty: t.clone(),
+                strukt: None,
+                size: end.saturating_sub(start),
+                elems: Vec::new(),
+            });
+            return;
+        }
         let (elem, is_array) = match &*fs.kind {
             Kind::Array { elem, .. } | Kind::VArray { elem, .. } => (innermost(elem), true),
             k => (k, false),
         };
-        let ty: Cow<'static, str> = Cow::Borrowed(if fs.equal {
+        let ty: Cow<'static, str> = Cow::Borrowed(if fs.le {
+            "int32 le"
+        } else if fs.equal {
             fs.kind.vmdesc_equal_type()
         } else {
             elem.vmdesc_type()

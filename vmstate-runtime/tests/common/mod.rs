@@ -45,6 +45,8 @@ const fn field(name: &'static str, kind: &'static Kind, since: u32) -> FieldSche
         gate: None,
         equal: false,
         range: None,
+        le: false,
+        vmdesc_type: None,
         default: if since > 0 {
             Some(Cow::Borrowed("0"))
         } else {
