@@ -110,6 +110,10 @@ const TYPED_7_2: &[&str] = &[
     "serial",
     "acpi_build",
     "globalstate",
+    "I440FX",
+    "PIIX3",
+    "mch",
+    "ich9_smb",
 ];
 
 #[test]
@@ -229,6 +233,125 @@ fn kvmclock_subsection_follows_the_compat_property() {
     with_sub.extend_from_slice(&[0, 0, 0, 1, 1]);
     assert_eq!(save("pc-i440fx-2.9"), with_sub);
     assert_eq!(save("pc-q35-7.2"), with_sub);
+}
+
+#[test]
+fn pci_functions() {
+    let v = check_section::<qemu::pcidev::I440fx>("I440FX");
+    let cfg = &in_stream(&v, "idle", 0).parent_obj;
+    assert_eq!(
+        (cfg.version_id, &cfg.config[..4]),
+        (2, &[0x86, 0x80, 0x37, 0x12][..])
+    );
+    let p = check_section::<qemu::pcidev::Piix3>("PIIX3");
+    assert_eq!(in_stream(&p, "idle", 0).dev.config[0x0e], 0x80); // multi-function
+    let m = check_section::<qemu::pcidev::Mch>("mch");
+    assert_eq!(
+        &in_stream(&m, "machine-pc-q35-7.2", 0).parent_obj.config[..4],
+        &[0x86, 0x80, 0xc0, 0x29]
+    );
+    let s = check_section::<qemu::pcidev::Ich9Smb>("ich9_smb");
+    let smb = in_stream(&s, "machine-pc-q35-7.2", 0);
+    assert!(smb.smb.op_done && !smb.irq_enabled);
+    assert_eq!(smb.dev.config[0x3d], 1); // INTA
+}
+
+/// `idle.mig` with the config byte `at` of the I440FX section's PCI state set to `value`.
+fn i440fx_config_changed(at: usize, value: u8) -> Vec<u8> {
+    let mut input = std::fs::read(golden_dir().join("idle.mig")).unwrap();
+    let d = decode_stream(&input).unwrap();
+    let s = d
+        .sections
+        .iter()
+        .find(|s| s.kind == SectionKind::Full && s.idstr.ends_with("/I440FX"))
+        .unwrap();
+    // The payload starts with PCIDevice's be32 version_id, then the 256 config bytes.
+    input[s.payload_range.start + 4 + at] = value;
+    input
+}
+
+#[test]
+fn pci_config_from_another_device_is_refused_naming_the_register() {
+    let cat = examples_devices::catalog();
+    let options = ReencodeOptions::default();
+    // Device id 0x1237 → 0x1238: a read-only register QEMU checks.
+    let err = reencode(&i440fx_config_changed(0x02, 0x38), &cat, &options)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "PCI config register device id (offset 0x02, 2 bytes): stream 0x1238, \
+             destination 0x1237, read-only bits 0xffff"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("I440FX") && err.contains("parent_obj"),
+        "{err}"
+    );
+    // Class code: the sub-class byte.
+    let err = reencode(&i440fx_config_changed(0x0a, 0x04), &cat, &options)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("register sub-class (offset 0x0a, 1 byte)"),
+        "{err}"
+    );
+    // A capability list where the destination has none.
+    let mut input = i440fx_config_changed(0x34, 0x40);
+    let d = decode_stream(&input).unwrap();
+    let s = d
+        .sections
+        .iter()
+        .find(|s| s.idstr.ends_with("/I440FX"))
+        .unwrap();
+    let base = s.payload_range.start + 4;
+    input[base + 0x06] |= 0x10;
+    input[base + 0x40] = 0x05;
+    let err = reencode(&input, &cat, &options).unwrap_err().to_string();
+    assert!(
+        err.contains("PCI capability list differs: stream [0x40 MSI], destination [none]"),
+        "{err}"
+    );
+    // Writable registers (command, interrupt line) may differ: the stream's values load.
+    let mut input = i440fx_config_changed(0x04, 0x07);
+    let d = decode_stream(&input).unwrap();
+    let s = d
+        .sections
+        .iter()
+        .find(|s| s.idstr.ends_with("/I440FX"))
+        .unwrap();
+    input[s.payload_range.start + 4 + 0x3c] = 0x0b;
+    let (out, report) = reencode(&input, &cat, &options).unwrap();
+    assert_eq!(out, input);
+    assert!(report.typed.iter().any(|t| t.0.ends_with("/I440FX")));
+}
+
+#[test]
+fn pci_load_errors_leave_the_config_space_unchanged() {
+    use qemu::QemuState;
+    let m = machine_of("idle", None);
+    let input = i440fx_config_changed(0x02, 0x38);
+    let d = decode_stream(&input).unwrap();
+    let s = d
+        .sections
+        .iter()
+        .find(|s| s.idstr.ends_with("/I440FX"))
+        .unwrap();
+    let mut dev = qemu::pcidev::I440fx::for_machine(&m);
+    let before = dev.clone();
+    let payload = &input[s.payload_range.clone()];
+    assert!(vmstate_runtime::load_payload(&mut dev, payload, 3, &m).is_err());
+    assert_eq!(dev.parent_obj.config, before.parent_obj.config);
+    // An INTx level other than 0 or 1 is refused (QEMU's `pci irq state` rule).
+    let mut bad = payload.to_vec();
+    bad[4 + 256 + 3] = 2; // irq_state[0] = 2
+    let mut dev = qemu::pcidev::I440fx::for_machine(&m);
+    bad[4 + 2] = 0x37; // a valid device id again
+    let err = vmstate_runtime::load_payload(&mut dev, &bad, 3, &m)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("irq_state[0] (INTA) is 2"), "{err}");
 }
 
 #[test]
@@ -457,6 +580,28 @@ mod needs_qemu {
             for n in ["timer", "PCIBUS", "hpet", "ps2kbd", "globalstate"] {
                 assert!(report.typed.iter().any(|t| t.0 == n), "{machine}: {n}");
             }
+        }
+    }
+
+    /// `ich9_smb` sends its SMBus state from pc-q35-4.0 on (a machine-type gate): streams
+    /// QEMU 7.2 makes for pc-q35-3.1 and 4.0 re-encode byte for byte with the PCI functions
+    /// typed.
+    #[test]
+    #[ignore = "needs qemu-system-x86_64: apt-get install qemu-system-x86"]
+    fn ich9_smb_follows_the_machine_type() {
+        crate::tools::require_qemu();
+        let cat = examples_devices::catalog();
+        for (machine, smb_len) in [("pc-q35-3.1", 276), ("pc-q35-4.0", 325)] {
+            let input = qemu_stream(machine, machine, &[]);
+            let (out, report) = reencode(&input, &cat, &ReencodeOptions::default())
+                .unwrap_or_else(|e| panic!("{machine}: {e}"));
+            assert_eq!(out, input, "{machine}");
+            let smb = report.typed.iter().find(|t| t.0.ends_with("/ich9_smb"));
+            assert_eq!(smb.map(|t| t.2), Some(smb_len), "{machine}");
+            assert!(
+                report.typed.iter().any(|t| t.0.ends_with("/mch")),
+                "{machine}"
+            );
         }
     }
 

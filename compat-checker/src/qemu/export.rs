@@ -19,7 +19,8 @@
 //!   boolean); `size` is the size of one element on the wire — QEMU writes the C `sizeof` there,
 //!   which equals the wire size for every primitive, buffer and `unused` field, and is never
 //!   compared for nested structs (which have no wire size of their own); 0 for a variable
-//!   buffer, as QEMU writes it. `num` (dumps from QEMU ≥ 8.1) is not written, as QEMU 7.2 does
+//!   buffer, as QEMU writes it; the whole field for one with a `vmdesc_type` (a device-level
+//!   codec such as `pci irq state`, one item of 16 bytes). `num` (dumps from QEMU ≥ 8.1) is not written, as QEMU 7.2 does
 //!   not.
 //! - **Subsections** are listed statically, all of them, as QEMU lists them.
 
@@ -120,7 +121,11 @@ fn nested(s: &StructSchema) -> Value {
 }
 
 fn field(f: &FieldSchema) -> Value {
-    let (size, desc) = element(&f.kind);
+    let (mut size, desc) = element(&f.kind);
+    if f.vmdesc_type.is_some() {
+        // A device-level codec (QEMU's own `VMStateInfo`) handles the whole field as one item.
+        size = f.kind.fixed_size().unwrap_or(0);
+    }
     let mut o = Map::new();
     o.insert("field".into(), f.name.as_ref().into());
     o.insert("version_id".into(), f.since.into());

@@ -47,6 +47,8 @@ pub mod fdc;
 pub mod input;
 pub mod irq;
 pub mod misc;
+pub mod pci;
+pub mod pcidev;
 
 /// What a table entry sees of the section being re-encoded.
 #[derive(Debug, Clone, Copy)]
@@ -214,9 +216,12 @@ table! {
     "apic" => typed::<irq::Apic>,
     "kvmclock" => typed::<misc::KvmClock>,
     "fw_cfg" => typed::<misc::FwCfg>,
+    "mch" => typed::<pcidev::Mch>,
     "PCIHost" => typed::<chipset::PciHost>,
     "PCIBUS" => typed::<chipset::PciBus>,
+    "I440FX" => typed::<pcidev::I440fx>,
     "dma" => typed::<chipset::Dma>,
+    "PIIX3" => typed::<pcidev::Piix3>,
     "i8259" => typed::<chipset::I8259>,
     "ioapic" => typed::<irq::IoApic>,
     "hpet" => typed::<irq::Hpet>,
@@ -230,6 +235,7 @@ table! {
     "vmmouse" => typed::<input::VmMouse>,
     "port92" => typed::<misc::Port92>,
     "i2c_bus" => typed::<misc::I2cBus>,
+    "ich9_smb" => typed::<pcidev::Ich9Smb>,
     "serial" => serial,
     "acpi_build" => typed::<misc::AcpiBuild>,
     "globalstate" => typed::<misc::GlobalState>,
