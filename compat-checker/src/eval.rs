@@ -255,8 +255,26 @@ fn expand_fields(
             }
             // An array of structs, a list or a tree: a variable number of elements, each laid out
             // like a nested struct at its own version (a tree node as `key` then `value`).
-            Kind::Struct { .. } | Kind::List { .. } | Kind::Tree { .. } => {
+            Kind::Struct { .. } | Kind::List { .. } | Kind::Tree { .. } | Kind::Tmp { .. } => {
                 let (element, max, items) = match elem {
+                    // A temporary view (`Tmp<V>`, QEMU's VMSTATE_WITH_TMP): one view struct at
+                    // its own version, reported at the marker field.
+                    Kind::Tmp { view } => {
+                        let mut items = Vec::new();
+                        let element = match &**view {
+                            Kind::Struct { schema } => {
+                                let inner = Inherit {
+                                    since: 0,
+                                    gate: Presence::Always,
+                                    version: schema.version,
+                                };
+                                expand_struct(cx, schema, &format!("{path}."), inner, &mut items);
+                                format!("tmp view {}", schema.name)
+                            }
+                            other => other.vmdesc_type().to_owned(),
+                        };
+                        (element, max, items)
+                    }
                     Kind::Struct { schema } => {
                         let mut items = Vec::new();
                         let inner = Inherit {

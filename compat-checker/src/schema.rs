@@ -117,6 +117,7 @@ fn declared_props<'a>(s: &'a StructSchema, out: &mut BTreeSet<&'a str>) {
             }
             Kind::Struct { schema } => declared_props(schema, out),
             Kind::List { elem, .. } => kind(elem, out),
+            Kind::Tmp { view } => kind(view, out),
             Kind::Tree { key, value, .. } => {
                 if let Some(k) = key {
                     kind(k, out);

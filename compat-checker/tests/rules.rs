@@ -169,6 +169,13 @@ fn tree_leak_is_caught() {
     assert_leak_caught("kind-tree-leaks", "gtree of direct key → mapping ≤ 64");
 }
 
+/// A temporary view (`tmp: Tmp<FpregTmp>`, QEMU's VMSTATE_WITH_TMP) added without a gate leaks:
+/// the checker sees the view's fields where the marker stands.
+#[test]
+fn tmp_leak_is_caught() {
+    assert_leak_caught("kind-tmp-leaks", "tmp view fpreg_tmp");
+}
+
 /// Checking the unchanged code against its own baselines passes, for every fixture.
 #[test]
 fn every_fixture_is_compatible_with_itself() {

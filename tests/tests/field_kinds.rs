@@ -1257,3 +1257,168 @@ fn le_field_is_bounded_by_the_destination_value() {
         "{err}"
     );
 }
+
+// ---- VMSTATE_WITH_TMP: `Tmp<V>` ----
+
+use vmstate_runtime::{Tmp, TmpView};
+
+/// test-vmstate.c's `TestStruct`, as far as `test/with_tmp` uses it.
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/with_tmp", version = 1)]
+struct WithTmp {
+    a: u32,
+    d: u64,
+    tmp: Tmp<TmpChild>,
+    #[vmstate(skip)]
+    b: u32,
+    #[vmstate(skip)]
+    f: u64,
+}
+
+/// `test/tmp_child_parent`: the parent's `f`, reached through the view's parent pointer.
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/tmp_child_parent", version = 0, nested)]
+struct TmpChildParent {
+    f: u64,
+}
+
+/// `test/tmp_child`: `diff = b - a` on save, `b = a + diff` on load.
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "test/tmp_child", version = 0, nested)]
+struct TmpChild {
+    diff: i64,
+    parent: TmpChildParent,
+}
+
+impl TmpView<WithTmp> for TmpChild {
+    type Error = String;
+    fn save_view(p: &WithTmp) -> Result<Self, String> {
+        Ok(TmpChild {
+            diff: i64::from(p.b) - i64::from(p.a),
+            parent: TmpChildParent { f: p.f },
+        })
+    }
+    fn load_view(self, p: &mut WithTmp) -> Result<(), String> {
+        let b = i64::from(p.a) + self.diff;
+        p.b = u32::try_from(b).map_err(|_| format!("b = a + diff = {b} does not fit u32"))?;
+        p.f = self.parent.f;
+        Ok(())
+    }
+}
+
+/// `wire_with_tmp` of test-vmstate.c (without its trailing QEMU_VM_EOF, which is stream
+/// framing, not payload).
+const WIRE_WITH_TMP: &str =
+    "00 00 00 02  00 00 00 00 00 00 00 01  00 00 00 00 00 00 00 02  00 00 00 00 00 00 00 08";
+
+#[test]
+fn tmp_struct() {
+    let m = machine("pc-i440fx-7.2");
+    let obj = WithTmp {
+        a: 2,
+        b: 4,
+        d: 1,
+        f: 8,
+        ..WithTmp::default()
+    };
+    let desc = save_exact(&obj, WIRE_WITH_TMP, &m);
+    assert_eq!(
+        desc_json("test/with_tmp", desc),
+        r#"{"name": "test/with_tmp", "instance_id": 0, "vmsd_name": "test/with_tmp", "version": 1, "fields": [{"name": "a", "type": "uint32", "size": 4}, {"name": "d", "type": "uint64", "size": 8}, {"name": "tmp", "type": "tmp", "vmsd_name": "test/tmp_child", "version": 0, "fields": [{"name": "diff", "type": "int64", "size": 8}, {"name": "parent", "type": "struct", "struct": {"vmsd_name": "test/tmp_child_parent", "version": 0, "fields": [{"name": "f", "type": "uint64", "size": 8}]}, "size": 8}], "size": 16}]}"#
+    );
+    load_exact(WithTmp::default(), WIRE_WITH_TMP, &obj, &m);
+    // The schema sees the view: a `tmp` kind holding the nested struct.
+    let json = <WithTmp as VmState>::SCHEMA.to_json();
+    assert_eq!(json["fields"][2]["name"], "tmp");
+    assert_eq!(json["fields"][2]["kind"]["kind"], "tmp");
+    assert_eq!(
+        json["fields"][2]["kind"]["view"]["struct"]["name"],
+        "test/tmp_child"
+    );
+    assert_eq!(
+        <WithTmp as VmState>::SCHEMA.fields[2].kind.fixed_size(),
+        Some(16)
+    );
+}
+
+#[test]
+fn tmp_fold_back_error_names_the_field_path() {
+    let m = machine("pc-i440fx-7.2");
+    // a = 2, diff = -3: b would be -1.
+    let wire =
+        "00 00 00 02  00 00 00 00 00 00 00 01  ff ff ff ff ff ff ff fd  00 00 00 00 00 00 00 08";
+    let mut dst = WithTmp::default();
+    let err = load_payload(&mut dst, &unhex(wire), 1, &m).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("tmp"), "{text}");
+    assert!(
+        text.contains("load_view: b = a + diff = -1 does not fit u32"),
+        "{text}"
+    );
+    assert!(text.starts_with("at byte 0xc"), "{text}");
+    // A stream cut inside the view: an error, never a panic.
+    let bytes = unhex(WIRE_WITH_TMP);
+    for cut in 0..bytes.len() {
+        assert!(load_payload(&mut WithTmp::default(), &bytes[..cut], 1, &m).is_err());
+    }
+}
+
+/// QEMU 7.2's x86 `fpreg`: one field, the 80-bit register written through `fpreg_tmp`.
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "fpreg", version = 0, nested)]
+struct FpReg {
+    tmp: Tmp<FpregTmp>,
+    #[vmstate(skip)]
+    mant: u64,
+    #[vmstate(skip)]
+    exp: u16,
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "fpreg_tmp", version = 0, nested)]
+struct FpregTmp {
+    tmp_mant: u64,
+    tmp_exp: u16,
+}
+
+impl TmpView<FpReg> for FpregTmp {
+    type Error = std::convert::Infallible;
+    fn save_view(r: &FpReg) -> Result<Self, Self::Error> {
+        Ok(FpregTmp {
+            tmp_mant: r.mant,
+            tmp_exp: r.exp,
+        })
+    }
+    fn load_view(self, r: &mut FpReg) -> Result<(), Self::Error> {
+        r.mant = self.tmp_mant;
+        r.exp = self.tmp_exp;
+        Ok(())
+    }
+}
+
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "fpu", version = 1)]
+struct Fpu {
+    #[vmstate(rename = "env.fpregs")]
+    fpregs: [FpReg; 8],
+}
+
+#[test]
+fn fpreg_tmp_is_described_as_qemu_7_2_does() {
+    let m = machine("pc-i440fx-7.2");
+    let mut fpu = Fpu::default();
+    fpu.fpregs[0].mant = 0x8000_0000_0000_0000;
+    fpu.fpregs[0].exp = 0x3fff; // 1.0
+    let (v, bytes, desc) = save_payload(&fpu, &m).unwrap();
+    assert_eq!(bytes.len(), 80);
+    assert_eq!(hex(&bytes[..10]), "80 00 00 00 00 00 00 00 3f ff");
+    // The entry as it appears in tests/golden/qemu72/rtc.mig's vmdesc.
+    let json = desc_json("fpu", desc);
+    assert!(
+        json.contains(r#"{"name": "env.fpregs", "array_len": 8, "type": "struct", "struct": {"vmsd_name": "fpreg", "version": 0, "fields": [{"name": "tmp", "type": "tmp", "vmsd_name": "fpreg_tmp", "version": 0, "fields": [{"name": "tmp_mant", "type": "uint64", "size": 8}, {"name": "tmp_exp", "type": "uint16", "size": 2}], "size": 10}]}, "size": 10}"#),
+        "{json}"
+    );
+    let mut back = Fpu::default();
+    load_payload(&mut back, &bytes, v, &m).unwrap();
+    assert_eq!(back, fpu);
+}

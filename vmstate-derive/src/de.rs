@@ -55,6 +55,10 @@ fn load_field(c: &Container, f: &Field, sub: Option<&str>) -> TokenStream {
             let v = f.elem_version();
             quote_spanned!(f.ty.span()=> _vmstate::__private::load_tree(&mut self.#ident, #max, #v, __r, __cx)#path?;)
         }
+        Style::Tmp => {
+            let ty = f.ty;
+            quote_spanned!(f.ty.span()=> _vmstate::__private::load_tmp::<<#ty as _vmstate::__private::TmpMarker>::View, Self, _>(self, __r, __cx)#path?;)
+        }
     };
     let range = f.attrs.range.as_ref().map(|r| {
         let (lo, hi) = range_bounds(&r.value);

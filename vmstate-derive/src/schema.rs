@@ -76,6 +76,12 @@ pub fn kind(f: &Field) -> TokenStream {
                 version: #version,
             })
         }
+        Style::Tmp => {
+            let view = static_ref(
+                quote!(&<<#ty as _vmstate::__private::TmpMarker>::View as _vmstate::__private::Field>::KIND),
+            );
+            quote_spanned!(ty.span()=> &_vmstate::__private::Kind::Tmp { view: #view })
+        }
     };
     static_ref(kind)
 }

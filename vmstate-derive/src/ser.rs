@@ -66,6 +66,13 @@ fn save_field(
             quote_spanned!(f.ty.span()=> let __n = _vmstate::__private::save_tree(&mut self.#ident, #max, __w, __cx)#path?;),
             quote!(__n),
         ),
+        Style::Tmp => {
+            let ty = f.ty;
+            (
+                quote_spanned!(f.ty.span()=> _vmstate::__private::save_tmp::<<#ty as _vmstate::__private::TmpMarker>::View, Self, _>(&*self, __w, __cx)#path?;),
+                quote!(1u64),
+            )
+        }
     };
     quote! {
         if #present {

@@ -303,3 +303,118 @@ impl<T: Field> Field for Box<T> {
         (**self).load_field(r, cx)
     }
 }
+
+/// A temporary view of the struct that holds it (QEMU's `VMSTATE_WITH_TMP`): a zero-sized
+/// marker field of type `Tmp<V>`, where `V` is a `#[vmstate(nested)]` struct implementing
+/// [`TmpView`] for the parent. On save the view is computed from the parent
+/// ([`TmpView::save_view`]) and written as a nested struct; on load it is read and folded back
+/// into the parent ([`TmpView::load_view`]). Nothing of the view is stored in the parent.
+///
+/// The field's wire name defaults to `tmp`, as QEMU's macro names it; its vmdesc entry is
+/// `{"name": "tmp", "type": "tmp", "vmsd_name": …, "version": …, "fields": […], "size": …}`.
+pub struct Tmp<V>(std::marker::PhantomData<fn() -> V>);
+
+impl<V> Tmp<V> {
+    /// The marker.
+    #[must_use]
+    pub const fn new() -> Self {
+        Tmp(std::marker::PhantomData)
+    }
+}
+
+impl<V> Default for Tmp<V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<V> Clone for Tmp<V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<V> Copy for Tmp<V> {}
+
+impl<V> PartialEq for Tmp<V> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<V> Eq for Tmp<V> {}
+
+impl<V> std::hash::Hash for Tmp<V> {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+impl<V> std::fmt::Debug for Tmp<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tmp<{}>", std::any::type_name::<V>())
+    }
+}
+
+/// A temporary view `Self` of a parent struct `P` (QEMU's tmp vmsd with its `pre_save` and
+/// `post_load`), migrated through a [`Tmp<Self>`] field of `P`.
+///
+/// # Examples
+///
+/// QEMU's x86 `fpreg`: the 80-bit register is migrated as a mantissa and an exponent.
+///
+/// ```
+/// use vmstate_runtime::field::{Tmp, TmpView};
+/// use vmstate_runtime::VmState;
+///
+/// #[derive(VmState, Clone, Default)]
+/// #[vmstate(name = "fpreg_tmp", version = 0, nested)]
+/// struct FpregTmp { tmp_mant: u64, tmp_exp: u16 }
+///
+/// #[derive(VmState, Clone, Default)]
+/// #[vmstate(name = "fpreg", version = 0, nested)]
+/// struct FpReg {
+///     tmp: Tmp<FpregTmp>,
+///     #[vmstate(skip)] bits: u128, // the register itself: only its view is migrated
+/// }
+///
+/// impl TmpView<FpReg> for FpregTmp {
+///     type Error = std::convert::Infallible;
+///     fn save_view(r: &FpReg) -> Result<Self, Self::Error> {
+///         Ok(FpregTmp { tmp_mant: r.bits as u64, tmp_exp: (r.bits >> 64) as u16 })
+///     }
+///     fn load_view(self, r: &mut FpReg) -> Result<(), Self::Error> {
+///         r.bits = u128::from(self.tmp_exp) << 64 | u128::from(self.tmp_mant);
+///         Ok(())
+///     }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a temporary view of `{P}`",
+    label = "no `TmpView<{P}>` impl",
+    note = "a `Tmp<V>` field needs `impl TmpView<{P}> for V`: `save_view` computes V from the parent on save (QEMU's tmp pre_save), `load_view` folds it back on load (post_load)"
+)]
+pub trait TmpView<P: ?Sized>: Sized {
+    /// The error of either direction (shown with the field path).
+    type Error: std::fmt::Display;
+
+    /// Computes the view from the parent, on save.
+    ///
+    /// # Errors
+    /// Any; the save fails with it.
+    fn save_view(parent: &P) -> std::result::Result<Self, Self::Error>;
+
+    /// Folds the loaded view back into the parent, on load.
+    ///
+    /// # Errors
+    /// Any; the load fails with it, naming the field path.
+    fn load_view(self, parent: &mut P) -> std::result::Result<(), Self::Error>;
+}
+
+/// The view type of a [`Tmp`] field (used by generated code).
+pub trait TmpMarker {
+    /// The view.
+    type View;
+}
+
+impl<V> TmpMarker for Tmp<V> {
+    type View = V;
+}

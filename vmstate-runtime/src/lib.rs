@@ -88,7 +88,7 @@ pub use decode::{
     decode_stream, decode_stream_with, DecodedSection, DecodedStream, SectionKind, Value,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use field::{Field, Timer, Unused};
+pub use field::{Field, Timer, Tmp, TmpView, Unused};
 pub use machine::{MachineCatalog, MachineType};
 pub use ram::RamStepper;
 pub use reader::{IoReader, Reader, SliceReader};

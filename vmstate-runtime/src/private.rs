@@ -5,7 +5,7 @@ use std::fmt::Display;
 
 pub use crate::context::{GateCtx, LoadCx, SaveCx};
 pub use crate::error::{Error, ErrorKind, Result};
-pub use crate::field::Field;
+pub use crate::field::{Field, TmpMarker, TmpView};
 pub use crate::reader::Reader;
 pub use crate::schema::{
     CmpOp, FieldSchema, Gate, Kind, Location, MachineVersion, Pin, PropSchema, SchemaRef,
@@ -833,4 +833,43 @@ where
         ));
     }
     Ok(())
+}
+
+/// Saves a `Tmp<V>` field: the view computed from the parent, written as a nested struct.
+///
+/// # Errors
+/// `SaveFailed` with the view's error; the view's save errors.
+pub fn save_tmp<V, P, W>(parent: &P, w: &mut W, cx: &mut SaveCx<'_>) -> Result<()>
+where
+    V: TmpView<P> + NestedState + Field,
+    P: ?Sized,
+    W: Writer + ?Sized,
+{
+    let mut v = save_hook_value(V::save_view(parent))?;
+    v.save_field(w, cx)
+}
+
+fn save_hook_value<T, E: Display>(r: std::result::Result<T, E>) -> Result<T> {
+    r.map_err(|e| {
+        Error::without_offset(ErrorKind::SaveFailed {
+            message: format!("save_view: {e}"),
+        })
+    })
+}
+
+/// Loads a `Tmp<V>` field: a default view read at version 0 (QEMU loads a tmp vmsd at its
+/// field's version, which `VMSTATE_WITH_TMP` leaves at 0), then folded back into the parent.
+///
+/// # Errors
+/// The view's load errors; `ValidationFailed` with the fold-back's error.
+pub fn load_tmp<V, P, R>(parent: &mut P, r: &mut R, cx: &mut LoadCx<'_>) -> Result<()>
+where
+    V: TmpView<P> + NestedState + Default,
+    P: ?Sized,
+    R: Reader + ?Sized,
+{
+    let pos = r.position();
+    let mut v = V::default();
+    v.load_state(r, 0, cx)?;
+    load_hook(v.load_view(parent), "load_view", pos)
 }

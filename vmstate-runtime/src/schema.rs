@@ -384,6 +384,13 @@ pub enum Kind {
         #[serde(default = "one")]
         version: u32,
     },
+    /// A temporary view of the parent (QEMU's `VMSTATE_WITH_TMP`; Rust `Tmp<V>`): the view, a
+    /// nested struct, computed on save and folded back on load; vmdesc type `tmp` with the
+    /// view's members inline.
+    Tmp {
+        /// The view's kind (a nested struct).
+        view: SchemaRef<Kind>,
+    },
     /// A nested struct, inline, at its own current version.
     Struct {
         /// The nested struct's description.
@@ -416,6 +423,7 @@ impl Kind {
             | Kind::Pointer { .. }
             | Kind::List { .. }
             | Kind::Tree { .. }
+            | Kind::Tmp { .. }
             | Kind::Struct { .. } => return None,
         })
     }
@@ -444,6 +452,7 @@ impl Kind {
             Kind::List { qlist: false, .. } => "qtailq",
             Kind::List { qlist: true, .. } => "qlist",
             Kind::Tree { .. } => "gtree",
+            Kind::Tmp { .. } => "tmp",
         }
     }
 
@@ -476,6 +485,7 @@ impl Kind {
             | Kind::List { .. }
             | Kind::Tree { .. } => return None,
             Kind::Struct { schema } => schema.fixed_size()?,
+            Kind::Tmp { view } => view.fixed_size()?,
         })
     }
 

@@ -21,6 +21,8 @@ pub enum Style {
     List { max: u32, qlist: bool },
     /// `tree, max = N` on `BTreeMap<K, V>`: a GTREE.
     Tree { max: u32 },
+    /// A `Tmp<V>` field: a temporary view of the parent (QEMU's `VMSTATE_WITH_TMP`).
+    Tmp,
 }
 
 pub struct Field<'a> {
@@ -151,7 +153,10 @@ impl<'a> Container<'a> {
             let fattrs = attr::Field::from_ast(cx, f);
             let ident = f.ident.as_ref().expect("named field");
             let max = fattrs.max.as_ref().map_or(0, |m| m.value);
-            let style = if let Some(l) = &fattrs.list {
+            let is_tmp = type_last_ident(&f.ty).as_deref() == Some("Tmp");
+            let style = if is_tmp {
+                Style::Tmp
+            } else if let Some(l) = &fattrs.list {
                 Style::List {
                     max,
                     qlist: l.value,
@@ -175,6 +180,7 @@ impl<'a> Container<'a> {
             let fname = match &fattrs.rename {
                 Some(r) => r.value.clone(),
                 None if type_last_ident(&f.ty).as_deref() == Some("Unused") => "unused".to_owned(),
+                None if is_tmp => "tmp".to_owned(),
                 None => ident.to_string().trim_start_matches("r#").to_owned(),
             };
             let sub = fattrs.subsection.as_ref().and_then(|s| {

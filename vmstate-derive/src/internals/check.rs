@@ -31,6 +31,35 @@ pub fn check(cx: &Ctxt, c: &Container) {
     check_pins(cx, c);
     check_field_types(cx, c);
     check_value_checks(cx, c);
+    check_tmp(cx, c);
+}
+
+/// A `Tmp<V>` field is a temporary view (QEMU's `VMSTATE_WITH_TMP`): its layout is the view's,
+/// so the attributes that choose another layout or codec do not apply.
+fn check_tmp(cx: &Ctxt, c: &Container) {
+    for f in c
+        .fields
+        .iter()
+        .filter(|f| !f.skipped() && matches!(f.style, Style::Tmp))
+    {
+        let a = &f.attrs;
+        let others = [
+            ("buffer", a.buffer.as_ref().map(|s| &s.tokens)),
+            ("count", a.count.as_ref().map(|s| &s.tokens)),
+            ("max", a.max.as_ref().map(|s| &s.tokens)),
+            ("list", a.list.as_ref().map(|s| &s.tokens)),
+            ("tree", a.tree.as_ref().map(|s| &s.tokens)),
+            ("vmdesc_type", a.vmdesc_type.as_ref().map(|s| &s.tokens)),
+        ];
+        for (name, t) in others {
+            if let Some(t) = t {
+                cx.error_spanned_by(
+                    t,
+                    format!("`{name}` does not apply to a `Tmp<V>` field: it is laid out as its view `V` (QEMU's VMSTATE_WITH_TMP)"),
+                );
+            }
+        }
+    }
 }
 
 /// `minimum_version ≤ version`: otherwise no stream could ever be loaded.

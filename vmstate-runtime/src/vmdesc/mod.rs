@@ -200,7 +200,10 @@ impl DescBuilder {
         let pending = std::mem::take(&mut top.pending);
         let sizes = std::mem::take(&mut top.elem_sizes);
         let name = fs.vmdesc_name.clone();
-        if matches!(&*fs.kind, Kind::List { .. } | Kind::Tree { .. }) {
+        if matches!(
+            &*fs.kind,
+            Kind::List { .. } | Kind::Tree { .. } | Kind::Tmp { .. }
+        ) {
             top.desc.fields.push(DescField {
                 name,
                 array: None,
