@@ -114,6 +114,7 @@ const TYPED_7_2: &[&str] = &[
     "PIIX3",
     "mch",
     "ich9_smb",
+    "cpu",
 ];
 
 #[test]
@@ -161,9 +162,8 @@ fn reencode_types_the_table_sections_of_every_golden_stream() {
             .collect();
         assert_eq!(typed, want_typed, "{stem}");
         assert_eq!(opaque, want_opaque, "{stem}");
-        // Every section of a default i440fx machine but `cpu` is typed so far.
-        assert!(opaque.contains(&"cpu"), "{stem}: cpu {opaque:?}");
         for n in [
+            "cpu",
             "timer",
             "cpu_common",
             "fw_cfg",
@@ -352,6 +352,63 @@ fn pci_load_errors_leave_the_config_space_unchanged() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("irq_state[0] (INTA) is 2"), "{err}");
+}
+
+#[test]
+fn x86_cpu() {
+    use qemu::x86cpu::X86Cpu;
+    let v = check_section::<X86Cpu>("cpu");
+    let cpu = in_stream(&v, "idle", 0);
+    // A CPU at reset: CS base 0xffff0000 and IP 0xfff0, CR0 with CD, NW and ET, MXCSR's default,
+    // and the TCG streams' one subsection.
+    assert_eq!((cpu.segs[1].base, cpu.eip), (0xffff_0000, 0xfff0));
+    assert_eq!(cpu.cr0, 0x6000_0010);
+    assert_eq!(cpu.mxcsr, 0x1f80);
+    assert_eq!(cpu.received, [false, true]);
+    assert_eq!(cpu.fpregs.len(), 8);
+}
+
+/// The x87 registers travel through QEMU's temporary view (`fpreg_tmp`): the wire's mantissa
+/// and exponent land in the register and are written back from it.
+#[test]
+fn x86_cpu_fpregs_go_through_the_temporary_view() {
+    use qemu::x86cpu::X86Cpu;
+    let input = std::fs::read(golden_dir().join("idle.mig")).unwrap();
+    let d = decode_stream(&input).unwrap();
+    let s = d.sections.iter().find(|s| s.idstr == "cpu").unwrap();
+    let mut payload = input[s.payload_range.clone()].to_vec();
+    // env.fpregs follows regs (16 × 8), eip, eflags (8 each), hflags (4) and four u16s.
+    let at = 16 * 8 + 8 + 8 + 4 + 4 * 2 + 3 * 10; // fpregs[3]
+    payload[at..at + 8].copy_from_slice(&0x8000_0000_0000_0001u64.to_be_bytes());
+    payload[at + 8..at + 10].copy_from_slice(&0x3fffu16.to_be_bytes());
+    let m = machine_of("idle", None);
+    let opts = ReencodeOptions::default();
+    let cx = SectionCx {
+        payload: &payload,
+        version: s.version,
+        base: 0,
+        instance_id: 0,
+        machine: &m,
+        vclock: None,
+        options: &opts,
+    };
+    let (bytes, _, cpu) = qemu::load_and_save(X86Cpu::for_machine(&m), &cx).unwrap();
+    assert_eq!(bytes, payload);
+    assert_eq!(
+        (cpu.fpregs[3].mant, cpu.fpregs[3].exp),
+        (0x8000_0000_0000_0001, 0x3fff)
+    );
+    assert_eq!(cpu.fpregs[2].mant, 0);
+    // A subsection this model does not declare fails the load, naming it.
+    let extra = with_subsection(&payload, "cpu/msr_smi_count", 1, &7u64.to_be_bytes());
+    let cx = SectionCx {
+        payload: &extra,
+        ..cx
+    };
+    let err = qemu::load_and_save(X86Cpu::for_machine(&m), &cx)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cpu/msr_smi_count"), "{err}");
 }
 
 #[test]
@@ -733,7 +790,15 @@ mod needs_kvm_and_qemu {
             assert!(report.identical_before_vmdesc, "{machine}");
             let clock = report.typed.iter().find(|t| t.0 == "kvmclock");
             assert_eq!(clock.map(|t| t.2), Some(kvmclock_len), "{machine}");
-            for n in ["apic", "i8259", "ioapic", "i8254", "kvm-tpr-opt", "hpet"] {
+            for n in [
+                "apic",
+                "i8259",
+                "ioapic",
+                "i8254",
+                "kvm-tpr-opt",
+                "hpet",
+                "cpu",
+            ] {
                 assert!(report.typed.iter().any(|t| t.0 == n), "{machine}: {n}");
             }
             // The vmdesc is QEMU's, byte for byte, unless QEMU's own length would defeat

@@ -49,6 +49,7 @@ pub mod irq;
 pub mod misc;
 pub mod pci;
 pub mod pcidev;
+pub mod x86cpu;
 
 /// What a table entry sees of the section being re-encoded.
 #[derive(Debug, Clone, Copy)]
@@ -212,6 +213,7 @@ macro_rules! table {
 table! {
     "timer" => typed::<misc::TimerState>,
     "cpu_common" => typed::<cpu::CpuCommon>,
+    "cpu" => typed::<x86cpu::X86Cpu>,
     "kvm-tpr-opt" => typed::<cpu::KvmTprOpt>,
     "apic" => typed::<irq::Apic>,
     "kvmclock" => typed::<misc::KvmClock>,
