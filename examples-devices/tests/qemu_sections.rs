@@ -256,6 +256,73 @@ fn pci_functions() {
     assert_eq!(smb.dev.config[0x3d], 1); // INTA
 }
 
+/// A PCI Express function sends its 4096-byte config space, described as QEMU's second
+/// `config` entry, and the load check covers the extended space.
+#[test]
+fn express_functions_send_4096_bytes_under_config_1() {
+    use vmstate_runtime::schema::MachineVersion;
+    use vmstate_runtime::vmdesc::{write_device, DescBody, DescDevice};
+    use vmstate_runtime::{load_payload, save_payload, MachineType, VmState};
+
+    #[derive(Debug, Clone, PartialEq, Eq, VmState)]
+    #[vmstate(name = "nvme", version = 1)]
+    struct Nvme {
+        parent_obj: qemu::pci::PciDevice,
+    }
+    let m = MachineType::bare("myvm-1.0", MachineVersion { major: 1, minor: 0 });
+    let mut dev = Nvme {
+        parent_obj: qemu::pci::PciDevice::new(&qemu::pci::PciHeader {
+            vendor: 0x1b36,
+            device: 0x0010,
+            revision: 2,
+            class: [0x01, 0x08, 0x02],
+            capabilities: vec![(0x40, 0x10)],
+            ..qemu::pci::PciHeader::default()
+        }),
+    };
+    dev.parent_obj.express = true;
+    dev.parent_obj.express_config[..256].copy_from_slice(&dev.parent_obj.config);
+    dev.parent_obj.express_config[0x100] = 0x01; // an extended capability header
+    dev.parent_obj.rules = qemu::pci::PciConfigRules {
+        cmask: {
+            let mut c = dev.parent_obj.rules.cmask.clone();
+            c.resize(qemu::pci::EXPRESS_CONFIG_SIZE, 0);
+            c[0x100] = 0xff;
+            c
+        },
+        ..qemu::pci::PciConfigRules::none(qemu::pci::EXPRESS_CONFIG_SIZE)
+    };
+    let (v, bytes, desc) = save_payload(&dev, &m).unwrap();
+    assert_eq!(bytes.len(), 4 + qemu::pci::EXPRESS_CONFIG_SIZE + 16);
+    let mut json = String::new();
+    write_device(
+        &mut json,
+        &DescDevice {
+            name: "nvme".into(),
+            instance_id: 0,
+            body: DescBody::Vmsd(desc),
+        },
+    );
+    assert!(
+        json.contains(r#"{"name": "config[1]", "type": "pci config", "size": 4096}"#),
+        "{json}"
+    );
+    let mut back = dev.clone();
+    load_payload(&mut back, &bytes, v, &m).unwrap();
+    assert_eq!(back, dev);
+    // A checked bit in the extended space differs: refused, naming the offset.
+    let mut bad = bytes.clone();
+    bad[4 + 0x100] = 0x02;
+    let err = load_payload(&mut back, &bad, v, &m)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("PCI config register device-specific (offset 0x100, 1 byte): stream 0x02, destination 0x01"),
+        "{err}"
+    );
+    assert_eq!(back.parent_obj.express_config[0x100], 0x01);
+}
+
 /// `idle.mig` with the config byte `at` of the I440FX section's PCI state set to `value`.
 fn i440fx_config_changed(at: usize, value: u8) -> Vec<u8> {
     let mut input = std::fs::read(golden_dir().join("idle.mig")).unwrap();
