@@ -448,6 +448,26 @@ impl Registry {
             .collect()
     }
 
+    /// Every section in save order with its description and whether a save on `machine` would
+    /// send it now (its section-level gate, decided on a snapshot as a save decides it).
+    pub(crate) fn sections_sent(
+        &self,
+        machine: &crate::machine::MachineType,
+    ) -> Result<Vec<(SectionKey, &'static StructSchema, bool)>> {
+        self.order()
+            .into_iter()
+            .map(|i| {
+                let e = &self.entries[i];
+                let schema = e.handle.schema();
+                let gates = GateCtx::new(machine, &schema.name);
+                let snap = e.handle.snapshot().map_err(|err| {
+                    err.in_section(section_ref(&e.key.idstr, e.key.instance_id, None))
+                })?;
+                Ok((e.key.clone(), schema, snap.section_needed(&gates)))
+            })
+            .collect()
+    }
+
     /// Entry indices in save order (a stable sort: registration order within a priority).
     fn order(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.entries.len()).collect();
