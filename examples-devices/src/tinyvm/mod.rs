@@ -44,6 +44,7 @@ use vmstate_migration::Settings;
 use vmstate_runtime::MachineType;
 
 pub mod child;
+pub mod cpuid;
 pub mod driver;
 pub mod guest;
 pub mod protocol;
