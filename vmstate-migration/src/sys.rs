@@ -191,3 +191,11 @@ pub(crate) fn advise_hugepages(addr: usize, len: usize) -> bool {
     // SAFETY: MADV_HUGEPAGE is a hint on the mapping; contents are unchanged.
     unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_HUGEPAGE) == 0 }
 }
+
+/// `madvise(MADV_WILLNEED)` on `[addr, addr + len)`: asks the kernel to read a file mapping's
+/// pages into the page cache ahead of use. Returns whether the kernel accepted it.
+pub(crate) fn will_need(addr: usize, len: usize) -> bool {
+    // SAFETY: MADV_WILLNEED is a read-ahead hint; it never changes memory contents or mappings,
+    // and on an unmapped range it fails with ENOMEM. No Rust reference is involved.
+    unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_WILLNEED) == 0 }
+}

@@ -448,6 +448,16 @@ impl Registry {
             .collect()
     }
 
+    /// The registered sections in save order with their descriptions (name, versions, pins):
+    /// what a reader checks a stored stream's section versions against before loading it.
+    #[must_use]
+    pub fn schemas(&self) -> Vec<(SectionKey, &'static StructSchema)> {
+        self.order()
+            .into_iter()
+            .map(|i| (self.entries[i].key.clone(), self.entries[i].handle.schema()))
+            .collect()
+    }
+
     /// Entry indices in save order (a stable sort: registration order within a priority).
     fn order(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.entries.len()).collect();
