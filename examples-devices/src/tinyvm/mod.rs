@@ -47,6 +47,7 @@ pub mod child;
 pub mod driver;
 pub mod guest;
 pub mod protocol;
+pub mod snapshot;
 pub mod soft;
 
 #[cfg(feature = "kvm")]
