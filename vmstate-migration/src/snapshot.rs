@@ -196,7 +196,9 @@ impl Manifest {
             .map(|(_, v)| v.as_str())
     }
 
-    fn encode(&self) -> Vec<u8> {
+    /// The header's bytes as written at offset 0 (the header length field included).
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(4096);
         b.extend_from_slice(&MAGIC);
         b.extend_from_slice(&self.format_version.to_be_bytes());
@@ -617,7 +619,23 @@ impl Snapshot {
     /// # Errors
     /// A [`SnapshotError`] naming the first mismatch.
     pub fn check_compatible(&self, registry: &Registry, machine: &MachineType) -> Result<()> {
+        self.check_against(&self.device_state()?, registry, machine)
+    }
+
+    /// [`check_compatible`](Self::check_compatible) with the device state already read. Besides
+    /// versions, each section's top-level fields in the stored vmdesc are compared with this
+    /// build's device at the version written: a field this build sends at that version without a
+    /// gate but the snapshot lacks (a field added without `since`/a gate), or a field of the
+    /// snapshot this build's device does not have, is named.
+    fn check_against(
+        &self,
+        bytes: &[u8],
+        registry: &Registry,
+        machine: &MachineType,
+    ) -> Result<()> {
         let m = &self.manifest;
+        let desc = vmstate_runtime::decode::find_vmdesc(bytes)
+            .and_then(|(_, json)| vmstate_runtime::vmdesc::parse_vmdesc(&bytes[json]).ok());
         if m.machine != machine.name() {
             return Err(err(
                 &self.path,
@@ -661,6 +679,43 @@ impl Snapshot {
                     ),
                 ));
             }
+            let stored = desc.as_ref().and_then(|d| {
+                d.devices
+                    .iter()
+                    .find(|d| d.name == s.idstr && d.instance_id == s.instance_id)
+            });
+            if let Some(vmstate_runtime::vmdesc::DescBody::Vmsd(st)) = stored.map(|d| &d.body) {
+                let names: Vec<&str> = st.fields.iter().map(|f| f.name.as_ref()).collect();
+                let field_err = |what: String| {
+                    err(
+                        &self.path,
+                        Some(m.device_offset),
+                        format!(
+                            "section `{}` instance {} (version {}, written by {}): {what}",
+                            s.idstr, s.instance_id, s.version, m.build
+                        ),
+                    )
+                };
+                for f in schema.fields.iter() {
+                    if f.since <= s.version
+                        && f.gate.is_none()
+                        && !names.contains(&f.vmdesc_name.as_ref())
+                    {
+                        return Err(field_err(format!(
+                            "field `{}` of this build's device is not in the snapshot: a field added without `since` or a gate changes the bytes of version {}",
+                            f.name, s.version
+                        )));
+                    }
+                }
+                if let Some(n) = names
+                    .iter()
+                    .find(|n| !schema.fields.iter().any(|f| f.vmdesc_name == **n))
+                {
+                    return Err(field_err(format!(
+                        "field `{n}` of the snapshot is unknown to this build's device"
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -674,8 +729,8 @@ impl Snapshot {
     /// The compatibility check's error, or the loader's (offsets relative to the device state,
     /// which starts at file offset `device_offset`).
     pub fn load_devices(&self, registry: &Registry, machine: &MachineType) -> Result<LoadReport> {
-        self.check_compatible(registry, machine)?;
         let bytes = self.device_state()?;
+        self.check_against(&bytes, registry, machine)?;
         registry.load(machine, &bytes).map_err(|e| {
             err(
                 &self.path,
@@ -1022,7 +1077,7 @@ pub fn write(
         });
     }
     // Layout: the header's length does not depend on the offsets, so encode once to size it.
-    let header_len = m.encode().len() as u64;
+    let header_len = m.to_bytes().len() as u64;
     if header_len > HEADER_MAX {
         return Err(e(format!(
             "header of {header_len} bytes above {HEADER_MAX}"
@@ -1045,7 +1100,7 @@ pub fn write(
     let f = File::create(&tmp).map_err(|x| err(&tmp, None, x.to_string()))?;
     let io = |off: u64| move |x: std::io::Error| err(path, Some(off), x.to_string());
     f.set_len(file_len).map_err(io(0))?;
-    let header = m.encode();
+    let header = m.to_bytes();
     f.write_all_at(&header, 0).map_err(io(0))?;
     f.write_all_at(&devices.stream, m.device_offset)
         .map_err(io(m.device_offset))?;

@@ -261,10 +261,10 @@ pub fn snapshot(cmd: &SnapshotCmd, why: &str) -> Result<bool, String> {
     let t0 = Instant::now();
     let r = snap::write(&cmd.out, guest.ram(), &devices, &opts).map_err(|e| e.to_string())?;
     println!(
-        "tinyvm snapshot: {why}: wrote {} in {:.1} ms: {} MiB of guest RAM, {} page{} recorded ({} with data), {} device sections, file length {} bytes, {} bytes stored (sparse), pass {} (+{} pages), {bs} B printed{}",
+        "tinyvm snapshot: {why}: wrote {} in {:.1} ms: {} KiB of guest RAM, {} page{} recorded ({} with data), {} device sections, file length {} bytes, {} bytes stored (sparse), pass {} (+{} pages), {bs} B printed{}",
         cmd.out.display(),
         t0.elapsed().as_secs_f64() * 1e3,
-        guest.ram().total_bytes() >> 20,
+        guest.ram().total_bytes() >> 10,
         r.pages,
         if r.pages == 1 { "" } else { "s" },
         r.data_pages,
@@ -492,10 +492,10 @@ pub fn restore(
         .map(|(n, ns)| format!("{n} {:.3}", *ns as f64 / 1e6))
         .collect();
     println!(
-        "tinyvm restore: {} ({} guest, {} MiB, {} snapshot{} in the chain, written by {}): guest running {:.3} ms after main() entry  [ms: {}{}]",
+        "tinyvm restore: {} ({} guest, {} KiB, {} snapshot{} in the chain, written by {}): guest running {:.3} ms after main() entry  [ms: {}{}]",
         path.display(),
         r.guest.mode().name(),
-        r.guest.ram().total_bytes() >> 20,
+        r.guest.ram().total_bytes() >> 10,
         r.chain,
         if r.chain == 1 { "" } else { "s" },
         r.build,
