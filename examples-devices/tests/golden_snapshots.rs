@@ -172,3 +172,38 @@ mod needs_kvm {
         super::restores_and_continues("kvm");
     }
 }
+
+mod needs_qemu {
+    use super::*;
+
+    /// The device part of every golden snapshot is a stream QEMU's analyze-migration.py reads,
+    /// exactly as our decoder prints it.
+    #[test]
+    #[ignore = "needs analyze-migration.py: bash scripts/get-qemu-scripts.sh (or set ANALYZE=)"]
+    fn analyze_migration_reads_the_device_part() {
+        for mode in ["soft", "kvm"] {
+            for p in goldens(mode) {
+                let bytes = Snapshot::open(&p).unwrap().device_state().unwrap();
+                let out = std::env::temp_dir().join(format!(
+                    "golden-devices-{}-{}",
+                    std::process::id(),
+                    p.file_name().unwrap().to_string_lossy()
+                ));
+                std::fs::write(&out, &bytes).unwrap();
+                let v = tools::analyze(&out);
+                let d = vmstate_runtime::decode::decode_stream(&bytes).unwrap();
+                assert_eq!(
+                    vmstate_runtime::decode::stream_to_json(&d),
+                    v,
+                    "{}",
+                    p.display()
+                );
+                assert!(v
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .any(|k| k.starts_with("serial (")));
+            }
+        }
+    }
+}
