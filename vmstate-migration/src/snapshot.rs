@@ -800,10 +800,13 @@ impl Snapshot {
         Ok(ram)
     }
 
-    /// Copies the pages this increment records into `ram` (restored from its base chain):
-    /// recorded zero pages (holes) are written as zeros. Reads only the recorded pages, in runs.
-    /// Call it before the guest runs; the writes mark vm-memory's dirty log, which is cleared
-    /// at the end.
+    /// Puts the pages this increment records into `ram` (restored from its base chain, not
+    /// running): each run of recorded pages is mapped copy-on-write from this file over the
+    /// restored memory (`MAP_FIXED`; recorded zero pages are holes and read as zero), so nothing
+    /// is read and the cost grows with the number of runs, not pages; an increment of more than
+    /// 1,024 runs is copied instead (reading only the recorded pages). Call it before the guest
+    /// runs and before the memory is registered with a hypervisor; vm-memory's dirty log is
+    /// cleared at the end.
     ///
     /// # Errors
     /// Blocks that differ from `ram`'s, a bad bitmap, I/O errors.
@@ -826,8 +829,30 @@ impl Snapshot {
                 .iter()
                 .nth(i)
                 .ok_or_else(|| err(&self.path, None, "no such region"))?;
+            let runs = runs(&bitmap, k.page_count());
+            if runs.len() <= MAX_MAPPED_RUNS {
+                // Map each run of the increment over the restored memory: no data is read.
+                let whole = region
+                    .get_slice(MemoryRegionAddress(0), region.len() as usize)
+                    .map_err(|e| err(&self.path, None, e.to_string()))?;
+                let guard = whole.ptr_guard_mut();
+                let base = guard.as_ptr() as usize;
+                for (first, n) in runs {
+                    let off = k.data_offset + first * PAGE_SIZE;
+                    // In bounds: runs lie inside the block, and the block's data range inside
+                    // the file (checked when opened).
+                    crate::sys::map_file_over(
+                        base + (first * PAGE_SIZE) as usize,
+                        (n * PAGE_SIZE) as usize,
+                        std::os::fd::AsFd::as_fd(&self.file),
+                        off,
+                    )
+                    .map_err(|e| err(&self.path, Some(off), format!("mmap: {e}")))?;
+                }
+                continue;
+            }
             let mut buf = vec![0u8; RUN_PAGES * PAGE];
-            for (first, n) in runs(&bitmap, k.page_count()) {
+            for (first, n) in runs {
                 let mut p = first;
                 while p < first + n {
                     let m = (first + n - p).min(RUN_PAGES as u64);
@@ -850,6 +875,10 @@ impl Snapshot {
         Ok(())
     }
 }
+
+/// Most runs of an increment's pages mapped over the restored memory (one mapping each, well
+/// below Linux's default limit of 65,530 mappings per process); beyond that they are copied.
+const MAX_MAPPED_RUNS: usize = 1024;
 
 /// Pages read or written per I/O call.
 const RUN_PAGES: usize = 256;
@@ -1290,6 +1319,37 @@ mod tests {
             ram.snapshot().unwrap()
         );
         for p in [base, inc, merged] {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+
+    /// More runs than are mapped: the increment's pages are copied, with the same result.
+    #[test]
+    fn increment_of_many_runs_is_copied() {
+        let ram = GuestRam::new(&[("pc.ram", 0, 4096 * PAGE)]).unwrap();
+        let base = tmp("many-base.snap");
+        let b = write(&base, &ram, &empty_devices(), &WriteOptions::default()).unwrap();
+        ram.clear_dirty();
+        for p in (0..4096u64).step_by(2) {
+            ram.memory()
+                .write_obj(p as u32 + 1, GuestAddress(p * PAGE_SIZE))
+                .unwrap();
+        }
+        let inc = tmp("many-inc.snap");
+        let opts = WriteOptions {
+            incremental: Some(Increment {
+                base: base.file_name().unwrap().to_str().unwrap().to_owned(),
+                base_id: b.id,
+                dirty: ram.take_dirty(),
+            }),
+            ..WriteOptions::default()
+        };
+        write(&inc, &ram, &empty_devices(), &opts).unwrap();
+        let chain = Snapshot::open_chain(&inc).unwrap();
+        assert!(runs(&chain[1].bitmap(0).unwrap(), 4096).len() > MAX_MAPPED_RUNS);
+        let restored = restore_ram(&chain, false).unwrap();
+        assert_eq!(restored.snapshot().unwrap(), ram.snapshot().unwrap());
+        for p in [base, inc] {
             std::fs::remove_file(p).unwrap();
         }
     }
