@@ -207,3 +207,35 @@ mod needs_qemu {
         }
     }
 }
+
+/// The restored UART's virtual clock continues from the value the snapshot recorded (its armed
+/// timers keep the time they had left).
+#[test]
+fn restore_resyncs_the_uart_clock() {
+    use examples_devices::tinyvm::snapshot::{restore_guest, Guest, NOTE_VCLOCK};
+    let p = scratch("v0.1.0-soft-64k.snap", "vclock");
+    let s = Snapshot::open(&p).unwrap();
+    let mut m = s.manifest.clone();
+    m.notes.retain(|(k, _)| k != NOTE_VCLOCK);
+    m.notes.push((NOTE_VCLOCK.into(), "123456789".into()));
+    let bytes = m.to_bytes();
+    assert!(
+        bytes.len() as u64 <= m.device_offset,
+        "the header still fits"
+    );
+    drop(s);
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .write_all_at(&bytes, 0)
+        .unwrap();
+    let mut r = restore_guest(&p, false, true, None).unwrap();
+    r.guest.stop().unwrap();
+    match &r.guest {
+        Guest::Soft(g) => assert_eq!(g.serial_clock_ns(), 123_456_789),
+        #[allow(unreachable_patterns)]
+        _ => panic!("a software guest"),
+    }
+}

@@ -41,6 +41,9 @@ pub const NOTE_BS: &str = "tinyvm.bs";
 /// Note: the dirty rate (pages per second, or `max`).
 pub const NOTE_RATE: &str = "tinyvm.dirty-rate";
 
+/// Note: the UART's virtual clock (ns) when the guest stopped; its armed timers count on it.
+pub const NOTE_VCLOCK: &str = "tinyvm.vclock-ns";
+
 /// How long a restored guest may take to start.
 const PROGRESS_BOUND: Duration = Duration::from_secs(2);
 
@@ -183,6 +186,15 @@ impl Guest {
         DeviceState::save(registry, machine).map_err(|e| format!("saving the devices: {e}"))
     }
 
+    /// The virtual clock the UART's timers count on (stop the guest first).
+    fn vclock_ns(&mut self) -> Result<u64, String> {
+        match self {
+            Guest::Soft(g) => Ok(g.serial_clock_ns()),
+            #[cfg(feature = "kvm")]
+            Guest::Kvm(g) => Ok(g.vm().map_err(|e| e.to_string())?.serial.state.now_ns()),
+        }
+    }
+
     fn take_dirty(&mut self) -> Result<Vec<Vec<u64>>, String> {
         match self {
             Guest::Soft(g) => g.take_dirty(),
@@ -244,6 +256,7 @@ pub fn snapshot(cmd: &SnapshotCmd, why: &str) -> Result<bool, String> {
     let bs = check_output(&output, with_a, earlier_bs, seen.state)
         .map_err(|e| format!("the guest's serial output before the snapshot: {e}"))?;
     let devices = guest.devices()?;
+    let vclock = guest.vclock_ns()?;
     let incremental = match base {
         Some((base, base_id)) => Some(Increment {
             base,
@@ -263,6 +276,7 @@ pub fn snapshot(cmd: &SnapshotCmd, why: &str) -> Result<bool, String> {
             (NOTE_SEEN.into(), seen.words()),
             (NOTE_BS.into(), bs.to_string()),
             (NOTE_RATE.into(), rate),
+            (NOTE_VCLOCK.into(), vclock.to_string()),
         ],
         incremental,
     };
@@ -355,6 +369,25 @@ fn note<'a>(s: &'a Snapshot, key: &str) -> Result<&'a str, String> {
     })
 }
 
+/// Re-synchronises the loaded UART's timers before the guest resumes: its virtual clock (not
+/// part of the section; QEMU migrates its clocks separately) continues from the value recorded
+/// when the guest stopped, so a timer armed then keeps the time it had left instead of firing at
+/// once or never. Snapshots without the note start the clock at 0, as a fresh VMM.
+fn resync_timers(s: &Snapshot, serial: &Mutex<SerialSection>) -> Result<(), String> {
+    let now = match s.manifest.note(NOTE_VCLOCK) {
+        Some(v) => v
+            .parse()
+            .map_err(|e| format!("{}: note {NOTE_VCLOCK}: {e}", s.path().display()))?,
+        None => 0,
+    };
+    serial
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .state
+        .set_now_ns(now);
+    Ok(())
+}
+
 /// Restores the snapshot at `path` (and its bases) and starts the guest; see the module docs.
 /// `check`: compare the mapped memory with the notes before the start. `dirty_rate`: run the
 /// guest at this rate instead of the recorded one.
@@ -420,6 +453,7 @@ pub fn restore_guest(
         .map_err(|e| e.to_string())?;
     last.load_devices(&registry, &machine)
         .map_err(|e| e.to_string())?;
+    resync_timers(last, &serial)?;
     clock.lap("devices");
     let ram = snap::restore_ram(&chain, prefetch).map_err(|e| e.to_string())?;
     clock.lap("map");

@@ -202,6 +202,16 @@ impl SoftGuest {
         super::wait_for_start(&self.started_at, bound)
     }
 
+    /// The UART's virtual clock, ns (where a snapshot's timers are counted from).
+    #[must_use]
+    pub fn serial_clock_ns(&self) -> u64 {
+        self.serial
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .state
+            .now_ns()
+    }
+
     /// The serial output since the last call.
     #[must_use]
     pub fn take_output(&self) -> Vec<u8> {
