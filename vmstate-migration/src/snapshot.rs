@@ -829,15 +829,15 @@ impl Snapshot {
                 .iter()
                 .nth(i)
                 .ok_or_else(|| err(&self.path, None, "no such region"))?;
-            let runs = runs(&bitmap, k.page_count());
-            if runs.len() <= MAX_MAPPED_RUNS {
+            let pages = k.page_count();
+            if runs(&bitmap, pages).nth(MAX_MAPPED_RUNS).is_none() {
                 // Map each run of the increment over the restored memory: no data is read.
                 let whole = region
                     .get_slice(MemoryRegionAddress(0), region.len() as usize)
                     .map_err(|e| err(&self.path, None, e.to_string()))?;
                 let guard = whole.ptr_guard_mut();
                 let base = guard.as_ptr() as usize;
-                for (first, n) in runs {
+                for (first, n) in runs(&bitmap, pages) {
                     let off = k.data_offset + first * PAGE_SIZE;
                     // In bounds: runs lie inside the block, and the block's data range inside
                     // the file (checked when opened).
@@ -852,7 +852,7 @@ impl Snapshot {
                 continue;
             }
             let mut buf = vec![0u8; RUN_PAGES * PAGE];
-            for (first, n) in runs {
+            for (first, n) in runs(&bitmap, pages) {
                 let mut p = first;
                 while p < first + n {
                     let m = (first + n - p).min(RUN_PAGES as u64);
@@ -883,22 +883,28 @@ const MAX_MAPPED_RUNS: usize = 1024;
 /// Pages read or written per I/O call.
 const RUN_PAGES: usize = 256;
 
-/// Runs of set bits `(first page, count)` among the first `pages` bits.
-fn runs(bitmap: &[u64], pages: u64) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for p in 0..pages {
-        let set = bitmap
+/// Runs of set bits `(first page, count)` among the first `pages` bits, in order; an iterator,
+/// so that a hostile bitmap of alternating bits allocates nothing.
+fn runs(bitmap: &[u64], pages: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let set = move |p: u64| {
+        bitmap
             .get((p / 64) as usize)
-            .is_some_and(|w| w >> (p % 64) & 1 == 1);
-        if !set {
-            continue;
+            .is_some_and(|w| w >> (p % 64) & 1 == 1)
+    };
+    let mut p = 0u64;
+    std::iter::from_fn(move || {
+        while p < pages && !set(p) {
+            p += 1;
         }
-        match out.last_mut() {
-            Some((f, n)) if *f + *n == p => *n += 1,
-            _ => out.push((p, 1)),
+        if p >= pages {
+            return None;
         }
-    }
-    out
+        let first = p;
+        while p < pages && set(p) {
+            p += 1;
+        }
+        Some((first, p - first))
+    })
 }
 
 /// Restores the guest memory of a snapshot chain ([`Snapshot::open_chain`]): the full snapshot
@@ -1030,7 +1036,7 @@ fn new_id() -> u64 {
     h.finish()
 }
 
-/// Writes a snapshot of `ram` and `devices` to `path` (through `path.tmp`, renamed at the end,
+/// Writes a snapshot of `ram` and `devices` to `path` (through `<path>.tmp`, renamed at the end,
 /// so a crash never leaves a half-written file under the name). The file is created sparse:
 /// its length covers every block's data range, and only recorded non-zero pages are written.
 /// Call it with the guest stopped.
@@ -1125,7 +1131,11 @@ pub fn write(
         at += k.size;
     }
     let file_len = at;
-    let tmp = path.with_extension("tmp");
+    let tmp = {
+        let mut t = path.as_os_str().to_owned();
+        t.push(".tmp");
+        PathBuf::from(t)
+    };
     let f = File::create(&tmp).map_err(|x| err(&tmp, None, x.to_string()))?;
     let io = |off: u64| move |x: std::io::Error| err(path, Some(off), x.to_string());
     f.set_len(file_len).map_err(io(0))?;
@@ -1273,6 +1283,21 @@ mod tests {
         );
         let mapped = s.map_ram(true).unwrap();
         assert_eq!(mapped.snapshot().unwrap(), ram.snapshot().unwrap());
+        // Page 1 is not in the bitmap and was never written to the file: a hole, read as zero
+        // through the mapping; its neighbour page 0 is data.
+        assert_eq!(bm[0] & 0b10, 0);
+        let mut page = [0xffu8; PAGE];
+        mapped
+            .memory()
+            .read_slice(&mut page, GuestAddress(PAGE_SIZE))
+            .unwrap();
+        assert!(page.iter().all(|&b| b == 0));
+        let mut raw = [0u8; PAGE];
+        File::open(&path)
+            .unwrap()
+            .read_exact_at(&mut raw, s.manifest.blocks[0].data_offset)
+            .unwrap();
+        assert_eq!(&raw[8..12], &0xdead_0000u32.to_le_bytes());
         // Copy-on-write: writing the mapping leaves the file alone.
         mapped.memory().write_obj(7u32, GuestAddress(0)).unwrap();
         let again = Snapshot::open(&path).unwrap().map_ram(false).unwrap();
@@ -1346,7 +1371,7 @@ mod tests {
         };
         write(&inc, &ram, &empty_devices(), &opts).unwrap();
         let chain = Snapshot::open_chain(&inc).unwrap();
-        assert!(runs(&chain[1].bitmap(0).unwrap(), 4096).len() > MAX_MAPPED_RUNS);
+        assert!(runs(&chain[1].bitmap(0).unwrap(), 4096).count() > MAX_MAPPED_RUNS);
         let restored = restore_ram(&chain, false).unwrap();
         assert_eq!(restored.snapshot().unwrap(), ram.snapshot().unwrap());
         for p in [base, inc] {
