@@ -25,7 +25,8 @@
 //! ([`MigrationError::NoGo`] on the destination), never running twice.
 
 #![deny(missing_docs)]
-// Unsafe code is confined to `sys` (writev from guest memory, madvise, the destination page).
+// Unsafe code is confined to `sys` (writev from guest memory, madvise, the destination page, the
+// MAP_FIXED mapping of a snapshot increment).
 #![deny(unsafe_code)]
 
 pub mod dest;

@@ -5,6 +5,8 @@
 //! tinyvm pingpong --count 5 --soft       # the software guest (a thread dirtying vm-memory RAM)
 //! tinyvm pingpong --mem 256M --dirty-rate 50000 --count 20 --verbose   # multi-pass precopy
 //! tinyvm serve --kvm                     # a child: prints `READY <port>`, then obeys stdin lines
+//! tinyvm snapshot --kvm --mem 1G --run-ms 8000 --out base.snap   # a snapshot file
+//! tinyvm restore base.snap --check       # mapped back, started, checked (docs/snapshots.md)
 //! ```
 //!
 //! `pingpong` migrates the running guest live between two `serve` children over loopback TCP,
