@@ -239,3 +239,34 @@ fn restore_resyncs_the_uart_clock() {
         _ => panic!("a software guest"),
     }
 }
+
+/// A bitmap that claims pages past the block (and so past what the file holds for it) fails
+/// before the guest runs, naming the block and the bitmap's offset.
+#[test]
+fn bitmap_past_the_block_fails_cleanly() {
+    let p = scratch("v0.1.0-soft-64k.snap", "bitmap");
+    let s = Snapshot::open(&p).unwrap();
+    let k = s.manifest.blocks[0].clone();
+    assert_eq!(k.page_count(), 16);
+    drop(s);
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    let mut w = [0u8; 8];
+    f.read_exact_at(&mut w, k.bitmap_offset).unwrap();
+    let bits = u64::from_le_bytes(w) | 1 << 40;
+    f.write_all_at(&bits.to_le_bytes(), k.bitmap_offset)
+        .unwrap();
+    let o = restore(&p);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("guest running"));
+    assert!(
+        err.contains("block `pc.ram`: the bitmap marks pages past the block's 16 pages")
+            && err.contains(&format!("at offset {:#x}", k.bitmap_offset)),
+        "{err}"
+    );
+}

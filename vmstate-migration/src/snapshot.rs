@@ -761,7 +761,10 @@ impl Snapshot {
             ));
         }
         let mut regions = Vec::with_capacity(m.blocks.len());
-        for k in &m.blocks {
+        for (i, k) in m.blocks.iter().enumerate() {
+            // The data range is mapped whatever the bitmap says, but a bitmap that disagrees
+            // with the header (bits past the block, a wrong count) means a damaged file.
+            self.bitmap(i)?;
             let fail = |e: String| {
                 err(
                     &self.path,
