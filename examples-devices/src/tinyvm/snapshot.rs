@@ -45,14 +45,15 @@ pub const NOTE_RATE: &str = "tinyvm.dirty-rate";
 pub const NOTE_VCLOCK: &str = "tinyvm.vclock-ns";
 
 /// How long a restored guest may take to start.
-const PROGRESS_BOUND: Duration = Duration::from_secs(2);
+const START_BOUND: Duration = Duration::from_secs(2);
 
-/// How long a restored guest of `bytes` of RAM may take to complete a pass before `--check`
-/// fails: 2 s, plus 1 s per 10,000 pages, because the first pass after a restore takes a
-/// copy-on-write fault on every page it writes (about 35,000 pages/s for the KVM guest on the
-/// development host, nested virtualisation).
-fn progress_bound(bytes: u64) -> Duration {
-    PROGRESS_BOUND + Duration::from_millis(bytes / 4096 / 10)
+/// How long a restored guest running `w` may take to complete a pass before `--check` fails:
+/// the ping-pong's bound ([`progress_bound`](super::driver::progress_bound): 2 s, or three
+/// passes at the dirty rate), plus 1 s per 10,000 pages, because the first pass after a restore
+/// takes a copy-on-write fault on every page it writes (about 35,000 pages/s for the KVM guest
+/// on the development host, nested virtualisation).
+fn restore_progress_bound(w: Workload) -> Duration {
+    super::driver::progress_bound(w) + Duration::from_millis(w.ram_size as u64 / 4096 / 10)
 }
 
 /// The writer build recorded in snapshots: the crate version and `git describe` at build time.
@@ -337,6 +338,8 @@ pub struct Restored {
     pub chain: usize,
     /// The writer build of the newest snapshot.
     pub build: String,
+    /// The guest's RAM size and dirty rate.
+    pub workload: Workload,
 }
 
 /// Steps of a restore, timed with [`monotonic_ns`].
@@ -495,7 +498,7 @@ pub fn restore_guest(
         Mode::Kvm => return Err("a KVM snapshot needs the `kvm` feature".into()),
     };
     let started_at = guest
-        .started_at(PROGRESS_BOUND)
+        .started_at(START_BOUND)
         .ok_or("the restored guest did not start within 2 s")?;
     let mut steps = clock.steps;
     steps.push(("start", started_at.saturating_sub(clock.t)));
@@ -508,6 +511,7 @@ pub fn restore_guest(
         check_ns,
         chain: chain.len(),
         build: last.manifest.build.clone(),
+        workload,
     })
 }
 
@@ -559,7 +563,7 @@ pub fn restore(
     );
     std::thread::sleep(Duration::from_millis(run_ms));
     let t0 = Instant::now();
-    let bound = progress_bound(r.guest.ram().total_bytes());
+    let bound = restore_progress_bound(r.workload);
     let mut output = Vec::new();
     let now = loop {
         r.guest.stop()?;
