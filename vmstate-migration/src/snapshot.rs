@@ -28,7 +28,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -1183,7 +1183,6 @@ pub fn write(
             let _ = d.sync_all();
         }
     }
-    let _ = std::io::stdout().flush();
     Ok(WriteReport {
         id: m.id,
         pages: m.blocks.iter().map(|k| k.pages).sum(),
