@@ -531,7 +531,10 @@ pub fn restore(
     run_ms: u64,
 ) -> Result<bool, String> {
     let mut r = restore_guest(path, prefetch, check, None)?;
-    let total = r.started_at.saturating_sub(main_at) - r.check_ns;
+    let total = r
+        .started_at
+        .saturating_sub(main_at)
+        .saturating_sub(r.check_ns);
     let steps: Vec<String> = r
         .steps
         .iter()
