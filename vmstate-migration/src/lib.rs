@@ -14,6 +14,7 @@
 //! | [`ram`] | the RAM section: [`RamWriter`] (source), [`RamLoader`] (destination, validating) |
 //! | [`precopy`] | [`migrate`]: passes, convergence, stop, devices, ack; statistics |
 //! | [`dest`] | [`receive`]: incremental load, all-or-nothing devices, ack, resume |
+//! | [`snapshot`] | snapshot files: device state + memory at fixed offsets, restore by `mmap` |
 //! | [`transport`] | [`Transport`] for TCP / Unix / file, the `LOADED` / `ERR …` → `GO` handshake |
 //!
 //! Failure semantics: the source resumes its guest, unchanged, on every error before the
@@ -24,7 +25,8 @@
 //! ([`MigrationError::NoGo`] on the destination), never running twice.
 
 #![deny(missing_docs)]
-// Unsafe code is confined to `sys` (writev from guest memory, madvise, the destination page).
+// Unsafe code is confined to `sys` (writev from guest memory, madvise, the destination page, the
+// MAP_FIXED mapping of a snapshot increment).
 #![deny(unsafe_code)]
 
 pub mod dest;
@@ -32,6 +34,7 @@ pub mod error;
 pub mod memory;
 pub mod precopy;
 pub mod ram;
+pub mod snapshot;
 mod sys;
 pub mod transport;
 

@@ -191,3 +191,45 @@ pub(crate) fn advise_hugepages(addr: usize, len: usize) -> bool {
     // SAFETY: MADV_HUGEPAGE is a hint on the mapping; contents are unchanged.
     unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_HUGEPAGE) == 0 }
 }
+
+/// `madvise(MADV_WILLNEED)` on `[addr, addr + len)`: asks the kernel to read a file mapping's
+/// pages into the page cache ahead of use. Returns whether the kernel accepted it.
+pub(crate) fn will_need(addr: usize, len: usize) -> bool {
+    // SAFETY: MADV_WILLNEED is a read-ahead hint; it never changes memory contents or mappings,
+    // and on an unmapped range it fails with ENOMEM. No Rust reference is involved.
+    unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_WILLNEED) == 0 }
+}
+
+/// Maps `len` bytes of `fd` at `offset` copy-on-write (`MAP_PRIVATE | MAP_FIXED`) over
+/// `[addr, addr + len)`, which must lie inside a mapping the caller owns and that nothing reads
+/// or writes during the call (a snapshot's guest memory before the guest runs): the pages there
+/// are replaced by the file's. `addr`, `offset` and `len` must be page-aligned.
+pub(crate) fn map_file_over(
+    addr: usize,
+    len: usize,
+    fd: BorrowedFd<'_>,
+    offset: u64,
+) -> io::Result<()> {
+    let off = libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+    // SAFETY: the caller guarantees `[addr, addr + len)` lies inside a mapping it owns (guest
+    // memory of a restore, whose region keeps the whole range reserved and unmaps it on drop)
+    // and that no Rust reference into it exists and no thread accesses it during the call, so
+    // replacing those pages cannot invalidate anything Rust relies on. MAP_FIXED replaces only
+    // that range. The new pages are a private copy-on-write view of the file: the file is never
+    // written.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+            fd.as_raw_fd(),
+            off,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

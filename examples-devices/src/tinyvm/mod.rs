@@ -27,6 +27,11 @@
 //! - [`driver`]: the parent, which spawns two children, migrates the guest back and forth,
 //!   checks every hop and prints the statistics; also `tinyvm save` (a migration into a file).
 //!
+//! Snapshots ([`snapshot`]): `tinyvm snapshot` writes a stopped guest to a snapshot file (device
+//! state as a QEMU stream, memory at fixed offsets; `--incremental-from BASE` only the pages
+//! dirtied since the base), `tinyvm restore` maps it back and starts the guest in milliseconds,
+//! `tinyvm snapshot-merge` folds increments into a full snapshot (see `docs/snapshots.md`).
+//!
 //! A large guest with a dirty rate exercises multi-pass precopy, the downtime target, the
 //! bandwidth limit and auto-converge: `tinyvm pingpong --mem 256M --dirty-rate 50000 --verbose`
 //! prints every precopy pass (pages, zero pages, bandwidth, pages dirtied meanwhile, expected
@@ -48,6 +53,7 @@ pub mod cpuid;
 pub mod driver;
 pub mod guest;
 pub mod protocol;
+pub mod snapshot;
 pub mod soft;
 
 #[cfg(feature = "kvm")]

@@ -358,6 +358,16 @@ impl Registry {
         self.page_size
     }
 
+    /// The registered sections in save order with their descriptions (name, versions, pins):
+    /// what a reader checks a stored stream's section versions against before loading it.
+    #[must_use]
+    pub fn schemas(&self) -> Vec<(SectionKey, &'static StructSchema)> {
+        self.order()
+            .into_iter()
+            .map(|i| (self.entries[i].key.clone(), self.entries[i].handle.schema()))
+            .collect()
+    }
+
     /// Registers a device with default options: idstr = vmsd name, automatic instance id.
     ///
     /// # Errors
