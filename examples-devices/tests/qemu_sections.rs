@@ -115,6 +115,10 @@ const TYPED_7_2: &[&str] = &[
     "mch",
     "ich9_smb",
     "cpu",
+    "ICH9LPC",
+    "piix4_pm",
+    "ide",
+    "ich9_ahci",
 ];
 
 #[test]
@@ -162,6 +166,9 @@ fn reencode_types_the_table_sections_of_every_golden_stream() {
             .collect();
         assert_eq!(typed, want_typed, "{stem}");
         assert_eq!(opaque, want_opaque, "{stem}");
+        // Every device section of QEMU 7.2's pc machines is typed: only RAM stays opaque.
+        assert!(want_opaque.is_empty(), "{stem}: {want_opaque:?}");
+        assert!(opaque.iter().all(|n| *n == "ram"), "{stem}: {opaque:?}");
         for n in [
             "cpu",
             "timer",
@@ -321,6 +328,56 @@ fn express_functions_send_4096_bytes_under_config_1() {
         "{err}"
     );
     assert_eq!(back.parent_obj.express_config[0x100], 0x01);
+}
+
+#[test]
+fn ich9_lpc() {
+    let v = check_section::<qemu::acpi::Ich9Lpc>("ICH9LPC");
+    let lpc = in_stream(&v, "machine-pc-q35-7.2", 0);
+    assert_eq!(&lpc.d.config[..4], &[0x86, 0x80, 0x18, 0x29]);
+    assert_eq!(lpc.d.config[0x0e], 0x80); // multi-function
+    assert_eq!(lpc.pm.pm1_evt_sts, 0x0001);
+    // The TCO watchdog's registers (subsection ich9_pm/tco) as QEMU reset them.
+    let tco = &lpc.pm.tco_regs;
+    assert_eq!((tco.cnt2, tco.tmr, tco.sw_irq_gen), (0x0008, 0x0004, 0x03));
+    assert_eq!(tco.expire_time, -1);
+    assert_eq!(lpc.rst_cnt, 0);
+}
+
+#[test]
+fn piix4_pm() {
+    let v = check_section::<qemu::acpi::Piix4Pm>("piix4_pm");
+    let pm = in_stream(&v, "idle", 0);
+    assert_eq!(&pm.parent_obj.config[..4], &[0x86, 0x80, 0x13, 0x71]);
+    assert_eq!(pm.parent_obj.config[0x3d], 1); // INTA
+    assert_eq!(pm.pm1_evt_sts, 0x0001);
+    assert!(pm.smb.op_done && pm.smb.smb_auxctl == 0x02);
+    // pc-i440fx-2.3: no SMBus state (before 4.0) and no acpi_index (before 7.0); the golden
+    // stream's bytes and vmdesc say so, and the struct keeps its defaults there.
+    let old = in_stream(&v, "machine-pc-i440fx-2.3", 0);
+    assert_eq!(old.smb, qemu::pcidev::PmSmb::default());
+    assert_eq!(old.acpi_index, 0);
+}
+
+#[test]
+fn ide_and_ahci() {
+    let v = check_section::<qemu::ide::PciIde>("ide");
+    let ide = in_stream(&v, "idle", 0);
+    assert_eq!(&ide.parent_obj.config[..4], &[0x86, 0x80, 0x10, 0x70]);
+    assert_eq!(&ide.parent_obj.config[0x09..0x0c], &[0x80, 0x01, 0x01]);
+    let d0 = &ide.bus0_ifs[0];
+    assert_eq!((d0.mult_sectors, d0.select, d0.status), (16, 0xa0, 0x50));
+    assert!(ide.bus0_ifs.iter().all(|d| d.identify_set == 0));
+    let a = check_section::<qemu::ide::Ich9Ahci>("ich9_ahci");
+    let ahci = in_stream(&a, "machine-pc-q35-7.2", 0);
+    assert_eq!(&ahci.parent_obj.config[..4], &[0x86, 0x80, 0x22, 0x29]);
+    assert_eq!(ahci.ahci.ports, 6);
+    // Capabilities: MSI at 0x80, then SATA at 0xa8.
+    let c = &ahci.parent_obj.config;
+    assert_eq!(
+        (c[0x34], c[0x80], c[0x81], c[0xa8]),
+        (0x80, 0x05, 0xa8, 0x12)
+    );
 }
 
 /// `idle.mig` with the config byte `at` of the I440FX section's PCI state set to `value`.
@@ -727,6 +784,52 @@ mod needs_qemu {
                 "{machine}"
             );
         }
+    }
+
+    /// The ACPI PM functions follow the machine type (QEMU's compat tables): PIIX4 sends its
+    /// SMBus state from pc-i440fx-4.0 (48 bytes) and `acpi_index` from 7.0 (4 bytes); ICH9
+    /// sends `ich9_pm/pcihp` from pc-q35-6.1 (a 2,075-byte subsection: header 1 + 1 + 13 + 4,
+    /// `hotplug_select`, 256 × 8 bytes of bus status, `acpi_index`). Streams QEMU 7.2 makes for
+    /// the machine types on both sides of each step re-encode byte for byte with `piix4_pm`,
+    /// `ide`, `ICH9LPC` and `ich9_ahci` typed, and nothing but `ram` opaque.
+    #[test]
+    #[ignore = "needs qemu-system-x86_64: apt-get install qemu-system-x86"]
+    fn acpi_pm_follows_the_machine_type() {
+        crate::tools::require_qemu();
+        let cat = examples_devices::catalog();
+        let mut len = std::collections::BTreeMap::new();
+        for (machine, pm) in [
+            ("pc-i440fx-3.1", "piix4_pm"),
+            ("pc-i440fx-4.0", "piix4_pm"),
+            ("pc-i440fx-6.2", "piix4_pm"),
+            ("pc-i440fx-7.0", "piix4_pm"),
+            ("pc-q35-6.0", "ICH9LPC"),
+            ("pc-q35-6.1", "ICH9LPC"),
+        ] {
+            let input = qemu_stream(machine, machine, &[]);
+            let (out, report) = reencode(&input, &cat, &ReencodeOptions::default())
+                .unwrap_or_else(|e| panic!("{machine}: {e}"));
+            assert_eq!(out, input, "{machine}");
+            assert!(report.identical_before_vmdesc, "{machine}");
+            let disk = if pm == "ICH9LPC" { "ich9_ahci" } else { "ide" };
+            for n in [pm, disk] {
+                assert!(
+                    report.typed.iter().any(|t| qemu::vmsd_name(&t.0) == n),
+                    "{machine}: {n}"
+                );
+            }
+            assert!(
+                report.opaque.iter().all(|(i, _)| i == "ram"),
+                "{machine}: {:?}",
+                report.opaque
+            );
+            let t = report.typed.iter().find(|t| qemu::vmsd_name(&t.0) == pm);
+            len.insert(machine, t.unwrap().2);
+        }
+        assert_eq!(len["pc-i440fx-4.0"] - len["pc-i440fx-3.1"], 48);
+        assert_eq!(len["pc-i440fx-7.0"] - len["pc-i440fx-6.2"], 4);
+        assert_eq!(len["pc-i440fx-6.2"], len["pc-i440fx-4.0"]);
+        assert_eq!(len["pc-q35-6.1"] - len["pc-q35-6.0"], 2075);
     }
 
     /// Streams whose `ps2kbd` and `fdc` carry the subsections QEMU sends after port writes
