@@ -166,9 +166,17 @@ fn reencode_types_the_table_sections_of_every_golden_stream() {
             .collect();
         assert_eq!(typed, want_typed, "{stem}");
         assert_eq!(opaque, want_opaque, "{stem}");
-        // Every device section of QEMU 7.2's pc machines is typed: only RAM stays opaque.
-        assert!(want_opaque.is_empty(), "{stem}: {want_opaque:?}");
-        assert!(opaque.iter().all(|n| *n == "ram"), "{stem}: {opaque:?}");
+        // Every device section of QEMU 7.2's pc machines is typed: nothing is opaque, and
+        // the only sections copied are RAM's (iterative, START/PART/END).
+        assert!(
+            opaque.is_empty() && want_opaque.is_empty(),
+            "{stem}: {opaque:?}"
+        );
+        assert!(
+            !report.copied.is_empty() && report.copied.iter().all(|(i, _, _)| i == "ram"),
+            "{stem}: {:?}",
+            report.copied
+        );
         for n in [
             "cpu",
             "timer",
@@ -791,7 +799,7 @@ mod needs_qemu {
     /// sends `ich9_pm/pcihp` from pc-q35-6.1 (a 2,075-byte subsection: header 1 + 1 + 13 + 4,
     /// `hotplug_select`, 256 × 8 bytes of bus status, `acpi_index`). Streams QEMU 7.2 makes for
     /// the machine types on both sides of each step re-encode byte for byte with `piix4_pm`,
-    /// `ide`, `ICH9LPC` and `ich9_ahci` typed, and nothing but `ram` opaque.
+    /// `ide`, `ICH9LPC` and `ich9_ahci` typed, nothing opaque and only `ram` copied.
     #[test]
     #[ignore = "needs qemu-system-x86_64: apt-get install qemu-system-x86"]
     fn acpi_pm_follows_the_machine_type() {
@@ -818,10 +826,11 @@ mod needs_qemu {
                     "{machine}: {n}"
                 );
             }
+            assert!(report.opaque.is_empty(), "{machine}: {:?}", report.opaque);
             assert!(
-                report.opaque.iter().all(|(i, _)| i == "ram"),
+                report.copied.iter().all(|(i, _, _)| i == "ram"),
                 "{machine}: {:?}",
-                report.opaque
+                report.copied
             );
             let t = report.typed.iter().find(|t| qemu::vmsd_name(&t.0) == pm);
             len.insert(machine, t.unwrap().2);
@@ -830,6 +839,23 @@ mod needs_qemu {
         assert_eq!(len["pc-i440fx-7.0"] - len["pc-i440fx-6.2"], 4);
         assert_eq!(len["pc-i440fx-6.2"], len["pc-i440fx-4.0"]);
         assert_eq!(len["pc-q35-6.1"] - len["pc-q35-6.0"], 2075);
+    }
+
+    /// `ICH9LPC/rst_cnt` is sent when the reset control register (port 0xcf9) is not zero:
+    /// after the guest writes 0x02 (no reset bit) QEMU 7.2's stream carries it, and it
+    /// re-encodes byte for byte with its vmdesc.
+    #[test]
+    #[ignore = "needs qemu-system-x86_64: apt-get install qemu-system-x86"]
+    fn ich9_reset_control_reencodes_identically() {
+        crate::tools::require_qemu();
+        let cat = examples_devices::catalog();
+        let input = qemu_stream("pc-q35-7.2", "q35-rst-cnt", &["o /b 0xcf9 0x02"]);
+        let (out, report) =
+            reencode(&input, &cat, &ReencodeOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out, input);
+        assert!(report.identical_vmdesc);
+        let desc = qemu_entry(&input, "0000:00:1f.0/ICH9LPC", 0);
+        assert!(desc.contains("\"vmsd_name\":\"ICH9LPC/rst_cnt\""), "{desc}");
     }
 
     /// Streams whose `ps2kbd` and `fdc` carry the subsections QEMU sends after port writes
@@ -971,6 +997,8 @@ mod needs_kvm_and_qemu {
             ] {
                 assert!(report.typed.iter().any(|t| t.0 == n), "{machine}: {n}");
             }
+            // Every device section typed on KVM streams too.
+            assert!(report.opaque.is_empty(), "{machine}: {:?}", report.opaque);
             // The vmdesc is QEMU's, byte for byte, unless QEMU's own length would defeat
             // analyze-migration.py's locator (a 0x7b byte in it): then ours is the same JSON
             // padded to a length the script finds.
