@@ -388,6 +388,35 @@ fn ide_and_ahci() {
     );
 }
 
+/// A stream whose AHCI function lists its capabilities in the other order (SATA at 0xa8
+/// first, then MSI at 0x80) is refused before any register is compared, naming both lists.
+#[test]
+fn ahci_capabilities_in_another_order_are_refused() {
+    let mut input = std::fs::read(golden_dir().join("machine-pc-q35-7.2.mig")).unwrap();
+    let d = decode_stream(&input).unwrap();
+    let s = d
+        .sections
+        .iter()
+        .find(|s| s.kind == SectionKind::Full && s.idstr.ends_with("/ich9_ahci"))
+        .unwrap();
+    let cfg = s.payload_range.start + 4;
+    input[cfg + 0x34] = 0xa8; // list head → SATA
+    input[cfg + 0xa9] = 0x80; // SATA → MSI
+    input[cfg + 0x81] = 0x00; // MSI ends the list
+    let err = reencode(
+        &input,
+        &examples_devices::catalog(),
+        &ReencodeOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("PCI capability list differs: stream [0xa8 SATA, 0x80 MSI], destination [0x80 MSI, 0xa8 SATA]"),
+        "{err}"
+    );
+    assert!(err.contains("ich9_ahci"), "{err}");
+}
+
 /// `idle.mig` with the config byte `at` of the I440FX section's PCI state set to `value`.
 fn i440fx_config_changed(at: usize, value: u8) -> Vec<u8> {
     let mut input = std::fs::read(golden_dir().join("idle.mig")).unwrap();
