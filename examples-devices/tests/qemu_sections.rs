@@ -743,6 +743,17 @@ mod needs_qemu {
         before: &[&str],
         accel: &str,
     ) -> Vec<u8> {
+        qemu_stream_args(machine, name, before, accel, &[])
+    }
+
+    /// [`qemu_stream_with`] with more QEMU arguments (`extra`).
+    fn qemu_stream_args(
+        machine: &str,
+        name: &str,
+        before: &[&str],
+        accel: &str,
+        extra: &[&str],
+    ) -> Vec<u8> {
         let dir = std::env::temp_dir().join(format!("qemu-sections-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join(format!("{name}.mig"));
@@ -757,6 +768,7 @@ mod needs_qemu {
                 "32",
             ])
             .args(["-machine", machine, "-device", "isa-serial", "-S"])
+            .args(extra)
             .args(["-monitor", "stdio"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -885,6 +897,41 @@ mod needs_qemu {
         assert!(report.identical_vmdesc);
         let desc = qemu_entry(&input, "0000:00:1f.0/ICH9LPC", 0);
         assert!(desc.contains("\"vmsd_name\":\"ICH9LPC/rst_cnt\""), "{desc}");
+    }
+
+    /// An IDE disk that ran IDENTIFY DEVICE (HMP port writes: drive 0 selected, command 0xec)
+    /// and has not been read yet: QEMU 7.2 sends the drive's `identify_data` (vmdesc type
+    /// `buffer`, 512 bytes, gated on `identify_set`) and `ide_drive/pio_state` with the whole
+    /// 131,076-byte PIO buffer; the stream re-encodes byte for byte with its vmdesc.
+    #[test]
+    #[ignore = "needs qemu-system-x86_64: apt-get install qemu-system-x86"]
+    fn ide_identify_in_flight_reencodes_identically() {
+        crate::tools::require_qemu();
+        let dir = std::env::temp_dir().join(format!("qemu-sections-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let disk = dir.join("disk.img");
+        std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+        let drive = format!("file={},format=raw,if=ide", disk.display());
+        let input = qemu_stream_args(
+            "pc-i440fx-7.2",
+            "ide-identify",
+            &["o /b 0x1f6 0xa0", "o /b 0x1f7 0xec"],
+            "tcg",
+            &["-drive", &drive],
+        );
+        let cat = examples_devices::catalog();
+        let (out, report) =
+            reencode(&input, &cat, &ReencodeOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out, input);
+        assert!(report.identical_vmdesc);
+        let ide = report.typed.iter().find(|t| t.0.ends_with("/ide")).unwrap();
+        assert!(ide.2 > 131_076 + 512, "{}", ide.2);
+        let desc = qemu_entry(&input, "0000:00:01.1/ide", 0);
+        assert!(
+            desc.contains("\"vmsd_name\":\"ide_drive/pio_state\""),
+            "{desc}"
+        );
+        assert!(desc.contains("\"name\":\"identify_data\""), "{desc}");
     }
 
     /// Streams whose `ps2kbd` and `fdc` carry the subsections QEMU sends after port writes
