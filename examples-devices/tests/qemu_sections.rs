@@ -115,6 +115,10 @@ const TYPED_7_2: &[&str] = &[
     "mch",
     "ich9_smb",
     "cpu",
+    "ICH9LPC",
+    "piix4_pm",
+    "ide",
+    "ich9_ahci",
 ];
 
 #[test]
@@ -162,6 +166,17 @@ fn reencode_types_the_table_sections_of_every_golden_stream() {
             .collect();
         assert_eq!(typed, want_typed, "{stem}");
         assert_eq!(opaque, want_opaque, "{stem}");
+        // Every device section of QEMU 7.2's pc machines is typed: nothing is opaque, and
+        // the only sections copied are RAM's (iterative, START/PART/END).
+        assert!(
+            opaque.is_empty() && want_opaque.is_empty(),
+            "{stem}: {opaque:?}"
+        );
+        assert!(
+            !report.copied.is_empty() && report.copied.iter().all(|(i, _, _)| i == "ram"),
+            "{stem}: {:?}",
+            report.copied
+        );
         for n in [
             "cpu",
             "timer",
@@ -321,6 +336,85 @@ fn express_functions_send_4096_bytes_under_config_1() {
         "{err}"
     );
     assert_eq!(back.parent_obj.express_config[0x100], 0x01);
+}
+
+#[test]
+fn ich9_lpc() {
+    let v = check_section::<qemu::acpi::Ich9Lpc>("ICH9LPC");
+    let lpc = in_stream(&v, "machine-pc-q35-7.2", 0);
+    assert_eq!(&lpc.d.config[..4], &[0x86, 0x80, 0x18, 0x29]);
+    assert_eq!(lpc.d.config[0x0e], 0x80); // multi-function
+    assert_eq!(lpc.pm.pm1_evt_sts, 0x0001);
+    // The TCO watchdog's registers (subsection ich9_pm/tco) as QEMU reset them.
+    let tco = &lpc.pm.tco_regs;
+    assert_eq!((tco.cnt2, tco.tmr, tco.sw_irq_gen), (0x0008, 0x0004, 0x03));
+    assert_eq!(tco.expire_time, -1);
+    assert_eq!(lpc.rst_cnt, 0);
+}
+
+#[test]
+fn piix4_pm() {
+    let v = check_section::<qemu::acpi::Piix4Pm>("piix4_pm");
+    let pm = in_stream(&v, "idle", 0);
+    assert_eq!(&pm.parent_obj.config[..4], &[0x86, 0x80, 0x13, 0x71]);
+    assert_eq!(pm.parent_obj.config[0x3d], 1); // INTA
+    assert_eq!(pm.pm1_evt_sts, 0x0001);
+    assert!(pm.smb.op_done && pm.smb.smb_auxctl == 0x02);
+    // pc-i440fx-2.3: no SMBus state (before 4.0) and no acpi_index (before 7.0); the golden
+    // stream's bytes and vmdesc say so, and the struct keeps its defaults there.
+    let old = in_stream(&v, "machine-pc-i440fx-2.3", 0);
+    assert_eq!(old.smb, qemu::pcidev::PmSmb::default());
+    assert_eq!(old.acpi_index, 0);
+}
+
+#[test]
+fn ide_and_ahci() {
+    let v = check_section::<qemu::ide::PciIde>("ide");
+    let ide = in_stream(&v, "idle", 0);
+    assert_eq!(&ide.parent_obj.config[..4], &[0x86, 0x80, 0x10, 0x70]);
+    assert_eq!(&ide.parent_obj.config[0x09..0x0c], &[0x80, 0x01, 0x01]);
+    let d0 = &ide.bus0_ifs[0];
+    assert_eq!((d0.mult_sectors, d0.select, d0.status), (16, 0xa0, 0x50));
+    assert!(ide.bus0_ifs.iter().all(|d| d.identify_set == 0));
+    let a = check_section::<qemu::ide::Ich9Ahci>("ich9_ahci");
+    let ahci = in_stream(&a, "machine-pc-q35-7.2", 0);
+    assert_eq!(&ahci.parent_obj.config[..4], &[0x86, 0x80, 0x22, 0x29]);
+    assert_eq!(ahci.ahci.ports, 6);
+    // Capabilities: MSI at 0x80, then SATA at 0xa8.
+    let c = &ahci.parent_obj.config;
+    assert_eq!(
+        (c[0x34], c[0x80], c[0x81], c[0xa8]),
+        (0x80, 0x05, 0xa8, 0x12)
+    );
+}
+
+/// A stream whose AHCI function lists its capabilities in the other order (SATA at 0xa8
+/// first, then MSI at 0x80) is refused before any register is compared, naming both lists.
+#[test]
+fn ahci_capabilities_in_another_order_are_refused() {
+    let mut input = std::fs::read(golden_dir().join("machine-pc-q35-7.2.mig")).unwrap();
+    let d = decode_stream(&input).unwrap();
+    let s = d
+        .sections
+        .iter()
+        .find(|s| s.kind == SectionKind::Full && s.idstr.ends_with("/ich9_ahci"))
+        .unwrap();
+    let cfg = s.payload_range.start + 4;
+    input[cfg + 0x34] = 0xa8; // list head → SATA
+    input[cfg + 0xa9] = 0x80; // SATA → MSI
+    input[cfg + 0x81] = 0x00; // MSI ends the list
+    let err = reencode(
+        &input,
+        &examples_devices::catalog(),
+        &ReencodeOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("PCI capability list differs: stream [0xa8 SATA, 0x80 MSI], destination [0x80 MSI, 0xa8 SATA]"),
+        "{err}"
+    );
+    assert!(err.contains("ich9_ahci"), "{err}");
 }
 
 /// `idle.mig` with the config byte `at` of the I440FX section's PCI state set to `value`.
@@ -649,6 +743,17 @@ mod needs_qemu {
         before: &[&str],
         accel: &str,
     ) -> Vec<u8> {
+        qemu_stream_args(machine, name, before, accel, &[])
+    }
+
+    /// [`qemu_stream_with`] with more QEMU arguments (`extra`).
+    fn qemu_stream_args(
+        machine: &str,
+        name: &str,
+        before: &[&str],
+        accel: &str,
+        extra: &[&str],
+    ) -> Vec<u8> {
         let dir = std::env::temp_dir().join(format!("qemu-sections-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join(format!("{name}.mig"));
@@ -663,6 +768,7 @@ mod needs_qemu {
                 "32",
             ])
             .args(["-machine", machine, "-device", "isa-serial", "-S"])
+            .args(extra)
             .args(["-monitor", "stdio"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -727,6 +833,105 @@ mod needs_qemu {
                 "{machine}"
             );
         }
+    }
+
+    /// The ACPI PM functions follow the machine type (QEMU's compat tables): PIIX4 sends its
+    /// SMBus state from pc-i440fx-4.0 (48 bytes) and `acpi_index` from 7.0 (4 bytes); ICH9
+    /// sends `ich9_pm/pcihp` from pc-q35-6.1 (a 2,075-byte subsection: header 1 + 1 + 13 + 4,
+    /// `hotplug_select`, 256 × 8 bytes of bus status, `acpi_index`). Streams QEMU 7.2 makes for
+    /// the machine types on both sides of each step re-encode byte for byte with `piix4_pm`,
+    /// `ide`, `ICH9LPC` and `ich9_ahci` typed, nothing opaque and only `ram` copied.
+    #[test]
+    #[ignore = "needs qemu-system-x86_64: apt-get install qemu-system-x86"]
+    fn acpi_pm_follows_the_machine_type() {
+        crate::tools::require_qemu();
+        let cat = examples_devices::catalog();
+        let mut len = std::collections::BTreeMap::new();
+        for (machine, pm) in [
+            ("pc-i440fx-3.1", "piix4_pm"),
+            ("pc-i440fx-4.0", "piix4_pm"),
+            ("pc-i440fx-6.2", "piix4_pm"),
+            ("pc-i440fx-7.0", "piix4_pm"),
+            ("pc-q35-6.0", "ICH9LPC"),
+            ("pc-q35-6.1", "ICH9LPC"),
+        ] {
+            let input = qemu_stream(machine, machine, &[]);
+            let (out, report) = reencode(&input, &cat, &ReencodeOptions::default())
+                .unwrap_or_else(|e| panic!("{machine}: {e}"));
+            assert_eq!(out, input, "{machine}");
+            assert!(report.identical_before_vmdesc, "{machine}");
+            let disk = if pm == "ICH9LPC" { "ich9_ahci" } else { "ide" };
+            for n in [pm, disk] {
+                assert!(
+                    report.typed.iter().any(|t| qemu::vmsd_name(&t.0) == n),
+                    "{machine}: {n}"
+                );
+            }
+            assert!(report.opaque.is_empty(), "{machine}: {:?}", report.opaque);
+            assert!(
+                report.copied.iter().all(|(i, _, _)| i == "ram"),
+                "{machine}: {:?}",
+                report.copied
+            );
+            let t = report.typed.iter().find(|t| qemu::vmsd_name(&t.0) == pm);
+            len.insert(machine, t.unwrap().2);
+        }
+        assert_eq!(len["pc-i440fx-4.0"] - len["pc-i440fx-3.1"], 48);
+        assert_eq!(len["pc-i440fx-7.0"] - len["pc-i440fx-6.2"], 4);
+        assert_eq!(len["pc-i440fx-6.2"], len["pc-i440fx-4.0"]);
+        assert_eq!(len["pc-q35-6.1"] - len["pc-q35-6.0"], 2075);
+    }
+
+    /// `ICH9LPC/rst_cnt` is sent when the reset control register (port 0xcf9) is not zero:
+    /// after the guest writes 0x02 (no reset bit) QEMU 7.2's stream carries it, and it
+    /// re-encodes byte for byte with its vmdesc.
+    #[test]
+    #[ignore = "needs qemu-system-x86_64: apt-get install qemu-system-x86"]
+    fn ich9_reset_control_reencodes_identically() {
+        crate::tools::require_qemu();
+        let cat = examples_devices::catalog();
+        let input = qemu_stream("pc-q35-7.2", "q35-rst-cnt", &["o /b 0xcf9 0x02"]);
+        let (out, report) =
+            reencode(&input, &cat, &ReencodeOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out, input);
+        assert!(report.identical_vmdesc);
+        let desc = qemu_entry(&input, "0000:00:1f.0/ICH9LPC", 0);
+        assert!(desc.contains("\"vmsd_name\":\"ICH9LPC/rst_cnt\""), "{desc}");
+    }
+
+    /// An IDE disk that ran IDENTIFY DEVICE (HMP port writes: drive 0 selected, command 0xec)
+    /// and has not been read yet: QEMU 7.2 sends the drive's `identify_data` (vmdesc type
+    /// `buffer`, 512 bytes, gated on `identify_set`) and `ide_drive/pio_state` with the whole
+    /// 131,076-byte PIO buffer; the stream re-encodes byte for byte with its vmdesc.
+    #[test]
+    #[ignore = "needs qemu-system-x86_64: apt-get install qemu-system-x86"]
+    fn ide_identify_in_flight_reencodes_identically() {
+        crate::tools::require_qemu();
+        let dir = std::env::temp_dir().join(format!("qemu-sections-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let disk = dir.join("disk.img");
+        std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+        let drive = format!("file={},format=raw,if=ide", disk.display());
+        let input = qemu_stream_args(
+            "pc-i440fx-7.2",
+            "ide-identify",
+            &["o /b 0x1f6 0xa0", "o /b 0x1f7 0xec"],
+            "tcg",
+            &["-drive", &drive],
+        );
+        let cat = examples_devices::catalog();
+        let (out, report) =
+            reencode(&input, &cat, &ReencodeOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out, input);
+        assert!(report.identical_vmdesc);
+        let ide = report.typed.iter().find(|t| t.0.ends_with("/ide")).unwrap();
+        assert!(ide.2 > 131_076 + 512, "{}", ide.2);
+        let desc = qemu_entry(&input, "0000:00:01.1/ide", 0);
+        assert!(
+            desc.contains("\"vmsd_name\":\"ide_drive/pio_state\""),
+            "{desc}"
+        );
+        assert!(desc.contains("\"name\":\"identify_data\""), "{desc}");
     }
 
     /// Streams whose `ps2kbd` and `fdc` carry the subsections QEMU sends after port writes
@@ -868,6 +1073,8 @@ mod needs_kvm_and_qemu {
             ] {
                 assert!(report.typed.iter().any(|t| t.0 == n), "{machine}: {n}");
             }
+            // Every device section typed on KVM streams too.
+            assert!(report.opaque.is_empty(), "{machine}: {:?}", report.opaque);
             // The vmdesc is QEMU's, byte for byte, unless QEMU's own length would defeat
             // analyze-migration.py's locator (a 0x7b byte in it): then ours is the same JSON
             // padded to a length the script finds.

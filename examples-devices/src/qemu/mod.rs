@@ -41,9 +41,11 @@ macro_rules! as_received {
     };
 }
 
+pub mod acpi;
 pub mod chipset;
 pub mod cpu;
 pub mod fdc;
+pub mod ide;
 pub mod input;
 pub mod irq;
 pub mod misc;
@@ -224,6 +226,7 @@ table! {
     "I440FX" => typed::<pcidev::I440fx>,
     "dma" => typed::<chipset::Dma>,
     "PIIX3" => typed::<pcidev::Piix3>,
+    "ICH9LPC" => typed::<acpi::Ich9Lpc>,
     "i8259" => typed::<chipset::I8259>,
     "ioapic" => typed::<irq::IoApic>,
     "hpet" => typed::<irq::Hpet>,
@@ -236,7 +239,10 @@ table! {
     "pckbd" => typed::<input::PcKbd>,
     "vmmouse" => typed::<input::VmMouse>,
     "port92" => typed::<misc::Port92>,
+    "ide" => typed::<ide::PciIde>,
+    "ich9_ahci" => typed::<ide::Ich9Ahci>,
     "i2c_bus" => typed::<misc::I2cBus>,
+    "piix4_pm" => typed::<acpi::Piix4Pm>,
     "ich9_smb" => typed::<pcidev::Ich9Smb>,
     "serial" => serial,
     "acpi_build" => typed::<misc::AcpiBuild>,

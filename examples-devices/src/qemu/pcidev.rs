@@ -11,7 +11,25 @@ use super::QemuState;
 /// QEMU's subsystem ids on every function here (Red Hat, QEMU).
 const SUBSYSTEM: (u16, u16) = (0x1af4, 0x1100);
 
-fn function(device: u16, revision: u8, class: [u8; 3], multi: bool, pin: u8) -> PciDevice {
+pub(super) fn function(
+    device: u16,
+    revision: u8,
+    class: [u8; 3],
+    multi: bool,
+    pin: u8,
+) -> PciDevice {
+    function_with_caps(device, revision, class, multi, pin, Vec::new())
+}
+
+/// A function with capabilities, `(offset, capability id)` in list order.
+pub(super) fn function_with_caps(
+    device: u16,
+    revision: u8,
+    class: [u8; 3],
+    multi: bool,
+    pin: u8,
+    capabilities: Vec<(u8, u8)>,
+) -> PciDevice {
     PciDevice::new(&PciHeader {
         vendor: 0x8086,
         device,
@@ -20,7 +38,7 @@ fn function(device: u16, revision: u8, class: [u8; 3], multi: bool, pin: u8) -> 
         header_type: if multi { 0x80 } else { 0 },
         subsystem: SUBSYSTEM,
         interrupt_pin: pin,
-        capabilities: Vec::new(),
+        capabilities,
     })
 }
 
