@@ -14,6 +14,7 @@
 //! | [`ram`] | the RAM section: [`RamWriter`] (source), [`RamLoader`] (destination, validating) |
 //! | [`precopy`] | [`migrate`]: passes, convergence, stop, devices, ack; statistics |
 //! | [`dest`] | [`receive`]: incremental load, all-or-nothing devices, ack, resume |
+//! | [`channels`] | RAM pages over N parallel page channels: handshake, sync points, readers |
 //! | [`transport`] | [`Transport`] for TCP / Unix / file, the `LOADED` / `ERR …` → `GO` handshake |
 //!
 //! Failure semantics: the source resumes its guest, unchanged, on every error before the
@@ -27,6 +28,7 @@
 // Unsafe code is confined to `sys` (writev from guest memory, madvise, the destination page).
 #![deny(unsafe_code)]
 
+pub mod channels;
 pub mod dest;
 pub mod error;
 pub mod memory;
@@ -35,6 +37,7 @@ pub mod ram;
 mod sys;
 pub mod transport;
 
+pub use channels::ChannelListener;
 pub use dest::{receive, MigrationDestination, ReceiveSettings};
 
 use vmstate_runtime::{MachineType, Registry};
