@@ -321,16 +321,16 @@ impl SendChannels {
                 }
             }
         }
-        let next = AtomicUsize::new(0);
         let bytes = AtomicU64::new(0);
         let failed = AtomicBool::new(false);
+        let first = AtomicUsize::new(usize::MAX);
         let t0 = Instant::now();
         let n = self.socks.len();
         let ctx = PassCtx {
             regions: &regions,
             dirty,
             items: &items,
-            next: &next,
+            stride: n,
             bytes: &bytes,
             failed: &failed,
             cancel,
@@ -347,9 +347,12 @@ impl SendChannels {
                 .enumerate()
                 .map(|(i, sock)| {
                     let ctx = &ctx;
+                    let first = &first;
                     s.spawn(move || {
-                        let r = send_channel(sock, ctx, last);
+                        let r = send_channel(sock, i, ctx, last);
                         if r.is_err() && !ctx.failed.swap(true, Ordering::SeqCst) {
+                            // The first failure is the cause; the others follow from the abort.
+                            first.store(i, Ordering::SeqCst);
                             self.abort();
                         }
                         r.map_err(|e| match e {
@@ -372,6 +375,11 @@ impl SendChannels {
         });
         let mut total = PageCounts::default();
         let mut first_err = None;
+        let cause = first.load(Ordering::SeqCst);
+        let mut results = results;
+        if cause < results.len() {
+            results.swap(0, cause);
+        }
         for r in results {
             match r {
                 Ok(c) => {
@@ -406,7 +414,9 @@ struct PassCtx<'a> {
     regions: &'a [&'a GuestRegionMmap<AtomicBitmap>],
     dirty: &'a [Vec<u64>],
     items: &'a [Item],
-    next: &'a AtomicUsize,
+    /// Channel `i` sends items `i`, `i + stride`, …: the same split every time (balanced bytes,
+    /// deterministic per-channel streams).
+    stride: usize,
     bytes: &'a AtomicU64,
     failed: &'a AtomicBool,
     cancel: &'a AtomicBool,
@@ -424,15 +434,15 @@ fn packet_header(buf: &mut Vec<u8>, kind: u32, block: u32, count: u32, pass: u32
     }
 }
 
-/// One channel's share of a pass: takes packets' worth of pages until none are left, then
-/// writes `SYNC`/`FINAL`.
-fn send_channel(sock: &Socket, ctx: &PassCtx<'_>, last: bool) -> Result<PageCounts> {
+/// One channel's share of a pass (every `stride`-th packet's worth of pages from `index` on),
+/// then `SYNC`/`FINAL`.
+fn send_channel(sock: &Socket, index: usize, ctx: &PassCtx<'_>, last: bool) -> Result<PageCounts> {
     let mut total = PageCounts::default();
     let mut buf = Vec::with_capacity(HEADER + 8 * MAX_BATCH);
     let mut pages: Vec<GuestSlice<'_>> = Vec::with_capacity(MAX_BATCH);
     let mut sent = 0u64;
     let start = Instant::now();
-    loop {
+    for item in ctx.items.iter().skip(index).step_by(ctx.stride) {
         if ctx.cancel.load(Ordering::Relaxed) {
             return Err(MigrationError::Cancelled);
         }
@@ -442,8 +452,6 @@ fn send_channel(sock: &Socket, ctx: &PassCtx<'_>, last: bool) -> Result<PageCoun
                 "another page channel failed",
             )));
         }
-        let k = ctx.next.fetch_add(1, Ordering::Relaxed);
-        let Some(item) = ctx.items.get(k) else { break };
         let region = ctx.regions[item.block];
         let bits = &ctx.dirty[item.block];
         let npages = region.len() / PAGE_SIZE;
@@ -679,6 +687,11 @@ impl<'scope, 'env> RecvChannels<'scope, 'env> {
     /// Pages, zero pages and packet bytes the channels loaded.
     pub(crate) fn counts(&self) -> PageCounts {
         self.shared.lock().counts
+    }
+
+    /// The first error of a page channel, if one failed.
+    pub(crate) fn error(&self) -> Option<String> {
+        self.shared.lock().error.clone()
     }
 
     /// Stops every channel thread (after a failure): sockets shut down, waits released.

@@ -89,8 +89,15 @@ where
     let loaded = match loaded {
         Ok(l) => l,
         Err(e) => {
+            // A failed page channel is the cause of what the main channel then saw.
+            let cause = chans.error();
             chans.abort();
-            return Err(e.into());
+            return Err(match cause {
+                Some(c) => MigrationError::Io(std::io::Error::other(format!(
+                    "{c} (then, on the main channel: {e})"
+                ))),
+                None => e.into(),
+            });
         }
     };
     let c = chans.counts();
