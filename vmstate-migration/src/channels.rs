@@ -1026,3 +1026,26 @@ fn read_channel(
     };
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every way a connection can fail to be the next page channel of this migration.
+    #[test]
+    fn handshakes_are_checked() {
+        let id = [3u8; 16];
+        let free = [false, false];
+        assert_eq!(check_handshake(&handshake(&id, 1, 2), &id, 2, &free), Ok(1));
+        let refuse =
+            |h: [u8; 32], connected: &[bool]| check_handshake(&h, &id, 2, connected).unwrap_err();
+        assert!(refuse(handshake(&[4; 16], 0, 2), &free).contains("wrong migration id"));
+        let mut bad = handshake(&id, 0, 2);
+        bad[0] = b'X';
+        assert!(refuse(bad, &free).contains("bad magic"));
+        assert!(refuse(handshake(&id, 2, 2), &free).contains("index 2 out of range 0..2"));
+        assert!(refuse(handshake(&id, 0, 3), &free).contains("channel count 3"));
+        assert!(refuse(handshake(&id, 1, 2), &[false, true])
+            .contains("page channel 1 is already connected"));
+    }
+}

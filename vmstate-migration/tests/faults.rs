@@ -279,6 +279,20 @@ fn multi_proxy(
     after_marker: bool,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<bool> {
+    multi_proxy_patching(listener, dest_addr, conn, at, after_marker, stop, None)
+}
+
+/// [`multi_proxy`], and on connection `conn` the bytes at stream offset `patch.0` are replaced
+/// by `patch.1` (a hostile source) instead of a cut.
+fn multi_proxy_patching(
+    listener: TcpListener,
+    dest_addr: std::net::SocketAddr,
+    conn: usize,
+    at: u64,
+    after_marker: bool,
+    stop: Arc<AtomicBool>,
+    patch: Option<(u64, Vec<u8>)>,
+) -> std::thread::JoinHandle<bool> {
     std::thread::spawn(move || {
         listener.set_nonblocking(true).unwrap();
         let cut = Arc::new(AtomicBool::new(false));
@@ -313,6 +327,7 @@ fn multi_proxy(
                 let _ = back_src.shutdown(Shutdown::Both);
             }));
             let cut = Arc::clone(&cut);
+            let patch = patch.clone().filter(|_| target);
             threads.push(std::thread::spawn(move || {
                 let mut buf = vec![0u8; 64 * 1024];
                 let mut sent = 0u64;
@@ -332,7 +347,16 @@ fn multi_proxy(
                         let keep = tail.len().saturating_sub(MARKER.len());
                         tail.drain(..keep);
                     }
+                    if let Some((p, bytes)) = &patch {
+                        for (k, b) in bytes.iter().enumerate() {
+                            let abs = p + k as u64;
+                            if abs >= sent && abs < sent + n as u64 {
+                                buf[usize::try_from(abs - sent).unwrap()] = *b;
+                            }
+                        }
+                    }
                     let limit = match (target, after_marker) {
+                        _ if patch.is_some() => None,
                         (false, _) => None,
                         (true, false) => Some(at),
                         (true, true) => marker_at.map(|m| m + at),
@@ -464,5 +488,74 @@ fn cuts_on_every_channel_of_a_two_channel_migration() {
         assert_eq!(*src.dev.lock().unwrap(), dev_before, "{what}");
         assert_eq!(src.throttles.last().copied().unwrap_or(0), 0);
         eprintln!("{what}: source: {err}; destination: {derr}");
+    }
+}
+
+/// A hostile source on a page channel: a page offset beyond its block, an unknown flag, a block
+/// index out of range, an oversized page count and an unknown packet kind are each refused with
+/// an error naming the channel and its byte offset; nothing is applied, the destination does not
+/// start, and the source runs on.
+#[test]
+fn hostile_page_channel_packets_are_refused() {
+    let mut src = SourceVm::new(4, false);
+    src.wait_progress(500);
+    let settings = Settings {
+        channels: 2,
+        ack_timeout: Duration::from_secs(2),
+        ..Settings::default()
+    };
+    let proxy_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = proxy_listener.local_addr().unwrap();
+    // Page channel 1 (connection 2): 32 handshake bytes, then the first packet's header
+    // (kind, block, count, pass) and its first page offset.
+    let cases: [(u64, Vec<u8>, &str); 5] = [
+        (
+            48,
+            0x0040_0000u64.to_be_bytes().to_vec(),
+            "outside block `pc.ram`",
+        ),
+        (
+            48,
+            0x0000_1002u64.to_be_bytes().to_vec(),
+            "unknown page flags 0x2",
+        ),
+        (
+            36,
+            7u32.to_be_bytes().to_vec(),
+            "block index 7 out of range",
+        ),
+        (40, 4096u32.to_be_bytes().to_vec(), "4096 pages in a packet"),
+        (32, 9u32.to_be_bytes().to_vec(), "unknown packet kind 9"),
+    ];
+    for (at, bytes, want) in cases {
+        let dst_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dst_addr = dst_listener.local_addr().unwrap();
+        let dest = spawn_receive_accepting(dst_listener, 4, Duration::from_secs(5));
+        let stop = Arc::new(AtomicBool::new(false));
+        let p = multi_proxy_patching(
+            proxy_listener.try_clone().unwrap(),
+            dst_addr,
+            2,
+            0,
+            false,
+            Arc::clone(&stop),
+            Some((at, bytes)),
+        );
+        let mut t = TcpStream::connect(proxy_addr).unwrap();
+        let res = migrate(&mut src, &mut t, &settings);
+        drop(t);
+        let (dst, dres) = dest.join().unwrap();
+        stop.store(true, AtomicOrdering::SeqCst);
+        p.join().unwrap();
+        let derr = dres.expect_err(want).to_string();
+        assert!(
+            derr.contains(want) && derr.contains("page channel 1, byte"),
+            "{want}: {derr}"
+        );
+        res.expect_err(want);
+        assert!(!dst.resumed);
+        assert_eq!(*dst.dev.lock().unwrap(), dest_sentinel());
+        assert_eq!(src.resumes, src.stops);
+        src.wait_progress(200);
     }
 }
