@@ -679,11 +679,6 @@ impl<'scope, 'env> RecvChannels<'scope, 'env> {
         }
     }
 
-    /// Whether the stream used page channels.
-    pub(crate) fn used(&self) -> bool {
-        self.started
-    }
-
     /// Pages, zero pages and packet bytes the channels loaded.
     pub(crate) fn counts(&self) -> PageCounts {
         self.shared.lock().counts

@@ -202,3 +202,41 @@ fn a_destination_without_a_listener_refuses_clearly() {
     assert_eq!(src.stops, src.resumes, "{err}");
     src.wait_progress(500);
 }
+
+/// Cancel in the middle of a pass on the page channels: the source returns `Cancelled` with its
+/// guest running, the destination discards and does not start.
+#[test]
+fn cancel_during_a_channel_pass() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut src = SourceVm::new(8, true);
+    src.wait_progress(1000);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let dest = spawn_receive_accepting(l, 8, Duration::from_secs(5));
+    let mut t = TcpStream::connect(addr).unwrap();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
+    let settings = Settings {
+        channels: 2,
+        cancel: Arc::clone(&cancel),
+        progress: Some(vmstate_migration::ProgressHook(Arc::new(move |p| {
+            if p.bytes > 1 << 20 {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }))),
+        ..Settings::default()
+    };
+    let err = migrate(&mut src, &mut t, &settings).unwrap_err();
+    assert!(
+        matches!(err, vmstate_migration::MigrationError::Cancelled),
+        "{err}"
+    );
+    drop(t);
+    let (dst, r) = dest.join().unwrap();
+    r.unwrap_err();
+    assert!(!dst.resumed);
+    assert_eq!(*dst.dev.lock().unwrap(), common::dest_sentinel());
+    assert_eq!(src.stops, src.resumes);
+    src.wait_progress(500);
+}
