@@ -1,6 +1,8 @@
 //! Multiple channels: pages over N page channels load exactly what one channel loads, a running
-//! guest migrates consistently over 2 channels (TCP and Unix sockets), and a stray connection on
-//! the destination's listener is refused with a clear error while the migration goes on.
+//! guest migrates consistently over 2 channels (TCP and Unix sockets), a stray or duplicated
+//! connection on the destination's listener is refused with a clear error while the migration
+//! goes on, a destination without a listener refuses clearly, and a cancel mid-pass leaves the
+//! source running.
 
 mod common;
 
@@ -239,4 +241,68 @@ fn cancel_during_a_channel_pass() {
     assert_eq!(*dst.dev.lock().unwrap(), common::dest_sentinel());
     assert_eq!(src.stops, src.resumes);
     src.wait_progress(500);
+}
+
+/// A duplicated page channel (a second connection with channel 0's handshake, made by a proxy
+/// while the migration sets up) is refused with "already connected"; the migration goes on over
+/// the original connections.
+#[test]
+fn a_duplicated_channel_is_refused() {
+    use std::net::Shutdown;
+    let mut src = SourceVm::new(4, true);
+    src.wait_progress(1000);
+    let dst_l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dst_addr = dst_l.local_addr().unwrap();
+    let dest = spawn_receive_accepting(dst_l, 4, Duration::from_secs(10));
+    let proxy_l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = proxy_l.local_addr().unwrap();
+    // Relays the main connection and both page channels; after relaying channel 0's handshake
+    // it opens the duplicate and waits for its answer before taking channel 1.
+    let proxy = std::thread::spawn(move || {
+        let mut relays = Vec::new();
+        let mut answer = String::new();
+        for k in 0..3 {
+            let (from_src, _) = proxy_l.accept().unwrap();
+            let to_dst = TcpStream::connect(dst_addr).unwrap();
+            let mut first = Vec::new();
+            if k == 1 {
+                let mut h = [0u8; 32];
+                (&from_src).read_exact(&mut h).unwrap();
+                (&to_dst).write_all(&h).unwrap();
+                first = h.to_vec();
+            }
+            for (a, b) in [(&from_src, &to_dst), (&to_dst, &from_src)] {
+                let (mut a, b) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+                relays.push(std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut a, &mut &b);
+                    let _ = b.shutdown(Shutdown::Write);
+                }));
+            }
+            if k == 1 {
+                let mut dup = TcpStream::connect(dst_addr).unwrap();
+                dup.write_all(&first).unwrap();
+                dup.read_to_string(&mut answer).unwrap();
+            }
+        }
+        for r in relays {
+            r.join().unwrap();
+        }
+        answer
+    });
+    let mut t = TcpStream::connect(proxy_addr).unwrap();
+    let settings = Settings {
+        channels: 2,
+        downtime: Duration::from_millis(20),
+        ..Settings::default()
+    };
+    migrate(&mut src, &mut t, &settings).expect("migration despite the duplicate");
+    drop(t);
+    let (dst, r) = dest.join().unwrap();
+    r.expect("destination");
+    assert_eq!(dst.ram.snapshot().unwrap(), src.ram.snapshot().unwrap());
+    let answer = proxy.join().unwrap();
+    assert!(
+        answer.starts_with("ERR ") && answer.contains("page channel 0 is already connected"),
+        "{answer:?}"
+    );
 }
