@@ -130,7 +130,12 @@ impl Write for &Socket {
 
 /// Where a destination accepts the page channels of a multi-channel migration
 /// ([`ReceiveSettings::channels`](crate::ReceiveSettings::channels)): usually the listener the
-/// main connection came from.
+/// main connection came from. While a receive accepts page channels the listener is switched to
+/// non-blocking mode (polled, so an aborted migration stops waiting); it is left in blocking mode
+/// afterwards. Connections a failed migration opened but the destination never accepted stay in
+/// its backlog: a VMM that reuses the listener should tell them apart (a page channel starts with
+/// [`CHANNEL_MAGIC`], a migration stream with QEMU's `QEVM`) or use a fresh listener per
+/// migration.
 #[derive(Debug, Clone)]
 pub enum ChannelListener {
     /// A TCP listener.
