@@ -15,6 +15,7 @@
 //! | [`precopy`] | [`migrate`]: passes, convergence, stop, devices, ack; statistics |
 //! | [`dest`] | [`receive`]: incremental load, all-or-nothing devices, ack, resume |
 //! | [`snapshot`] | snapshot files: device state + memory at fixed offsets, restore by `mmap` |
+//! | [`channels`] | RAM pages over N parallel page channels: handshake, sync points, readers |
 //! | [`transport`] | [`Transport`] for TCP / Unix / file, the `LOADED` / `ERR …` → `GO` handshake |
 //!
 //! Failure semantics: the source resumes its guest, unchanged, on every error before the
@@ -29,6 +30,7 @@
 // MAP_FIXED mapping of a snapshot increment).
 #![deny(unsafe_code)]
 
+pub mod channels;
 pub mod dest;
 pub mod error;
 pub mod memory;
@@ -38,6 +40,7 @@ pub mod snapshot;
 mod sys;
 pub mod transport;
 
+pub use channels::ChannelListener;
 pub use dest::{receive, MigrationDestination, ReceiveSettings};
 
 use vmstate_runtime::{MachineType, Registry};

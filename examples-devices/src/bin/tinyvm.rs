@@ -4,6 +4,7 @@
 //! tinyvm pingpong --count 100            # KVM when /dev/kvm opens (feature `kvm`), else software
 //! tinyvm pingpong --count 5 --soft       # the software guest (a thread dirtying vm-memory RAM)
 //! tinyvm pingpong --mem 256M --dirty-rate 50000 --count 20 --verbose   # multi-pass precopy
+//! tinyvm pingpong --mem 256M --channels 2 --count 20   # RAM pages over 2 page channels
 //! tinyvm serve --kvm                     # a child: prints `READY <port>`, then obeys stdin lines
 //! tinyvm snapshot --kvm --mem 1G --run-ms 8000 --out base.snap   # a snapshot file
 //! tinyvm restore base.snap --check       # mapped back, started, checked (docs/snapshots.md)
@@ -54,6 +55,16 @@ struct ModeArgs {
     /// --verbose` passes it to its children).
     #[arg(long)]
     progress: bool,
+    /// Page channels: move RAM pages over N parallel connections besides the main one (1 = the
+    /// single stream in QEMU's format).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    channels: u32,
+    /// Precopy passes (including the first) before the guest is stopped regardless of the
+    /// downtime target. With a bandwidth limit and a busy guest, auto-converge needs passes to
+    /// raise the throttle (20 %, then +10 % every pass or two): too few stops the guest with a
+    /// large dirty set, i.e. a long downtime.
+    #[arg(long, default_value_t = examples_devices::tinyvm::MAX_PASSES, value_parser = clap::value_parser!(u32).range(1..))]
+    max_passes: u32,
 }
 
 /// `--dirty-rate` (clap treats a bare `Option` as an optional flag).
@@ -69,6 +80,8 @@ impl ModeArgs {
             },
             bandwidth_limit: self.bandwidth.map(|b| b as u64),
             progress: self.progress || verbose,
+            channels: self.channels,
+            max_passes: self.max_passes,
         }
     }
 }

@@ -59,6 +59,12 @@ impl Proc {
         if opts.progress {
             args.push("--progress".to_owned());
         }
+        args.extend([
+            "--channels".to_owned(),
+            opts.channels.to_string(),
+            "--max-passes".to_owned(),
+            opts.max_passes.to_string(),
+        ]);
         let mut child = Command::new(exe)
             .args(&args)
             .stdin(Stdio::piped())

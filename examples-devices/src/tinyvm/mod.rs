@@ -184,13 +184,18 @@ pub fn monotonic_ns() -> u64 {
     secs * 1_000_000_000 + nanos
 }
 
-/// The precopy settings of every tinyvm migration: a 50 ms downtime target, at most 10 passes,
-/// auto-converge on, and `bandwidth_limit` (bytes per second, `None` = unlimited).
+/// Precopy passes before the guest is stopped regardless of the downtime target (the default of
+/// `--max-passes`): with a bandwidth limit, auto-converge needs passes to raise its throttle.
+pub const MAX_PASSES: u32 = 30;
+
+/// The precopy settings of every tinyvm migration: a 50 ms downtime target, at most
+/// [`MAX_PASSES`] passes (`tinyvm pingpong --max-passes` overrides it), auto-converge on, and
+/// `bandwidth_limit` (bytes per second, `None` = unlimited).
 #[must_use]
 pub fn settings(bandwidth_limit: Option<u64>) -> Settings {
     Settings {
         downtime: Duration::from_millis(50),
-        max_passes: 10,
+        max_passes: MAX_PASSES,
         ack_timeout: Duration::from_secs(20),
         bandwidth_limit,
         ..Settings::default()
