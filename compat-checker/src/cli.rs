@@ -109,7 +109,31 @@ pub enum Command {
         /// Dump of the newer release.
         #[arg(value_name = "DST.json")]
         dst: PathBuf,
+        /// Compare only the sections both dumps have (e.g. QEMU's dump against
+        /// `export-qemu-dump`, which describes only the workspace's devices).
+        #[arg(long)]
+        common_only: bool,
     },
+    /// Write the workspace's devices in QEMU's `-dump-vmstate` format for one machine type.
+    ExportQemuDump {
+        /// The machine type, e.g. pc-i440fx-7.2.
+        #[arg(value_name = "MACHINE-TYPE")]
+        machine: String,
+        /// Write here instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// A QOM type name for a section, `QOM=SECTION` (adds to the crates'
+        /// `[package.metadata.compat-check.qom-types]`).
+        #[arg(long = "qom-type", value_name = "QOM=SECTION", value_parser = parse_qom_type)]
+        qom_types: Vec<(String, String)>,
+    },
+}
+
+fn parse_qom_type(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((q, sec)) if !q.is_empty() && !sec.is_empty() => Ok((q.to_owned(), sec.to_owned())),
+        _ => Err(format!("`{s}` is not QOM=SECTION (e.g. isa-serial=serial)")),
+    }
 }
 
 /// `--format`.
@@ -277,7 +301,16 @@ fn run(cmd: CompatCheck) -> Result<i32, Error> {
             all,
             force,
         } => run_freeze(&cmd.opts, machines, all, force),
-        Command::QemuDump { src, dst } => run_qemu(&src, &dst, format),
+        Command::QemuDump {
+            src,
+            dst,
+            common_only,
+        } => run_qemu(&src, &dst, common_only, format),
+        Command::ExportQemuDump {
+            machine,
+            out,
+            qom_types,
+        } => run_export_dump(&cmd.opts, &machine, out.as_deref(), qom_types),
     }
 }
 
@@ -565,15 +598,58 @@ fn read_json(path: &Path) -> Result<serde_json::Value, Error> {
         .map_err(|e| Error::BadInput(format!("{}: not JSON: {e}", path.display())))
 }
 
-fn run_qemu(src: &Path, dst: &Path, format: Format) -> Result<i32, Error> {
+fn run_qemu(src: &Path, dst: &Path, common_only: bool, format: Format) -> Result<i32, Error> {
     let start = Instant::now();
-    let (s, d) = (read_json(src)?, read_json(dst)?);
+    let (mut s, mut d) = (read_json(src)?, read_json(dst)?);
+    if common_only {
+        compat_checker::qemu::keep_common_sections(&mut s, &mut d);
+    }
     err(&shell::status(
         "Checking",
-        &format!("{} → {} (QEMU -dump-vmstate)", src.display(), dst.display()),
+        &format!(
+            "{} → {} (QEMU -dump-vmstate{})",
+            src.display(),
+            dst.display(),
+            if common_only { ", common sections" } else { "" }
+        ),
     ));
     let report = compat_checker::qemu::check_qemu_dumps(&s, &d).map_err(Error::BadInput)?;
     finish(&report, format, start, "Checked")
+}
+
+fn run_export_dump(
+    opts: &Opts,
+    machine: &str,
+    out: Option<&Path>,
+    extra: Vec<(String, String)>,
+) -> Result<i32, Error> {
+    let ws = workspace(opts)?;
+    let export = load_export(opts, ws.as_ref())?;
+    let mut qom = compat_checker::qemu::export::QomTypes::new();
+    for p in ws.iter().flat_map(|w| &w.packages) {
+        qom.extend(p.qom_types.clone());
+    }
+    qom.extend(extra);
+    let dump = compat_checker::qemu::export::qemu_dump(&export, machine, &qom)?;
+    let text = serde_json::to_string_pretty(&dump)
+        .map_err(|e| Error::BadInput(format!("cannot write the dump: {e}")))?;
+    match out {
+        Some(p) => {
+            std::fs::write(p, text + "\n")
+                .map_err(|e| Error::Io(format!("cannot write {}: {e}", p.display())))?;
+            let n = dump.as_object().map_or(0, |o| o.len() - 1);
+            err(&shell::status(
+                "Exported",
+                &format!(
+                    "{machine}: {} → {}",
+                    plural(n, "section", "sections"),
+                    p.display()
+                ),
+            ));
+        }
+        None => println!("{text}"),
+    }
+    Ok(compat_checker::EXIT_COMPATIBLE)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 //! unchecked = true
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -61,6 +62,9 @@ pub struct Package {
     pub export_line: bool,
     /// Whether its sources derive `VmState`.
     pub derives: bool,
+    /// `[package.metadata.compat-check.qom-types]`: QOM type name → section name, for
+    /// `export-qemu-dump`.
+    pub qom_types: BTreeMap<String, String>,
 }
 
 /// What exporting one package gave.
@@ -114,11 +118,14 @@ impl Workspace {
                 .parent()
                 .map_or_else(|| PathBuf::from("."), |d| d.as_std_path().to_path_buf());
             let scan = scan_sources(&src_dir);
+            let qom_types = qom_types(&p.metadata["compat-check"]["qom-types"])
+                .map_err(|e| Error::BadInput(format!("package `{}`: {e}", p.name)))?;
             packages.push(Package {
                 name: p.name.to_string(),
                 src_dir,
                 export_line: scan.export_line,
                 derives: scan.derives,
+                qom_types,
             });
         }
         packages.sort_by(|a, b| a.name.cmp(&b.name));
@@ -191,6 +198,27 @@ impl Workspace {
         let _ = std::fs::remove_file(&file);
         let doc = Export::parse_document(&text, &format!("schema export of {}", pkg.name))?;
         Ok(Exported::Document(doc))
+    }
+}
+
+/// Reads a `qom-types` table: string values only.
+fn qom_types(v: &serde_json::Value) -> Result<BTreeMap<String, String>, String> {
+    match v {
+        serde_json::Value::Null => Ok(BTreeMap::new()),
+        serde_json::Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| match v.as_str() {
+                Some(s) => Ok((k.clone(), s.to_owned())),
+                None => Err(format!(
+                    "[package.metadata.compat-check.qom-types] `{k}` must be a section name \
+                     (a string), not {v}"
+                )),
+            })
+            .collect(),
+        other => Err(format!(
+            "[package.metadata.compat-check] qom-types must be a table of QOM type = section \
+             name, not {other}"
+        )),
     }
 }
 

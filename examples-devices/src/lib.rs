@@ -73,10 +73,12 @@ use vmstate_runtime::MachineCatalog;
 
 /// The machine catalog for a VMM with these devices: [`MachineCatalog::qemu_pc`] (pc-i440fx
 /// 2.2–7.2, pc-q35 2.4–7.2 and QEMU's stream framing switches) plus
-/// [`watchdog::compat_entries`].
+/// [`watchdog::compat_entries`] and [`qemu::misc::compat_entries`].
 #[must_use]
 pub fn catalog() -> MachineCatalog {
-    MachineCatalog::qemu_pc().with_compat(watchdog::compat_entries())
+    MachineCatalog::qemu_pc()
+        .with_compat(watchdog::compat_entries())
+        .with_compat(qemu::misc::compat_entries())
 }
 
 // The devices and the machine catalog, for `cargo compat-check`.

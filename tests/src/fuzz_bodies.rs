@@ -270,7 +270,10 @@ pub fn ram(data: &[u8]) {
     let mut dest = RamVm::new();
     let before = payloads(&dest.machine);
     let mut t = MemTransport::new(data);
-    let settings = ReceiveSettings { read_timeout: None };
+    let settings = ReceiveSettings {
+        read_timeout: None,
+        ..ReceiveSettings::default()
+    };
     match receive(&mut dest, &mut t, &settings) {
         Ok(_) => assert!(dest.resumed, "an accepted migration did not start"),
         Err(e) => {

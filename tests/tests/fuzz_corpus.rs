@@ -243,7 +243,10 @@ fn seed_corpus_is_current() {
     for (name, bytes) in &ram {
         let mut dest = fuzz_bodies::RamVm::new();
         let mut t = MemTransport::new(bytes);
-        let settings = vmstate_migration::ReceiveSettings { read_timeout: None };
+        let settings = vmstate_migration::ReceiveSettings {
+            read_timeout: None,
+            ..vmstate_migration::ReceiveSettings::default()
+        };
         vmstate_migration::receive(&mut dest, &mut t, &settings)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }

@@ -9,6 +9,10 @@
 //!    generic decoder ([`decode_reader`]) over an [`IoReader`]: RAM pages are stepped over,
 //!    never held.
 //!
+//! A snapshot file (`VMSTSNAP`, see `vmstate_migration::snapshot`) stands for its device state:
+//! the header is validated and the device stream (no RAM, at most 16 MiB) is read into memory;
+//! offsets in messages are then from the device stream's first byte.
+//!
 //! Other inputs (pipes, character devices) cannot be read from the end: after the header check
 //! they are read into memory up to [`PIPE_CAP`] bytes.
 
@@ -17,6 +21,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use vmstate_migration::snapshot;
 use vmstate_runtime::decode::{decode_reader, find_vmdesc, DecodedStream, VMDESC_TAIL};
 use vmstate_runtime::stream::read_stream_header;
 use vmstate_runtime::vmdesc::{parse_vmdesc, Vmdesc};
@@ -76,6 +81,9 @@ impl Input {
             .take(HEAD)
             .read_to_end(&mut head)
             .map_err(cannot)?;
+        if snapshot::is_snapshot(&head) && meta.is_file() {
+            return Self::open_snapshot(path);
+        }
         read_stream_header(&mut SliceReader::new(&head)).map_err(|e| CliError::at(path, &e))?;
         if meta.is_file() {
             let len = meta.len();
@@ -114,6 +122,26 @@ impl Input {
                 located,
             })
         }
+    }
+
+    /// A snapshot file (`vmstate_migration::snapshot`): its device state, a whole stream
+    /// without RAM of at most 16 MiB, read into memory after the snapshot's header was
+    /// validated. Offsets are then counted from the device state's first byte.
+    fn open_snapshot(path: &Path) -> Result<Self, CliError> {
+        let snap = snapshot::Snapshot::open(path).map_err(|e| CliError::new(e.to_string()))?;
+        let bytes = snap
+            .device_state()
+            .map_err(|e| CliError::new(e.to_string()))?;
+        let head = bytes[..bytes.len().min(HEAD as usize)].to_vec();
+        read_stream_header(&mut SliceReader::new(&head)).map_err(|e| CliError::at(path, &e))?;
+        let located = locate(path, &bytes, 0)?;
+        Ok(Input {
+            path: path.to_owned(),
+            head,
+            len: bytes.len() as u64,
+            source: Source::Memory(bytes),
+            located,
+        })
     }
 
     /// The stream's first bytes (up to [`HEAD`]): its header and configuration section.

@@ -19,6 +19,7 @@ use vmstate_runtime::ram::RAM_IDSTR;
 use vmstate_runtime::stream::StreamEnd;
 use vmstate_runtime::{IoReader, Reader};
 
+use crate::channels::{ChannelListener, RecvChannels, CHANNELS_IDSTR};
 use crate::error::{MigrationError, Result};
 use crate::precopy::Report;
 use crate::ram::RamLoader;
@@ -40,6 +41,10 @@ pub trait MigrationDestination: VmParts {
 pub struct ReceiveSettings {
     /// Read timeout on the transport (a stalled source is a clean [`MigrationError::Timeout`]).
     pub read_timeout: Option<Duration>,
+    /// Where page channels are accepted when the source uses several
+    /// ([`Settings::channels`](crate::Settings::channels)); usually the listener the main
+    /// connection came from. `None`: a multi-channel stream is refused with a clear error.
+    pub channels: Option<ChannelListener>,
 }
 
 /// The destination's read-ahead buffer.
@@ -49,6 +54,7 @@ impl Default for ReceiveSettings {
     fn default() -> Self {
         ReceiveSettings {
             read_timeout: Some(Duration::from_secs(30)),
+            channels: None,
         }
     }
 }
@@ -57,22 +63,49 @@ impl Default for ReceiveSettings {
 /// (guest memory), every other section to the registry's devices, staged and committed only when
 /// the whole stream — including a complete RAM section — was accepted. The loader stops right
 /// after the vmdesc, where the source's `GO` will follow.
-fn load<D, R>(dest: &D, r: &mut R, report: &mut Report) -> Result<()>
+///
+/// Page channels, when the stream names some, are read by threads of `scope` (see
+/// [`crate::channels`]); on error they are all shut down before this returns.
+fn load<'scope, 'env, D, R>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    dest: &'env D,
+    listener: Option<ChannelListener>,
+    timeout: Option<Duration>,
+    r: &mut R,
+    report: &mut Report,
+) -> Result<()>
 where
     D: MigrationDestination + ?Sized,
     R: Reader,
 {
     let mut ram = RamLoader::new(dest.ram())?;
+    let mut chans = RecvChannels::new(scope, dest.ram(), listener, timeout);
     let loaded = dest.registry().load_with(
         dest.machine(),
         r,
         StreamEnd::Stop,
-        &mut [(RAM_IDSTR, &mut ram)],
-    )?;
+        &mut [(RAM_IDSTR, &mut ram), (CHANNELS_IDSTR, &mut chans)],
+    );
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            // A failed page channel is the cause of what the main channel then saw.
+            let cause = chans.error();
+            chans.abort();
+            return Err(match cause {
+                Some(c) => MigrationError::Io(std::io::Error::other(format!(
+                    "{c} (then, on the main channel: {e})"
+                ))),
+                None => e.into(),
+            });
+        }
+    };
+    // Every channel has read its FINAL (the section's END was loaded), or none was used.
+    let c = chans.counts();
     report.device_sections = loaded.sections.len();
-    report.final_pages.pages = ram.counts().pages;
-    report.final_pages.zero_pages = ram.counts().zero_pages;
-    report.bytes = loaded.total_bytes;
+    report.final_pages.pages = ram.counts().pages + c.pages;
+    report.final_pages.zero_pages = ram.counts().zero_pages + c.zero_pages;
+    report.bytes = loaded.total_bytes + c.bytes;
     Ok(())
 }
 
@@ -94,8 +127,17 @@ where
     transport.set_timeout(settings.read_timeout)?;
     let mut report = Report::default();
     let mut r = IoReader::with_capacity(READ_BUFFER, &mut *transport);
-    let result = load(&*dest, &mut r, &mut report);
-    let io_error = r.take_io_error();
+    let (result, io_error) = std::thread::scope(|s| {
+        let result = load(
+            s,
+            &*dest,
+            settings.channels.clone(),
+            settings.read_timeout,
+            &mut r,
+            &mut report,
+        );
+        (result, r.take_io_error())
+    });
     let (_, leftover) = r.into_parts();
     let result = result.map_err(|e| match (e, io_error) {
         (MigrationError::Stream(_), Some(io)) => MigrationError::from(io),

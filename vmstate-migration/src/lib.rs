@@ -14,6 +14,8 @@
 //! | [`ram`] | the RAM section: [`RamWriter`] (source), [`RamLoader`] (destination, validating) |
 //! | [`precopy`] | [`migrate`]: passes, convergence, stop, devices, ack; statistics |
 //! | [`dest`] | [`receive`]: incremental load, all-or-nothing devices, ack, resume |
+//! | [`snapshot`] | snapshot files: device state + memory at fixed offsets, restore by `mmap` |
+//! | [`channels`] | RAM pages over N parallel page channels: handshake, sync points, readers |
 //! | [`transport`] | [`Transport`] for TCP / Unix / file, the `LOADED` / `ERR …` → `GO` handshake |
 //!
 //! Failure semantics: the source resumes its guest, unchanged, on every error before the
@@ -24,17 +26,21 @@
 //! ([`MigrationError::NoGo`] on the destination), never running twice.
 
 #![deny(missing_docs)]
-// Unsafe code is confined to `sys` (writev from guest memory, madvise, the destination page).
+// Unsafe code is confined to `sys` (writev from guest memory, madvise, the destination page, the
+// MAP_FIXED mapping of a snapshot increment).
 #![deny(unsafe_code)]
 
+pub mod channels;
 pub mod dest;
 pub mod error;
 pub mod memory;
 pub mod precopy;
 pub mod ram;
+pub mod snapshot;
 mod sys;
 pub mod transport;
 
+pub use channels::ChannelListener;
 pub use dest::{receive, MigrationDestination, ReceiveSettings};
 
 use vmstate_runtime::{MachineType, Registry};

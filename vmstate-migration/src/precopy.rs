@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use vmstate_runtime::stream::StreamWriter;
 use vmstate_runtime::MachineType;
 
+use crate::channels::{self, SendChannels, MAX_CHANNELS};
 use crate::error::{MigrationError, Result};
 use crate::memory::{GuestRam, PAGE_SIZE};
 use crate::ram::{ByteSink, PageCounts, Piece, RamWriter};
@@ -82,6 +83,13 @@ pub struct Settings {
     /// Called during the iterative passes after every buffer written (a progress display for
     /// long passes); `None` = no calls.
     pub progress: Option<ProgressHook>,
+    /// Page channels: 1 (the default) sends everything on the one connection, exactly QEMU's
+    /// stream; `N > 1` (at most [`MAX_CHANNELS`](crate::channels::MAX_CHANNELS)) opens `N` more
+    /// connections ([`Transport::open_channel`]) that carry the pages while the main connection
+    /// carries the device state and the sync points (see [`crate::channels`]). The destination
+    /// needs [`ReceiveSettings::channels`](crate::ReceiveSettings::channels). A bandwidth limit is
+    /// shared evenly between the page channels.
+    pub channels: u32,
 }
 
 /// Where an iterative pass stands, for [`Settings::progress`].
@@ -120,6 +128,7 @@ impl Default for Settings {
             ack_timeout: Duration::from_secs(30),
             cancel: Arc::new(AtomicBool::new(false)),
             progress: None,
+            channels: 1,
         }
     }
 }
@@ -440,6 +449,26 @@ where
     let mut w = RamWriter::new(ram_section_id, framing);
     sink.send(&stream_prefix(&machine)?)?;
     w.write_start(&mut sink, source.ram())?;
+    let chans = if settings.channels > 1 {
+        if settings.channels > MAX_CHANNELS || !sink.t.has_return_path() {
+            return Err(MigrationError::Unsupported(format!(
+                "{} page channels (1..={MAX_CHANNELS}, over a socket transport)",
+                settings.channels
+            )));
+        }
+        let id = channels::random_id();
+        w.finish(&mut sink)?;
+        channels::write_start(&mut sink, framing, &id, settings.channels)?;
+        sink.t.flush()?;
+        let t = &*sink.t;
+        let c = SendChannels::open(settings.channels, &id, settings.bandwidth_limit, || {
+            t.open_channel()
+        })?;
+        c.confirm(settings.ack_timeout)?;
+        Some(c)
+    } else {
+        None
+    };
 
     // Start the dirty log; pass 0 sends every page anyway.
     let _ = source.take_dirty()?;
@@ -454,10 +483,31 @@ where
         if sink.progress.is_some() {
             sink.pass = Some((pass, count_dirty(source.ram(), &pending), b0, p0));
         }
-        w.begin_chunk(&mut sink, false)?;
-        let c = send_dirty(&mut w, &mut sink, source.ram(), &pending)?;
-        w.end_chunk(&mut sink)?;
-        w.finish(&mut sink)?;
+        let c = if let Some(ch) = &chans {
+            let pages = if sink.progress.is_some() {
+                count_dirty(source.ram(), &pending)
+            } else {
+                0
+            };
+            let c = ch.send_pass(
+                source.ram(),
+                &pending,
+                pass,
+                false,
+                &settings.cancel,
+                sink.progress,
+                pages,
+            )?;
+            sink.bytes += c.bytes;
+            channels::write_sync(&mut sink, framing, pass, false)?;
+            c
+        } else {
+            w.begin_chunk(&mut sink, false)?;
+            let c = send_dirty(&mut w, &mut sink, source.ram(), &pending)?;
+            w.end_chunk(&mut sink)?;
+            w.finish(&mut sink)?;
+            c
+        };
         sink.pass = None;
         let duration = p0.elapsed().max(Duration::from_micros(1));
         pending = source.take_dirty()?;
@@ -509,10 +559,28 @@ where
     clock.lap("stop");
     let last = source.take_dirty()?;
     merge_dirty(&mut pending, last);
-    w.begin_chunk(&mut sink, true)?;
-    report.final_pages = send_dirty(&mut w, &mut sink, source.ram(), &pending)?;
-    w.end_chunk(&mut sink)?;
-    w.finish(&mut sink)?;
+    if let Some(ch) = &chans {
+        report.final_pages = ch.send_pass(
+            source.ram(),
+            &pending,
+            pass,
+            true,
+            &settings.cancel,
+            None,
+            0,
+        )?;
+        sink.bytes += report.final_pages.bytes;
+        channels::write_sync(&mut sink, framing, pass, true)?;
+        // The `ram` section ends with an empty END chunk: its pages went over the channels.
+        w.begin_chunk(&mut sink, true)?;
+        w.end_chunk(&mut sink)?;
+        w.finish(&mut sink)?;
+    } else {
+        w.begin_chunk(&mut sink, true)?;
+        report.final_pages = send_dirty(&mut w, &mut sink, source.ram(), &pending)?;
+        w.end_chunk(&mut sink)?;
+        w.finish(&mut sink)?;
+    }
     clock.lap("last-pages");
 
     let (tail, save) = source

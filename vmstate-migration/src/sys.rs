@@ -191,3 +191,107 @@ pub(crate) fn advise_hugepages(addr: usize, len: usize) -> bool {
     // SAFETY: MADV_HUGEPAGE is a hint on the mapping; contents are unchanged.
     unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_HUGEPAGE) == 0 }
 }
+
+/// `madvise(MADV_WILLNEED)` on `[addr, addr + len)`: asks the kernel to read a file mapping's
+/// pages into the page cache ahead of use. Returns whether the kernel accepted it.
+pub(crate) fn will_need(addr: usize, len: usize) -> bool {
+    // SAFETY: MADV_WILLNEED is a read-ahead hint; it never changes memory contents or mappings,
+    // and on an unmapped range it fails with ENOMEM. No Rust reference is involved.
+    unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_WILLNEED) == 0 }
+}
+
+/// Maps `len` bytes of `fd` at `offset` copy-on-write (`MAP_PRIVATE | MAP_FIXED`) over
+/// `[addr, addr + len)`, which must lie inside a mapping the caller owns and that nothing reads
+/// or writes during the call (a snapshot's guest memory before the guest runs): the pages there
+/// are replaced by the file's. `addr`, `offset` and `len` must be page-aligned.
+pub(crate) fn map_file_over(
+    addr: usize,
+    len: usize,
+    fd: BorrowedFd<'_>,
+    offset: u64,
+) -> io::Result<()> {
+    let off = libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+    // SAFETY: the caller guarantees `[addr, addr + len)` lies inside a mapping it owns (guest
+    // memory of a restore, whose region keeps the whole range reserved and unmaps it on drop)
+    // and that no Rust reference into it exists and no thread accesses it during the call, so
+    // replacing those pages cannot invalidate anything Rust relies on. MAP_FIXED replaces only
+    // that range. The new pages are a private copy-on-write view of the file: the file is never
+    // written.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+            fd.as_raw_fd(),
+            off,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reads exactly the bytes of every page of `pages`, in order, from `fd` with `readv`, straight
+/// into guest memory (a page channel of the destination), resuming after partial reads; marks
+/// the pages dirty in their bitmaps.
+///
+/// No Rust reference to guest memory is created: the kernel writes through the raw pointers of
+/// the `iovec`s, as it would for device DMA, so two channels writing one page (only a hostile
+/// source sends a page twice in one pass) race on memory contents but create no aliasing `&mut`.
+pub(crate) fn readv_pages(fd: BorrowedFd<'_>, pages: &[GuestSlice<'_>]) -> io::Result<()> {
+    let guards: Vec<_> = pages.iter().map(VolatileSlice::ptr_guard_mut).collect();
+    let mut iov: Vec<libc::iovec> = pages
+        .iter()
+        .zip(&guards)
+        .map(|(p, g)| libc::iovec {
+            iov_base: g.as_ptr().cast(),
+            iov_len: p.len(),
+        })
+        .collect();
+    let mut first = 0;
+    while first < iov.len() {
+        let n = (iov.len() - first).min(MAX_IOV);
+        // SAFETY: every iovec points at guest memory valid for writes of `iov_len` bytes for the
+        // whole call (each `VolatileSlice` is borrowed by `pages`, its pointer guard lives in
+        // `guards`). The destination guest does not run during a receive (see `page_mut`); the
+        // kernel writes the memory, no Rust reference to it exists. `n <= MAX_IOV` fits c_int.
+        let r = unsafe {
+            libc::readv(
+                fd.as_raw_fd(),
+                iov[first..].as_ptr(),
+                libc::c_int::try_from(n).unwrap_or(1),
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut left = usize::try_from(r).unwrap_or(0);
+        while left > 0 && first < iov.len() {
+            let v = &mut iov[first];
+            if left >= v.iov_len {
+                left -= v.iov_len;
+                first += 1;
+            } else {
+                // SAFETY: `left < iov_len`, so the advanced pointer stays inside the same page.
+                v.iov_base = unsafe { v.iov_base.cast::<u8>().add(left) }.cast();
+                v.iov_len -= left;
+                left = 0;
+            }
+        }
+    }
+    drop(guards);
+    for p in pages {
+        p.bitmap().mark_dirty(0, p.len());
+    }
+    Ok(())
+}

@@ -23,6 +23,7 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use crate::channels::Socket;
 use crate::error::{MigrationError, Result};
 use crate::sys::{writev_all, Piece};
 
@@ -58,11 +59,24 @@ pub trait Transport: Read + Write + Send {
         }
         self.write_all(&v)
     }
+
+    /// Opens one more connection to the same peer, for a page channel of a multi-channel
+    /// migration ([`Settings::channels`](crate::Settings::channels)). TCP connects to the peer
+    /// address, a Unix socket to the peer's path; the default (a file) cannot.
+    ///
+    /// # Errors
+    /// I/O errors; [`io::ErrorKind::Unsupported`] where the transport has no peer to dial.
+    fn open_channel(&self) -> io::Result<Socket> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this transport cannot open page channels",
+        ))
+    }
 }
 
 /// A socket: the stream ends with a write shutdown, and the peer answers on the same socket.
 macro_rules! socket_transport {
-    ($($socket:ty),+) => {$(
+    ($($socket:ty => $dial:ident),+) => {$(
         impl Transport for $socket {
             fn finish_stream(&mut self) -> io::Result<()> {
                 self.flush()?;
@@ -74,11 +88,33 @@ macro_rules! socket_transport {
             fn write_pieces(&mut self, pieces: &[Piece<'_>]) -> io::Result<()> {
                 writev_all(self.as_fd(), pieces)
             }
+            fn open_channel(&self) -> io::Result<Socket> {
+                $dial(self)
+            }
         }
     )+};
 }
 
-socket_transport!(TcpStream, UnixStream);
+socket_transport!(TcpStream => dial_tcp, UnixStream => dial_unix);
+
+/// Page channels of a TCP migration connect to the main connection's peer address.
+pub(crate) fn dial_tcp(main: &TcpStream) -> io::Result<Socket> {
+    let s = TcpStream::connect(main.peer_addr()?)?;
+    let _ = s.set_nodelay(true);
+    Ok(Socket::Tcp(s))
+}
+
+/// Page channels of a Unix-socket migration connect to the main connection's peer path.
+pub(crate) fn dial_unix(main: &UnixStream) -> io::Result<Socket> {
+    let addr = main.peer_addr()?;
+    let path = addr.as_pathname().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the peer socket has no path to open page channels to",
+        )
+    })?;
+    Ok(Socket::Unix(UnixStream::connect(path)?))
+}
 
 /// A stream file (a savevm-style file with RAM): write on the source, read on the destination.
 #[derive(Debug)]

@@ -1,5 +1,7 @@
 //! Fault injection: a proxy between source and destination cuts the connection at 50+ byte
-//! offsets spread over the stream, including inside the device section at its end. Every time,
+//! offsets spread over the stream, including inside the device section at its end; for a
+//! migration over 2 page channels it cuts each connection (main and both page channels) in turn
+//! at offsets spread over its bytes. Every time,
 //! the source returns an error with its guest running and its state unchanged, and the
 //! destination returns an error, applies no device state and does not start; then a clean
 //! attempt through the same proxy succeeds. Two more cuts fall inside the switchover handshake:
@@ -262,5 +264,298 @@ fn cut_connections_leave_both_sides_unchanged_then_a_clean_attempt_succeeds() {
         src.ctl
             .pause
             .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Relays every connection made to `listener` to `dest_addr` (the first is the main channel,
+/// the next ones the page channels in index order) until `stop`; connection `conn` is cut after
+/// `at` bytes from the source (or, for the main channel with `after_marker`, `at` bytes after
+/// the device section's idstr). Returns whether the cut happened.
+fn multi_proxy(
+    listener: TcpListener,
+    dest_addr: std::net::SocketAddr,
+    conn: usize,
+    at: u64,
+    after_marker: bool,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<bool> {
+    multi_proxy_patching(listener, dest_addr, conn, at, after_marker, stop, None)
+}
+
+/// [`multi_proxy`], and on connection `conn` the bytes at stream offset `patch.0` are replaced
+/// by `patch.1` (a hostile source) instead of a cut.
+fn multi_proxy_patching(
+    listener: TcpListener,
+    dest_addr: std::net::SocketAddr,
+    conn: usize,
+    at: u64,
+    after_marker: bool,
+    stop: Arc<AtomicBool>,
+    patch: Option<(u64, Vec<u8>)>,
+) -> std::thread::JoinHandle<bool> {
+    std::thread::spawn(move || {
+        listener.set_nonblocking(true).unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let mut socks = Vec::new();
+        let mut k = 0usize;
+        while !stop.load(AtomicOrdering::SeqCst) {
+            let mut from_src = match listener.accept() {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+            };
+            from_src.set_nonblocking(false).unwrap();
+            let Ok(mut to_dst) = TcpStream::connect(dest_addr) else {
+                continue;
+            };
+            socks.push(from_src.try_clone().unwrap());
+            socks.push(to_dst.try_clone().unwrap());
+            let target = k == conn;
+            k += 1;
+            let mut back_src = from_src.try_clone().unwrap();
+            let mut back_dst = to_dst.try_clone().unwrap();
+            threads.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = back_dst.read(&mut buf) {
+                    if n == 0 || back_src.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = back_src.shutdown(Shutdown::Both);
+            }));
+            let cut = Arc::clone(&cut);
+            let patch = patch.clone().filter(|_| target);
+            threads.push(std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut sent = 0u64;
+                let mut tail: Vec<u8> = Vec::new();
+                let mut marker_at: Option<u64> = None;
+                loop {
+                    let n = match from_src.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if target && after_marker && marker_at.is_none() {
+                        let base = sent - tail.len() as u64;
+                        tail.extend_from_slice(&buf[..n]);
+                        if let Some(i) = tail.windows(MARKER.len()).position(|w| w == MARKER) {
+                            marker_at = Some(base + i as u64);
+                        }
+                        let keep = tail.len().saturating_sub(MARKER.len());
+                        tail.drain(..keep);
+                    }
+                    if let Some((p, bytes)) = &patch {
+                        for (k, b) in bytes.iter().enumerate() {
+                            let abs = p + k as u64;
+                            if abs >= sent && abs < sent + n as u64 {
+                                buf[usize::try_from(abs - sent).unwrap()] = *b;
+                            }
+                        }
+                    }
+                    let limit = match (target, after_marker) {
+                        _ if patch.is_some() => None,
+                        (false, _) => None,
+                        (true, false) => Some(at),
+                        (true, true) => marker_at.map(|m| m + at),
+                    };
+                    let mut take = n as u64;
+                    let mut now = false;
+                    if let Some(l) = limit {
+                        if sent + take >= l {
+                            take = l.saturating_sub(sent);
+                            now = true;
+                        }
+                    }
+                    let take = usize::try_from(take).unwrap();
+                    if to_dst.write_all(&buf[..take]).is_err() {
+                        break;
+                    }
+                    sent += take as u64;
+                    if now {
+                        cut.store(true, AtomicOrdering::SeqCst);
+                        let _ = to_dst.shutdown(Shutdown::Both);
+                        let _ = from_src.shutdown(Shutdown::Both);
+                        return;
+                    }
+                }
+                let _ = to_dst.shutdown(Shutdown::Write);
+            }));
+        }
+        // The attempt is over: whatever is still open (e.g. a page channel the destination never
+        // accepted) is closed.
+        for s in &socks {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        cut.load(AtomicOrdering::SeqCst)
+    })
+}
+
+#[test]
+fn cuts_on_every_channel_of_a_two_channel_migration() {
+    let mut src = SourceVm::new(4, false);
+    src.wait_progress(1000);
+    let dev_before = src.dev.lock().unwrap().clone();
+    // Each page channel carries about half of pass 0's pages (the split is fixed: every other
+    // packet), so offsets up to 40 % of the guest fall inside every page channel's stream.
+    let per_channel = src.ram.total_bytes() * 2 / 5;
+    let (dev_stream, _) = src.registry.save_to_vec(&src.machine).unwrap();
+    let m = dev_stream
+        .windows(MARKER.len())
+        .position(|w| w == MARKER)
+        .unwrap() as u64;
+    let tail = dev_stream.len() as u64 - m;
+
+    // (connection, offset, counted from the device section's idstr)
+    let mut cuts: Vec<(usize, u64, bool)> = Vec::new();
+    for c in [0usize, 1, 2] {
+        let mut offs = vec![0u64, 1, 8, 16, 20, 31, 32, 40, 100];
+        if c > 0 {
+            offs.extend((1..=8).map(|i| per_channel * i / 8));
+        } else {
+            // The main channel: the prefix, the channels section, the sync points …
+            offs.extend([200, 300, 400]);
+        }
+        cuts.extend(offs.into_iter().map(|o| (c, o, false)));
+    }
+    // … and the device section at its end.
+    cuts.extend(
+        (0..tail)
+            .step_by((tail / 6).max(1) as usize)
+            .chain([tail - 1])
+            .map(|o| (0, o, true)),
+    );
+    assert!(cuts.len() >= 40, "{} cuts", cuts.len());
+
+    let settings = Settings {
+        channels: 2,
+        downtime: Duration::from_millis(5),
+        max_passes: 3,
+        // A page channel whose destination is gone is noticed when its OK does not come.
+        ack_timeout: Duration::from_secs(2),
+        ..Settings::default()
+    };
+    let proxy_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = proxy_listener.local_addr().unwrap();
+
+    let never = (usize::MAX, 0, false);
+    for (i, (conn, at, after_marker)) in cuts.iter().copied().chain([never]).enumerate() {
+        // A fresh destination listener per attempt: page channels of a failed attempt that were
+        // never accepted are refused with it, never taken by the next attempt.
+        let dst_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dst_addr = dst_listener.local_addr().unwrap();
+        let dest = spawn_receive_accepting(dst_listener, 4, Duration::from_secs(5));
+        let stop = Arc::new(AtomicBool::new(false));
+        let p = multi_proxy(
+            proxy_listener.try_clone().unwrap(),
+            dst_addr,
+            conn,
+            at,
+            after_marker,
+            Arc::clone(&stop),
+        );
+        let mut t = TcpStream::connect(proxy_addr).unwrap();
+        let stops = src.stops;
+        let res = migrate(&mut src, &mut t, &settings);
+        drop(t);
+        let (dst, dres) = dest.join().unwrap();
+        stop.store(true, AtomicOrdering::SeqCst);
+        let cut_happened = p.join().unwrap();
+        let what =
+            format!("attempt {i}: connection {conn} cut at {at} (after marker: {after_marker})");
+        if conn == usize::MAX {
+            res.expect("clean attempt");
+            dres.expect("clean attempt on the destination");
+            assert!(dst.resumed);
+            assert_eq!(*dst.dev.lock().unwrap(), dev_before);
+            assert_eq!(dst.ram.snapshot().unwrap(), src.ram.snapshot().unwrap());
+            check_pattern(&dst.ram);
+            continue;
+        }
+        assert!(cut_happened, "{what}: the connection ended before the cut");
+        let err = res.expect_err(&format!("{what}: must fail on the source"));
+        let derr = dres.expect_err(&format!("{what}: must fail on the destination ({err})"));
+        assert!(!dst.resumed, "{what}: destination started after {derr}");
+        assert_eq!(*dst.dev.lock().unwrap(), dest_sentinel(), "{what}");
+        assert_eq!(src.resumes, src.stops, "{what}");
+        assert!(src.stops == stops || src.stops == stops + 1);
+        src.wait_progress(200);
+        assert_eq!(*src.dev.lock().unwrap(), dev_before, "{what}");
+        assert_eq!(src.throttles.last().copied().unwrap_or(0), 0);
+        eprintln!("{what}: source: {err}; destination: {derr}");
+    }
+}
+
+/// A hostile source on a page channel: a page offset beyond its block, an unknown flag, a block
+/// index out of range, an oversized page count and an unknown packet kind are each refused with
+/// an error naming the channel and its byte offset; nothing is applied, the destination does not
+/// start, and the source runs on.
+#[test]
+fn hostile_page_channel_packets_are_refused() {
+    let mut src = SourceVm::new(4, false);
+    src.wait_progress(500);
+    let settings = Settings {
+        channels: 2,
+        ack_timeout: Duration::from_secs(2),
+        ..Settings::default()
+    };
+    let proxy_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = proxy_listener.local_addr().unwrap();
+    // Page channel 1 (connection 2): 32 handshake bytes, then the first packet's header
+    // (kind, block, count, pass) and its first page offset.
+    let cases: [(u64, Vec<u8>, &str); 5] = [
+        (
+            48,
+            0x0040_0000u64.to_be_bytes().to_vec(),
+            "outside block `pc.ram`",
+        ),
+        (
+            48,
+            0x0000_1002u64.to_be_bytes().to_vec(),
+            "unknown page flags 0x2",
+        ),
+        (
+            36,
+            7u32.to_be_bytes().to_vec(),
+            "block index 7 out of range",
+        ),
+        (40, 4096u32.to_be_bytes().to_vec(), "4096 pages in a packet"),
+        (32, 9u32.to_be_bytes().to_vec(), "unknown packet kind 9"),
+    ];
+    for (at, bytes, want) in cases {
+        let dst_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dst_addr = dst_listener.local_addr().unwrap();
+        let dest = spawn_receive_accepting(dst_listener, 4, Duration::from_secs(5));
+        let stop = Arc::new(AtomicBool::new(false));
+        let p = multi_proxy_patching(
+            proxy_listener.try_clone().unwrap(),
+            dst_addr,
+            2,
+            0,
+            false,
+            Arc::clone(&stop),
+            Some((at, bytes)),
+        );
+        let mut t = TcpStream::connect(proxy_addr).unwrap();
+        let res = migrate(&mut src, &mut t, &settings);
+        drop(t);
+        let (dst, dres) = dest.join().unwrap();
+        stop.store(true, AtomicOrdering::SeqCst);
+        p.join().unwrap();
+        let derr = dres.expect_err(want).to_string();
+        assert!(
+            derr.contains(want) && derr.contains("page channel 1, byte"),
+            "{want}: {derr}"
+        );
+        res.expect_err(want);
+        assert!(!dst.resumed);
+        assert_eq!(*dst.dev.lock().unwrap(), dest_sentinel());
+        assert_eq!(src.resumes, src.stops);
+        src.wait_progress(200);
     }
 }

@@ -93,6 +93,7 @@ fn stalled_source_is_a_timeout_on_the_destination() {
         &mut t,
         &ReceiveSettings {
             read_timeout: Some(Duration::from_millis(200)),
+            ..ReceiveSettings::default()
         },
     )
     .unwrap_err();

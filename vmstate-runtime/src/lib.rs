@@ -69,6 +69,7 @@ pub mod export;
 pub mod field;
 pub mod limits;
 pub mod machine;
+pub mod manifest;
 pub mod ram;
 pub mod reader;
 pub mod registry;

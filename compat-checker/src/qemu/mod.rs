@@ -59,6 +59,7 @@
 
 pub(crate) mod allow;
 pub mod dump;
+pub mod export;
 pub mod step;
 mod walk;
 
@@ -152,4 +153,27 @@ pub fn check_qemu_dumps(src: &Value, dst: &Value) -> Result<Report, String> {
     };
     report.sort();
     Ok(report)
+}
+
+/// Drops from both dumps every section the other does not have (under its name or its name in
+/// the rename table), keeping `vmschkmachine`: what `qemu-dump --common-only` compares. For a
+/// dump of QEMU against [`export::qemu_dump`] of a VMM that implements some of QEMU's devices.
+pub fn keep_common_sections(a: &mut Value, b: &mut Value) {
+    let keys = |v: &Value| -> Vec<String> {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let (ka, kb) = (keys(a), keys(b));
+    let has = |keys: &[String], k: &str| {
+        k == "vmschkmachine"
+            || keys.iter().any(|x| x == k)
+            || allow::renamed_section(k).is_some_and(|r| keys.iter().any(|x| x == r))
+    };
+    if let Some(o) = a.as_object_mut() {
+        o.retain(|k, _| has(&kb, k));
+    }
+    if let Some(o) = b.as_object_mut() {
+        o.retain(|k, _| has(&ka, k));
+    }
 }

@@ -148,3 +148,45 @@ impl QemuState for GlobalState {
         }
     }
 }
+
+/// The KVM paravirtual clock (section `kvmclock`, v1, KVM guests only): the guest's
+/// `kvmclock` time at the stop.
+///
+/// `kvmclock/clock_is_reliable` is sent when the device's `x-mach-use-reliable-get-clock`
+/// property is on, which QEMU's compat tables turn off up to 2.8 (measured with QEMU 7.2 and
+/// KVM: pc-i440fx-2.8 sends no subsection, 2.9 and 7.2 send it); [`compat_entries`] says so.
+#[derive(Debug, Clone, Default, PartialEq, Eq, VmState)]
+#[vmstate(
+    name = "kvmclock",
+    version = 1,
+    minimum_version = 1,
+    prop(name = "x-mach-use-reliable-get-clock", default = true),
+    subsection(name = "kvmclock/clock_is_reliable", version = 1, minimum_version = 1,
+               when = prop("x-mach-use-reliable-get-clock"))
+)]
+pub struct KvmClock {
+    /// The clock in ns (`KVM_GET_CLOCK` at the stop).
+    pub clock: u64,
+    /// Whether `clock` came from a stable host clock (`KVM_CLOCK_TSC_STABLE`), so the
+    /// destination may use it as is rather than read it back from guest memory.
+    #[vmstate(subsection = "kvmclock/clock_is_reliable", default)]
+    pub clock_is_reliable: bool,
+}
+
+impl QemuState for KvmClock {
+    fn for_machine(_: &MachineType) -> Self {
+        Self::default()
+    }
+}
+
+/// The compat entries of the sections here: `kvmclock`'s `x-mach-use-reliable-get-clock` is
+/// off up to 2.8.
+#[must_use]
+pub fn compat_entries() -> Vec<vmstate_runtime::machine::CompatEntry> {
+    vec![vmstate_runtime::machine::CompatEntry {
+        upto: "2.8".to_owned(),
+        driver: "kvmclock".to_owned(),
+        property: "x-mach-use-reliable-get-clock".to_owned(),
+        value: false,
+    }]
+}

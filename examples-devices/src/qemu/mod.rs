@@ -41,12 +41,17 @@ macro_rules! as_received {
     };
 }
 
+pub mod acpi;
 pub mod chipset;
 pub mod cpu;
 pub mod fdc;
+pub mod ide;
 pub mod input;
 pub mod irq;
 pub mod misc;
+pub mod pci;
+pub mod pcidev;
+pub mod x86cpu;
 
 /// What a table entry sees of the section being re-encoded.
 #[derive(Debug, Clone, Copy)]
@@ -210,12 +215,18 @@ macro_rules! table {
 table! {
     "timer" => typed::<misc::TimerState>,
     "cpu_common" => typed::<cpu::CpuCommon>,
+    "cpu" => typed::<x86cpu::X86Cpu>,
     "kvm-tpr-opt" => typed::<cpu::KvmTprOpt>,
     "apic" => typed::<irq::Apic>,
+    "kvmclock" => typed::<misc::KvmClock>,
     "fw_cfg" => typed::<misc::FwCfg>,
+    "mch" => typed::<pcidev::Mch>,
     "PCIHost" => typed::<chipset::PciHost>,
     "PCIBUS" => typed::<chipset::PciBus>,
+    "I440FX" => typed::<pcidev::I440fx>,
     "dma" => typed::<chipset::Dma>,
+    "PIIX3" => typed::<pcidev::Piix3>,
+    "ICH9LPC" => typed::<acpi::Ich9Lpc>,
     "i8259" => typed::<chipset::I8259>,
     "ioapic" => typed::<irq::IoApic>,
     "hpet" => typed::<irq::Hpet>,
@@ -228,7 +239,11 @@ table! {
     "pckbd" => typed::<input::PcKbd>,
     "vmmouse" => typed::<input::VmMouse>,
     "port92" => typed::<misc::Port92>,
+    "ide" => typed::<ide::PciIde>,
+    "ich9_ahci" => typed::<ide::Ich9Ahci>,
     "i2c_bus" => typed::<misc::I2cBus>,
+    "piix4_pm" => typed::<acpi::Piix4Pm>,
+    "ich9_smb" => typed::<pcidev::Ich9Smb>,
     "serial" => serial,
     "acpi_build" => typed::<misc::AcpiBuild>,
     "globalstate" => typed::<misc::GlobalState>,

@@ -27,6 +27,10 @@ pub struct Options {
     pub bandwidth_limit: Option<u64>,
     /// Print a progress line on stderr every 250 ms of a long precopy pass.
     pub progress: bool,
+    /// Page channels of each migration (1 = the single QEMU-format stream).
+    pub channels: u32,
+    /// Precopy passes (including pass 0) before the guest is stopped regardless.
+    pub max_passes: u32,
 }
 
 /// A progress display for long passes: a line on stderr at most every 250 ms.
@@ -256,7 +260,13 @@ impl Child {
         self.ensure_empty()?;
         let prepared = self.prepared.take().ok_or("RECV without PREPARE")?;
         let mut t = self.accept()?;
-        let settings = ReceiveSettings::default();
+        // Page channels of a multi-channel migration arrive on the same listener.
+        let settings = ReceiveSettings {
+            channels: Some(vmstate_migration::ChannelListener::Tcp(
+                std::sync::Arc::new(self.listener.try_clone().map_err(|e| e.to_string())?),
+            )),
+            ..ReceiveSettings::default()
+        };
         let (seen, devices, report, run_at, check) = match prepared {
             Prepared::Soft(mut d) => {
                 let r = receive(&mut d, &mut t, &settings).map_err(|e| e.to_string())?;
@@ -324,6 +334,8 @@ impl Child {
     pub fn send_over<T: Transport>(&mut self, t: &mut T) -> Result<String, String> {
         let t = &mut *t;
         let mut s = settings(self.opts.bandwidth_limit);
+        s.channels = self.opts.channels;
+        s.max_passes = self.opts.max_passes;
         if self.opts.progress {
             s.progress = Some(progress_hook());
         }

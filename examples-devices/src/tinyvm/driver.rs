@@ -8,7 +8,7 @@
 //! exactly the RAM the source stopped with: pattern state and hash), **devices** (the device
 //! sections the destination loaded, saved again, hash equal to those the source sent),
 //! **serial** (the output, concatenated over hops, is `A` then one `B` per completed pass) and
-//! **progress** (the guest completed a pass since the previous hop, waiting up to
+//! **progress** (the guest's walk advanced since the previous hop, waiting up to
 //! [`PROGRESS_BOUND`] for it, or three times a pass at the dirty rate if that is longer, so a
 //! guest starved of CPU is not a failure but a stalled one is).
 //! A failed check is counted as an inconsistency and printed as `hop N: INCONSISTENT: …`.
@@ -59,6 +59,12 @@ impl Proc {
         if opts.progress {
             args.push("--progress".to_owned());
         }
+        args.extend([
+            "--channels".to_owned(),
+            opts.channels.to_string(),
+            "--max-passes".to_owned(),
+            opts.max_passes.to_string(),
+        ]);
         let mut child = Command::new(exe)
             .args(&args)
             .stdin(Stdio::piped())
@@ -98,7 +104,7 @@ impl Proc {
         }
     }
 
-    /// Asks `STATUS` until the guest has completed a pass after `prev`, for at most
+    /// Asks `STATUS` until the guest's walk has advanced past `prev`, for at most
     /// `bound`, appending its serial output to `output`. Returns the last status,
     /// how long it waited and whether the guest progressed.
     fn wait_for_progress(
@@ -113,8 +119,8 @@ impl Proc {
             let seen = Seen::parse(&w)?;
             output.extend_from_slice(&output_bytes(w.get(3)));
             let waited = t0.elapsed();
-            if seen.state.passes > prev.passes || waited >= bound {
-                return Ok((seen, waited, seen.state.passes > prev.passes));
+            if seen.state.is_after(prev) || waited >= bound {
+                return Ok((seen, waited, seen.state.is_after(prev)));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -228,7 +234,7 @@ after every hop (a failed check prints `hop N: INCONSISTENT: ...` and is counted
             equal to the sections the source sent
   serial    the serial output of all hops so far is 'A', then one 'B' per completed pass:
             nothing lost, nothing printed twice
-  progress  the guest completed a pass where it arrived before it leaves again (waiting up to
+  progress  the guest's walk advanced where it arrived before it leaves again (waiting up to
             2 s of wall time for CPU, or 3 guest passes at a --dirty-rate if longer) and the
             source stopped it no earlier than that
 numbers: passes = precopy passes over RAM; total = migration start -> source done;
@@ -360,7 +366,7 @@ impl Pingpong {
         for hop in 1..=count {
             std::thread::sleep(Duration::from_millis(run_ms));
             let (src, dst) = (holder, 1 - holder);
-            // The guest must have run on this side since it arrived: wait for a completed pass.
+            // The guest must have run on this side since it arrived: wait for its walk to advance.
             let mut progress_ok = true;
             if let Some(prev) = last {
                 let (seen, waited, progressed) =
@@ -448,7 +454,7 @@ impl Pingpong {
                 );
             }
             if let Some(prev) = last {
-                if progress_ok && s_seen.state.passes <= prev.passes {
+                if progress_ok && !s_seen.state.is_after(prev) {
                     progress_ok = false;
                     st.fail(
                         hop,

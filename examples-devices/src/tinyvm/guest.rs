@@ -365,6 +365,14 @@ pub struct PatternState {
     pub pages_done: usize,
 }
 
+impl PatternState {
+    /// Whether the walk has advanced past `prev`: more passes, or more pages of the same pass.
+    #[must_use]
+    pub fn is_after(self, prev: PatternState) -> bool {
+        (self.passes, self.pages_done) > (prev.passes, prev.pages_done)
+    }
+}
+
 /// A pattern that breaks the invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatternError {

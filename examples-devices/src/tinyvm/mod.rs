@@ -27,6 +27,11 @@
 //! - [`driver`]: the parent, which spawns two children, migrates the guest back and forth,
 //!   checks every hop and prints the statistics; also `tinyvm save` (a migration into a file).
 //!
+//! Snapshots ([`snapshot`]): `tinyvm snapshot` writes a stopped guest to a snapshot file (device
+//! state as a QEMU stream, memory at fixed offsets; `--incremental-from BASE` only the pages
+//! dirtied since the base), `tinyvm restore` maps it back and starts the guest in milliseconds,
+//! `tinyvm snapshot-merge` folds increments into a full snapshot (see `docs/snapshots.md`).
+//!
 //! A large guest with a dirty rate exercises multi-pass precopy, the downtime target, the
 //! bandwidth limit and auto-converge: `tinyvm pingpong --mem 256M --dirty-rate 50000 --verbose`
 //! prints every precopy pass (pages, zero pages, bandwidth, pages dirtied meanwhile, expected
@@ -44,9 +49,11 @@ use vmstate_migration::Settings;
 use vmstate_runtime::MachineType;
 
 pub mod child;
+pub mod cpuid;
 pub mod driver;
 pub mod guest;
 pub mod protocol;
+pub mod snapshot;
 pub mod soft;
 
 #[cfg(feature = "kvm")]
@@ -177,13 +184,18 @@ pub fn monotonic_ns() -> u64 {
     secs * 1_000_000_000 + nanos
 }
 
-/// The precopy settings of every tinyvm migration: a 50 ms downtime target, at most 10 passes,
-/// auto-converge on, and `bandwidth_limit` (bytes per second, `None` = unlimited).
+/// Precopy passes before the guest is stopped regardless of the downtime target (the default of
+/// `--max-passes`): with a bandwidth limit, auto-converge needs passes to raise its throttle.
+pub const MAX_PASSES: u32 = 30;
+
+/// The precopy settings of every tinyvm migration: a 50 ms downtime target, at most
+/// [`MAX_PASSES`] passes (`tinyvm pingpong --max-passes` overrides it), auto-converge on, and
+/// `bandwidth_limit` (bytes per second, `None` = unlimited).
 #[must_use]
 pub fn settings(bandwidth_limit: Option<u64>) -> Settings {
     Settings {
         downtime: Duration::from_millis(50),
-        max_passes: 10,
+        max_passes: MAX_PASSES,
         ack_timeout: Duration::from_secs(20),
         bandwidth_limit,
         ..Settings::default()

@@ -78,7 +78,25 @@ impl SoftGuest {
             GuestRam::new(&blocks)
         }
         .map_err(|e| e.to_string())?;
-        let serial = Arc::new(Mutex::new(SerialSection::default()));
+        Self::with_ram(
+            ram,
+            workload,
+            Arc::new(Mutex::new(SerialSection::default())),
+        )
+    }
+
+    /// A stopped guest over existing RAM (e.g. mapped from a snapshot file) with `serial` as
+    /// COM1; [`SoftGuest::set_position`] says where its walk goes on.
+    ///
+    /// # Errors
+    ///
+    /// Registry errors, or a size out of range.
+    pub fn with_ram(
+        ram: GuestRam,
+        workload: Workload,
+        serial: Arc<Mutex<SerialSection>>,
+    ) -> Result<Self, String> {
+        workload.validate(false)?;
         let mut registry = Registry::new();
         registry
             .register(Arc::clone(&serial))
@@ -96,6 +114,11 @@ impl SoftGuest {
             started_at: Arc::new(AtomicU64::new(0)),
             stopped_at: 0,
         })
+    }
+
+    /// Sets the page of the pass under way where the walk goes on (a restored guest's position).
+    pub fn set_position(&self, pages_done: usize) {
+        self.pos.store(pages_done, Ordering::Release);
     }
 
     /// Starts the guest thread (if not running); `fresh`: a new guest, which prints `A` first.
@@ -177,6 +200,16 @@ impl SoftGuest {
     #[must_use]
     pub fn started_at(&self, bound: Duration) -> Option<u64> {
         super::wait_for_start(&self.started_at, bound)
+    }
+
+    /// The UART's virtual clock, ns (where a snapshot's timers are counted from).
+    #[must_use]
+    pub fn serial_clock_ns(&self) -> u64 {
+        self.serial
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .state
+            .now_ns()
     }
 
     /// The serial output since the last call.

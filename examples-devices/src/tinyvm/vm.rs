@@ -10,7 +10,7 @@ use kvm_bindings::{
     kvm_sregs, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vmstate_migration::{GuestMem, GuestRam};
 
 use super::cpu::{CpuState, SAVED_MSRS};
@@ -224,7 +224,29 @@ impl Vm {
     /// As [`Vm::new`].
     pub fn new_empty_with(w: Workload) -> Result<Self, Error> {
         w.validate(true).map_err(Error::Memory)?;
+        let mem = GuestMem::from_ranges(&[(GuestAddress(0), w.ram_size)])
+            .map_err(|e| Error::Memory(format!("{e:?}")))?;
+        Self::with_memory(w, mem)
+    }
+
+    /// A VM over existing guest memory `mem` (one region of [`Workload::ram_size`] bytes at
+    /// guest address 0, e.g. mapped from a snapshot file) with a vCPU at reset: a restore
+    /// target, to be filled with [`Vm::restore_cpu`] and the UART. Nothing of `mem` is read or
+    /// faulted in.
+    ///
+    /// # Errors
+    ///
+    /// As [`Vm::new`], or memory that is not one region of the workload's size at 0.
+    pub fn with_memory(w: Workload, mem: GuestMem) -> Result<Self, Error> {
+        w.validate(true).map_err(Error::Memory)?;
         let ram_size = w.ram_size;
+        if mem.num_regions() != 1
+            || mem.iter().next().map(|r| (r.start_addr().0, r.len())) != Some((0, ram_size as u64))
+        {
+            return Err(Error::Memory(format!(
+                "guest memory must be one region of {ram_size} bytes at address 0"
+            )));
+        }
         let kvm = Kvm::new().map_err(kvm_err("open /dev/kvm"))?;
         for (cap, name) in [
             (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
@@ -237,14 +259,7 @@ impl Vm {
             }
         }
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-        vm.set_tss_address(TSS_ADDR)
-            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-        // The in-kernel irqchip gives the vCPU a local APIC (KVM_GET/SET_LAPIC need it).
-        vm.create_irq_chip()
-            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
 
-        let mem = GuestMem::from_ranges(&[(GuestAddress(0), ram_size)])
-            .map_err(|e| Error::Memory(format!("{e:?}")))?;
         let host = mem
             .get_host_address(GuestAddress(0))
             .map_err(|e| Error::Memory(e.to_string()))?;
@@ -257,14 +272,21 @@ impl Vm {
             userspace_addr: host as u64,
         };
         #[allow(unsafe_code)]
-        // SAFETY: `host` is the start of `mem`'s single mapping of `ram_size` bytes (from_ranges
-        // made one region at guest address 0), so the region covers exactly memory this process
+        // SAFETY: `host` is the start of `mem`'s single mapping of `ram_size` bytes (checked
+        // above: one region at guest address 0), so the region covers exactly memory this process
         // mapped. `mem` is stored in the returned `Vm` next to the `VmFd`, and fields drop in
         // declaration order (`vm` before `mem`), so the mapping outlives the VM that uses it;
         // the only other holder of the `VmFd`, a `DirtyLog`, holds a clone of `mem` (the same
         // mapping, reference-counted) next to it.
         unsafe { vm.set_user_memory_region(region) }
             .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        // Memory first: registering the slot before the irqchip exists took 0.5 ms instead of 7
+        // on the development host (measured in a loop of VM creations, min of 6).
+        vm.set_tss_address(TSS_ADDR)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        // The in-kernel irqchip gives the vCPU a local APIC (KVM_GET/SET_LAPIC need it).
+        vm.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
 
         let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
         let cpuid = kvm

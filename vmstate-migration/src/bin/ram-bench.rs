@@ -9,12 +9,14 @@
 //! - where `qemu-system-x86_64` is installed, QEMU itself migrating the same amount of random
 //!   RAM over loopback TCP between two processes (guest RAM is a `memory-backend-file` with
 //!   `share=on` on a file of random bytes in /dev/shm; the destination's RAM is fresh), plain and
-//!   with multifd on 2 channels.
+//!   with multifd on 2 channels;
+//! - our migration over N page channels ([`Settings::channels`]; `--channels 2,4`, default 2)
+//!   into a cold and into a populated destination.
 //!
 //! Each is run `--runs` times (default 5); min and median are printed.
 //!
 //! Usage: `cargo run --release -p vmstate-migration --bin ram-bench -- [--size MIB] [--runs N]
-//! [--no-qemu]`.
+//! [--channels N,M,…] [--no-qemu]`.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -126,6 +128,7 @@ fn main() {
     let mut size_mib = 1024usize;
     let mut runs = 5usize;
     let mut qemu = true;
+    let mut channel_counts = vec![2u32];
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -142,9 +145,21 @@ fn main() {
                     .filter(|&n| n > 0)
                     .expect("--runs N");
             }
+            "--channels" => {
+                channel_counts = args
+                    .next()
+                    .and_then(|s| {
+                        s.split(',')
+                            .map(|n| n.parse().ok().filter(|&n: &u32| n > 1))
+                            .collect::<Option<Vec<u32>>>()
+                    })
+                    .expect("--channels N,M,… (each at least 2)");
+            }
             "--no-qemu" => qemu = false,
             _ => {
-                eprintln!("usage: ram-bench [--size MIB] [--runs N] [--no-qemu]");
+                eprintln!(
+                    "usage: ram-bench [--size MIB] [--runs N] [--channels N,M,…] [--no-qemu]"
+                );
                 std::process::exit(2);
             }
         }
@@ -190,7 +205,7 @@ fn main() {
     let mut same = true;
     for _ in 0..runs {
         src.ram.clear_dirty();
-        let (d, report) = migrate_once(&mut src, vm(size, false));
+        let (d, report) = migrate_once(&mut src, vm(size, false), 1);
         cold.push(report.total_time);
         same &= d.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
     }
@@ -200,7 +215,7 @@ fn main() {
     let mut populated = Vec::new();
     for _ in 0..runs {
         src.ram.clear_dirty();
-        let (d, report) = migrate_once(&mut src, dst);
+        let (d, report) = migrate_once(&mut src, dst, 1);
         dst = d;
         populated.push(report.total_time);
     }
@@ -211,6 +226,36 @@ fn main() {
         Some(raw_med),
     );
     same &= dst.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
+    // ... and over N page channels, cold and populated.
+    for &n in &channel_counts {
+        let mut cold = Vec::new();
+        for _ in 0..runs {
+            src.ram.clear_dirty();
+            let (d, report) = migrate_once(&mut src, vm(size, false), n);
+            cold.push(report.total_time);
+            same &= d.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
+        }
+        line(
+            &format!("migration {n}ch, cold destination"),
+            bytes,
+            cold,
+            Some(raw_med),
+        );
+        let mut populated = Vec::new();
+        for _ in 0..runs {
+            src.ram.clear_dirty();
+            let (d, report) = migrate_once(&mut src, dst, n);
+            dst = d;
+            populated.push(report.total_time);
+        }
+        line(
+            &format!("migration {n}ch, populated dest."),
+            bytes,
+            populated,
+            Some(raw_med),
+        );
+        same &= dst.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
+    }
     println!("destination memory equals source after every run: {same}");
     drop((src, dst));
 
@@ -265,18 +310,25 @@ fn raw_tcp(bytes: u64) -> Duration {
     t.elapsed()
 }
 
-fn migrate_once(src: &mut Vm, dst: Vm) -> (Vm, vmstate_migration::Report) {
+fn migrate_once(src: &mut Vm, dst: Vm, channels: u32) -> (Vm, vmstate_migration::Report) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
     let rx = std::thread::spawn(move || {
         let (mut s, _) = l.accept().expect("accept");
         let mut d = dst;
-        receive(&mut d, &mut s, &ReceiveSettings::default()).expect("destination");
+        let settings = ReceiveSettings {
+            channels: Some(vmstate_migration::ChannelListener::Tcp(
+                std::sync::Arc::new(l),
+            )),
+            ..ReceiveSettings::default()
+        };
+        receive(&mut d, &mut s, &settings).expect("destination");
         d
     });
     let mut s = TcpStream::connect(addr).expect("connect");
     let settings = Settings {
         max_passes: 1,
+        channels,
         ..Settings::default()
     };
     let report = migrate(src, &mut s, &settings).expect("migration");

@@ -253,7 +253,8 @@ pub fn spawn_receive<T: Transport + Send + 'static>(
 }
 
 /// On a new thread, accepts one connection on `listener` and receives over it into a new
-/// destination of `ram_mib` MiB, with stream reads timing out after `read_timeout`.
+/// destination of `ram_mib` MiB, with stream reads timing out after `read_timeout`; page
+/// channels, if the source opens any, are accepted on the same listener.
 pub fn spawn_receive_accepting(
     listener: TcpListener,
     ram_mib: usize,
@@ -262,8 +263,12 @@ pub fn spawn_receive_accepting(
     std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         let mut dst = DestVm::new(ram_mib);
+        // The same listener takes the page channels of a multi-channel migration.
         let settings = ReceiveSettings {
             read_timeout: Some(read_timeout),
+            channels: Some(vmstate_migration::ChannelListener::Tcp(
+                std::sync::Arc::new(listener),
+            )),
         };
         let r = receive(&mut dst, &mut s, &settings);
         (dst, r)

@@ -358,6 +358,16 @@ impl Registry {
         self.page_size
     }
 
+    /// The registered sections in save order with their descriptions (name, versions, pins):
+    /// what a reader checks a stored stream's section versions against before loading it.
+    #[must_use]
+    pub fn schemas(&self) -> Vec<(SectionKey, &'static StructSchema)> {
+        self.order()
+            .into_iter()
+            .map(|i| (self.entries[i].key.clone(), self.entries[i].handle.schema()))
+            .collect()
+    }
+
     /// Registers a device with default options: idstr = vmsd name, automatic instance id.
     ///
     /// # Errors
@@ -445,6 +455,26 @@ impl Registry {
         self.order()
             .into_iter()
             .map(|i| self.entries[i].key.clone())
+            .collect()
+    }
+
+    /// Every section in save order with its description and whether a save on `machine` would
+    /// send it now (its section-level gate, decided on a snapshot as a save decides it).
+    pub(crate) fn sections_sent(
+        &self,
+        machine: &crate::machine::MachineType,
+    ) -> Result<Vec<(SectionKey, &'static StructSchema, bool)>> {
+        self.order()
+            .into_iter()
+            .map(|i| {
+                let e = &self.entries[i];
+                let schema = e.handle.schema();
+                let gates = GateCtx::new(machine, &schema.name);
+                let snap = e.handle.snapshot().map_err(|err| {
+                    err.in_section(section_ref(&e.key.idstr, e.key.instance_id, None))
+                })?;
+                Ok((e.key.clone(), schema, snap.section_needed(&gates)))
+            })
             .collect()
     }
 
