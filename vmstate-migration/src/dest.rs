@@ -45,6 +45,10 @@ pub struct ReceiveSettings {
     /// ([`Settings::channels`](crate::Settings::channels)); usually the listener the main
     /// connection came from. `None`: a multi-channel stream is refused with a clear error.
     pub channels: Option<ChannelListener>,
+    /// Preflight: this side's configuration manifest. The source's manifest must come first
+    /// and fit it ([`crate::preflight`]); a mismatch fails before any page or device byte is
+    /// read. `None` (the default): QEMU's stream from the first byte.
+    pub preflight: Option<vmstate_runtime::manifest::Manifest>,
 }
 
 /// The destination's read-ahead buffer.
@@ -55,6 +59,7 @@ impl Default for ReceiveSettings {
         ReceiveSettings {
             read_timeout: Some(Duration::from_secs(30)),
             channels: None,
+            preflight: None,
         }
     }
 }
@@ -126,6 +131,11 @@ where
     let t0 = Instant::now();
     transport.set_timeout(settings.read_timeout)?;
     let mut report = Report::default();
+    if let Some(own) = &settings.preflight {
+        let p0 = Instant::now();
+        report.preflight = crate::preflight::check(transport, own)?;
+        report.preflight_time = p0.elapsed();
+    }
     let mut r = IoReader::with_capacity(READ_BUFFER, &mut *transport);
     let (result, io_error) = std::thread::scope(|s| {
         let result = load(

@@ -28,6 +28,14 @@ pub enum MigrationError {
     Unsupported(String),
     /// The migration was cancelled through [`Settings::cancel`](crate::Settings::cancel).
     Cancelled,
+    /// Preflight: the two sides' configurations do not fit ([`crate::preflight`]); nothing of
+    /// the guest was sent, the source's guest never stopped.
+    Preflight {
+        /// Which side refused (as seen from the side reporting).
+        refused_by: &'static str,
+        /// Every difference found, errors and warnings.
+        mismatches: Vec<vmstate_runtime::manifest::Mismatch>,
+    },
 }
 
 impl fmt::Display for MigrationError {
@@ -42,6 +50,24 @@ impl fmt::Display for MigrationError {
             MigrationError::NoGo(why) => write!(f, "no GO from the source ({why}); not started"),
             MigrationError::Unsupported(msg) => write!(f, "unsupported: {msg}"),
             MigrationError::Cancelled => f.write_str("migration cancelled"),
+            MigrationError::Preflight {
+                refused_by,
+                mismatches,
+            } => {
+                let errors: Vec<String> = mismatches
+                    .iter()
+                    .filter(|m| m.severity == vmstate_runtime::manifest::Severity::Error)
+                    .map(ToString::to_string)
+                    .collect();
+                write!(
+                    f,
+                    "preflight: the {refused_by} refused the migration before any guest state \
+                     was sent ({} mismatch{}): {}",
+                    errors.len(),
+                    if errors.len() == 1 { "" } else { "es" },
+                    errors.join("; ")
+                )
+            }
         }
     }
 }

@@ -35,6 +35,7 @@ pub mod dest;
 pub mod error;
 pub mod memory;
 pub mod precopy;
+pub mod preflight;
 pub mod ram;
 pub mod snapshot;
 mod sys;

@@ -90,6 +90,14 @@ pub struct Settings {
     /// needs [`ReceiveSettings::channels`](crate::ReceiveSettings::channels). A bandwidth limit is
     /// shared evenly between the page channels.
     pub channels: u32,
+    /// Preflight: this side's configuration manifest
+    /// ([`manifest_of`](crate::preflight::manifest_of), plus the vCPU model), sent before
+    /// anything else; the destination (with
+    /// [`ReceiveSettings::preflight`](crate::ReceiveSettings::preflight)) compares it with its
+    /// own and refuses a migration that cannot work, before any page moves
+    /// ([`MigrationError::Preflight`]). `None` (the default): QEMU's stream from the first
+    /// byte. See [`crate::preflight`].
+    pub preflight: Option<vmstate_runtime::manifest::Manifest>,
 }
 
 /// Where an iterative pass stands, for [`Settings::progress`].
@@ -129,6 +137,7 @@ impl Default for Settings {
             cancel: Arc::new(AtomicBool::new(false)),
             progress: None,
             channels: 1,
+            preflight: None,
         }
     }
 }
@@ -183,6 +192,12 @@ pub struct Report {
     /// [`Report::downtime`] up to the bookkeeping between them. Destination: `go-wait`
     /// (`LOADED` sent → `GO` read) and `resume` ([`MigrationDestination::resume`](crate::MigrationDestination::resume)).
     pub critical_path: Vec<Phase>,
+    /// With preflight: the differences the destination accepted (warnings only), and how long
+    /// the exchange took (source: manifest sent → verdict read; destination: manifest read →
+    /// verdict sent).
+    pub preflight: Vec<vmstate_runtime::manifest::Mismatch>,
+    /// See [`Report::preflight`].
+    pub preflight_time: Duration,
 }
 
 /// One timed step of a migration's critical path (see [`Report::critical_path`]).
@@ -391,7 +406,15 @@ where
 {
     let mut stopped = None;
     let mut throttle = 0u8;
-    let result = run(source, transport, settings, &mut stopped, &mut throttle);
+    let mut result = run(source, transport, settings, &mut stopped, &mut throttle);
+    // A write that failed because the destination gave up: its reason is on the return path.
+    if let Err(MigrationError::Io(e)) = &result {
+        if let Some(why) = peer_reason(transport) {
+            result = Err(MigrationError::Remote(format!(
+                "{why} (the source's write then failed: {e})"
+            )));
+        }
+    }
     // After LOADED the source is committed: `run` returns Ok from there on.
     if result.is_err() {
         if throttle > 0 {
@@ -402,6 +425,17 @@ where
         }
     }
     result
+}
+
+/// The destination's `ERR …` line, if it sent one before closing (read for at most 200 ms).
+fn peer_reason<T: Transport + ?Sized>(t: &mut T) -> Option<String> {
+    if !t.has_return_path() || t.set_timeout(Some(Duration::from_millis(200))).is_err() {
+        return None;
+    }
+    match crate::transport::read_line(t, &[], "the destination's reason") {
+        Ok(Some(line)) => line.strip_prefix("ERR ").map(str::to_owned),
+        _ => None,
+    }
 }
 
 fn run<S, T>(
@@ -436,6 +470,17 @@ where
         ));
     }
     let mut report = Report::default();
+    if let Some(m) = &settings.preflight {
+        if !transport.has_return_path() {
+            return Err(MigrationError::Unsupported(
+                "preflight needs a return path (a socket transport)".into(),
+            ));
+        }
+        let p0 = Instant::now();
+        transport.set_timeout(Some(settings.ack_timeout))?;
+        report.preflight = crate::preflight::offer(transport, m)?;
+        report.preflight_time = p0.elapsed();
+    }
     let mut sink = Throttled {
         t: transport,
         rate: settings.bandwidth_limit,

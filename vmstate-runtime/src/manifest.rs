@@ -377,16 +377,18 @@ pub fn compare(source: &Manifest, dest: &Manifest) -> Vec<Mismatch> {
             Some(_) => {}
         }
     }
+    // The RAM loader takes exactly the destination's block list (vmstate-migration's RamLoader
+    // refuses a stream without one of its blocks), so an extra block is an error too.
     for r in dest
         .ram
         .iter()
         .filter(|r| !src_ram.contains(r.name.as_str()))
     {
         out.push(mismatch(
-            W,
+            E,
             format!("RAM block `{}`", r.name),
             format!(
-                "destination {:#x} bytes, the source has no such block: it stays zero",
+                "destination {:#x} bytes, the source has no such block",
                 r.size
             ),
             "same memory, ROM and device configuration on both sides",

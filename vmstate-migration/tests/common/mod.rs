@@ -269,6 +269,7 @@ pub fn spawn_receive_accepting(
             channels: Some(vmstate_migration::ChannelListener::Tcp(
                 std::sync::Arc::new(listener),
             )),
+            ..ReceiveSettings::default()
         };
         let r = receive(&mut dst, &mut s, &settings);
         (dst, r)
