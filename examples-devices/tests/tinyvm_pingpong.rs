@@ -173,7 +173,53 @@ fn pingpong_soft_large_guest_with_dirty_rate() {
     check_large_guest_run(&out, "soft", 3);
 }
 
+/// With `--preflight`, a destination built with 1 MiB more RAM is refused before any guest state
+/// moves, naming the block and both sizes; the source's guest keeps running and the hops that
+/// follow (with preflight, into matching destinations) pass every check.
+#[test]
+fn pingpong_soft_preflight_refuses_a_ram_mismatch() {
+    let out = pingpong(&["--soft", "--count", "3", "--preflight", "--mismatch", "ram"]);
+    assert!(
+        out.contains("preflight (--mismatch ram): refused after ")
+            && out.contains(
+                "RAM block `pc.ram`: source 0x100000 bytes, destination 0x200000 — start the \
+             destination with the same memory size (-m) and devices"
+            ),
+        "{out}"
+    );
+    assert!(out.contains("preflight: A's guest kept running"), "{out}");
+    assert!(
+        out.contains("summary: mode soft hops 3/3 inconsistencies 0"),
+        "{out}"
+    );
+}
+
 mod needs_kvm {
+    /// A destination whose vCPU lacks CPUID features the source's guest has is refused by the
+    /// preflight, naming them (x2apic: KVM always offers it).
+    #[test]
+    #[ignore = "needs /dev/kvm: --features kvm, on a host where /dev/kvm opens read-write"]
+    fn pingpong_kvm_preflight_refuses_a_cpu_mismatch() {
+        super::tools::require_kvm();
+        let out = super::pingpong(&[
+            "--kvm",
+            "--count",
+            "2",
+            "--preflight",
+            "--mismatch",
+            "cpu:x2apic",
+        ]);
+        assert!(
+            out.contains("vCPU: the source's guest uses `x2apic` that the destination's CPU"),
+            "{out}"
+        );
+        assert!(out.contains("preflight: A's guest kept running"), "{out}");
+        assert!(
+            out.contains("summary: mode kvm hops 2/2 inconsistencies 0"),
+            "{out}"
+        );
+    }
+
     /// The 32-bit KVM guest (64 MiB, started in protected mode, paced through its budget port)
     /// migrates back and forth with every check passing and its passes shown.
     #[test]

@@ -65,6 +65,11 @@ struct ModeArgs {
     /// large dirty set, i.e. a long downtime.
     #[arg(long, default_value_t = examples_devices::tinyvm::MAX_PASSES, value_parser = clap::value_parser!(u32).range(1..))]
     max_passes: u32,
+    /// Preflight: every migration starts with the source's configuration manifest (machine
+    /// type, sections and versions, RAM blocks, compat properties, vCPU features and MSRs),
+    /// which the destination checks before any guest state moves.
+    #[arg(long)]
+    preflight: bool,
 }
 
 /// `--dirty-rate` (clap treats a bare `Option` as an optional flag).
@@ -82,6 +87,7 @@ impl ModeArgs {
             progress: self.progress || verbose,
             channels: self.channels,
             max_passes: self.max_passes,
+            preflight: self.preflight,
         }
     }
 }
@@ -105,6 +111,11 @@ enum Cmd {
         /// for progress and fails.
         #[arg(long)]
         stall_hop: Option<u32>,
+        /// With --preflight: first migrate into a destination built differently on purpose
+        /// (`ram`: 1 MiB more guest RAM; `cpu:FEATURE[,…]`: the KVM vCPU lacks those CPUID
+        /// features), which the preflight must refuse with the source still running.
+        #[arg(long, value_parser = child::Mismatch::parse)]
+        mismatch: Option<child::Mismatch>,
         /// Print each hop's critical path step by step (source: stop, last pages, devices,
         /// wait for LOADED, GO; destination: wait for GO, resume).
         #[arg(long, short)]
@@ -208,6 +219,7 @@ fn main() -> ExitCode {
             corrupt_hop,
             stall_hop,
             verbose,
+            mismatch,
             ..
         } => driver::Pingpong {
             count,
@@ -217,6 +229,7 @@ fn main() -> ExitCode {
             verbose,
             mode,
             opts: margs.options(verbose),
+            mismatch,
         }
         .command(&why),
         Cmd::Save { out, run_ms, .. } => {

@@ -31,6 +31,61 @@ pub struct Options {
     pub channels: u32,
     /// Precopy passes (including pass 0) before the guest is stopped regardless.
     pub max_passes: u32,
+    /// Preflight: each migration starts with the source's configuration manifest, which the
+    /// destination checks against its own before anything else moves.
+    pub preflight: bool,
+}
+
+/// A destination built differently from the source on purpose (`PREPARE mismatch=…`), so that
+/// the preflight has something real to find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    /// 1 MiB more guest RAM than the source's.
+    Ram,
+    /// The vCPU lacks these CPUID features (KVM only).
+    Cpu(Vec<String>),
+}
+
+impl Mismatch {
+    /// Parses `ram` or `cpu:FEATURE[,FEATURE…]`.
+    ///
+    /// # Errors
+    ///
+    /// Anything else.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            None if s == "ram" => Ok(Mismatch::Ram),
+            Some(("cpu", f)) if !f.is_empty() => {
+                Ok(Mismatch::Cpu(f.split(',').map(str::to_owned).collect()))
+            }
+            _ => Err(format!(
+                "`{s}` is not a mismatch: `ram` or `cpu:FEATURE[,FEATURE…]` (e.g. cpu:avx2)"
+            )),
+        }
+    }
+
+    /// The word after `mismatch=` in a `PREPARE` line.
+    #[must_use]
+    pub fn word(&self) -> String {
+        match self {
+            Mismatch::Ram => "ram".into(),
+            Mismatch::Cpu(f) => format!("cpu:{}", f.join(",")),
+        }
+    }
+}
+
+/// The configuration manifest of `vm` (with `cpu`, a KVM guest's vCPU model).
+fn manifest<V: vmstate_migration::VmParts>(
+    vm: &V,
+    cpu: Option<&vmstate_runtime::manifest::CpuModel>,
+) -> Result<vmstate_runtime::manifest::Manifest, String> {
+    let m = vmstate_migration::preflight::manifest_of(vm)
+        .map_err(|e| e.to_string())?
+        .with_build(format!("tinyvm {}", env!("CARGO_PKG_VERSION")));
+    Ok(match cpu {
+        Some(c) => m.with_cpu(c.clone()),
+        None => m,
+    })
 }
 
 /// A progress display for long passes: a line on stderr at most every 250 ms.
@@ -210,28 +265,48 @@ impl Child {
     /// # Errors
     ///
     /// A guest is held already, the VM cannot be built, or `stall` on KVM.
-    pub fn prepare(&mut self, corrupt: bool, stall: bool) -> Result<String, String> {
+    pub fn prepare(
+        &mut self,
+        corrupt: bool,
+        stall: bool,
+        mismatch: Option<&Mismatch>,
+    ) -> Result<String, String> {
         self.ensure_empty()?;
         // A guest sent from here and never inspected is gone for good: free it first.
         self.sent = Held::None;
         let t0 = Instant::now();
+        let mut workload = self.opts.workload;
+        if mismatch == Some(&Mismatch::Ram) {
+            workload.ram_size += 1 << 20;
+        }
         self.prepared = Some(match self.mode {
-            Mode::Soft => Prepared::Soft(SoftDest::new(corrupt, stall, self.opts.workload)?),
+            Mode::Soft if matches!(mismatch, Some(Mismatch::Cpu(_))) => {
+                return Err("a CPU mismatch needs the KVM guest".into())
+            }
+            Mode::Soft => Prepared::Soft(SoftDest::new(corrupt, stall, workload)?),
             // A KVM guest runs from the moment its vCPU starts; it cannot be held back without
             // racing it, so stall injection is for the software guest.
             Mode::Kvm if stall => return Err("`stall` needs the software guest (--soft)".into()),
-            Mode::Kvm => self.prepare_kvm(corrupt)?,
+            Mode::Kvm => self.prepare_kvm(corrupt, workload, mismatch)?,
         });
         self.frozen = stall;
         Ok(format!("PREPARED {}", t0.elapsed().as_micros()))
     }
 
     #[cfg(feature = "kvm")]
-    fn prepare_kvm(&mut self, corrupt_ram: bool) -> Result<Prepared, String> {
+    fn prepare_kvm(
+        &mut self,
+        corrupt_ram: bool,
+        workload: super::guest::Workload,
+        mismatch: Option<&Mismatch>,
+    ) -> Result<Prepared, String> {
         use std::sync::{Arc, Mutex, PoisonError};
 
-        let mut d = super::live::KvmDest::with_workload(super::machine(), self.opts.workload)
+        let mut d = super::live::KvmDest::with_workload(super::machine(), workload)
             .map_err(|e| e.to_string())?;
+        if let Some(Mismatch::Cpu(hide)) = mismatch {
+            d.hide_cpu_features(hide).map_err(|e| e.to_string())?;
+        }
         let seen: SeenCell = Arc::new(Mutex::new(None));
         let (s2, ram) = (Arc::clone(&seen), d.ram().clone());
         d.before_start = Some(Box::new(move |_vm| {
@@ -244,7 +319,12 @@ impl Child {
     }
 
     #[cfg(not(feature = "kvm"))]
-    fn prepare_kvm(&mut self, _corrupt: bool) -> Result<Prepared, String> {
+    fn prepare_kvm(
+        &mut self,
+        _corrupt: bool,
+        _workload: super::guest::Workload,
+        _mismatch: Option<&Mismatch>,
+    ) -> Result<Prepared, String> {
         Err("built without the `kvm` feature".into())
     }
 
@@ -261,12 +341,19 @@ impl Child {
         let prepared = self.prepared.take().ok_or("RECV without PREPARE")?;
         let mut t = self.accept()?;
         // Page channels of a multi-channel migration arrive on the same listener.
-        let settings = ReceiveSettings {
+        let mut settings = ReceiveSettings {
             channels: Some(vmstate_migration::ChannelListener::Tcp(
                 std::sync::Arc::new(self.listener.try_clone().map_err(|e| e.to_string())?),
             )),
             ..ReceiveSettings::default()
         };
+        if self.opts.preflight {
+            settings.preflight = Some(match &prepared {
+                Prepared::Soft(d) => manifest(d, None)?,
+                #[cfg(feature = "kvm")]
+                Prepared::Kvm(d, _) => manifest(d, Some(d.cpu_model()))?,
+            });
+        }
         let (seen, devices, report, run_at, check) = match prepared {
             Prepared::Soft(mut d) => {
                 let r = receive(&mut d, &mut t, &settings).map_err(|e| e.to_string())?;
@@ -338,6 +425,14 @@ impl Child {
         s.max_passes = self.opts.max_passes;
         if self.opts.progress {
             s.progress = Some(progress_hook());
+        }
+        if self.opts.preflight {
+            s.preflight = Some(match &self.held {
+                Held::None => return Err("no guest here".into()),
+                Held::Soft(g) => manifest(g, None)?,
+                #[cfg(feature = "kvm")]
+                Held::Kvm(g) => manifest(g, Some(g.cpu_model()))?,
+            });
         }
         self.frozen = false;
         // On success the stopped guest stays here, unexamined, until `INSPECT`: examining it
@@ -476,7 +571,19 @@ pub fn serve(mode: Mode, opts: Options) -> Result<(), String> {
             (Some("START"), _) => me.start(),
             (Some("PREPARE"), w) => {
                 let faults: Vec<&str> = w.into_iter().chain(words.clone()).collect();
-                me.prepare(faults.contains(&"corrupt"), faults.contains(&"stall"))
+                match faults
+                    .iter()
+                    .find_map(|f| f.strip_prefix("mismatch="))
+                    .map(Mismatch::parse)
+                    .transpose()
+                {
+                    Ok(m) => me.prepare(
+                        faults.contains(&"corrupt"),
+                        faults.contains(&"stall"),
+                        m.as_ref(),
+                    ),
+                    Err(e) => Err(e),
+                }
             }
             (Some("RECV"), _) => me.recv(),
             (Some("SEND"), Some(p)) => p

@@ -59,6 +59,9 @@ impl Proc {
         if opts.progress {
             args.push("--progress".to_owned());
         }
+        if opts.preflight {
+            args.push("--preflight".to_owned());
+        }
         args.extend([
             "--channels".to_owned(),
             opts.channels.to_string(),
@@ -244,7 +247,7 @@ numbers: passes = precopy passes over RAM; total = migration start -> source don
   expected downtime, the auto-converge throttle) and whether the hop converged";
 
 /// A `tinyvm pingpong` run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Pingpong {
     /// Number of hops.
     pub count: u32,
@@ -262,6 +265,68 @@ pub struct Pingpong {
     pub mode: Mode,
     /// What the children run (workload, bandwidth limit, progress lines).
     pub opts: Options,
+    /// With preflight: before the first hop, a migration into a destination built with this
+    /// difference, which the preflight must refuse with the source's guest still running.
+    pub mismatch: Option<super::child::Mismatch>,
+}
+
+/// A migration from A into B built with `m` on purpose: the preflight must refuse it, B must
+/// stay empty and A's guest must keep running. Prints what was refused and how long it took.
+/// `Ok(false)` (counted as an inconsistency) when the migration was not refused.
+fn preflight_refusal(
+    procs: &mut [Proc; 2],
+    m: &super::child::Mismatch,
+    st: &mut Stats,
+    bound: Duration,
+    output: &mut Vec<u8>,
+) -> Result<bool, String> {
+    let status = procs[0].ask("STATUS", "STATUS")?;
+    output.extend_from_slice(&output_bytes(status.get(3)));
+    let before = Seen::parse(&status)?.state;
+    procs[1].ask(&format!("PREPARE mismatch={}", m.word()), "PREPARED")?;
+    let port = procs[1].port;
+    procs[1].send("RECV")?;
+    let t0 = Instant::now();
+    procs[0].send(&format!("SEND {port}"))?;
+    let sent = procs[0].answer("SENT");
+    let took = t0.elapsed();
+    let recv = procs[1].answer("RECEIVED");
+    let why = match (&sent, &recv) {
+        (Err(s), Err(_)) if s.contains("preflight") => s.clone(),
+        _ => {
+            st.fail(
+                0,
+                &format!(
+                    "preflight: a destination built with mismatch `{}` was not refused: source \
+                     {sent:?}, destination {recv:?}",
+                    m.word()
+                ),
+            );
+            return Ok(false);
+        }
+    };
+    println!(
+        "preflight (--mismatch {}): refused after {:.2} ms, before any guest state moved: {why}",
+        m.word(),
+        took.as_secs_f64() * 1e3
+    );
+    // The source's guest never stopped: it keeps going.
+    let (seen, waited, progressed) = procs[0].wait_for_progress(before, output, bound)?;
+    if progressed {
+        println!(
+            "preflight: A's guest kept running (pass {}, +{} pages)",
+            seen.state.passes, seen.state.pages_done
+        );
+    } else {
+        st.fail(
+            0,
+            &format!(
+                "preflight: the source's guest made no progress in {:.0} ms after the refusal",
+                waited.as_secs_f64() * 1e3
+            ),
+        );
+    }
+    Ok(true)
 }
 
 /// One precopy pass as a `--verbose` line.
@@ -350,6 +415,7 @@ impl Pingpong {
             verbose,
             mode,
             opts,
+            ref mismatch,
         } = *self;
         let mut procs = [Proc::spawn("A", mode, opts)?, Proc::spawn("B", mode, opts)?];
         let bound = progress_bound(opts.workload);
@@ -361,6 +427,14 @@ impl Pingpong {
         procs[0].ask("START", "OK")?;
         let mut st = Stats::default();
         let mut output: Vec<u8> = Vec::new();
+        if let Some(m) = mismatch {
+            if !opts.preflight {
+                return Err("--mismatch needs --preflight".into());
+            }
+            if !preflight_refusal(&mut procs, m, &mut st, bound, &mut output)? {
+                return Ok(st);
+            }
+        }
         let mut last: Option<PatternState> = None;
         let mut holder = 0usize;
         for hop in 1..=count {

@@ -164,6 +164,8 @@ struct Sections {
     machine: MachineType,
     cpu: Arc<Mutex<CpuState>>,
     serial: Arc<Mutex<SerialSection>>,
+    /// The vCPU model, for a configuration manifest.
+    cpu_model: vmstate_runtime::manifest::CpuModel,
 }
 
 impl Sections {
@@ -183,6 +185,7 @@ impl Sections {
             machine,
             cpu,
             serial,
+            cpu_model: vm.cpu_model(),
         })
     }
 }
@@ -290,6 +293,14 @@ impl KvmSource {
 }
 
 impl_vm_parts!(KvmSource, sections);
+
+impl KvmSource {
+    /// The vCPU model the guest runs with (for a configuration manifest).
+    #[must_use]
+    pub fn cpu_model(&self) -> &vmstate_runtime::manifest::CpuModel {
+        &self.sections.cpu_model
+    }
+}
 
 impl MigrationSource for KvmSource {
     fn stop_vcpus(&mut self) {
@@ -411,6 +422,29 @@ impl KvmDest {
 }
 
 impl_vm_parts!(KvmDest, sections);
+
+impl KvmDest {
+    /// The vCPU model this destination offers (for a configuration manifest).
+    #[must_use]
+    pub fn cpu_model(&self) -> &vmstate_runtime::manifest::CpuModel {
+        &self.sections.cpu_model
+    }
+
+    /// Hides CPUID features from the destination's vCPU (a destination made to lack them).
+    ///
+    /// # Errors
+    ///
+    /// As [`Vm::hide_cpu_features`]; after the guest started.
+    pub fn hide_cpu_features(&mut self, names: &[String]) -> Result<(), Error> {
+        let vm = self
+            .vm
+            .as_mut()
+            .ok_or_else(|| Error::State("the guest started already".into()))?;
+        vm.hide_cpu_features(names)?;
+        self.sections.cpu_model = vm.cpu_model();
+        Ok(())
+    }
+}
 
 impl MigrationDestination for KvmDest {
     fn resume(&mut self) {

@@ -96,6 +96,8 @@ pub struct Vm {
     /// COM1, the example 16550A.
     pub serial: SerialSection,
     msr_indices: Vec<u32>,
+    /// The CPUID the vCPU was given (the host's supported CPUID, less hidden features).
+    cpuid: Vec<super::cpuid::CpuidEntry>,
     paused: bool,
     stop: Arc<AtomicBool>,
     ram_size: usize,
@@ -293,6 +295,18 @@ impl Vm {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
         vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        let cpuid = cpuid
+            .as_slice()
+            .iter()
+            .map(|e| super::cpuid::CpuidEntry {
+                function: e.function,
+                index: e.index,
+                eax: e.eax,
+                ebx: e.ebx,
+                ecx: e.ecx,
+                edx: e.edx,
+            })
+            .collect();
 
         let host_msrs = kvm
             .get_msr_index_list()
@@ -310,12 +324,60 @@ impl Vm {
             mem,
             serial: SerialSection::new(SerialBackend::default()),
             msr_indices,
+            cpuid,
             paused: false,
             stop: Arc::new(AtomicBool::new(false)),
             ram_size,
             budget: Budget::new(w.dirty_rate),
             throttle: 0,
         })
+    }
+
+    /// The vCPU model for a configuration manifest: the CPUID features it was given and the
+    /// MSRs it saves and restores.
+    #[must_use]
+    pub fn cpu_model(&self) -> vmstate_runtime::manifest::CpuModel {
+        vmstate_runtime::manifest::CpuModel {
+            name: "host (KVM_GET_SUPPORTED_CPUID)".into(),
+            features: super::cpuid::features(&self.cpuid),
+            msrs: self.msr_indices.iter().copied().collect(),
+        }
+    }
+
+    /// Hides CPUID features from the vCPU before it first runs (to make a destination that
+    /// lacks them, on purpose).
+    ///
+    /// # Errors
+    ///
+    /// An unknown feature name, or `KVM_SET_CPUID2` failing.
+    pub fn hide_cpu_features(&mut self, names: &[String]) -> Result<(), Error> {
+        let mut entries = self.cpuid.clone();
+        super::cpuid::hide(&mut entries, names).map_err(Error::State)?;
+        let have = super::cpuid::features(&self.cpuid);
+        if let Some(absent) = names.iter().find(|n| !have.contains(*n)) {
+            let have: Vec<&str> = have.iter().map(String::as_str).collect();
+            return Err(Error::State(format!(
+                "the vCPU has no `{absent}` to hide (it has: {})",
+                have.join(" ")
+            )));
+        }
+        let mut cpuid = self
+            .vcpu
+            .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_CPUID2"))?;
+        for e in cpuid.as_mut_slice() {
+            if let Some(h) = entries
+                .iter()
+                .find(|h| h.function == e.function && h.index == e.index)
+            {
+                (e.eax, e.ebx, e.ecx, e.edx) = (h.eax, h.ebx, h.ecx, h.edx);
+            }
+        }
+        self.vcpu
+            .set_cpuid2(&cpuid)
+            .map_err(kvm_err("KVM_SET_CPUID2"))?;
+        self.cpuid = entries;
+        Ok(())
     }
 
     /// Guest RAM.
