@@ -194,6 +194,31 @@ fn pingpong_soft_preflight_refuses_a_ram_mismatch() {
     );
 }
 
+/// With `--verify` every hop commits only after the destination's digests of what it loaded
+/// equal the source's; the critical path shows the step.
+#[test]
+fn pingpong_soft_with_verification() {
+    let out = pingpong(&[
+        "--soft",
+        "--count",
+        "3",
+        "--verify",
+        "--preflight",
+        "--verbose",
+    ]);
+    assert!(
+        out.contains("summary: mode soft hops 3/3 inconsistencies 0"),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.contains("critical path") && l.contains("  verify "))
+            .count(),
+        3,
+        "{out}"
+    );
+}
+
 mod needs_kvm {
     /// A destination whose vCPU lacks CPUID features the source's guest has is refused by the
     /// preflight, naming them (x2apic: KVM always offers it).

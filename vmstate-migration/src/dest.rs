@@ -49,6 +49,9 @@ pub struct ReceiveSettings {
     /// and fit it ([`crate::preflight`]); a mismatch fails before any page or device byte is
     /// read. `None` (the default): QEMU's stream from the first byte.
     pub preflight: Option<vmstate_runtime::manifest::Manifest>,
+    /// Verification: send digests of the loaded RAM and device sections after `LOADED`, for the
+    /// source to compare before it commits ([`crate::verify`]). Both sides must set it.
+    pub verify: bool,
 }
 
 /// The destination's read-ahead buffer.
@@ -60,6 +63,7 @@ impl Default for ReceiveSettings {
             read_timeout: Some(Duration::from_secs(30)),
             channels: None,
             preflight: None,
+            verify: false,
         }
     }
 }
@@ -160,10 +164,34 @@ where
         Ok(()) => {
             if has_return {
                 // Step 2: LOADED, then wait for the source's commit; never start without it.
+                let digests = if settings.verify {
+                    let v0 = Instant::now();
+                    let (bytes, save) = dest.registry().save_sections_to_vec(dest.machine(), 3)?;
+                    let d = crate::verify::Digests {
+                        ram: crate::verify::ram_digests(dest.ram())?,
+                        sections: crate::verify::section_digests(&bytes, &save),
+                    };
+                    report.verify_time = v0.elapsed();
+                    Some(d)
+                } else {
+                    None
+                };
                 write_ack(transport, Ok(()))
                     .map_err(|e| MigrationError::NoGo(format!("sending LOADED: {e}")))?;
+                if let Some(d) = &digests {
+                    transport
+                        .write_all(&crate::verify::frame(d))
+                        .and_then(|()| transport.flush())
+                        .map_err(|e| MigrationError::NoGo(format!("sending the digests: {e}")))?;
+                }
                 match read_line(transport, &leftover, "the source's GO") {
                     Ok(Some(line)) if line == GO => {}
+                    Ok(Some(line)) if line.starts_with("ABORT ") => {
+                        return Err(MigrationError::NoGo(format!(
+                            "the source found the loaded state differs from what it sent: {}",
+                            &line[6..]
+                        )))
+                    }
                     Ok(Some(line)) => {
                         return Err(MigrationError::NoGo(format!("got {line:?} instead")))
                     }

@@ -28,6 +28,9 @@ pub enum MigrationError {
     Unsupported(String),
     /// The migration was cancelled through [`Settings::cancel`](crate::Settings::cancel).
     Cancelled,
+    /// Verification: the destination's loaded state differs from what the source sent (each
+    /// difference, one line); the source resumed its guest, the destination does not start.
+    Verify(Vec<String>),
     /// Preflight: the two sides' configurations do not fit ([`crate::preflight`]); nothing of
     /// the guest was sent, the source's guest never stopped.
     Preflight {
@@ -50,6 +53,14 @@ impl fmt::Display for MigrationError {
             MigrationError::NoGo(why) => write!(f, "no GO from the source ({why}); not started"),
             MigrationError::Unsupported(msg) => write!(f, "unsupported: {msg}"),
             MigrationError::Cancelled => f.write_str("migration cancelled"),
+            MigrationError::Verify(diffs) => write!(
+                f,
+                "verification: the destination's state differs from what was sent ({} \
+                 difference{}): {}; the source resumed its guest, the destination does not start",
+                diffs.len(),
+                if diffs.len() == 1 { "" } else { "s" },
+                diffs.join("; ")
+            ),
             MigrationError::Preflight {
                 refused_by,
                 mismatches,

@@ -40,6 +40,7 @@ pub mod ram;
 pub mod snapshot;
 mod sys;
 pub mod transport;
+pub mod verify;
 
 pub use channels::ChannelListener;
 pub use dest::{receive, MigrationDestination, ReceiveSettings};

@@ -98,6 +98,12 @@ pub struct Settings {
     /// ([`MigrationError::Preflight`]). `None` (the default): QEMU's stream from the first
     /// byte. See [`crate::preflight`].
     pub preflight: Option<vmstate_runtime::manifest::Manifest>,
+    /// Verification: after `LOADED` the destination sends digests of its guest RAM and device
+    /// sections; the source commits only if they equal its own, else it resumes its guest and
+    /// fails with [`MigrationError::Verify`] (the destination never starts). Both sides must set
+    /// it ([`ReceiveSettings::verify`](crate::ReceiveSettings::verify)). Hashing all RAM on both
+    /// sides is in the downtime. See [`crate::verify`].
+    pub verify: bool,
 }
 
 /// Where an iterative pass stands, for [`Settings::progress`].
@@ -138,6 +144,7 @@ impl Default for Settings {
             progress: None,
             channels: 1,
             preflight: None,
+            verify: false,
         }
     }
 }
@@ -198,6 +205,8 @@ pub struct Report {
     pub preflight: Vec<vmstate_runtime::manifest::Mismatch>,
     /// See [`Report::preflight`].
     pub preflight_time: Duration,
+    /// With verification: how long this side spent on digests (in the downtime).
+    pub verify_time: Duration,
 }
 
 /// One timed step of a migration's critical path (see [`Report::critical_path`]).
@@ -427,6 +436,24 @@ where
     result
 }
 
+/// Reads the destination's `DIGESTS <n>` frame (after `LOADED`).
+fn read_digests<T: Transport + ?Sized>(t: &mut T) -> Result<crate::verify::Digests> {
+    let Some(line) = crate::transport::read_line(t, &[], "the destination's digests")? else {
+        return Err(MigrationError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the destination closed the connection before sending its digests",
+        )));
+    };
+    let n = line
+        .strip_prefix("DIGESTS ")
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n <= crate::verify::MAX_DIGESTS)
+        .ok_or_else(|| MigrationError::BadAck(line.clone()))?;
+    let mut body = vec![0u8; n];
+    t.read_exact(&mut body)?;
+    crate::verify::parse(&body)
+}
+
 /// The destination's `ERR …` line, if it sent one before closing (read for at most 200 ms).
 fn peer_reason<T: Transport + ?Sized>(t: &mut T) -> Option<String> {
     if !t.has_return_path() || t.set_timeout(Some(Duration::from_millis(200))).is_err() {
@@ -641,6 +668,23 @@ where
         sink.t.set_timeout(Some(settings.ack_timeout))?;
         read_ack(sink.t)?;
         clock.lap("loaded");
+        if settings.verify {
+            let v0 = Instant::now();
+            let theirs = read_digests(sink.t)?;
+            let ours = crate::verify::Digests {
+                ram: crate::verify::ram_digests(source.ram())?,
+                sections: crate::verify::section_digests(&tail, &save),
+            };
+            let diffs = crate::verify::differences(&ours, &theirs);
+            report.verify_time = v0.elapsed();
+            if !diffs.is_empty() {
+                // Not committed: the destination gets no GO and never starts; `migrate` resumes
+                // the guest here.
+                let _ = write_line(sink.t, &format!("ABORT {}", diffs.join("; ")));
+                return Err(MigrationError::Verify(diffs));
+            }
+            clock.lap("verify");
+        }
         // Committed: the guest is never resumed here again. A lost GO leaves the VM paused on
         // both sides (the destination reports "no GO"), never running twice.
         report.go_error = write_line(sink.t, GO)

@@ -70,6 +70,11 @@ struct ModeArgs {
     /// which the destination checks before any guest state moves.
     #[arg(long)]
     preflight: bool,
+    /// Verification: after the destination loaded everything it sends digests of its RAM and
+    /// device sections, and the source commits only if they equal what it sent (else it resumes
+    /// and the destination never starts). Costs hashing all RAM on both sides in the downtime.
+    #[arg(long)]
+    verify: bool,
 }
 
 /// `--dirty-rate` (clap treats a bare `Option` as an optional flag).
@@ -88,6 +93,7 @@ impl ModeArgs {
             channels: self.channels,
             max_passes: self.max_passes,
             preflight: self.preflight,
+            verify: self.verify,
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct Options {
     /// Preflight: each migration starts with the source's configuration manifest, which the
     /// destination checks against its own before anything else moves.
     pub preflight: bool,
+    /// Verification: the source commits only when the destination's digests of what it loaded
+    /// (RAM per 256 KiB chunk, device sections) equal its own.
+    pub verify: bool,
 }
 
 /// A destination built differently from the source on purpose (`PREPARE mismatch=…`), so that
@@ -347,6 +350,7 @@ impl Child {
             )),
             ..ReceiveSettings::default()
         };
+        settings.verify = self.opts.verify;
         if self.opts.preflight {
             settings.preflight = Some(match &prepared {
                 Prepared::Soft(d) => manifest(d, None)?,
@@ -426,6 +430,7 @@ impl Child {
         if self.opts.progress {
             s.progress = Some(progress_hook());
         }
+        s.verify = self.opts.verify;
         if self.opts.preflight {
             s.preflight = Some(match &self.held {
                 Held::None => return Err("no guest here".into()),

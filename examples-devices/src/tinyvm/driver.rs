@@ -62,6 +62,9 @@ impl Proc {
         if opts.preflight {
             args.push("--preflight".to_owned());
         }
+        if opts.verify {
+            args.push("--verify".to_owned());
+        }
         args.extend([
             "--channels".to_owned(),
             opts.channels.to_string(),
