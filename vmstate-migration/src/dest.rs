@@ -68,6 +68,41 @@ impl Default for ReceiveSettings {
     }
 }
 
+/// Who broke: a stream that ended early (end of input, a reset or closed connection) means the
+/// source or the network went away, not a malformed stream; say so, with where it stopped.
+fn source_gone(e: MigrationError, io: Option<std::io::Error>) -> MigrationError {
+    use std::io::ErrorKind as K;
+    let MigrationError::Stream(se) = e else {
+        return e;
+    };
+    let section = se
+        .section()
+        .map(|s| format!("`{}` instance {}", s.idstr, s.instance_id));
+    match io {
+        Some(io)
+            if matches!(
+                io.kind(),
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+            ) =>
+        {
+            MigrationError::SourceGone {
+                offset: se.offset(),
+                section,
+                detail: io.to_string(),
+            }
+        }
+        Some(io) => MigrationError::from(io),
+        None if matches!(se.kind(), vmstate_runtime::ErrorKind::UnexpectedEof { .. }) => {
+            MigrationError::SourceGone {
+                offset: se.offset(),
+                section,
+                detail: "the connection closed".into(),
+            }
+        }
+        None => MigrationError::Stream(se),
+    }
+}
+
 /// Reads the whole stream through the runtime's one loader: RAM chunks go to the [`RamLoader`]
 /// (guest memory), every other section to the registry's devices, staged and committed only when
 /// the whole stream — including a complete RAM section — was accepted. The loader stops right
@@ -153,10 +188,7 @@ where
         (result, r.take_io_error())
     });
     let (_, leftover) = r.into_parts();
-    let result = result.map_err(|e| match (e, io_error) {
-        (MigrationError::Stream(_), Some(io)) => MigrationError::from(io),
-        (e, _) => e,
-    });
+    let result = result.map_err(|e| source_gone(e, io_error));
     let has_return = transport.has_return_path();
     let loaded_at = Instant::now();
     let mut clock = crate::precopy::PhaseClock::new(loaded_at);

@@ -28,6 +28,16 @@ pub enum MigrationError {
     Unsupported(String),
     /// The migration was cancelled through [`Settings::cancel`](crate::Settings::cancel).
     Cancelled,
+    /// Destination: the stream ended before it was complete — the source stopped sending or the
+    /// network dropped the connection; nothing was applied. Says where the stream stopped.
+    SourceGone {
+        /// Stream bytes read before it ended, when known.
+        offset: Option<u64>,
+        /// The section being read (`ram`, a device) and its instance, when in one.
+        section: Option<String>,
+        /// What the read saw (end of input, connection reset, …).
+        detail: String,
+    },
     /// Verification: the destination's loaded state differs from what the source sent (each
     /// difference, one line); the source resumed its guest, the destination does not start.
     Verify(Vec<String>),
@@ -53,6 +63,23 @@ impl fmt::Display for MigrationError {
             MigrationError::NoGo(why) => write!(f, "no GO from the source ({why}); not started"),
             MigrationError::Unsupported(msg) => write!(f, "unsupported: {msg}"),
             MigrationError::Cancelled => f.write_str("migration cancelled"),
+            MigrationError::SourceGone {
+                offset,
+                section,
+                detail,
+            } => {
+                f.write_str("the source or the network went away: the stream ended")?;
+                if let Some(o) = offset {
+                    write!(f, " at byte {o:#x}")?;
+                }
+                if let Some(s) = section {
+                    write!(f, " in section {s}")?;
+                }
+                write!(
+                    f,
+                    " ({detail}); nothing was applied here — the source's own error says why"
+                )
+            }
             MigrationError::Verify(diffs) => write!(
                 f,
                 "verification: the destination's state differs from what was sent ({} \

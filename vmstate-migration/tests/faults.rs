@@ -440,11 +440,12 @@ fn cuts_on_every_channel_of_a_two_channel_migration() {
         ack_timeout: Duration::from_secs(2),
         ..Settings::default()
     };
-    let proxy_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy_addr = proxy_listener.local_addr().unwrap();
-
     let never = (usize::MAX, 0, false);
     for (i, (conn, at, after_marker)) in cuts.iter().copied().chain([never]).enumerate() {
+        // A fresh proxy listener per attempt too: a page channel a failed attempt opened late
+        // must not be taken as the next attempt's main connection (its connection 0).
+        let proxy_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy_addr = proxy_listener.local_addr().unwrap();
         // A fresh destination listener per attempt: page channels of a failed attempt that were
         // never accepted are refused with it, never taken by the next attempt.
         let dst_listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -452,7 +453,7 @@ fn cuts_on_every_channel_of_a_two_channel_migration() {
         let dest = spawn_receive_accepting(dst_listener, 4, Duration::from_secs(5));
         let stop = Arc::new(AtomicBool::new(false));
         let p = multi_proxy(
-            proxy_listener.try_clone().unwrap(),
+            proxy_listener,
             dst_addr,
             conn,
             at,
