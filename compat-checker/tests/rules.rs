@@ -190,6 +190,19 @@ fn bitmap_leak_is_caught() {
     assert_leak_caught("kind-bitmap-leaks", "bitmap");
 }
 
+/// An `f64` (QEMU's `CPU_DoubleU`, `gain: f64`) added without a gate leaks.
+#[test]
+fn f64_leak_is_caught() {
+    assert_leak_caught("kind-f64-leaks", "f64");
+}
+
+/// A variable buffer of `lcr × 4` bytes (`#[vmstate(buffer, count = lcr, multiply = 4, max = 64)]`,
+/// QEMU's VMS_MULTIPLY) added without a gate leaks.
+#[test]
+fn multiply_leak_is_caught() {
+    assert_leak_caught("kind-multiply-leaks", "buffer[lcr × 4 ≤ 64]");
+}
+
 /// A nested struct held at an explicit version (`#[vmstate(vstruct = 1)] regs2: Elem`, QEMU's
 /// VMSTATE_VSTRUCT) added without a gate leaks. Like any nested struct it is reported at its
 /// fields (here `Elem.b`, declared at src/uart.rs:3), laid out at version 1: its field
