@@ -1060,6 +1060,8 @@ mod needs_kvm_and_qemu {
             let (out, report) = reencode(&input, &cat, &ReencodeOptions::default())
                 .unwrap_or_else(|e| panic!("{machine}: {e}"));
             assert!(report.identical_before_vmdesc, "{machine}");
+            // Every device section typed: only `ram` (iterative) is copied.
+            assert!(report.opaque.is_empty(), "{machine}: {:?}", report.opaque);
             let clock = report.typed.iter().find(|t| t.0 == "kvmclock");
             assert_eq!(clock.map(|t| t.2), Some(kvmclock_len), "{machine}");
             for n in [
