@@ -84,7 +84,7 @@ pub struct Settings {
     /// long passes); `None` = no calls.
     pub progress: Option<ProgressHook>,
     /// Page channels: 1 (the default) sends everything on the one connection, exactly QEMU's
-    /// stream; `N > 1` (at most [`MAX_CHANNELS`](crate::channels::MAX_CHANNELS)) opens `N` more
+    /// stream; `N > 1` (at most [`MAX_CHANNELS`]) opens `N` more
     /// connections ([`Transport::open_channel`]) that carry the pages while the main connection
     /// carries the device state and the sync points (see [`crate::channels`]). The destination
     /// needs [`ReceiveSettings::channels`](crate::ReceiveSettings::channels). A bandwidth limit is

@@ -1008,7 +1008,7 @@ pub struct Increment {
     pub dirty: Vec<Vec<u64>>,
 }
 
-/// What [`write`] wrote.
+/// What [`write()`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteReport {
     /// The snapshot id.
@@ -1204,7 +1204,7 @@ fn page_is_zero(r: &GuestRegionMmap<AtomicBitmap>, p: u64) -> Result<bool> {
 /// memory restored from the chain and the device state of the last increment, as stored.
 ///
 /// # Errors
-/// The errors of [`restore_ram`] and [`write`].
+/// The errors of [`restore_ram`] and [`write()`].
 pub fn merge(chain: &[Snapshot], out: &Path, build: Option<String>) -> Result<WriteReport> {
     let last = chain
         .last()
