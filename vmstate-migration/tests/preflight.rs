@@ -183,3 +183,86 @@ fn both_sides_must_agree_on_preflight() {
     assert_eq!(src.stops, 0);
     assert!(!dst.resumed);
 }
+
+#[test]
+fn a_version_the_destination_does_not_load_is_named() {
+    // An older destination build: its `testdev` loads version 1 only; the source writes 2.
+    #[derive(vmstate_runtime::VmState, Clone, Default)]
+    #[vmstate(name = "testdev", version = 1)]
+    struct OldTestDev {
+        ticks: u64,
+    }
+    let mut dst = DestVm::new(8);
+    dst.registry = Registry::new();
+    dst.registry
+        .register(std::sync::Arc::new(std::sync::Mutex::new(
+            OldTestDev::default(),
+        )))
+        .unwrap();
+    let (src, r, _, dst, _) = run(dst, true, true);
+    let err = r.unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "section `testdev` instance 0: the source writes version 2, the destination loads \
+             1..=1 — the destination's build is older"
+        ),
+        "{err}"
+    );
+    assert_eq!(src.stops, 0);
+    assert!(!dst.resumed);
+}
+
+#[test]
+fn a_compat_property_the_two_builds_set_differently_is_named() {
+    // Both sides have a NIC with property `x-mq`; the source's build turns it off for
+    // pc-i440fx-7.2 in its compat table, the destination's does not.
+    #[derive(vmstate_runtime::VmState, Clone, Default)]
+    #[vmstate(name = "nic", version = 1, prop(name = "x-mq", default = true))]
+    struct Nic {
+        #[vmstate(when = prop("x-mq"), default)]
+        queues: u8,
+    }
+    let nic = || std::sync::Arc::new(std::sync::Mutex::new(Nic::default()));
+    let mut dst = DestVm::new(8);
+    dst.registry.register(nic()).unwrap();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let mut src = SourceVm::new(8, true);
+    src.registry.register(nic()).unwrap();
+    src.machine = vmstate_runtime::MachineCatalog::qemu_pc()
+        .with_compat([vmstate_runtime::machine::CompatEntry {
+            upto: "7.2".into(),
+            driver: "nic".into(),
+            property: "x-mq".into(),
+            value: false,
+        }])
+        .resolve("pc-i440fx-7.2")
+        .unwrap();
+    let own = manifest_of(&dst).unwrap();
+    let dest = std::thread::spawn(move || {
+        let settings = ReceiveSettings {
+            preflight: Some(own),
+            ..ReceiveSettings::default()
+        };
+        let r = receive(&mut dst, &mut b, &settings);
+        (dst, r)
+    });
+    let settings = Settings {
+        preflight: Some(manifest_of(&src).unwrap()),
+        ..Settings::default()
+    };
+    let mut a = a;
+    let err = migrate(&mut src, &mut a, &settings)
+        .unwrap_err()
+        .to_string();
+    drop(a);
+    let (dst, _) = dest.join().unwrap();
+    assert!(
+        err.contains(
+            "compat property `nic.x-mq`: source off, destination on on machine type \
+             `pc-i440fx-7.2` — the two builds define this machine type differently"
+        ),
+        "{err}"
+    );
+    assert_eq!(src.stops, 0);
+    assert!(!dst.resumed);
+}
