@@ -105,20 +105,9 @@ fn err(file: &Path, offset: Option<u64>, message: impl Into<String>) -> Snapshot
     }
 }
 
-/// One device section of the stored device state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SectionEntry {
-    /// idstr.
-    pub idstr: String,
-    /// Instance id.
-    pub instance_id: u32,
-    /// The version written.
-    pub version: u32,
-    /// The oldest version the writer's build loads.
-    pub min_version: u32,
-    /// The newest version the writer's build knows (its current version).
-    pub max_version: u32,
-}
+/// One device section of the stored device state: the same entry a configuration manifest has
+/// (`sent` is always true here: the section is in the file).
+pub use vmstate_runtime::manifest::SectionEntry;
 
 /// One RAM block of the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,6 +342,7 @@ fn parse_manifest(file: &Path, b: &[u8], file_len: u64) -> Result<Manifest> {
             version: c.u32("a section version")?,
             min_version: c.u32("a section's minimum version")?,
             max_version: c.u32("a section's maximum version")?,
+            sent: true,
         });
     }
     let n = c.count("RAM blocks", MAX_BLOCKS)?;
@@ -962,6 +952,7 @@ impl DeviceState {
                     version: s.version,
                     min_version: lo,
                     max_version: hi,
+                    sent: true,
                 }
             })
             .collect();
