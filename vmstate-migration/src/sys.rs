@@ -92,6 +92,46 @@ impl Piece<'_> {
 /// Most `iovec`s handed to one `writev` (Linux's `IOV_MAX` is 1024).
 const MAX_IOV: usize = 1024;
 
+/// Runs `op` (`writev` or `readv` on `iov[first..]`, at most [`MAX_IOV`] entries) until every
+/// byte of `iov` moved, resuming after partial transfers and `EINTR`; a transfer of 0 bytes is
+/// `zero`.
+fn transfer_all(
+    iov: &mut [libc::iovec],
+    zero: io::ErrorKind,
+    mut op: impl FnMut(*const libc::iovec, libc::c_int) -> isize,
+) -> io::Result<()> {
+    let mut first = 0;
+    while first < iov.len() {
+        // `n <= MAX_IOV` fits c_int.
+        let n = libc::c_int::try_from((iov.len() - first).min(MAX_IOV)).unwrap_or(1);
+        let r = op(iov[first..].as_ptr(), n);
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Err(zero.into());
+        }
+        let mut left = usize::try_from(r).unwrap_or(0);
+        while left > 0 && first < iov.len() {
+            let v = &mut iov[first];
+            if left >= v.iov_len {
+                left -= v.iov_len;
+                first += 1;
+            } else {
+                // SAFETY: `left < iov_len`, so the advanced pointer stays inside the same buffer.
+                v.iov_base = unsafe { v.iov_base.cast::<u8>().add(left) }.cast();
+                v.iov_len -= left;
+                left = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes every piece completely to `fd` with `writev`, resuming after partial writes.
 pub(crate) fn writev_all(fd: BorrowedFd<'_>, pieces: &[Piece<'_>]) -> io::Result<()> {
     // Guards keep the guest pointers valid until the call returns.
@@ -115,44 +155,13 @@ pub(crate) fn writev_all(fd: BorrowedFd<'_>, pieces: &[Piece<'_>]) -> io::Result
             iov_len: p.len(),
         })
         .collect();
-    let mut first = 0;
-    while first < iov.len() {
-        let n = (iov.len() - first).min(MAX_IOV);
+    transfer_all(&mut iov, io::ErrorKind::WriteZero, |iov, n| {
         // SAFETY: every iovec points at memory valid for reads of `iov_len` bytes for the whole
         // call: writer bytes borrowed by `pieces`, or guest memory whose `VolatileSlice` is
         // borrowed by `pieces` and whose pointer guard lives in `guards`. The kernel only reads
-        // them; no Rust reference to guest memory is created. `n <= MAX_IOV` fits c_int.
-        let r = unsafe {
-            libc::writev(
-                fd.as_raw_fd(),
-                iov[first..].as_ptr(),
-                libc::c_int::try_from(n).unwrap_or(1),
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if r == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        let mut left = usize::try_from(r).unwrap_or(0);
-        while left > 0 && first < iov.len() {
-            let v = &mut iov[first];
-            if left >= v.iov_len {
-                left -= v.iov_len;
-                first += 1;
-            } else {
-                // SAFETY: `left < iov_len`, so the advanced pointer stays inside the same buffer.
-                v.iov_base = unsafe { v.iov_base.cast::<u8>().add(left) }.cast();
-                v.iov_len -= left;
-                left = 0;
-            }
-        }
-    }
+        // them; no Rust reference to guest memory is created.
+        unsafe { libc::writev(fd.as_raw_fd(), iov, n) }
+    })?;
     drop(guards);
     Ok(())
 }
@@ -251,44 +260,13 @@ pub(crate) fn readv_pages(fd: BorrowedFd<'_>, pages: &[GuestSlice<'_>]) -> io::R
             iov_len: p.len(),
         })
         .collect();
-    let mut first = 0;
-    while first < iov.len() {
-        let n = (iov.len() - first).min(MAX_IOV);
+    transfer_all(&mut iov, io::ErrorKind::UnexpectedEof, |iov, n| {
         // SAFETY: every iovec points at guest memory valid for writes of `iov_len` bytes for the
         // whole call (each `VolatileSlice` is borrowed by `pages`, its pointer guard lives in
         // `guards`). The destination guest does not run during a receive (see `page_mut`); the
-        // kernel writes the memory, no Rust reference to it exists. `n <= MAX_IOV` fits c_int.
-        let r = unsafe {
-            libc::readv(
-                fd.as_raw_fd(),
-                iov[first..].as_ptr(),
-                libc::c_int::try_from(n).unwrap_or(1),
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if r == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        let mut left = usize::try_from(r).unwrap_or(0);
-        while left > 0 && first < iov.len() {
-            let v = &mut iov[first];
-            if left >= v.iov_len {
-                left -= v.iov_len;
-                first += 1;
-            } else {
-                // SAFETY: `left < iov_len`, so the advanced pointer stays inside the same page.
-                v.iov_base = unsafe { v.iov_base.cast::<u8>().add(left) }.cast();
-                v.iov_len -= left;
-                left = 0;
-            }
-        }
-    }
+        // kernel writes the memory, no Rust reference to it exists.
+        unsafe { libc::readv(fd.as_raw_fd(), iov, n) }
+    })?;
     drop(guards);
     for p in pages {
         p.bitmap().mark_dirty(0, p.len());
