@@ -96,6 +96,26 @@ fn check_bitmaps_and_multipliers(cx: &Ctxt, c: &Container) {
     }
 }
 
+/// Reports each of the attributes `names` that `a` has, with `why(name)` at its tokens.
+fn refuse_attrs(cx: &Ctxt, a: &super::attr::Field, names: &[&str], why: impl Fn(&str) -> String) {
+    let given = [
+        ("buffer", a.buffer.as_ref().map(|s| &s.tokens)),
+        ("count", a.count.as_ref().map(|s| &s.tokens)),
+        ("max", a.max.as_ref().map(|s| &s.tokens)),
+        ("list", a.list.as_ref().map(|s| &s.tokens)),
+        ("tree", a.tree.as_ref().map(|s| &s.tokens)),
+        ("equal", a.equal.as_ref().map(|s| &s.tokens)),
+        ("range", a.range.as_ref().map(|s| &s.tokens)),
+        ("le", a.le.as_ref().map(|s| &s.tokens)),
+        ("vmdesc_type", a.vmdesc_type.as_ref().map(|s| &s.tokens)),
+    ];
+    for (name, t) in given {
+        if let (true, Some(t)) = (names.contains(&name), t) {
+            cx.error_spanned_by(t, why(name));
+        }
+    }
+}
+
 /// A custom codec (`with = module`) writes and describes the field itself: the attributes that
 /// choose another codec, layout or load check do not apply (a check belongs in its `load`).
 fn check_with(cx: &Ctxt, c: &Container) {
@@ -104,26 +124,24 @@ fn check_with(cx: &Ctxt, c: &Container) {
         .iter()
         .filter(|f| !f.skipped() && f.attrs.with.is_some())
     {
-        let a = &f.attrs;
-        let others = [
-            ("buffer", a.buffer.as_ref().map(|s| &s.tokens)),
-            ("count", a.count.as_ref().map(|s| &s.tokens)),
-            ("max", a.max.as_ref().map(|s| &s.tokens)),
-            ("list", a.list.as_ref().map(|s| &s.tokens)),
-            ("tree", a.tree.as_ref().map(|s| &s.tokens)),
-            ("equal", a.equal.as_ref().map(|s| &s.tokens)),
-            ("range", a.range.as_ref().map(|s| &s.tokens)),
-            ("le", a.le.as_ref().map(|s| &s.tokens)),
-            ("vmdesc_type", a.vmdesc_type.as_ref().map(|s| &s.tokens)),
-        ];
-        for (name, t) in others {
-            if let Some(t) = t {
-                cx.error_spanned_by(
-                    t,
-                    format!("`{name}` cannot be combined with `with`: the codec module writes, checks and describes the field (its `DESCRIPTION` names the vmdesc type)"),
-                );
-            }
-        }
+        refuse_attrs(
+            cx,
+            &f.attrs,
+            &[
+                "buffer",
+                "count",
+                "max",
+                "list",
+                "tree",
+                "equal",
+                "range",
+                "le",
+                "vmdesc_type",
+            ],
+            |name| {
+                format!("`{name}` cannot be combined with `with`: the codec module writes, checks and describes the field (its `DESCRIPTION` names the vmdesc type)")
+            },
+        );
         if matches!(f.ty, syn::Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Tmp"))
         {
             cx.error_spanned_by(
@@ -142,23 +160,14 @@ fn check_tmp(cx: &Ctxt, c: &Container) {
         .iter()
         .filter(|f| !f.skipped() && matches!(f.style, Style::Tmp))
     {
-        let a = &f.attrs;
-        let others = [
-            ("buffer", a.buffer.as_ref().map(|s| &s.tokens)),
-            ("count", a.count.as_ref().map(|s| &s.tokens)),
-            ("max", a.max.as_ref().map(|s| &s.tokens)),
-            ("list", a.list.as_ref().map(|s| &s.tokens)),
-            ("tree", a.tree.as_ref().map(|s| &s.tokens)),
-            ("vmdesc_type", a.vmdesc_type.as_ref().map(|s| &s.tokens)),
-        ];
-        for (name, t) in others {
-            if let Some(t) = t {
-                cx.error_spanned_by(
-                    t,
-                    format!("`{name}` does not apply to a `Tmp<V>` field: it is laid out as its view `V` (QEMU's VMSTATE_WITH_TMP)"),
-                );
-            }
-        }
+        refuse_attrs(
+            cx,
+            &f.attrs,
+            &["buffer", "count", "max", "list", "tree", "vmdesc_type"],
+            |name| {
+                format!("`{name}` does not apply to a `Tmp<V>` field: it is laid out as its view `V` (QEMU's VMSTATE_WITH_TMP)")
+            },
+        );
     }
 }
 
