@@ -37,6 +37,30 @@ enum Cut {
     Never,
 }
 
+/// Finds the stream offset of the first [`MARKER`] in a stream fed chunk by chunk (a marker may
+/// straddle two chunks).
+#[derive(Default)]
+struct MarkerFinder {
+    tail: Vec<u8>,
+    at: Option<u64>,
+}
+
+impl MarkerFinder {
+    /// Feeds `chunk`, which starts at stream offset `sent`; the marker's offset once seen.
+    fn feed(&mut self, sent: u64, chunk: &[u8]) -> Option<u64> {
+        if self.at.is_none() {
+            let base = sent - self.tail.len() as u64;
+            self.tail.extend_from_slice(chunk);
+            if let Some(i) = self.tail.windows(MARKER.len()).position(|w| w == MARKER) {
+                self.at = Some(base + i as u64);
+            }
+            let keep = self.tail.len().saturating_sub(MARKER.len());
+            self.tail.drain(..keep);
+        }
+        self.at
+    }
+}
+
 /// Forwards source → destination until the cut, then shuts both connections down; relays the
 /// destination's answer back otherwise.
 fn proxy(
@@ -76,8 +100,7 @@ fn proxy(
         });
         let mut buf = vec![0u8; 64 * 1024];
         let mut sent = 0u64;
-        let mut tail: Vec<u8> = Vec::new();
-        let mut marker_at: Option<u64> = None;
+        let mut marker = MarkerFinder::default();
         let mut cut_done = false;
         loop {
             let n = match from_src.read(&mut buf) {
@@ -88,15 +111,7 @@ fn proxy(
                 cut_done = true;
                 break;
             }
-            if marker_at.is_none() {
-                let base = sent - tail.len() as u64;
-                tail.extend_from_slice(&buf[..n]);
-                if let Some(i) = tail.windows(MARKER.len()).position(|w| w == MARKER) {
-                    marker_at = Some(base + i as u64);
-                }
-                let keep = tail.len().saturating_sub(MARKER.len());
-                tail.drain(..keep);
-            }
+            let marker_at = marker.feed(sent, &buf[..n]);
             let limit = match cut {
                 Cut::At(x) => Some(x),
                 Cut::AfterMarker(k) => marker_at.map(|m| m + k),
@@ -331,22 +346,17 @@ fn multi_proxy_patching(
             threads.push(std::thread::spawn(move || {
                 let mut buf = vec![0u8; 64 * 1024];
                 let mut sent = 0u64;
-                let mut tail: Vec<u8> = Vec::new();
-                let mut marker_at: Option<u64> = None;
+                let mut marker = MarkerFinder::default();
                 loop {
                     let n = match from_src.read(&mut buf) {
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
-                    if target && after_marker && marker_at.is_none() {
-                        let base = sent - tail.len() as u64;
-                        tail.extend_from_slice(&buf[..n]);
-                        if let Some(i) = tail.windows(MARKER.len()).position(|w| w == MARKER) {
-                            marker_at = Some(base + i as u64);
-                        }
-                        let keep = tail.len().saturating_sub(MARKER.len());
-                        tail.drain(..keep);
-                    }
+                    let marker_at = if target && after_marker {
+                        marker.feed(sent, &buf[..n])
+                    } else {
+                        None
+                    };
                     if let Some((p, bytes)) = &patch {
                         for (k, b) in bytes.iter().enumerate() {
                             let abs = p + k as u64;
