@@ -28,6 +28,7 @@ use std::hash::Hasher;
 use serde::{Deserialize, Serialize};
 use vm_memory::{Bytes, GuestMemoryRegion, MemoryRegionAddress};
 use vmstate_runtime::registry::SaveReport;
+use vmstate_runtime::stream::StreamWriter;
 
 use crate::error::{MigrationError, Result};
 use crate::memory::GuestRam;
@@ -112,10 +113,9 @@ pub fn section_digests(bytes: &[u8], report: &SaveReport) -> Vec<SectionDigest> 
         .map(|s| {
             // The payload, after the FULL header (type, section id, idstr, instance, version):
             // section ids may differ between the two sides' saves, the payloads may not.
-            let header = 1 + 4 + 1 + s.key.idstr.len() + 4 + 4;
-            let start = usize::try_from(s.offset)
+            let header = StreamWriter::<Vec<u8>>::full_header_len(&s.key.idstr);
+            let start = usize::try_from(s.offset.saturating_add(header))
                 .unwrap_or(usize::MAX)
-                .saturating_add(header)
                 .min(bytes.len());
             let stop = start
                 .saturating_add(usize::try_from(s.payload_len).unwrap_or(usize::MAX))

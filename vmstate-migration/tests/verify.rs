@@ -140,3 +140,24 @@ fn a_byte_changed_in_transit_is_found_and_nothing_commits() {
         "{derr}"
     );
 }
+
+/// A section digest covers exactly the section's payload (not its header, whose section id may
+/// differ between the two sides' saves): it equals the digest of the bytes `save_payload` writes.
+#[test]
+fn section_digests_cover_the_payload() {
+    use std::hash::Hasher;
+    let src = SourceVm::new(1, false);
+    let dev = src.dev.lock().unwrap().clone();
+    let (_, payload, _) = vmstate_runtime::save_payload(&dev, &src.machine).unwrap();
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(&payload);
+    for first_id in [3, 40] {
+        let (bytes, save) = src
+            .registry
+            .save_sections_to_vec(&src.machine, first_id)
+            .unwrap();
+        let d = vmstate_migration::verify::section_digests(&bytes, &save);
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].idstr.as_str(), d[0].digest), ("testdev", h.finish()));
+    }
+}

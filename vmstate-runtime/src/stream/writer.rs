@@ -145,6 +145,13 @@ impl<W: Writer> StreamWriter<W> {
         self.w.write_be32(version)
     }
 
+    /// Bytes of a FULL or START header for `idstr` (what [`full_header`](Self::full_header)
+    /// writes): where a section's payload starts after its header's offset.
+    #[must_use]
+    pub fn full_header_len(idstr: &str) -> u64 {
+        1 + 4 + 1 + idstr.len() as u64 + 4 + 4
+    }
+
     /// Writes a FULL section header: `04 · be32 id · u8 len idstr · be32 instance · be32
     /// version`. The payload and then [`footer`](Self::footer) follow.
     ///
