@@ -418,17 +418,25 @@ fn ahci_capabilities_in_another_order_are_refused() {
 }
 
 /// `idle.mig` with the config byte `at` of the I440FX section's PCI state set to `value`.
-fn i440fx_config_changed(at: usize, value: u8) -> Vec<u8> {
+fn i440fx_config_changed(changes: &[(usize, u8)]) -> Vec<u8> {
     let mut input = std::fs::read(golden_dir().join("idle.mig")).unwrap();
-    let d = decode_stream(&input).unwrap();
-    let s = d
-        .sections
+    let payload = i440fx_payload(&input);
+    // The payload starts with PCIDevice's be32 version_id, then the 256 config bytes.
+    for &(at, value) in changes {
+        input[payload.start + 4 + at] = value;
+    }
+    input
+}
+
+/// Where the I440FX section's payload is in a stream.
+fn i440fx_payload(input: &[u8]) -> std::ops::Range<usize> {
+    let d = decode_stream(input).unwrap();
+    d.sections
         .iter()
         .find(|s| s.kind == SectionKind::Full && s.idstr.ends_with("/I440FX"))
-        .unwrap();
-    // The payload starts with PCIDevice's be32 version_id, then the 256 config bytes.
-    input[s.payload_range.start + 4 + at] = value;
-    input
+        .unwrap()
+        .payload_range
+        .clone()
 }
 
 #[test]
@@ -436,7 +444,7 @@ fn pci_config_from_another_device_is_refused_naming_the_register() {
     let cat = examples_devices::catalog();
     let options = ReencodeOptions::default();
     // Device id 0x1237 → 0x1238: a read-only register QEMU checks.
-    let err = reencode(&i440fx_config_changed(0x02, 0x38), &cat, &options)
+    let err = reencode(&i440fx_config_changed(&[(0x02, 0x38)]), &cat, &options)
         .unwrap_err()
         .to_string();
     assert!(
@@ -451,7 +459,7 @@ fn pci_config_from_another_device_is_refused_naming_the_register() {
         "{err}"
     );
     // Class code: the sub-class byte.
-    let err = reencode(&i440fx_config_changed(0x0a, 0x04), &cat, &options)
+    let err = reencode(&i440fx_config_changed(&[(0x0a, 0x04)]), &cat, &options)
         .unwrap_err()
         .to_string();
     assert!(
@@ -459,30 +467,15 @@ fn pci_config_from_another_device_is_refused_naming_the_register() {
         "{err}"
     );
     // A capability list where the destination has none.
-    let mut input = i440fx_config_changed(0x34, 0x40);
-    let d = decode_stream(&input).unwrap();
-    let s = d
-        .sections
-        .iter()
-        .find(|s| s.idstr.ends_with("/I440FX"))
-        .unwrap();
-    let base = s.payload_range.start + 4;
-    input[base + 0x06] |= 0x10;
-    input[base + 0x40] = 0x05;
+    // (Status 0x10: the capability list bit; MSI at 0x40.)
+    let input = i440fx_config_changed(&[(0x34, 0x40), (0x06, 0x10), (0x40, 0x05)]);
     let err = reencode(&input, &cat, &options).unwrap_err().to_string();
     assert!(
         err.contains("PCI capability list differs: stream [0x40 MSI], destination [none]"),
         "{err}"
     );
     // Writable registers (command, interrupt line) may differ: the stream's values load.
-    let mut input = i440fx_config_changed(0x04, 0x07);
-    let d = decode_stream(&input).unwrap();
-    let s = d
-        .sections
-        .iter()
-        .find(|s| s.idstr.ends_with("/I440FX"))
-        .unwrap();
-    input[s.payload_range.start + 4 + 0x3c] = 0x0b;
+    let input = i440fx_config_changed(&[(0x04, 0x07), (0x3c, 0x0b)]);
     let (out, report) = reencode(&input, &cat, &options).unwrap();
     assert_eq!(out, input);
     assert!(report.typed.iter().any(|t| t.0.ends_with("/I440FX")));
@@ -492,16 +485,10 @@ fn pci_config_from_another_device_is_refused_naming_the_register() {
 fn pci_load_errors_leave_the_config_space_unchanged() {
     use qemu::QemuState;
     let m = machine_of("idle", None);
-    let input = i440fx_config_changed(0x02, 0x38);
-    let d = decode_stream(&input).unwrap();
-    let s = d
-        .sections
-        .iter()
-        .find(|s| s.idstr.ends_with("/I440FX"))
-        .unwrap();
+    let input = i440fx_config_changed(&[(0x02, 0x38)]);
     let mut dev = qemu::pcidev::I440fx::for_machine(&m);
     let before = dev.clone();
-    let payload = &input[s.payload_range.clone()];
+    let payload = &input[i440fx_payload(&input)];
     assert!(vmstate_runtime::load_payload(&mut dev, payload, 3, &m).is_err());
     assert_eq!(dev.parent_obj.config, before.parent_obj.config);
     // An INTx level other than 0 or 1 is refused (QEMU's `pci irq state` rule).
