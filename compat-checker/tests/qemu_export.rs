@@ -259,3 +259,55 @@ mod needs_qemu {
         }
     }
 }
+
+/// Fields whose description is a vmsd of their own — a nested struct at an explicit version
+/// (`vstruct`) and a temporary view (`Tmp<V>`) — carry that vmsd as their `Description`, as in
+/// QEMU's dump.
+#[test]
+fn nested_vmsds_of_vstruct_and_tmp_fields_are_described() {
+    use vmstate_runtime::{MachineCatalog, Tmp, TmpView, VmState};
+
+    #[derive(VmState, Clone, Default, Debug)]
+    #[vmstate(name = "regs", version = 2, minimum_version = 1, nested)]
+    struct Regs {
+        a: u32,
+    }
+    #[derive(VmState, Clone, Default)]
+    #[vmstate(name = "dev_tmp", version = 0, nested)]
+    struct DevTmp {
+        packed: u16,
+    }
+    #[derive(VmState, Clone, Default, Debug)]
+    #[vmstate(name = "dev", version = 1)]
+    struct Dev {
+        #[vmstate(vstruct = 1)]
+        regs: Regs,
+        #[allow(dead_code)] // a zero-sized marker: the view is computed, never stored
+        tmp: Tmp<DevTmp>,
+        #[vmstate(skip)]
+        bits: u16,
+    }
+    impl TmpView<Dev> for DevTmp {
+        type Error = std::convert::Infallible;
+        fn save_view(d: &Dev) -> Result<Self, Self::Error> {
+            Ok(DevTmp { packed: d.bits })
+        }
+        fn load_view(self, d: &mut Dev) -> Result<(), Self::Error> {
+            d.bits = self.packed;
+            Ok(())
+        }
+    }
+    let catalog = MachineCatalog::qemu_pc();
+    let export =
+        compat_checker::schema::Export::from_schemas("t", &catalog, &[<Dev as VmState>::SCHEMA])
+            .unwrap();
+    let dump =
+        compat_checker::qemu::export::qemu_dump(&export, "pc-i440fx-7.2", &Default::default())
+            .unwrap();
+    let fields = &dump["dev"]["Description"]["Fields"];
+    assert_eq!(fields[0]["field"], "regs");
+    assert_eq!(fields[0]["Description"]["name"], "regs");
+    assert_eq!(fields[1]["field"], "tmp");
+    assert_eq!(fields[1]["Description"]["name"], "dev_tmp");
+    assert_eq!(fields[1]["Description"]["Fields"][0]["field"], "packed");
+}

@@ -140,11 +140,15 @@ fn field(f: &FieldSchema) -> Value {
 /// The `size` of one element and the nested struct described under the field, if any.
 fn element(kind: &Kind) -> (u64, Option<&StructSchema>) {
     match kind {
-        Kind::Struct { schema } => (schema.fixed_size().unwrap_or(0), Some(schema)),
-        Kind::Array { elem, .. } | Kind::VArray { elem, .. } | Kind::Pointer { elem } => {
-            element(elem)
+        Kind::Struct { schema } | Kind::VStruct { schema, .. } => {
+            (schema.fixed_size().unwrap_or(0), Some(schema))
         }
-        Kind::List { elem, .. } => element(elem),
+        Kind::Array { elem, .. }
+        | Kind::VArray { elem, .. }
+        | Kind::Pointer { elem }
+        | Kind::List { elem, .. } => element(elem),
+        // A temporary view is described by its own vmsd (QEMU's `VMSTATE_WITH_TMP` field).
+        Kind::Tmp { view } => element(view),
         // A tree's Description is its value's (QEMU's `VMSTATE_GTREE_V` names the value vmsd).
         Kind::Tree { value, .. } => element(value),
         Kind::VBuffer { .. } => (0, None),
