@@ -21,6 +21,7 @@ use vmstate_runtime::{IoReader, Reader};
 
 use crate::channels::{ChannelListener, RecvChannels, CHANNELS_IDSTR};
 use crate::error::{MigrationError, Result};
+use crate::integrity::{IntegrityLoader, RequireIntegrity, Tap, TapReader, INTEGRITY_IDSTR};
 use crate::precopy::Report;
 use crate::ram::RamLoader;
 use crate::transport::{read_line, write_ack, Transport, GO};
@@ -52,6 +53,10 @@ pub struct ReceiveSettings {
     /// Verification: send digests of the loaded RAM and device sections after `LOADED`, for the
     /// source to compare before it commits ([`crate::verify`]). Both sides must set it.
     pub verify: bool,
+    /// Refuse a stream without the integrity check ([`crate::integrity`]; the source's
+    /// [`Settings::integrity`](crate::Settings::integrity)) before its first page. A stream that
+    /// carries the check is checked either way.
+    pub require_integrity: bool,
 }
 
 /// The destination's read-ahead buffer.
@@ -64,6 +69,7 @@ impl Default for ReceiveSettings {
             channels: None,
             preflight: None,
             verify: false,
+            require_integrity: false,
         }
     }
 }
@@ -113,23 +119,38 @@ fn source_gone(e: MigrationError, io: Option<std::io::Error>) -> MigrationError 
 fn load<'scope, 'env, D, R>(
     scope: &'scope std::thread::Scope<'scope, 'env>,
     dest: &'env D,
-    listener: Option<ChannelListener>,
-    timeout: Option<Duration>,
-    r: &mut R,
+    settings: &ReceiveSettings,
+    tap: &Tap,
+    r: &mut TapReader<R>,
     report: &mut Report,
 ) -> Result<()>
 where
     D: MigrationDestination + ?Sized,
     R: Reader,
 {
-    let mut ram = RamLoader::new(dest.ram())?;
-    let mut chans = RecvChannels::new(scope, dest.ram(), listener, timeout);
+    let require = settings.require_integrity;
+    let mut ram = RequireIntegrity::new(RamLoader::new(dest.ram())?, tap.clone(), require);
+    let mut chans = RecvChannels::new(
+        scope,
+        dest.ram(),
+        settings.channels.clone(),
+        settings.read_timeout,
+    );
+    let mut integrity =
+        IntegrityLoader::new(tap.clone(), dest.machine().framing().footers, require);
     let loaded = dest.registry().load_with(
         dest.machine(),
         r,
         StreamEnd::Stop,
-        &mut [(RAM_IDSTR, &mut ram), (CHANNELS_IDSTR, &mut chans)],
+        &mut [
+            (RAM_IDSTR, &mut ram),
+            (CHANNELS_IDSTR, &mut chans),
+            (INTEGRITY_IDSTR, &mut integrity),
+        ],
     );
+    // Damage in transit is the cause of what the parse then saw.
+    let loaded = loaded.map_err(|e| integrity.diagnose(r, e));
+    let ram = ram.inner();
     let loaded = match loaded {
         Ok(l) => l,
         Err(e) => {
@@ -150,6 +171,7 @@ where
     report.final_pages.pages = ram.counts().pages + c.pages;
     report.final_pages.zero_pages = ram.counts().zero_pages + c.zero_pages;
     report.bytes = loaded.total_bytes + c.bytes;
+    report.integrity_units = integrity.units();
     Ok(())
 }
 
@@ -175,19 +197,16 @@ where
         report.preflight = crate::preflight::check(transport, own)?;
         report.preflight_time = p0.elapsed();
     }
-    let mut r = IoReader::with_capacity(READ_BUFFER, &mut *transport);
+    let tap = Tap::default();
+    let mut r = TapReader::new(
+        IoReader::with_capacity(READ_BUFFER, &mut *transport),
+        tap.clone(),
+    );
     let (result, io_error) = std::thread::scope(|s| {
-        let result = load(
-            s,
-            &*dest,
-            settings.channels.clone(),
-            settings.read_timeout,
-            &mut r,
-            &mut report,
-        );
-        (result, r.take_io_error())
+        let result = load(s, &*dest, settings, &tap, &mut r, &mut report);
+        (result, r.inner_mut().take_io_error())
     });
-    let (_, leftover) = r.into_parts();
+    let (_, leftover) = r.into_inner().into_parts();
     let result = result.map_err(|e| source_gone(e, io_error));
     let has_return = transport.has_return_path();
     let loaded_at = Instant::now();
@@ -220,7 +239,8 @@ where
                     Ok(Some(line)) if line == GO => {}
                     Ok(Some(line)) if line.starts_with("ABORT ") => {
                         return Err(MigrationError::NoGo(format!(
-                            "the source found the loaded state differs from what it sent: {}",
+                            "{} from what it sent: {}",
+                            crate::error::NOGO_DIFFERS,
                             &line[6..]
                         )))
                     }

@@ -56,7 +56,7 @@ impl fmt::Display for MigrationError {
         match self {
             MigrationError::Stream(e) => write!(f, "stream rejected: {e}"),
             MigrationError::Io(e) => write!(f, "transport error: {e}"),
-            MigrationError::Timeout(what) => write!(f, "timed out waiting for {what}"),
+            MigrationError::Timeout(what) => write!(f, "{TIMED_OUT}{what}"),
             MigrationError::Remote(msg) => write!(f, "destination failed: {msg}"),
             MigrationError::BadAck(line) => write!(f, "unexpected return-path message {line:?}"),
             MigrationError::Memory(msg) => write!(f, "guest memory: {msg}"),
@@ -68,7 +68,7 @@ impl fmt::Display for MigrationError {
                 section,
                 detail,
             } => {
-                f.write_str("the source or the network went away: the stream ended")?;
+                write!(f, "{SOURCE_GONE}: the stream ended")?;
                 if let Some(o) = offset {
                     write!(f, " at byte {o:#x}")?;
                 }
@@ -109,6 +109,101 @@ impl fmt::Display for MigrationError {
         }
     }
 }
+
+/// Where a failure came from, as far as the side reporting it can tell ([`MigrationError::origin`]).
+///
+/// A side sees the other only through the connection, so some causes look alike from one side:
+/// a peer process that crashed or was killed and a middlebox that closed the connection both
+/// close it ([`Origin::Closed`]); a network partition and a hung peer are both silence
+/// ([`Origin::Silent`]). The other side's own report completes the picture (the source shows the
+/// destination's reason when the return path still works: [`Origin::Peer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Origin {
+    /// This side: its own check rejected what arrived, or its own memory, devices or
+    /// settings failed, or it was cancelled.
+    Local,
+    /// The other side failed and said why (the reason is in the error).
+    Peer,
+    /// The two sides are configured differently (preflight, an unsupported combination).
+    Configuration,
+    /// Bytes were changed or lost in transit (the stream's integrity check or verification).
+    Damage,
+    /// The connection was closed or reset: the other side's process ended (a crash, a kill,
+    /// a deliberate stop) or something in between closed it.
+    Closed,
+    /// Nothing arrived within the timeout: a network partition or a hung peer.
+    Silent,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Origin::Local => "this side",
+            Origin::Peer => "the other side (its own report)",
+            Origin::Configuration => "the configuration of the two sides",
+            Origin::Damage => "the transport (bytes changed or lost in transit)",
+            Origin::Closed => "the other side or the network (the connection was closed)",
+            Origin::Silent => "the other side or the network (silence until the timeout)",
+        })
+    }
+}
+
+fn io_origin(kind: io::ErrorKind) -> Origin {
+    use io::ErrorKind as K;
+    match kind {
+        K::BrokenPipe
+        | K::ConnectionReset
+        | K::ConnectionAborted
+        | K::NotConnected
+        | K::UnexpectedEof => Origin::Closed,
+        K::TimedOut | K::WouldBlock => Origin::Silent,
+        _ => Origin::Local,
+    }
+}
+
+impl MigrationError {
+    /// Where this failure came from, as far as the side that returned it can tell (see
+    /// [`Origin`]); `docs/failure-classes.md` maps every failure class to what each side
+    /// reports.
+    #[must_use]
+    pub fn origin(&self) -> Origin {
+        match self {
+            MigrationError::Stream(e) => match e.kind() {
+                vmstate_runtime::ErrorKind::IntegrityMismatch { .. } => Origin::Damage,
+                vmstate_runtime::ErrorKind::Io(kind) => io_origin(*kind),
+                vmstate_runtime::ErrorKind::UnexpectedEof { .. } => Origin::Closed,
+                _ => Origin::Local,
+            },
+            MigrationError::Io(e) => io_origin(e.kind()),
+            MigrationError::Timeout(_) => Origin::Silent,
+            // The destination's own error, as it displayed it: a failure there caused by the
+            // connection or the bytes in transit is not the destination's own.
+            MigrationError::Remote(msg) if msg.contains(INTEGRITY_FAILED) => Origin::Damage,
+            MigrationError::Remote(msg) if msg.starts_with(SOURCE_GONE) => Origin::Closed,
+            MigrationError::Remote(msg) if msg.starts_with(TIMED_OUT) => Origin::Silent,
+            MigrationError::Remote(_) | MigrationError::BadAck(_) => Origin::Peer,
+            MigrationError::Memory(_) | MigrationError::Cancelled => Origin::Local,
+            MigrationError::NoGo(why) if why.starts_with(NOGO_DIFFERS) => Origin::Damage,
+            MigrationError::NoGo(why) if why.starts_with(TIMED_OUT) => Origin::Silent,
+            MigrationError::NoGo(why) if why.starts_with("got ") => Origin::Peer,
+            MigrationError::NoGo(_) | MigrationError::SourceGone { .. } => Origin::Closed,
+            MigrationError::Unsupported(_) | MigrationError::Preflight { .. } => {
+                Origin::Configuration
+            }
+            MigrationError::Verify(_) => Origin::Damage,
+        }
+    }
+}
+
+/// What [`vmstate_runtime::ErrorKind::IntegrityMismatch`] displays as (in a peer's `ERR` line).
+const INTEGRITY_FAILED: &str = "integrity check failed: ";
+/// How [`MigrationError::SourceGone`] displays.
+const SOURCE_GONE: &str = "the source or the network went away";
+/// How [`MigrationError::Timeout`] displays.
+const TIMED_OUT: &str = "timed out waiting for ";
+/// How the destination's [`MigrationError::NoGo`] after the source's `ABORT` begins.
+pub(crate) const NOGO_DIFFERS: &str = "the source found the loaded state differs";
 
 impl std::error::Error for MigrationError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {

@@ -33,6 +33,7 @@
 pub mod channels;
 pub mod dest;
 pub mod error;
+pub mod integrity;
 pub mod memory;
 pub mod precopy;
 pub mod preflight;
@@ -112,7 +113,7 @@ macro_rules! impl_vm_parts {
 pub mod __private {
     pub use vmstate_runtime::{MachineType, Registry};
 }
-pub use error::{MigrationError, Result};
+pub use error::{MigrationError, Origin, Result};
 pub use memory::{GuestMem, GuestRam, PAGE_SIZE};
 pub use precopy::{
     migrate, MigrationSource, PassProgress, PassStats, Phase, ProgressHook, Report, Settings,

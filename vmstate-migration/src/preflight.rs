@@ -13,7 +13,8 @@
 //! `PREFLIGHT <n>\n` and `n` bytes of JSON `{"accepted": bool, "mismatches": [...]}`. On
 //! acceptance the QEMU-format stream follows unchanged; otherwise both sides fail with
 //! [`MigrationError::Preflight`], listing every mismatch, and the source's guest never stopped.
-//! Warnings (a destination device the source sends nothing for) do not reject; they are in
+//! Warnings (a source that states its vCPU model to a destination that states none) do not
+//! reject; they are in
 //! [`Report::preflight`](crate::Report::preflight).
 //!
 //! A destination without preflight reads the frame as a bad stream header, and one with

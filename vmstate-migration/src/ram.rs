@@ -29,8 +29,18 @@ use vmstate_runtime::stream::{SectionHandler, SectionKind, SectionMeta, StreamWr
 use vmstate_runtime::{Reader, Writer};
 
 use crate::error::{MigrationError, Result};
+use crate::integrity::{Unit, RUN_PAGES};
 use crate::memory::{GuestRam, PAGE_SIZE};
 pub use crate::sys::{GuestSlice, Piece};
+
+/// The page run under way (integrity check on).
+#[derive(Debug, Clone, Copy)]
+struct RamRun {
+    block: usize,
+    first: u64,
+    last: u64,
+    records: u32,
+}
 
 const PAGE: usize = PAGE_SIZE as usize;
 
@@ -64,6 +74,22 @@ pub trait ByteSink {
         }
         self.send(&v)
     }
+
+    /// With the stream's integrity check on ([`crate::integrity`]): the bytes sent since the
+    /// last seal are one unit carrying `unit`; the sink writes the unit's record, then its
+    /// bytes. Sinks without the check (the default) do nothing.
+    ///
+    /// # Errors
+    /// Transport errors, cancellation.
+    fn seal(&mut self, unit: &crate::integrity::Unit<'_>) -> Result<()> {
+        let _ = unit;
+        Ok(())
+    }
+
+    /// Whether [`seal`](Self::seal) does anything (the RAM writer cuts page runs only then).
+    fn checks_integrity(&self) -> bool {
+        false
+    }
 }
 
 impl ByteSink for Vec<u8> {
@@ -94,6 +120,11 @@ pub struct RamWriter {
     /// Block index of the previous record in the current chunk (for `CONTINUE`).
     last_block: Option<usize>,
     in_chunk: bool,
+    /// With the integrity check: the page run under way (its block's name and records).
+    run: Option<(String, RamRun)>,
+    /// With the integrity check: an END chunk was asked for; its pages go in PART chunks (cut
+    /// into runs) and an empty END chunk follows them.
+    end_pending: bool,
 }
 
 impl RamWriter {
@@ -114,6 +145,8 @@ impl RamWriter {
             used: 0,
             last_block: None,
             in_chunk: false,
+            run: None,
+            end_pending: false,
         }
     }
 
@@ -164,6 +197,10 @@ impl RamWriter {
         s.footer(self.section_id)?;
         let v = s.into_inner();
         self.put_small(sink, &v)?;
+        if sink.checks_integrity() {
+            self.flush(sink)?;
+            sink.seal(&Unit::Bytes("RAM block list"))?;
+        }
         Ok(v.len() as u64)
     }
 
@@ -172,8 +209,9 @@ impl RamWriter {
     /// # Errors
     /// Sink errors.
     pub fn begin_chunk<S: ByteSink + ?Sized>(&mut self, sink: &mut S, end: bool) -> Result<()> {
+        self.end_pending = end && sink.checks_integrity();
         let mut s = StreamWriter::new(Vec::with_capacity(5), self.framing);
-        s.chunk_header(self.section_id, end)?;
+        s.chunk_header(self.section_id, end && !self.end_pending)?;
         self.put_small(sink, &s.into_inner())?;
         self.last_block = None;
         self.in_chunk = true;
@@ -185,11 +223,67 @@ impl RamWriter {
     /// # Errors
     /// Sink errors.
     pub fn end_chunk<S: ByteSink + ?Sized>(&mut self, sink: &mut S) -> Result<()> {
+        self.close_chunk(sink)?;
+        if sink.checks_integrity() {
+            self.seal_run(sink)?;
+            if std::mem::take(&mut self.end_pending) {
+                let mut s = StreamWriter::new(Vec::with_capacity(18), self.framing);
+                s.chunk_header(self.section_id, true)?;
+                s.payload().write_be64(FLAG_EOS)?;
+                s.footer(self.section_id)?;
+                self.put_small(sink, &s.into_inner())?;
+                self.flush(sink)?;
+                sink.seal(&Unit::Bytes("RAM section end"))?;
+            }
+        }
+        self.in_chunk = false;
+        Ok(())
+    }
+
+    /// `EOS` and the footer of the current chunk.
+    fn close_chunk<S: ByteSink + ?Sized>(&mut self, sink: &mut S) -> Result<()> {
         let mut s = StreamWriter::new(Vec::with_capacity(13), self.framing);
         s.payload().write_be64(FLAG_EOS)?;
         s.footer(self.section_id)?;
-        self.put_small(sink, &s.into_inner())?;
-        self.in_chunk = false;
+        self.put_small(sink, &s.into_inner())
+    }
+
+    /// With the integrity check: hands the closed chunk to the sink as one unit, named after
+    /// the page run it carried.
+    fn seal_run<S: ByteSink + ?Sized>(&mut self, sink: &mut S) -> Result<()> {
+        self.flush(sink)?;
+        match self.run.take() {
+            Some((name, run)) => sink.seal(&Unit::RamRun {
+                block: &name,
+                first: run.first,
+                last: run.last,
+                records: run.records,
+            }),
+            None => sink.seal(&Unit::Bytes("RAM chunk without pages")),
+        }
+    }
+
+    /// With the integrity check: ends the chunk and its run before the record of `block` if the
+    /// run is full or of another block, and opens the next PART chunk.
+    fn cut_run<S: ByteSink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        block: usize,
+        segs: &mut Vec<(usize, GuestSlice<'_>)>,
+    ) -> Result<()> {
+        let full = match &self.run {
+            Some((_, run)) => run.block != block || run.records >= RUN_PAGES,
+            None => false,
+        };
+        if full {
+            self.flush_pages(sink, segs)?;
+            self.close_chunk(sink)?;
+            self.seal_run(sink)?;
+            let mut s = StreamWriter::new(Vec::with_capacity(5), self.framing);
+            s.chunk_header(self.section_id, false)?;
+            self.put_small(sink, &s.into_inner())?;
+            self.last_block = None;
+        }
         Ok(())
     }
 
@@ -259,7 +353,25 @@ impl RamWriter {
         // (end of the header bytes before it in `buf`, page)
         let mut segs: Vec<(usize, GuestSlice<'_>)> = Vec::new();
         let mut total = PageCounts::default();
+        let integrity = sink.checks_integrity();
         for offset in offsets {
+            if integrity {
+                self.cut_run(sink, block, &mut segs)?;
+                let run = self.run.get_or_insert_with(|| {
+                    (
+                        name.to_owned(),
+                        RamRun {
+                            block,
+                            first: offset,
+                            last: offset,
+                            records: 0,
+                        },
+                    )
+                });
+                run.1.first = run.1.first.min(offset);
+                run.1.last = run.1.last.max(offset);
+                run.1.records += 1;
+            }
             if self.buf.len() - self.used < 8 + 256 + 1 || segs.len() >= Self::MAX_PAGES_PER_WRITE {
                 self.flush_pages(sink, &mut segs)?;
             }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use vmstate_migration::MigrationSource;
 
 use common::{check_pattern, dest_sentinel, spawn_receive_accepting, SourceVm};
-use vmstate_migration::{migrate, MigrationError, Settings};
+use vmstate_migration::{migrate, MigrationError, Origin, Settings};
 
 const MARKER: &[u8] = b"\x07testdev";
 
@@ -220,6 +220,7 @@ fn cut_connections_leave_both_sides_unchanged_then_a_clean_attempt_succeeds() {
                 matches!(derr, MigrationError::NoGo(_)),
                 "attempt {i}: {derr}"
             );
+            assert_eq!(derr.origin(), Origin::Closed, "attempt {i}: {derr}");
             assert!(
                 !dst.resumed,
                 "attempt {i}: destination started after {derr}"
@@ -231,6 +232,7 @@ fn cut_connections_leave_both_sides_unchanged_then_a_clean_attempt_succeeds() {
                     matches!(err, MigrationError::Io(_) | MigrationError::Timeout(_)),
                     "attempt {i}: {err}"
                 );
+                assert_eq!(err.origin(), Origin::Closed, "attempt {i}: {err}");
                 assert_eq!(src.resumes, src.stops, "attempt {i}");
             } else {
                 // GO lost: the source committed and stays stopped; paused on both sides.
@@ -254,6 +256,11 @@ fn cut_connections_leave_both_sides_unchanged_then_a_clean_attempt_succeeds() {
         let derr = dres.expect_err(&format!(
             "attempt {i} ({cut:?}) must fail on the destination"
         ));
+        // Who broke: both sides say the connection was closed under them (neither blames
+        // itself; the source never sees the destination's reason through a cut connection, or
+        // sees "the source or the network went away").
+        assert_eq!(derr.origin(), Origin::Closed, "attempt {i}: {derr}");
+        assert_eq!(err.origin(), Origin::Closed, "attempt {i}: {err}");
         // The destination applied nothing and did not start.
         assert!(
             !dst.resumed,

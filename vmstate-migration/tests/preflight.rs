@@ -8,16 +8,30 @@ use std::time::{Duration, Instant};
 
 use common::{dest_sentinel, DestVm, SourceVm};
 use vmstate_migration::preflight::manifest_of;
-use vmstate_migration::{migrate, receive, MigrationError, ReceiveSettings, Settings};
-use vmstate_runtime::manifest::Severity;
+use vmstate_migration::{migrate, receive, MigrationError, Origin, ReceiveSettings, Settings};
+use vmstate_runtime::manifest::{CpuModel, Manifest, Severity};
 use vmstate_runtime::Registry;
 
 /// Runs a migration of a running 8 MiB guest into `dst` with preflight as `src_pre` /
 /// `dst_pre` say; returns (source, its result, how long `migrate` took, destination, its result).
-fn run(
+fn run(dst: DestVm, src_pre: bool, dst_pre: bool) -> Outcome {
+    run_with(dst, src_pre, dst_pre, |m| m)
+}
+
+type Outcome = (
+    SourceVm,
+    vmstate_migration::Result<vmstate_migration::Report>,
+    Duration,
+    DestVm,
+    vmstate_migration::Result<vmstate_migration::Report>,
+);
+
+/// [`run`], with the source's manifest changed by `edit`.
+fn run_with(
     dst: DestVm,
     src_pre: bool,
     dst_pre: bool,
+    edit: impl FnOnce(Manifest) -> Manifest,
 ) -> (
     SourceVm,
     vmstate_migration::Result<vmstate_migration::Report>,
@@ -40,7 +54,7 @@ fn run(
         (dst, r)
     });
     let settings = Settings {
-        preflight: src_pre.then(|| manifest_of(&src).unwrap()),
+        preflight: src_pre.then(|| edit(manifest_of(&src).unwrap())),
         downtime: Duration::from_millis(20),
         ack_timeout: Duration::from_secs(10),
         ..Settings::default()
@@ -119,9 +133,9 @@ fn a_device_missing_on_the_destination_is_named() {
 }
 
 #[test]
-fn warnings_do_not_refuse() {
-    // The destination has a device the source sends nothing for: a warning (it keeps its
-    // reset state), and the migration goes ahead.
+fn a_section_only_the_destination_has_refuses() {
+    // The destination has a device the source sends nothing for: it would run with its reset
+    // state under a guest that configured no such device, so the destination refuses.
     let mut dst = DestVm::new(8);
     #[derive(vmstate_runtime::VmState, Clone, Default)]
     #[vmstate(name = "extra-led", version = 1)]
@@ -131,13 +145,44 @@ fn warnings_do_not_refuse() {
     dst.registry
         .register(std::sync::Arc::new(std::sync::Mutex::new(Led::default())))
         .unwrap();
-    let (_, r, _, dst, dr) = run(dst, true, true);
+    let (src, r, took, dst, dr) = run(dst, true, true);
+    let err = r.unwrap_err();
+    let MigrationError::Preflight { mismatches, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(mismatches.len(), 1, "{err}");
+    assert_eq!(mismatches[0].severity, Severity::Error);
+    assert!(
+        mismatches[0].to_string().starts_with(
+            "section `extra-led` instance 0: the destination has this device, the source \
+             sends no state for it"
+        ),
+        "{err}"
+    );
+    assert_eq!(err.origin(), Origin::Configuration);
+    assert_eq!(dr.unwrap_err().origin(), Origin::Configuration);
+    assert!(!dst.resumed);
+    assert_eq!((src.stops, src.resumes), (0, 0));
+    eprintln!("refused in {took:?}");
+    assert_still_running(&src);
+}
+
+#[test]
+fn warnings_do_not_refuse() {
+    // The source states its vCPU model, the destination's manifest has none: not compared, a
+    // warning, and the migration goes ahead.
+    let cpu = CpuModel {
+        name: "test".into(),
+        features: ["x2apic".to_owned()].into(),
+        msrs: [0x10u32].into(),
+    };
+    let (_, r, _, dst, dr) = run_with(DestVm::new(8), true, true, |m| m.with_cpu(cpu));
     let r = r.expect("source");
     assert_eq!(r.preflight.len(), 1);
     assert_eq!(r.preflight[0].severity, Severity::Warning);
     assert!(r.preflight[0]
         .to_string()
-        .starts_with("section `extra-led` instance 0: the destination has this device"));
+        .starts_with("vCPU: the source states its model (`test`), the destination does not"));
     assert_eq!(dr.expect("destination").preflight, r.preflight);
     assert!(dst.resumed);
 }

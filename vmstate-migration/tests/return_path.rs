@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{check_pattern, spawn_receive, DestVm, SourceVm};
-use vmstate_migration::{migrate, receive, MigrationError, ReceiveSettings, Settings};
+use vmstate_migration::{migrate, receive, MigrationError, Origin, ReceiveSettings, Settings};
 use vmstate_runtime::Registry;
 
 fn settings() -> Settings {
@@ -56,6 +56,9 @@ fn destination_error_is_reported_to_the_source() {
         }
         other => panic!("expected the destination's error, got {other}"),
     }
+    // Who broke: the destination's own check, as both sides say.
+    assert_eq!(err.origin(), Origin::Peer);
+    assert_eq!(derr.origin(), Origin::Local);
     assert_eq!(src.stops, 1);
     assert_source_running_unchanged(&src, &before);
 }
@@ -76,6 +79,7 @@ fn silent_destination_is_a_timeout() {
     let t0 = Instant::now();
     let err = migrate(&mut src, &mut t, &settings()).unwrap_err();
     assert!(matches!(err, MigrationError::Timeout(_)), "{err}");
+    assert_eq!(err.origin(), Origin::Silent);
     assert!(t0.elapsed() >= Duration::from_millis(500));
     // The source keeps the connection open until it commits or gives up.
     drop(t);
@@ -98,6 +102,7 @@ fn stalled_source_is_a_timeout_on_the_destination() {
     )
     .unwrap_err();
     assert!(matches!(err, MigrationError::Timeout(_)), "{err}");
+    assert_eq!(err.origin(), Origin::Silent);
     assert!(!dst.resumed);
     drop(a);
 }

@@ -9,7 +9,9 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use common::{DestVm, SourceVm};
-use vmstate_migration::{migrate, receive, MigrationError, ReceiveSettings, Settings, Transport};
+use vmstate_migration::{
+    migrate, receive, MigrationError, Origin, ReceiveSettings, Settings, Transport,
+};
 
 /// A socket that flips one byte of what is written through it (a bad NIC, a buggy proxy): the
 /// 100th byte of the first page that starts with `signature`. The stream stays well-formed, its
@@ -120,6 +122,7 @@ fn a_byte_changed_in_transit_is_found_and_nothing_commits() {
         panic!("{err}");
     };
     assert_eq!(diffs.len(), 1, "{err}");
+    assert_eq!(err.origin(), Origin::Damage);
     assert_eq!(
         diffs[0],
         "RAM block `pc.bios`: bytes 0x0..0x10000 (pages 0..16) differ from what was sent"
@@ -132,7 +135,9 @@ fn a_byte_changed_in_transit_is_found_and_nothing_commits() {
     let p = src.ctl.progress.load(std::sync::atomic::Ordering::SeqCst);
     src.wait_progress(p + 500);
     assert!(!dst.resumed);
-    let derr = dr.unwrap_err().to_string();
+    let derr = dr.unwrap_err();
+    assert_eq!(derr.origin(), Origin::Damage);
+    let derr = derr.to_string();
     assert!(
         derr.contains(
             "the source found the loaded state differs from what it sent: RAM block `pc.bios`"

@@ -187,6 +187,14 @@ pub enum ErrorKind {
         /// The block's used length announced in the START chunk.
         used_length: u64,
     },
+    /// The stream's integrity check (an in-stream checksum the source wrote over a run of
+    /// bytes) does not match the bytes received: the transport changed, dropped or added bytes.
+    IntegrityMismatch {
+        /// What the damaged run carried (a RAM block and page range, a section).
+        what: String,
+        /// How it differs (lengths, checksums).
+        detail: String,
+    },
     /// An I/O error of the underlying reader or writer.
     Io(std::io::ErrorKind),
 }
@@ -411,6 +419,11 @@ impl fmt::Display for ErrorKind {
                 write!(f, "invalid value {found}: expected {expected}")
             }
             ErrorKind::ValidationFailed { message } => write!(f, "validation failed: {message}"),
+            ErrorKind::IntegrityMismatch { what, detail } => write!(
+                f,
+                "integrity check failed: {what} arrived damaged ({detail}); the transport \
+                 changed or lost bytes"
+            ),
             ErrorKind::SaveFailed { message } => write!(f, "save failed: {message}"),
             ErrorKind::TrailingBytes { count } if *count >= crate::limits::MAX_SECTION_BYTES => {
                 write!(

@@ -75,6 +75,11 @@ struct ModeArgs {
     /// and the destination never starts). Costs hashing all RAM on both sides in the downtime.
     #[arg(long)]
     verify: bool,
+    /// The stream's integrity check: CRC-32 checksums inside the stream ahead of every run of
+    /// RAM pages and every device section; the destination requires them and names any damaged
+    /// block/page range or section as it arrives. Not with `--channels` > 1.
+    #[arg(long)]
+    integrity: bool,
 }
 
 /// `--dirty-rate` (clap treats a bare `Option` as an optional flag).
@@ -94,6 +99,7 @@ impl ModeArgs {
             max_passes: self.max_passes,
             preflight: self.preflight,
             verify: self.verify,
+            integrity: self.integrity,
         }
     }
 }

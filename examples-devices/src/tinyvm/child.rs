@@ -37,6 +37,8 @@ pub struct Options {
     /// Verification: the source commits only when the destination's digests of what it loaded
     /// (RAM per 256 KiB chunk, device sections) equal its own.
     pub verify: bool,
+    /// The stream's integrity check (source: writes it; destination: requires it).
+    pub integrity: bool,
 }
 
 /// A destination built differently from the source on purpose (`PREPARE mismatch=…`), so that
@@ -351,6 +353,7 @@ impl Child {
             ..ReceiveSettings::default()
         };
         settings.verify = self.opts.verify;
+        settings.require_integrity = self.opts.integrity;
         if self.opts.preflight {
             settings.preflight = Some(match &prepared {
                 Prepared::Soft(d) => manifest(d, None)?,
@@ -431,6 +434,7 @@ impl Child {
             s.progress = Some(progress_hook());
         }
         s.verify = self.opts.verify;
+        s.integrity = self.opts.integrity;
         if self.opts.preflight {
             s.preflight = Some(match &self.held {
                 Held::None => return Err("no guest here".into()),

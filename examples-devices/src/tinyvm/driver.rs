@@ -65,6 +65,9 @@ impl Proc {
         if opts.verify {
             args.push("--verify".to_owned());
         }
+        if opts.integrity {
+            args.push("--integrity".to_owned());
+        }
         args.extend([
             "--channels".to_owned(),
             opts.channels.to_string(),

@@ -10,6 +10,8 @@
 //!   RAM over loopback TCP between two processes (guest RAM is a `memory-backend-file` with
 //!   `share=on` on a file of random bytes in /dev/shm; the destination's RAM is fresh), plain and
 //!   with multifd on 2 channels;
+//! - the same into the populated destination with the stream's integrity check
+//!   ([`Settings::integrity`]: pages copied and CRC-32 summed on both sides);
 //! - our migration over N page channels ([`Settings::channels`]; `--channels 2,4`, default 2)
 //!   into a cold and into a populated destination.
 //!
@@ -205,7 +207,7 @@ fn main() {
     let mut same = true;
     for _ in 0..runs {
         src.ram.clear_dirty();
-        let (d, report) = migrate_once(&mut src, vm(size, false), 1);
+        let (d, report) = migrate_once(&mut src, vm(size, false), 1, false);
         cold.push(report.total_time);
         same &= d.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
     }
@@ -215,7 +217,7 @@ fn main() {
     let mut populated = Vec::new();
     for _ in 0..runs {
         src.ram.clear_dirty();
-        let (d, report) = migrate_once(&mut src, dst, 1);
+        let (d, report) = migrate_once(&mut src, dst, 1, false);
         dst = d;
         populated.push(report.total_time);
     }
@@ -226,12 +228,27 @@ fn main() {
         Some(raw_med),
     );
     same &= dst.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
+    // ... and with the stream's integrity check (a copy of every page, CRC-32 on both sides).
+    let mut checked = Vec::new();
+    for _ in 0..runs {
+        src.ram.clear_dirty();
+        let (d, report) = migrate_once(&mut src, dst, 1, true);
+        dst = d;
+        checked.push(report.total_time);
+    }
+    line(
+        "migration + integrity check, populated",
+        bytes,
+        checked,
+        Some(raw_med),
+    );
+    same &= dst.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
     // ... and over N page channels, cold and populated.
     for &n in &channel_counts {
         let mut cold = Vec::new();
         for _ in 0..runs {
             src.ram.clear_dirty();
-            let (d, report) = migrate_once(&mut src, vm(size, false), n);
+            let (d, report) = migrate_once(&mut src, vm(size, false), n, false);
             cold.push(report.total_time);
             same &= d.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
         }
@@ -244,7 +261,7 @@ fn main() {
         let mut populated = Vec::new();
         for _ in 0..runs {
             src.ram.clear_dirty();
-            let (d, report) = migrate_once(&mut src, dst, n);
+            let (d, report) = migrate_once(&mut src, dst, n, false);
             dst = d;
             populated.push(report.total_time);
         }
@@ -310,7 +327,12 @@ fn raw_tcp(bytes: u64) -> Duration {
     t.elapsed()
 }
 
-fn migrate_once(src: &mut Vm, dst: Vm, channels: u32) -> (Vm, vmstate_migration::Report) {
+fn migrate_once(
+    src: &mut Vm,
+    dst: Vm,
+    channels: u32,
+    integrity: bool,
+) -> (Vm, vmstate_migration::Report) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
     let rx = std::thread::spawn(move || {
@@ -329,6 +351,7 @@ fn migrate_once(src: &mut Vm, dst: Vm, channels: u32) -> (Vm, vmstate_migration:
     let settings = Settings {
         max_passes: 1,
         channels,
+        integrity,
         ..Settings::default()
     };
     let report = migrate(src, &mut s, &settings).expect("migration");
