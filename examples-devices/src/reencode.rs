@@ -218,6 +218,7 @@ pub fn reencode(
         configuration: vmdesc.configuration.clone(),
         page_size: vmdesc.page_size,
         devices,
+        manifest: vmdesc.manifest.clone(),
     });
     let start = out.payload().len();
     out.vmdesc(&json)?;

@@ -72,6 +72,7 @@ fn reference(json: &[u8]) -> Vmdesc {
                 },
             })
             .collect(),
+        manifest: v.get("vmstate-manifest").cloned(),
     }
 }
 

@@ -48,7 +48,9 @@ pub struct ReceiveSettings {
     pub channels: Option<ChannelListener>,
     /// Preflight: this side's configuration manifest. The source's manifest must come first
     /// and fit it ([`crate::preflight`]); a mismatch fails before any page or device byte is
-    /// read. `None` (the default): QEMU's stream from the first byte.
+    /// read. From a saved stream (a transport without a return path) the manifest stored in
+    /// its vmdesc is read first ([`Transport::saved_manifest`]). `None` (the default): QEMU's
+    /// stream from the first byte.
     pub preflight: Option<vmstate_runtime::manifest::Manifest>,
     /// Verification: send digests of the loaded RAM and device sections after `LOADED`, for the
     /// source to compare before it commits ([`crate::verify`]). Both sides must set it.
@@ -194,7 +196,12 @@ where
     let mut report = Report::default();
     if let Some(own) = &settings.preflight {
         let p0 = Instant::now();
-        report.preflight = crate::preflight::check(transport, own)?;
+        report.preflight = if transport.has_return_path() {
+            crate::preflight::check(transport, own)?
+        } else {
+            // A saved stream: its manifest is in its vmdesc, read first.
+            crate::preflight::check_saved(transport, own)?
+        };
         report.preflight_time = p0.elapsed();
     }
     let tap = Tap::default();

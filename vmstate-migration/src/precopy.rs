@@ -96,7 +96,8 @@ pub struct Settings {
     /// [`ReceiveSettings::preflight`](crate::ReceiveSettings::preflight)) compares it with its
     /// own and refuses a migration that cannot work, before any page moves
     /// ([`MigrationError::Preflight`]). `None` (the default): QEMU's stream from the first
-    /// byte. See [`crate::preflight`].
+    /// byte. Over a transport without a return path (a file) the manifest is stored in the
+    /// stream's vmdesc instead, for a later load to check first. See [`crate::preflight`].
     pub preflight: Option<vmstate_runtime::manifest::Manifest>,
     /// Verification: after `LOADED` the destination sends digests of its guest RAM and device
     /// sections; the source commits only if they equal its own, else it resumes its guest and
@@ -589,12 +590,16 @@ where
         ));
     }
     let mut report = Report::default();
-    if let Some(m) = &settings.preflight {
-        if !transport.has_return_path() {
-            return Err(MigrationError::Unsupported(
-                "preflight needs a return path (a socket transport)".into(),
-            ));
-        }
+    // Without a return path (a file) the manifest is stored in the vmdesc instead.
+    let stored_manifest = match &settings.preflight {
+        Some(m) if !transport.has_return_path() => serde_json::to_value(m).ok(),
+        _ => None,
+    };
+    if let Some(m) = settings
+        .preflight
+        .as_ref()
+        .filter(|_| transport.has_return_path())
+    {
         let p0 = Instant::now();
         transport.set_timeout(Some(settings.ack_timeout))?;
         report.preflight = crate::preflight::offer(transport, m)?;
@@ -752,9 +757,11 @@ where
     }
     clock.lap("last-pages");
 
-    let (tail, save) = source
-        .registry()
-        .save_sections_to_vec(&machine, ram_section_id + 1)?;
+    let (tail, save) = source.registry().save_sections_to_vec_with(
+        &machine,
+        ram_section_id + 1,
+        stored_manifest,
+    )?;
     report.device_sections = save.sections.len();
     if sink.checks_integrity() {
         crate::integrity::send_devices(

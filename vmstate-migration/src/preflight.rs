@@ -19,6 +19,13 @@
 //!
 //! A destination without preflight reads the frame as a bad stream header, and one with
 //! preflight refuses a stream without the frame, each saying so: both sides must agree.
+//!
+//! **Saved streams.** Over a transport without a return path (a file), the source stores its
+//! manifest in the stream's vmdesc instead, under the key `vmstate-manifest` (QEMU's tools
+//! ignore it: the file stays a QEMU stream). A destination loading a file with
+//! [`ReceiveSettings::preflight`](crate::ReceiveSettings::preflight) first reads the vmdesc
+//! from the end of the file ([`saved_manifest`]), compares, and refuses a stream that does not
+//! fit before reading any of it.
 
 use serde::{Deserialize, Serialize};
 use vmstate_runtime::manifest::{accepted, compare, Manifest, Mismatch, MAX_MANIFEST};
@@ -45,6 +52,66 @@ struct Verdict {
 /// A device state that cannot be read (a poisoned lock).
 pub fn manifest_of<V: VmParts + ?Sized>(vm: &V) -> Result<Manifest> {
     Ok(Manifest::of(vm.registry(), vm.machine())?.with_ram(vm.ram().blocks()))
+}
+
+/// The manifest stored in the vmdesc of a saved stream in `file` (see the module docs), read
+/// from its end; `file` is left at offset 0. `Ok(None)` when the vmdesc has none.
+///
+/// # Errors
+/// I/O errors; a file whose end is not a vmdesc (a stream saved without one, or truncated).
+pub fn saved_manifest(file: &mut std::fs::File) -> Result<Option<serde_json::Value>> {
+    use std::io::{Read, Seek, SeekFrom};
+    use vmstate_runtime::limits::MAX_VMDESC;
+    let len = file.seek(SeekFrom::End(0))?;
+    // The vmdesc: 0x06, be32 length, that many bytes of JSON ending the file. The JSON holds no
+    // byte below 0x20, and the length's first byte is 0 (at most 16 MiB), so the marker cannot
+    // be found inside the JSON.
+    let tail = len.min(MAX_VMDESC + 5);
+    file.seek(SeekFrom::Start(len - tail))?;
+    let mut buf = Vec::with_capacity(usize::try_from(tail).unwrap_or(0));
+    file.by_ref().take(tail).read_to_end(&mut buf)?;
+    file.seek(SeekFrom::Start(0))?;
+    let found = (0..buf.len().saturating_sub(5)).rev().find(|&p| {
+        buf[p] == 0x06
+            && u32::from_be_bytes([buf[p + 1], buf[p + 2], buf[p + 3], buf[p + 4]]) as usize
+                == buf.len() - p - 5
+            && buf.get(p + 5) == Some(&b'{')
+    });
+    let Some(p) = found else {
+        return Err(MigrationError::Unsupported(
+            "the saved stream does not end with a vmdesc, so it carries no configuration \
+             manifest (saved by an old machine type or truncated)"
+                .into(),
+        ));
+    };
+    let vmdesc = vmstate_runtime::vmdesc::parse_vmdesc(&buf[p + 5..])?;
+    Ok(vmdesc.manifest)
+}
+
+/// Destination side for a saved stream: compares the manifest stored in it with `own` before
+/// anything is read. `Ok(warnings)` when it fits.
+pub(crate) fn check_saved<T: Transport + ?Sized>(
+    t: &mut T,
+    own: &Manifest,
+) -> Result<Vec<Mismatch>> {
+    let Some(value) = t.saved_manifest()? else {
+        return Err(MigrationError::Unsupported(
+            "the saved stream carries no configuration manifest, and preflight is on here: \
+             save it with Settings::preflight (tinyvm save does), or load it without \
+             ReceiveSettings::preflight"
+                .into(),
+        ));
+    };
+    let theirs = Manifest::from_json(value.to_string().as_bytes())?;
+    let mismatches = compare(&theirs, own);
+    if accepted(&mismatches) {
+        Ok(mismatches)
+    } else {
+        Err(MigrationError::Preflight {
+            refused_by: "destination (this side), from the saved stream's manifest",
+            mismatches,
+        })
+    }
 }
 
 /// Source side: sends `manifest` and waits for the verdict. `Ok(warnings)` when accepted.

@@ -72,6 +72,17 @@ pub trait Transport: Read + Write + Send {
             "this transport cannot open page channels",
         ))
     }
+
+    /// A saved stream's configuration manifest (the JSON under `vmstate-manifest` in its
+    /// vmdesc, see [`crate::preflight`]), read *before* the stream is, leaving the transport at
+    /// the stream's first byte: `Ok(None)` when the stream has none. Only a seekable transport
+    /// (a file) can; the default answers `Ok(None)`.
+    ///
+    /// # Errors
+    /// I/O errors, a vmdesc that cannot be found or parsed.
+    fn saved_manifest(&mut self) -> crate::Result<Option<serde_json::Value>> {
+        Ok(None)
+    }
 }
 
 /// A socket: the stream ends with a write shutdown, and the peer answers on the same socket.
@@ -147,6 +158,9 @@ impl Transport for FileTransport {
     }
     fn write_pieces(&mut self, pieces: &[Piece<'_>]) -> io::Result<()> {
         writev_all(self.0.as_fd(), pieces)
+    }
+    fn saved_manifest(&mut self) -> crate::Result<Option<serde_json::Value>> {
+        crate::preflight::saved_manifest(&mut self.0)
     }
 }
 

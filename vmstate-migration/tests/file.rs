@@ -9,12 +9,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{check_pattern, DestVm, SourceVm};
-use vmstate_migration::{migrate, receive, FileTransport, ReceiveSettings, Report, Settings};
+use vmstate_migration::preflight::manifest_of;
+use vmstate_migration::{
+    migrate, receive, FileTransport, MigrationError, ReceiveSettings, Report, Settings,
+};
 use vmstate_runtime::decode::{decode_stream, DecodedStream, SectionKind};
 
-/// Migrates a running software guest into `<tmp>/vmstate-file-<pid>-<tag>/migration.bin`.
-/// (Tests run in parallel: each passes its own tag.)
-fn migrate_to_file(tag: &str) -> (PathBuf, SourceVm, Report) {
+/// Migrates a running software guest into `<tmp>/vmstate-file-<pid>-<tag>/migration.bin`,
+/// with its configuration manifest stored in the vmdesc when `manifest`. (Tests run in
+/// parallel: each passes its own tag.)
+fn migrate_to_file(tag: &str, manifest: bool) -> (PathBuf, SourceVm, Report) {
     let dir = std::env::temp_dir().join(format!("vmstate-file-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("migration.bin");
@@ -23,6 +27,7 @@ fn migrate_to_file(tag: &str) -> (PathBuf, SourceVm, Report) {
     let settings = Settings {
         downtime: Duration::from_millis(50),
         max_passes: 3,
+        preflight: manifest.then(|| manifest_of(&src).unwrap()),
         ..Settings::default()
     };
     let mut t = FileTransport(std::fs::File::create(&path).unwrap());
@@ -69,8 +74,13 @@ fn decode_file(path: &Path, report: &Report) -> DecodedStream {
 
 #[test]
 fn file_stream_decodes_and_loads() {
-    let (path, src, report) = migrate_to_file("load");
-    decode_file(&path, &report);
+    let (path, src, report) = migrate_to_file("load", false);
+    assert!(decode_file(&path, &report)
+        .vmdesc
+        .unwrap()
+        .1
+        .manifest
+        .is_none());
 
     // The file loads into a destination.
     let mut dst = DestVm::new(2);
@@ -79,6 +89,78 @@ fn file_stream_decodes_and_loads() {
     assert_eq!(dst.ram.snapshot().unwrap(), src.ram.snapshot().unwrap());
     check_pattern(&dst.ram);
     assert_eq!(*dst.dev.lock().unwrap(), *src.dev.lock().unwrap());
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+/// A saved stream carries its writer's configuration manifest in the vmdesc: a destination that
+/// fits loads it; one that does not is refused before any of the stream is read.
+#[test]
+fn a_saved_stream_is_checked_against_its_manifest_before_it_is_read() {
+    let (path, src, report) = migrate_to_file("manifest", true);
+    let stored = decode_file(&path, &report)
+        .vmdesc
+        .unwrap()
+        .1
+        .manifest
+        .unwrap();
+    assert_eq!(
+        stored,
+        serde_json::to_value(manifest_of(&src).unwrap()).unwrap()
+    );
+    let load = |dst: &mut DestVm| {
+        let settings = ReceiveSettings {
+            preflight: Some(manifest_of(&*dst).unwrap()),
+            ..ReceiveSettings::default()
+        };
+        let mut t = FileTransport(std::fs::File::open(&path).unwrap());
+        receive(dst, &mut t, &settings)
+    };
+    // A destination with the source's configuration.
+    let mut dst = DestVm::new(2);
+    let r = load(&mut dst).unwrap();
+    assert!(r.preflight.is_empty());
+    assert_eq!(dst.ram.snapshot().unwrap(), src.ram.snapshot().unwrap());
+    // One with twice the RAM: refused from the manifest, nothing read or applied.
+    let mut dst = DestVm::new(4);
+    let err = load(&mut dst).unwrap_err();
+    let MigrationError::Preflight { mismatches, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(
+        mismatches[0].to_string(),
+        "RAM block `pc.ram`: source 0x200000 bytes, destination 0x400000 — start the \
+         destination with the same memory size (-m) and devices"
+    );
+    assert!(
+        err.to_string()
+            .contains("the destination (this side), from the saved stream's manifest refused"),
+        "{err}"
+    );
+    assert!(dst
+        .ram
+        .snapshot()
+        .unwrap()
+        .iter()
+        .all(|(_, b)| b.iter().all(|&x| x == 0)));
+    assert_eq!(*dst.dev.lock().unwrap(), common::dest_sentinel());
+    assert!(!dst.resumed);
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+
+    // A stream saved without a manifest cannot be checked: refused when preflight is asked for.
+    let (path, _, _) = migrate_to_file("no-manifest", false);
+    let mut dst = DestVm::new(2);
+    let settings = ReceiveSettings {
+        preflight: Some(manifest_of(&dst).unwrap()),
+        ..ReceiveSettings::default()
+    };
+    let mut t = FileTransport(std::fs::File::open(&path).unwrap());
+    let err = receive(&mut dst, &mut t, &settings)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the saved stream carries no configuration manifest"),
+        "{err}"
+    );
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
 
@@ -125,7 +207,12 @@ mod needs_qemu {
                 .unwrap();
         }
         let mut t = FileTransport(std::fs::File::create(&stream).unwrap());
-        migrate(&mut vm, &mut t, &Settings::default()).unwrap();
+        // With the configuration manifest in the vmdesc: QEMU ignores it.
+        let settings = Settings {
+            preflight: Some(vmstate_migration::preflight::manifest_of(&vm).unwrap()),
+            ..Settings::default()
+        };
+        migrate(&mut vm, &mut t, &settings).unwrap();
         drop(t);
         let mut q = Command::new("qemu-system-x86_64")
             .args(["-machine", "pc-i440fx-7.2", "-m", &format!("{MIB}M")])
@@ -189,7 +276,8 @@ mod needs_qemu {
             Path::new(ANALYZE).exists(),
             "{ANALYZE} not found: run `bash scripts/get-qemu-scripts.sh`"
         );
-        let (path, _src, report) = super::migrate_to_file("analyze");
+        // With the manifest in the vmdesc: QEMU's script ignores the key.
+        let (path, _src, report) = super::migrate_to_file("analyze", true);
         let d = super::decode_file(&path, &report);
         let out = Command::new("python3")
             .arg(ANALYZE)

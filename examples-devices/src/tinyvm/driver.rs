@@ -654,7 +654,8 @@ impl Pingpong {
 }
 
 /// `tinyvm save`: runs a guest for `run_ms`, then migrates it into the file `out` (QEMU's
-/// stream format, RAM included) and prints what it wrote (`why`: how the mode was chosen).
+/// stream format, RAM included, with the configuration manifest in the vmdesc) and prints what
+/// it wrote (`why`: how the mode was chosen).
 ///
 /// # Errors
 ///
@@ -675,6 +676,11 @@ pub fn save_with(
     run_ms: u64,
     out: &Path,
 ) -> Result<(), String> {
+    // The file carries the configuration manifest (in its vmdesc) for a later load to check.
+    let opts = Options {
+        preflight: true,
+        ..opts
+    };
     let mut c = super::child::Child::new(mode, opts)?;
     c.start()?;
     std::thread::sleep(Duration::from_millis(run_ms));

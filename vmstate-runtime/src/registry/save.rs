@@ -33,7 +33,7 @@ impl Registry {
     pub fn save_to_vec(&self, machine: &MachineType) -> Result<(Vec<u8>, SaveReport)> {
         let mut s = StreamWriter::for_machine(self.save_buffer(), machine);
         s.prologue(machine.name())?;
-        let report = self.write_sections(machine, &mut s, 0)?;
+        let report = self.write_sections(machine, &mut s, 0, None)?;
         Ok((s.into_inner(), report))
     }
 
@@ -49,7 +49,7 @@ impl Registry {
         let mut s = StreamWriter::for_machine(std::mem::take(out), machine);
         let result = s
             .prologue(machine.name())
-            .and_then(|()| self.write_sections(machine, &mut s, 0));
+            .and_then(|()| self.write_sections(machine, &mut s, 0, None));
         *out = s.into_inner();
         result.map(|mut report| {
             report.total_bytes = out.len() as u64 - start;
@@ -68,8 +68,23 @@ impl Registry {
         machine: &MachineType,
         first_section_id: u32,
     ) -> Result<(Vec<u8>, SaveReport)> {
+        self.save_sections_to_vec_with(machine, first_section_id, None)
+    }
+
+    /// [`save_sections_to_vec`](Self::save_sections_to_vec), with `manifest` (the writer's
+    /// configuration manifest as JSON) stored in the vmdesc under `vmstate-manifest`
+    /// ([`Vmdesc::manifest`]): a saved file then carries it for a later load to check first.
+    ///
+    /// # Errors
+    /// As [`save`](Self::save).
+    pub fn save_sections_to_vec_with(
+        &self,
+        machine: &MachineType,
+        first_section_id: u32,
+        manifest: Option<serde_json::Value>,
+    ) -> Result<(Vec<u8>, SaveReport)> {
         let mut s = StreamWriter::for_machine(self.save_buffer(), machine);
-        let report = self.write_sections(machine, &mut s, first_section_id)?;
+        let report = self.write_sections(machine, &mut s, first_section_id, manifest)?;
         Ok((s.into_inner(), report))
     }
 
@@ -84,6 +99,7 @@ impl Registry {
         machine: &MachineType,
         s: &mut StreamWriter<Vec<u8>>,
         first_section_id: u32,
+        manifest: Option<serde_json::Value>,
     ) -> Result<SaveReport> {
         let framing = s.framing();
         let mut report = SaveReport::default();
@@ -149,6 +165,7 @@ impl Registry {
                 configuration: None,
                 page_size: self.page_size,
                 devices,
+                manifest,
             };
             report.vmdesc_len = Some(s.vmdesc_with(|out| vmdesc::write_json_into(&desc, out))?);
         }

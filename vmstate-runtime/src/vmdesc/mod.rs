@@ -104,7 +104,15 @@ pub struct Vmdesc {
     pub page_size: u64,
     /// FULL sections, in stream order.
     pub devices: Vec<DescDevice>,
+    /// vmstate's configuration manifest of the writer
+    /// ([`Manifest`](crate::manifest::Manifest) as JSON), under the key `vmstate-manifest`
+    /// after `devices`, when the stream was saved with one (a saved file carries it so that a
+    /// later load checks it before touching anything). QEMU's tools ignore the key.
+    pub manifest: Option<serde_json::Value>,
 }
+
+/// The vmdesc key of [`Vmdesc::manifest`].
+pub const MANIFEST_KEY: &str = "vmstate-manifest";
 
 struct Frame {
     desc: DescStruct,

@@ -153,6 +153,7 @@ seed_is_visitor!(
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Key {
     Configuration,
+    Manifest,
     PageSize,
     Devices,
     Name,
@@ -179,6 +180,7 @@ impl Visitor<'_> for KeySeed {
     fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<Key, E> {
         Ok(match s {
             "configuration" => Key::Configuration,
+            super::MANIFEST_KEY => Key::Manifest,
             "page_size" => Key::PageSize,
             "devices" => Key::Devices,
             "name" => Key::Name,
@@ -696,11 +698,13 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Vmdesc, A::Error> {
         let mut configuration = None;
+        let mut manifest = None;
         let mut page_size = None;
         let mut devices = None;
         while let Some(key) = map.next_key_seed(KeySeed)? {
             match key {
                 Key::Configuration => configuration = Some(map.next_value_seed(ValueSeed(self.0))?),
+                Key::Manifest => manifest = Some(map.next_value_seed(ValueSeed(self.0))?),
                 Key::PageSize => page_size = Some(map.next_value_seed(PrimSeed(self.0))?),
                 Key::Devices => devices = Some(map.next_value_seed(DevicesSeed(self.0))?),
                 _ => {
@@ -712,6 +716,7 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
             configuration,
             page_size: u64_of(page_size.as_ref()).unwrap_or(4096),
             devices: devices.ok_or_else(|| de::Error::custom("missing `devices` array"))?,
+            manifest,
         })
     }
 }

@@ -246,7 +246,14 @@ pub fn write_json_into<O: JsonOut + ?Sized>(v: &Vmdesc, out: &mut O) {
         }
         write_device(out, d);
     }
-    out.push_str("]}");
+    out.push_ascii(b']');
+    if let Some(m) = &v.manifest {
+        out.push_str(", \"");
+        out.push_str(super::MANIFEST_KEY);
+        out.push_str("\": ");
+        write_value_qemu(out, m);
+    }
+    out.push_ascii(b'}');
 }
 
 #[cfg(test)]
