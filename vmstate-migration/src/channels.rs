@@ -704,18 +704,7 @@ impl<'scope, 'env> RecvChannels<'scope, 'env> {
         meta: &SectionMeta<'_>,
         r: &mut dyn ErasedReader,
     ) -> vmstate_runtime::Result<()> {
-        if self.started || meta.instance_id != 0 {
-            return Err(meta.unknown());
-        }
-        if meta.version != CHANNELS_VERSION {
-            return Err(invalid(
-                format!(
-                    "{CHANNELS_IDSTR} version {} (this destination reads 1)",
-                    meta.version
-                ),
-                meta.offset,
-            ));
-        }
+        crate::integrity::check_start(meta, self.started, CHANNELS_VERSION)?;
         let pos = r.position();
         let id: [u8; 16] = r.read_array()?;
         let count = r.read_be32()?;

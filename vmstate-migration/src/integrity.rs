@@ -317,6 +317,28 @@ impl<R: Reader> Reader for TapReader<R> {
     }
 }
 
+/// The START chunk of one of our own iterative sections (`vmstate/…`): once per stream,
+/// instance 0, the one version this build reads.
+pub(crate) fn check_start(
+    meta: &SectionMeta<'_>,
+    started: bool,
+    version: u32,
+) -> vmstate_runtime::Result<()> {
+    if started || meta.instance_id != 0 {
+        return Err(meta.unknown());
+    }
+    if meta.version != version {
+        return Err(bad(
+            format!(
+                "`{}` version {} (this build reads {version})",
+                meta.idstr, meta.version
+            ),
+            meta.offset,
+        ));
+    }
+    Ok(())
+}
+
 fn damaged(what: String, detail: String, pos: u64) -> vmstate_runtime::Error {
     vmstate_runtime::Error::new(ErrorKind::IntegrityMismatch { what, detail }, pos)
 }
@@ -411,18 +433,7 @@ impl IntegrityLoader {
         meta: &SectionMeta<'_>,
         r: &mut dyn ErasedReader,
     ) -> vmstate_runtime::Result<()> {
-        if self.started || meta.instance_id != 0 {
-            return Err(meta.unknown());
-        }
-        if meta.version != INTEGRITY_VERSION {
-            return Err(bad(
-                format!(
-                    "integrity section version {} (this build reads {INTEGRITY_VERSION})",
-                    meta.version
-                ),
-                meta.offset,
-            ));
-        }
+        check_start(meta, self.started, INTEGRITY_VERSION)?;
         let alg = r.read_u8()?;
         if alg != ALG_CRC32 {
             return Err(bad(

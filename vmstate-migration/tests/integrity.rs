@@ -4,120 +4,23 @@
 
 mod common;
 
-use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use common::{DestVm, SourceVm};
-use vmstate_migration::{
-    migrate, receive, MigrationError, Origin, ReceiveSettings, Settings, Transport,
-};
+use common::{bios_signature, migrate_damaged, Damage, Outcome, SourceVm};
+use vmstate_migration::{migrate, MigrationError, Origin, ReceiveSettings, Settings};
 use vmstate_runtime::ErrorKind;
 
-/// What the damaging transport does once, at the first write holding `signature`: flip the
-/// byte `at` bytes after its start, or drop `n` bytes from there.
-#[derive(Clone, Copy, Debug)]
-enum Damage {
-    Flip { at: usize },
-    Drop { at: usize, n: usize },
-}
-
-/// A socket that damages what is written through it (a bad NIC, a buggy proxy).
-struct Damaging {
-    s: UnixStream,
-    signature: Option<Vec<u8>>,
-    damage: Damage,
-}
-
-impl Read for Damaging {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.s.read(buf)
-    }
-}
-
-impl Write for Damaging {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut v = buf.to_vec();
-        if let Some(sig) = &self.signature {
-            if let Some(i) = v.windows(sig.len()).position(|w| w == sig.as_slice()) {
-                let at = i + match self.damage {
-                    Damage::Flip { at } | Damage::Drop { at, .. } => at,
-                };
-                if at < v.len() {
-                    match self.damage {
-                        Damage::Flip { .. } => v[at] ^= 0x40,
-                        Damage::Drop { n, .. } => {
-                            v.drain(at..(at + n).min(v.len()));
-                        }
-                    }
-                    self.signature = None;
-                }
-            }
-        }
-        self.s.write_all(&v)?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.s.flush()
-    }
-}
-
-impl Transport for Damaging {
-    fn finish_stream(&mut self) -> io::Result<()> {
-        self.s.finish_stream()
-    }
-    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        Transport::set_timeout(&mut self.s, timeout)
-    }
-}
-
-struct Outcome {
-    src: SourceVm,
-    r: vmstate_migration::Result<vmstate_migration::Report>,
-    dst: DestVm,
-    dr: vmstate_migration::Result<vmstate_migration::Report>,
-}
-
 fn run(integrity: bool, require: bool, damage: Option<(Vec<u8>, Damage)>) -> Outcome {
-    let (a, mut b) = UnixStream::pair().unwrap();
-    let mut src = SourceVm::new(8, true);
-    src.wait_progress(2000);
-    let dest = std::thread::spawn(move || {
-        let mut dst = DestVm::new(8);
-        let settings = ReceiveSettings {
-            require_integrity: require,
-            read_timeout: Some(Duration::from_secs(10)),
-            ..ReceiveSettings::default()
-        };
-        let r = receive(&mut dst, &mut b, &settings);
-        (dst, r)
-    });
     let settings = Settings {
         integrity,
-        downtime: Duration::from_millis(20),
-        ack_timeout: Duration::from_secs(10),
         ..Settings::default()
     };
-    let (signature, damage) = match damage {
-        Some((s, d)) => (Some(s), d),
-        None => (None, Damage::Flip { at: 0 }),
+    let receive = ReceiveSettings {
+        require_integrity: require,
+        ..ReceiveSettings::default()
     };
-    let mut t = Damaging {
-        s: a,
-        signature,
-        damage,
-    };
-    let r = migrate(&mut src, &mut t, &settings);
-    drop(t);
-    let (dst, dr) = dest.join().unwrap();
-    Outcome { src, r, dst, dr }
-}
-
-/// pc.bios (written once, never dirtied, so sent in pass 0 only) starts with these bytes
-/// (tests/common: byte i is i * 7 + 3).
-fn bios() -> Vec<u8> {
-    (0..32u32).map(|i| (i * 7 + 3) as u8).collect()
+    migrate_damaged(settings, receive, damage)
 }
 
 /// The destination's error is an integrity mismatch naming `what`; the source reports the
@@ -183,7 +86,11 @@ fn without_the_check_the_stream_is_unchanged() {
 
 #[test]
 fn a_flipped_page_byte_is_named_by_block_and_pages() {
-    let o = run(true, false, Some((bios(), Damage::Flip { at: 100 })));
+    let o = run(
+        true,
+        false,
+        Some((bios_signature(), Damage::Flip { at: 100 })),
+    );
     assert_damage_named(&o, "RAM block `pc.bios` pages 0x0..=0xf (16 records)");
     assert_source_runs(&o);
 }
@@ -191,7 +98,11 @@ fn a_flipped_page_byte_is_named_by_block_and_pages() {
 #[test]
 fn dropped_page_bytes_are_named_by_block_and_pages() {
     for n in [1, 7, 4096] {
-        let o = run(true, false, Some((bios(), Damage::Drop { at: 100, n })));
+        let o = run(
+            true,
+            false,
+            Some((bios_signature(), Damage::Drop { at: 100, n })),
+        );
         assert_damage_named(&o, "RAM block `pc.bios` pages 0x0..=0xf (16 records)");
         assert_source_runs(&o);
     }

@@ -4,92 +4,26 @@
 
 mod common;
 
-use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::{DestVm, SourceVm};
-use vmstate_migration::{
-    migrate, receive, MigrationError, Origin, ReceiveSettings, Settings, Transport,
-};
+use common::{bios_signature, migrate_damaged, Damage, DestVm, SourceVm};
+use vmstate_migration::{MigrationError, Origin, ReceiveSettings, Report, Result, Settings};
 
-/// A socket that flips one byte of what is written through it (a bad NIC, a buggy proxy): the
-/// 100th byte of the first page that starts with `signature`. The stream stays well-formed, its
-/// content does not.
-struct Flipper {
-    s: UnixStream,
-    signature: Option<Vec<u8>>,
-}
-
-impl Read for Flipper {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.s.read(buf)
-    }
-}
-
-impl Write for Flipper {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut v = buf.to_vec();
-        if let Some(sig) = &self.signature {
-            if let Some(i) = v.windows(sig.len()).position(|w| w == sig.as_slice()) {
-                if i + 100 < v.len() {
-                    v[i + 100] ^= 0x40;
-                    self.signature = None;
-                }
-            }
-        }
-        self.s.write_all(&v)?;
-        Ok(v.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.s.flush()
-    }
-}
-
-impl Transport for Flipper {
-    fn finish_stream(&mut self) -> io::Result<()> {
-        self.s.finish_stream()
-    }
-    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        Transport::set_timeout(&mut self.s, timeout)
-    }
-}
-
-fn run(
-    flip: Option<Vec<u8>>,
-) -> (
-    SourceVm,
-    vmstate_migration::Result<vmstate_migration::Report>,
-    DestVm,
-    vmstate_migration::Result<vmstate_migration::Report>,
-) {
-    let (a, mut b) = UnixStream::pair().unwrap();
-    let mut src = SourceVm::new(8, true);
-    src.wait_progress(2000);
-    let dest = std::thread::spawn(move || {
-        let mut dst = DestVm::new(8);
-        let settings = ReceiveSettings {
-            verify: true,
-            read_timeout: Some(Duration::from_secs(10)),
-            ..ReceiveSettings::default()
-        };
-        let r = receive(&mut dst, &mut b, &settings);
-        (dst, r)
-    });
+fn run(flip: Option<Vec<u8>>) -> (SourceVm, Result<Report>, DestVm, Result<Report>) {
     let settings = Settings {
         verify: true,
-        downtime: Duration::from_millis(20),
-        ack_timeout: Duration::from_secs(10),
         ..Settings::default()
     };
-    let mut t = Flipper {
-        s: a,
-        signature: flip,
+    let receive = ReceiveSettings {
+        verify: true,
+        ..ReceiveSettings::default()
     };
-    let r = migrate(&mut src, &mut t, &settings);
-    drop(t);
-    let (dst, dr) = dest.join().unwrap();
-    (src, r, dst, dr)
+    let o = migrate_damaged(
+        settings,
+        receive,
+        flip.map(|s| (s, Damage::Flip { at: 100 })),
+    );
+    (o.src, o.r, o.dst, o.dr)
 }
 
 #[test]
@@ -113,10 +47,7 @@ fn equal_digests_commit() {
 
 #[test]
 fn a_byte_changed_in_transit_is_found_and_nothing_commits() {
-    // pc.bios (written once, never dirtied, so sent in pass 0 only) starts with these bytes
-    // (tests/common: byte i is i * 7 + 3).
-    let bios: Vec<u8> = (0..32u32).map(|i| (i * 7 + 3) as u8).collect();
-    let (src, r, dst, dr) = run(Some(bios));
+    let (src, r, dst, dr) = run(Some(bios_signature()));
     let err = r.unwrap_err();
     let MigrationError::Verify(diffs) = &err else {
         panic!("{err}");

@@ -306,3 +306,115 @@ pub fn check_pattern(ram: &GuestRam) -> u64 {
     }
     top
 }
+
+/// What [`Damaging`] does once, at the first write holding its signature: flip the byte `at`
+/// bytes after the signature's start, or drop `n` bytes from there.
+#[derive(Clone, Copy, Debug)]
+pub enum Damage {
+    Flip { at: usize },
+    Drop { at: usize, n: usize },
+}
+
+/// A socket that damages what is written through it (a bad NIC, a buggy proxy); the stream may
+/// stay well-formed while its content does not.
+pub struct Damaging {
+    pub s: std::os::unix::net::UnixStream,
+    pub signature: Option<Vec<u8>>,
+    pub damage: Damage,
+}
+
+impl std::io::Read for Damaging {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.s.read(buf)
+    }
+}
+
+impl std::io::Write for Damaging {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut v = buf.to_vec();
+        if let Some(sig) = &self.signature {
+            if let Some(i) = v.windows(sig.len()).position(|w| w == sig.as_slice()) {
+                let at = i + match self.damage {
+                    Damage::Flip { at } | Damage::Drop { at, .. } => at,
+                };
+                if at < v.len() {
+                    match self.damage {
+                        Damage::Flip { .. } => v[at] ^= 0x40,
+                        Damage::Drop { n, .. } => {
+                            v.drain(at..(at + n).min(v.len()));
+                        }
+                    }
+                    self.signature = None;
+                }
+            }
+        }
+        self.s.write_all(&v)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.s.flush()
+    }
+}
+
+impl Transport for Damaging {
+    fn finish_stream(&mut self) -> std::io::Result<()> {
+        self.s.finish_stream()
+    }
+    fn set_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
+        Transport::set_timeout(&mut self.s, timeout)
+    }
+}
+
+/// The first bytes of pc.bios (written once, never dirtied, so sent in pass 0 only): byte `i`
+/// is `i * 7 + 3`.
+pub fn bios_signature() -> Vec<u8> {
+    (0..32u32).map(|i| (i * 7 + 3) as u8).collect()
+}
+
+/// What [`migrate_damaged`] ends with.
+pub struct Outcome {
+    pub src: SourceVm,
+    pub r: vmstate_migration::Result<Report>,
+    pub dst: DestVm,
+    pub dr: vmstate_migration::Result<Report>,
+}
+
+/// Migrates a running 8 MiB guest into a new destination over a socket pair through a
+/// [`Damaging`] transport (`damage`: its signature and what it does; `None` = no damage), with
+/// `settings` and `receive` (the downtime target and timeouts are set here).
+pub fn migrate_damaged(
+    settings: vmstate_migration::Settings,
+    receive_settings: ReceiveSettings,
+    damage: Option<(Vec<u8>, Damage)>,
+) -> Outcome {
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut src = SourceVm::new(8, true);
+    src.wait_progress(2000);
+    let dest = std::thread::spawn(move || {
+        let mut dst = DestVm::new(8);
+        let settings = ReceiveSettings {
+            read_timeout: Some(Duration::from_secs(10)),
+            ..receive_settings
+        };
+        let r = receive(&mut dst, &mut b, &settings);
+        (dst, r)
+    });
+    let settings = vmstate_migration::Settings {
+        downtime: Duration::from_millis(20),
+        ack_timeout: Duration::from_secs(10),
+        ..settings
+    };
+    let (signature, damage) = match damage {
+        Some((s, d)) => (Some(s), d),
+        None => (None, Damage::Flip { at: 0 }),
+    };
+    let mut t = Damaging {
+        s: a,
+        signature,
+        damage,
+    };
+    let r = vmstate_migration::migrate(&mut src, &mut t, &settings);
+    drop(t);
+    let (dst, dr) = dest.join().unwrap();
+    Outcome { src, r, dst, dr }
+}
