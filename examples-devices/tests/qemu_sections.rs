@@ -921,6 +921,74 @@ mod needs_qemu {
         assert!(desc.contains("\"name\":\"identify_data\""), "{desc}");
     }
 
+    /// The hotplug arrays QEMU sizes by configuration it does not migrate (`local_count`):
+    /// streams from QEMU 7.2 with `-m 1G,slots=4,maxmem=4G` (memory hotplug `devs`: one per
+    /// DIMM slot) and with `-smp 1,maxcpus=4` after the guest switched to the modern CPU
+    /// hotplug interface (CPU hotplug `devs`: one per possible CPU), on pc and q35, re-encode
+    /// byte for byte, vmdesc included, when the destination is configured like the source
+    /// ([`Board`]); configured as the default machine, the same streams are refused.
+    #[test]
+    #[ignore = "needs qemu-system-x86_64: apt-get install qemu-system-x86"]
+    fn hotplug_arrays_follow_the_board() {
+        use examples_devices::qemu::acpi::Board;
+        crate::tools::require_qemu();
+        let cat = examples_devices::catalog();
+        // (machine, PM section, the legacy CPU hotplug port whose write of 0 switches to the
+        // modern interface)
+        for (machine, pm, cpuhp_port) in [
+            ("pc-i440fx-7.2", "0000:00:01.3/piix4_pm", "0xaf00"),
+            ("pc-q35-7.2", "0000:00:1f.0/ICH9LPC", "0xcd8"),
+        ] {
+            let switch = [format!("o /b {cpuhp_port} 0")];
+            let switch: Vec<&str> = switch.iter().map(String::as_str).collect();
+            let cases = [
+                (
+                    "slots",
+                    &[][..],
+                    &["-m", "1G,slots=4,maxmem=4G"][..],
+                    Board {
+                        dimm_slots: 4,
+                        max_cpus: 1,
+                    },
+                    "memhp",
+                ),
+                (
+                    "maxcpus",
+                    &switch[..],
+                    &["-smp", "1,maxcpus=4"][..],
+                    Board {
+                        dimm_slots: 0,
+                        max_cpus: 4,
+                    },
+                    "cpuhp",
+                ),
+            ];
+            for (name, before, extra, board, sub) in cases {
+                let tag = format!("{machine}-{name}");
+                let input = qemu_stream_args(machine, &tag, before, "tcg", extra);
+                let desc = qemu_entry(&input, pm, 0);
+                assert!(desc.contains(&format!("/{sub}\"")), "{tag}: {desc}");
+                let options = ReencodeOptions {
+                    board,
+                    ..ReencodeOptions::default()
+                };
+                let (out, report) =
+                    reencode(&input, &cat, &options).unwrap_or_else(|e| panic!("{tag}: {e}"));
+                assert_eq!(out, input, "{tag}");
+                assert!(report.identical_vmdesc, "{tag}");
+                assert!(report.typed.iter().any(|t| t.0 == pm), "{tag}");
+                assert!(report.opaque.is_empty(), "{tag}: {:?}", report.opaque);
+                // QEMU's vmdesc says 4 elements: the count the destination must have.
+                assert!(desc.contains("\"array_len\":4"), "{tag}: {desc}");
+                // A destination configured as the default machine reads the wrong length.
+                let err = reencode(&input, &cat, &ReencodeOptions::default())
+                    .err()
+                    .unwrap_or_else(|| panic!("{tag}: loaded on the default board"));
+                assert!(err.to_string().contains(pm), "{tag}: {err}");
+            }
+        }
+    }
+
     /// Streams whose `ps2kbd` and `fdc` carry the subsections QEMU sends after port writes
     /// (keyboard LEDs set: `ledstate` + `command_reply_queue`; controller reset:
     /// `fdc/reset_sensei`) re-encode byte for byte, vmdesc included.

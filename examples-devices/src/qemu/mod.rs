@@ -173,6 +173,16 @@ fn reencode_as<T: VmState + Clone>(dev: T, cx: &SectionCx<'_>) -> Result<Typed> 
     })
 }
 
+/// The ACPI functions, with the hotplug arrays sized by the board the options describe.
+fn ich9_lpc(cx: &SectionCx<'_>) -> Result<Typed> {
+    reencode_as(acpi::Ich9Lpc::for_board(cx.machine, &cx.options.board), cx)
+}
+
+/// See [`ich9_lpc`].
+fn piix4_pm(cx: &SectionCx<'_>) -> Result<Typed> {
+    reencode_as(acpi::Piix4Pm::for_board(cx.machine, &cx.options.board), cx)
+}
+
 fn serial(cx: &SectionCx<'_>) -> Result<Typed> {
     let mut dev = SerialSection::new(SerialBackend::default());
     dev.state.set_now_ns(cx.vclock.unwrap_or(0));
@@ -226,7 +236,7 @@ table! {
     "I440FX" => typed::<pcidev::I440fx>,
     "dma" => typed::<chipset::Dma>,
     "PIIX3" => typed::<pcidev::Piix3>,
-    "ICH9LPC" => typed::<acpi::Ich9Lpc>,
+    "ICH9LPC" => ich9_lpc,
     "i8259" => typed::<chipset::I8259>,
     "ioapic" => typed::<irq::IoApic>,
     "hpet" => typed::<irq::Hpet>,
@@ -242,7 +252,7 @@ table! {
     "ide" => typed::<ide::PciIde>,
     "ich9_ahci" => typed::<ide::Ich9Ahci>,
     "i2c_bus" => typed::<misc::I2cBus>,
-    "piix4_pm" => typed::<acpi::Piix4Pm>,
+    "piix4_pm" => piix4_pm,
     "ich9_smb" => typed::<pcidev::Ich9Smb>,
     "serial" => serial,
     "acpi_build" => typed::<misc::AcpiBuild>,
