@@ -984,7 +984,12 @@ mod needs_qemu {
                 let err = reencode(&input, &cat, &ReencodeOptions::default())
                     .err()
                     .unwrap_or_else(|| panic!("{tag}: loaded on the default board"));
-                assert!(err.to_string().contains(pm), "{tag}: {err}");
+                let err = err.to_string();
+                assert!(err.contains(pm), "{tag}: {err}");
+                assert!(
+                    err.contains("this destination has 0 DIMM slots and 1 possible CPUs"),
+                    "{tag}: {err}"
+                );
             }
         }
     }
