@@ -227,6 +227,26 @@ fn fw_cfg() {
     assert_eq!(in_stream(&v, "machine-pc-i440fx-2.3", 0).table_mr_size, 0);
 }
 
+/// `fw_cfg` version 1 sent the read offset as 16 bits (QEMU's `VMSTATE_UINT16_HACK`, only in
+/// version-1 streams): such a payload loads into `cur_offset`, and the state saves as version
+/// 2 with the 32-bit offset.
+#[test]
+fn fw_cfg_loads_version_1_with_its_16_bit_offset() {
+    use vmstate_runtime::{load_payload, save_payload, MachineCatalog};
+    let m = MachineCatalog::qemu_pc().resolve("pc-i440fx-2.4").unwrap();
+    let mut f = qemu::misc::FwCfg::default();
+    load_payload(&mut f, &[0x00, 0x19, 0x12, 0x34], 1, &m).unwrap();
+    assert_eq!(
+        (f.cur_entry, f.cur_offset, f.cur_offset_v1),
+        (0x19, 0x1234, 0)
+    );
+    let (v, bytes, desc) = save_payload(&f, &m).unwrap();
+    assert_eq!((v, bytes), (2, vec![0x00, 0x19, 0x00, 0x00, 0x12, 0x34]));
+    // The vmdesc names the sent entry as QEMU's does (the second `cur_offset`).
+    let names: Vec<_> = desc.fields.iter().map(|f| f.name.to_string()).collect();
+    assert_eq!(names, ["cur_entry", "cur_offset[1]"]);
+}
+
 #[test]
 fn kvmclock_subsection_follows_the_compat_property() {
     // The bytes QEMU 7.2 with KVM writes (`needs_kvm_and_qemu` checks them against QEMU): be64
