@@ -246,23 +246,31 @@ fn expand_fields(
                 count_field,
                 max,
                 multiply,
+                local,
             } => (
                 &**elem,
-                Some(multiplied(&format!("{prefix}{count_field}"), *multiply)),
+                Some(counted(prefix, count_field, *multiply, *local)),
                 Some(*max),
             ),
             other => (other, None, None),
         };
         match elem {
-            // A nested struct held at an explicit version (`vstruct = N`): its fields of
-            // versions up to N, inline, present whenever the field is (their `since` is about
-            // N, not the section's version); the others are never on the wire.
-            Kind::VStruct { schema, version } if len.is_none() && count.is_none() => {
+            // A nested struct, inline: held at an explicit version (`vstruct = N`), or at its
+            // own version (as QEMU loads a nested vmsd). Its fields of versions up to that one
+            // are present whenever the field is (their `since` is about that version, not the
+            // section's); the others are never on the wire.
+            Kind::VStruct { schema, .. } | Kind::Struct { schema }
+                if len.is_none() && count.is_none() =>
+            {
+                let version = match elem {
+                    Kind::VStruct { version, .. } => *version,
+                    _ => schema.version,
+                };
                 let mut at_version = (**schema).clone();
                 let fields: Vec<_> = schema
                     .fields
                     .iter()
-                    .filter(|f| f.since <= *version)
+                    .filter(|f| f.since <= version)
                     .map(|f| FieldSchema {
                         since: 0,
                         ..f.clone()
@@ -275,15 +283,6 @@ fn expand_fields(
                     version: inh.version,
                 };
                 expand_struct(cx, &at_version, &format!("{path}."), inner, out);
-            }
-            Kind::Struct { schema } if len.is_none() && count.is_none() => {
-                // A single nested struct: inline, at its own version.
-                let inner = Inherit {
-                    since,
-                    gate: inh.gate.and(gate),
-                    version: inh.version,
-                };
-                expand_struct(cx, schema, &format!("{path}."), inner, out);
             }
             // An array of structs, a list or a tree: a variable number of elements, each laid out
             // like a nested struct at its own version (a tree node as `key` then `value`).
@@ -360,12 +359,13 @@ fn expand_fields(
                 len_field,
                 max,
                 multiply,
+                local,
             } => out.push(Item::Field(FieldItem {
                 path,
                 rust,
                 kind: "buffer".to_owned(),
                 len,
-                count: Some(multiplied(&format!("{prefix}{len_field}"), *multiply)),
+                count: Some(counted(prefix, len_field, *multiply, *local)),
                 max: Some(*max),
                 size: None,
                 since,
@@ -483,6 +483,17 @@ fn expand_elements(
 }
 
 /// A count field's text, with its multiplier when there is one (`n × 4`).
+/// The count text of a variable array or buffer: the count field's path (times the
+/// multiplier); a local count (not from the stream) is marked `local`.
+fn counted(prefix: &str, field: &str, multiply: u32, local: bool) -> String {
+    let c = multiplied(&format!("{prefix}{field}"), multiply);
+    if local {
+        format!("local {c}")
+    } else {
+        c
+    }
+}
+
 fn multiplied(count: &str, multiply: u32) -> String {
     if multiply == 1 {
         count.to_owned()

@@ -116,6 +116,7 @@ rule_tests! {
     field_kind_changed => "field-kind-changed",
     field_size_changed => "field-size-changed",
     array_length_changed => "array-length-changed",
+    array_counted_by_configuration => "array-counted-by-configuration",
     field_order_changed => "field-order-changed",
     presence_changed_maybe => "presence-changed-maybe",
     subsection_no_longer_understood => "subsection-no-longer-understood",

@@ -315,6 +315,7 @@ pub struct I8254 {
     #[vmstate(since = 3, keep, rename = "channels[0].irq_disabled")]
     pub irq_disabled: u32,
     /// Counters 0–2 (0: system timer on IRQ0, 1: DRAM refresh, 2: PC speaker).
+    #[vmstate(since = 2)]
     pub channels: [PitChannel; 3],
     /// Wire copy of `channels[0].next_transition_time` (QEMU sends that member twice).
     #[vmstate(rename = "channels[0].next_transition_time")]

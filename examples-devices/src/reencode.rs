@@ -33,6 +33,9 @@ pub struct ReencodeOptions {
     pub machine: Option<String>,
     /// The clock of the source's RTC (`-rtc clock=`); QEMU's default is [`RtcClock::Host`].
     pub rtc_clock: RtcClock,
+    /// The source's board configuration that QEMU does not migrate but sizes state by (DIMM
+    /// slots, possible CPUs); the default machine's by default.
+    pub board: crate::qemu::acpi::Board,
 }
 
 /// An RTC section as re-encoded.

@@ -173,14 +173,16 @@ pub mod msr {
 
 /// QEMU's `Fifo8` as the UART uses it: a 16-byte ring buffer (vmsd `Fifo8`, v1).
 ///
-/// On the wire: the whole 16-byte buffer (`data`, including bytes outside the live window),
-/// then `head` and `num` as be32. The capacity (16) is not sent; both indices are checked
-/// against it before they are used (hostile-input class A).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, VmState)]
+/// On the wire: the buffer (`data`, including bytes outside the live window), as many bytes as
+/// the FIFO's capacity, then `head` and `num` as be32. The capacity is configuration QEMU does
+/// not send (`Fifo8.capacity`, 16 for the UART): `data` is counted by it as a local count, as
+/// QEMU's VBUFFER is, and both indices are checked against it before they are used
+/// (hostile-input class A).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, VmState)]
 #[vmstate(name = "Fifo8", version = 1, minimum_version = 1, nested)]
 pub struct Fifo8 {
     /// The ring buffer storage (`Fifo8.data`, a VBUFFER whose length is the capacity).
-    #[vmstate(buffer)]
+    #[vmstate(buffer, local_count = capacity, max = 16, since = 1)]
     pub data: [u8; FIFO_LEN],
     /// Index of the oldest byte (`Fifo8.head`); below the capacity.
     #[vmstate(range = 0..16)]
@@ -188,6 +190,20 @@ pub struct Fifo8 {
     /// Number of bytes held (`Fifo8.num`); at most the capacity.
     #[vmstate(range = 0..=16)]
     pub num: u32,
+    /// The capacity (`Fifo8.capacity`): the destination's own, never sent.
+    #[vmstate(skip)]
+    pub capacity: u32,
+}
+
+impl Default for Fifo8 {
+    fn default() -> Self {
+        Fifo8 {
+            data: [0; FIFO_LEN],
+            head: 0,
+            num: 0,
+            capacity: FIFO_LEN_U32,
+        }
+    }
 }
 
 impl Fifo8 {
@@ -287,6 +303,7 @@ pub struct SerialBackend {
 )]
 pub struct Serial16550 {
     /// Divisor latch DLM:DLL (offsets 0/1 with LCR.DLAB = 1); baud = 115200 / divider.
+    #[vmstate(since = 2)]
     pub divider: u16,
     /// Receive Buffer Register (offset 0 read, non-FIFO mode).
     pub rbr: u8,
@@ -305,7 +322,9 @@ pub struct Serial16550 {
     /// Scratch Register (offset 7).
     pub scr: u8,
     /// FIFO Control Register (offset 2 write) as migrated: `pre_save` copies the live FCR here,
-    /// `post_load` writes it back through the FCR setter.
+    /// `post_load` writes it back through the FCR setter. QEMU's field version 3: the nested
+    /// struct is always loaded at its own version 3 (absent only when a parent held it at 2).
+    #[vmstate(since = 3, default)]
     pub fcr_vmstate: u8,
 
     /// THR-empty interrupt pending (`serial/thr_ipending`); -1 when the subsection was absent,
@@ -323,10 +342,10 @@ pub struct Serial16550 {
     #[vmstate(subsection = "serial/tsr", default)]
     pub tsr: u8,
     /// Receive FIFO (`serial/recv_fifo`), used when FCR.FE is set.
-    #[vmstate(subsection = "serial/recv_fifo", default)]
+    #[vmstate(subsection = "serial/recv_fifo", since = 1, default)]
     pub recv_fifo: Fifo8,
     /// Transmit FIFO (`serial/xmit_fifo`), used when FCR.FE is set.
-    #[vmstate(subsection = "serial/xmit_fifo", default)]
+    #[vmstate(subsection = "serial/xmit_fifo", since = 1, default)]
     pub xmit_fifo: Fifo8,
     /// Character-timeout timer: four character times after the last receive-FIFO activity.
     #[vmstate(subsection = "serial/fifo_timeout_timer", default)]

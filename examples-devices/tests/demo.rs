@@ -223,6 +223,7 @@ fn reencode_keeps_the_guests_date_on_every_rtc_clock() {
         let options = ReencodeOptions {
             machine: machine.map(str::to_owned),
             rtc_clock: clock,
+            ..ReencodeOptions::default()
         };
         let (out, report) =
             reencode(&input, &cat, &options).unwrap_or_else(|e| panic!("{stem}: {e}"));

@@ -227,6 +227,26 @@ fn fw_cfg() {
     assert_eq!(in_stream(&v, "machine-pc-i440fx-2.3", 0).table_mr_size, 0);
 }
 
+/// `fw_cfg` version 1 sent the read offset as 16 bits (QEMU's `VMSTATE_UINT16_HACK`, only in
+/// version-1 streams): such a payload loads into `cur_offset`, and the state saves as version
+/// 2 with the 32-bit offset.
+#[test]
+fn fw_cfg_loads_version_1_with_its_16_bit_offset() {
+    use vmstate_runtime::{load_payload, save_payload, MachineCatalog};
+    let m = MachineCatalog::qemu_pc().resolve("pc-i440fx-2.4").unwrap();
+    let mut f = qemu::misc::FwCfg::default();
+    load_payload(&mut f, &[0x00, 0x19, 0x12, 0x34], 1, &m).unwrap();
+    assert_eq!(
+        (f.cur_entry, f.cur_offset, f.cur_offset_v1),
+        (0x19, 0x1234, 0)
+    );
+    let (v, bytes, desc) = save_payload(&f, &m).unwrap();
+    assert_eq!((v, bytes), (2, vec![0x00, 0x19, 0x00, 0x00, 0x12, 0x34]));
+    // The vmdesc names the sent entry as QEMU's does (the second `cur_offset`).
+    let names: Vec<_> = desc.fields.iter().map(|f| f.name.to_string()).collect();
+    assert_eq!(names, ["cur_entry", "cur_offset[1]"]);
+}
+
 #[test]
 fn kvmclock_subsection_follows_the_compat_property() {
     // The bytes QEMU 7.2 with KVM writes (`needs_kvm_and_qemu` checks them against QEMU): be64
@@ -919,6 +939,79 @@ mod needs_qemu {
             "{desc}"
         );
         assert!(desc.contains("\"name\":\"identify_data\""), "{desc}");
+    }
+
+    /// The hotplug arrays QEMU sizes by configuration it does not migrate (`local_count`):
+    /// streams from QEMU 7.2 with `-m 1G,slots=4,maxmem=4G` (memory hotplug `devs`: one per
+    /// DIMM slot) and with `-smp 1,maxcpus=4` after the guest switched to the modern CPU
+    /// hotplug interface (CPU hotplug `devs`: one per possible CPU), on pc and q35, re-encode
+    /// byte for byte, vmdesc included, when the destination is configured like the source
+    /// ([`Board`]); configured as the default machine, the same streams are refused.
+    #[test]
+    #[ignore = "needs qemu-system-x86_64: apt-get install qemu-system-x86"]
+    fn hotplug_arrays_follow_the_board() {
+        use examples_devices::qemu::acpi::Board;
+        crate::tools::require_qemu();
+        let cat = examples_devices::catalog();
+        // (machine, PM section, the legacy CPU hotplug port whose write of 0 switches to the
+        // modern interface)
+        for (machine, pm, cpuhp_port) in [
+            ("pc-i440fx-7.2", "0000:00:01.3/piix4_pm", "0xaf00"),
+            ("pc-q35-7.2", "0000:00:1f.0/ICH9LPC", "0xcd8"),
+        ] {
+            let switch = [format!("o /b {cpuhp_port} 0")];
+            let switch: Vec<&str> = switch.iter().map(String::as_str).collect();
+            let cases = [
+                (
+                    "slots",
+                    &[][..],
+                    &["-m", "1G,slots=4,maxmem=4G"][..],
+                    Board {
+                        dimm_slots: 4,
+                        max_cpus: 1,
+                    },
+                    "memhp",
+                ),
+                (
+                    "maxcpus",
+                    &switch[..],
+                    &["-smp", "1,maxcpus=4"][..],
+                    Board {
+                        dimm_slots: 0,
+                        max_cpus: 4,
+                    },
+                    "cpuhp",
+                ),
+            ];
+            for (name, before, extra, board, sub) in cases {
+                let tag = format!("{machine}-{name}");
+                let input = qemu_stream_args(machine, &tag, before, "tcg", extra);
+                let desc = qemu_entry(&input, pm, 0);
+                assert!(desc.contains(&format!("/{sub}\"")), "{tag}: {desc}");
+                let options = ReencodeOptions {
+                    board,
+                    ..ReencodeOptions::default()
+                };
+                let (out, report) =
+                    reencode(&input, &cat, &options).unwrap_or_else(|e| panic!("{tag}: {e}"));
+                assert_eq!(out, input, "{tag}");
+                assert!(report.identical_vmdesc, "{tag}");
+                assert!(report.typed.iter().any(|t| t.0 == pm), "{tag}");
+                assert!(report.opaque.is_empty(), "{tag}: {:?}", report.opaque);
+                // QEMU's vmdesc says 4 elements: the count the destination must have.
+                assert!(desc.contains("\"array_len\":4"), "{tag}: {desc}");
+                // A destination configured as the default machine reads the wrong length.
+                let err = reencode(&input, &cat, &ReencodeOptions::default())
+                    .err()
+                    .unwrap_or_else(|| panic!("{tag}: loaded on the default board"));
+                let err = err.to_string();
+                assert!(err.contains(pm), "{tag}: {err}");
+                assert!(
+                    err.contains("this destination has 0 DIMM slots and 1 possible CPUs"),
+                    "{tag}: {err}"
+                );
+            }
+        }
     }
 
     /// Streams whose `ps2kbd` and `fdc` carry the subsections QEMU sends after port writes

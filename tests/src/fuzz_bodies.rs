@@ -10,7 +10,7 @@
 //! | [`decode_stream`] | the generic decoder, then `value_to_json`/`stream_to_json` | no panic |
 //! | [`ram`] | a migration stream into a small guest memory through `vmstate_migration::receive` | no panic; an error leaves the devices unchanged and the destination not started |
 //! | [`vmdesc`] | the vmdesc JSON parser and writer | no panic; what parses prints back to text that parses to the same thing |
-//! | [`field_kinds`] | one section payload into [`kinds::Kinds`] (arrays of pointers, a QTAILQ, GTREEs with struct and direct keys, a tree inside a tree's values, an `le` field, a `Tmp` view, a bitmap, a multiplied buffer, a `vstruct`, a `with` codec) with `load_payload` | no panic; an accepted payload's state saves, and that save loads back to the same state |
+//! | [`field_kinds`] | one section payload into [`kinds::Kinds`] (arrays of pointers, a QTAILQ, GTREEs with struct and direct keys, a tree inside a tree's values, an `le` field, a `Tmp` view, a bitmap, a multiplied buffer, a `vstruct`, a `with` codec) with `load_payload`; the same payload into [`kinds::LocalKinds`] (counts from local fields, `u16_hack`) at versions 1 and 2 | no panic; an accepted payload's state saves, and that save loads back to the same state (for `LocalKinds`: exactly the local counts of elements, a failed load leaves the state unchanged, a save loads and saves the same bytes) |
 
 use std::io::{self, Cursor, Read, Write};
 use std::sync::OnceLock;
@@ -465,6 +465,51 @@ pub mod kinds {
         }
     }
 
+    /// Counts that are configuration and a `u32` sent as be16: a buffer and an array counted
+    /// by local fields (`local_count`: one `skip`, one `equal` sent after the array), QEMU's
+    /// `VMSTATE_UINT16_HACK` in version-1 streams only, and a `since` that always holds.
+    #[derive(VmState, Clone, Debug, PartialEq, Eq)]
+    #[vmstate(name = "kinds-local", version = 2, minimum_version = 1)]
+    pub struct LocalKinds {
+        /// Version 1's 16-bit offset.
+        #[vmstate(u16_hack, when = pred(Self::is_version_1), default)]
+        pub off_v1: u32,
+        /// The 32-bit offset.
+        #[vmstate(since = 2, default)]
+        pub off: u32,
+        /// `capacity` bytes.
+        #[vmstate(buffer, local_count = capacity, max = 16, since = 1)]
+        pub data: Vec<u8>,
+        /// `ports` registers.
+        #[vmstate(local_count = ports, max = 8)]
+        pub regs: Vec<u16>,
+        /// Must equal the destination's.
+        #[vmstate(equal)]
+        pub ports: i32,
+        /// Configuration: never sent.
+        #[vmstate(skip)]
+        pub capacity: u32,
+    }
+
+    impl LocalKinds {
+        fn is_version_1(&self, version: u32) -> bool {
+            version == 1
+        }
+
+        /// The destination: a 5-byte buffer, 3 registers.
+        #[must_use]
+        pub fn destination() -> Self {
+            LocalKinds {
+                off_v1: 0,
+                off: 0,
+                data: Vec::new(),
+                regs: Vec::new(),
+                ports: 3,
+                capacity: 5,
+            }
+        }
+    }
+
     /// The destination's shape: slot 1 of each pointer array is NULL.
     #[must_use]
     pub fn destination() -> Kinds {
@@ -527,6 +572,7 @@ pub fn field_kinds(data: &[u8]) {
     let m = catalog()
         .resolve("pc-i440fx-7.2")
         .expect("the catalog has pc-i440fx-7.2");
+    local_kinds(data, &m);
     let mut dev = kinds::destination();
     // Version 1 is the only one the device accepts; the payload is the fuzzed bytes.
     if load_payload(&mut dev, data, 1, &m).is_err() {
@@ -536,4 +582,27 @@ pub fn field_kinds(data: &[u8]) {
     let mut again = kinds::destination();
     load_payload(&mut again, &bytes, v, &m).expect("a saved state loads");
     assert_eq!(again, dev, "save/load does not round-trip");
+}
+
+/// The same payload into [`kinds::LocalKinds`] at version 1 and 2: all or nothing, never more
+/// elements than the local counts, and a saved state loads and saves the same bytes.
+fn local_kinds(data: &[u8], m: &vmstate_runtime::MachineType) {
+    use vmstate_runtime::{load_payload, save_payload};
+    for version in [1, 2] {
+        let mut dev = kinds::LocalKinds::destination();
+        let before = dev.clone();
+        if load_payload(&mut dev, data, version, m).is_err() {
+            assert_eq!(dev, before, "a failed load changed the state");
+            continue;
+        }
+        assert_eq!((dev.data.len(), dev.regs.len()), (5, 3));
+        let (v, bytes, _) = save_payload(&dev, m).expect("an accepted state saves");
+        let mut again = kinds::LocalKinds::destination();
+        load_payload(&mut again, &bytes, v, m).expect("a saved state loads");
+        assert_eq!(
+            save_payload(&again, m).expect("saves").1,
+            bytes,
+            "not stable"
+        );
+    }
 }

@@ -2062,3 +2062,126 @@ fn fpregs_of_a_golden_stream_round_trip() {
     let (_, bytes, _) = save_payload(&fpu, &m).unwrap();
     assert_eq!(hex(&bytes), hex(&wire));
 }
+
+/// QEMU's Fifo8 / AHCI shape: arrays counted by a local field (`local_count`), one not sent
+/// (`skip`: the capacity) and one sent after the array that must equal the local value
+/// (`equal`: AHCI's `ports`); a `since` that never matters (nested struct at its version).
+#[derive(VmState, Clone, Debug, PartialEq)]
+#[vmstate(name = "lfifo", version = 1, nested)]
+struct LocalFifo {
+    #[vmstate(buffer, local_count = capacity, max = 8, since = 1)]
+    data: Vec<u8>,
+    head: u8,
+    #[vmstate(skip)]
+    capacity: u32,
+}
+
+#[derive(VmState, Clone, Debug, PartialEq)]
+#[vmstate(name = "local", version = 1)]
+struct Local {
+    fifo: LocalFifo,
+    #[vmstate(local_count = ports, max = 4)]
+    regs: Vec<u16>,
+    #[vmstate(equal)]
+    ports: i32,
+}
+
+fn local(capacity: u32, ports: i32) -> Local {
+    Local {
+        fifo: LocalFifo {
+            data: (1..=u8::try_from(capacity).unwrap()).collect(),
+            head: 7,
+            capacity,
+        },
+        regs: (0..u16::try_from(ports).unwrap())
+            .map(|i| 0x100 + i)
+            .collect(),
+        ports,
+    }
+}
+
+#[test]
+fn local_counts_come_from_the_destination() {
+    let m = machine("pc-i440fx-7.2");
+    let (_, bytes, desc) = save_payload(&local(3, 2), &m).unwrap();
+    // data (3 bytes, no length on the wire), head, regs (2 × be16), ports.
+    assert_eq!(hex(&bytes), "01 02 03 07 01 00 01 01 00 00 00 02");
+    let regs = desc.fields.iter().find(|f| f.name == "regs").unwrap();
+    assert_eq!(regs.ty, "uint16");
+    // Loaded by a destination configured the same: the same state.
+    let mut d = Local {
+        fifo: LocalFifo {
+            data: Vec::new(),
+            head: 0,
+            capacity: 3,
+        },
+        regs: Vec::new(),
+        ports: 2,
+    };
+    load_payload(&mut d, &bytes, 1, &m).unwrap();
+    assert_eq!(d, local(3, 2));
+    // A destination configured otherwise reads another length and fails (here the stream
+    // ends early, or `ports` differs), its state untouched.
+    for (capacity, ports) in [(4, 2), (3, 3)] {
+        let mut other = local(capacity, ports);
+        let before = other.clone();
+        assert!(load_payload(&mut other, &bytes, 1, &m).is_err());
+        assert_eq!(other, before);
+    }
+    // A local count above the declared maximum is refused before anything is read or
+    // allocated, naming the field.
+    let mut big = local(3, 2);
+    big.fifo.capacity = 9;
+    let e = load_payload(&mut big, &bytes, 1, &m).unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::LengthTooLarge { len: 9, limit: 8 });
+    assert_eq!(e.field_path().as_deref(), Some("fifo.data"));
+    // The no-op `since` is in the schema for the dump, not as a gate.
+    let f = &<LocalFifo as VmState>::SCHEMA.fields[0];
+    assert_eq!((f.since, f.noop_since), (0, 1));
+}
+
+/// QEMU's VMSTATE_UINT16_HACK: a `u32` sent as be16, only in version-1 streams (QEMU's
+/// `is_version_1` test, here a field predicate that receives the version).
+#[derive(VmState, Clone, Default, Debug, PartialEq)]
+#[vmstate(name = "hack", version = 2, minimum_version = 1)]
+struct Hack {
+    #[vmstate(u16_hack, rename = "off", when = pred(Self::v1), default)]
+    off_v1: u32,
+    #[vmstate(rename = "off", since = 2, default)]
+    off: u32,
+}
+
+impl Hack {
+    fn v1(&self, version: u32) -> bool {
+        version == 1
+    }
+}
+
+#[test]
+fn u16_hack_loads_two_bytes_zero_extended_and_refuses_to_cut_on_save() {
+    let m = machine("pc-i440fx-7.2");
+    let mut h = Hack::default();
+    load_payload(&mut h, &unhex("ab cd"), 1, &m).unwrap();
+    assert_eq!(h.off_v1, 0xabcd);
+    let mut h = Hack::default();
+    load_payload(&mut h, &unhex("00 01 00 02"), 2, &m).unwrap();
+    assert_eq!((h.off_v1, h.off), (0, 0x10002));
+    assert_eq!(save_payload(&h, &m).unwrap().1, unhex("00 01 00 02"));
+    // Saved at version 1 (as a VMM pinned to it would), a value above 16 bits is refused.
+    #[derive(VmState, Clone, Default, Debug)]
+    #[vmstate(name = "hack1", version = 1)]
+    struct Hack1 {
+        #[vmstate(u16_hack)]
+        off: u32,
+    }
+    assert_eq!(
+        save_payload(&Hack1 { off: 0xffff }, &m).unwrap().1,
+        unhex("ff ff")
+    );
+    let e = save_payload(&Hack1 { off: 0x1_0000 }, &m).unwrap_err();
+    assert!(e.to_string().contains("0x10000"), "{e}");
+    assert_eq!(
+        <Hack1 as VmState>::SCHEMA.fields[0].kind.fixed_size(),
+        Some(2)
+    );
+}

@@ -41,17 +41,23 @@ fn load_field(c: &Container, f: &Field, sub: Option<&str>) -> TokenStream {
             quote!(#codec::load(&mut self.#ident, __r, __cx)#path?;)
         }
         Style::Buffer => quote!(_vmstate::__private::load_buffer(&mut self.#ident, __r)#path?;),
+        Style::U16Hack => quote_spanned!(f.ty.span()=>
+            _vmstate::__private::load_u16_hack(&mut self.#ident, __r)#path?;
+        ),
         Style::VArray {
             count,
             max,
             multiply,
+            ..
         } => {
             let count = crate::internals::multiplied(count, *multiply);
             quote!(
                 _vmstate::__private::load_varray(&mut self.#ident, #count, #max, __r, __cx)#path?;
             )
         }
-        Style::VBuffer { len, max, multiply } => {
+        Style::VBuffer {
+            len, max, multiply, ..
+        } => {
             let len = crate::internals::multiplied(len, *multiply);
             quote!(
                 _vmstate::__private::load_vbuffer(&mut self.#ident, #len, #max, __r)#path?;

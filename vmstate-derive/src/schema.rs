@@ -34,6 +34,7 @@ pub fn kind(f: &Field) -> TokenStream {
             let codec = crate::internals::field_codec_of(ty);
             quote!(&#codec::KIND)
         }
+        Style::U16Hack => quote!(&_vmstate::__private::Kind::U32AsU16),
         Style::Buffer => {
             quote!(&_vmstate::__private::Kind::Buffer { len: <#ty as _vmstate::__private::ByteBuffer>::LEN })
         }
@@ -41,6 +42,7 @@ pub fn kind(f: &Field) -> TokenStream {
             count,
             max,
             multiply,
+            local,
         } => {
             let c = cow(count.to_string());
             let elem = static_ref(
@@ -51,11 +53,17 @@ pub fn kind(f: &Field) -> TokenStream {
                 count_field: #c,
                 max: #max,
                 multiply: #multiply,
+                local: #local,
             })
         }
-        Style::VBuffer { len, max, multiply } => {
+        Style::VBuffer {
+            len,
+            max,
+            multiply,
+            local,
+        } => {
             let c = cow(len.to_string());
-            quote!(&_vmstate::__private::Kind::VBuffer { len_field: #c, max: #max, multiply: #multiply })
+            quote!(&_vmstate::__private::Kind::VBuffer { len_field: #c, max: #max, multiply: #multiply, local: #local })
         }
         Style::VStruct { version } => {
             let s = static_ref(quote!(<#ty as _vmstate::__private::VmState>::SCHEMA));
@@ -133,6 +141,7 @@ fn field(f: &Field) -> TokenStream {
     let rust_name = cow(f.ident.to_string());
     let kind = kind(f);
     let since = f.since();
+    let noop_since = if f.noop_since { f.declared_since() } else { 0 };
     let gate = opt_gate(f.attrs.when.as_ref().map(|w| &w.value));
     let equal = f.attrs.equal.is_some();
     let range = match &f.attrs.range {
@@ -170,6 +179,7 @@ fn field(f: &Field) -> TokenStream {
             rust_name: #rust_name,
             kind: #kind,
             since: #since,
+            noop_since: #noop_since,
             gate: #gate,
             equal: #equal,
             range: #range,

@@ -49,10 +49,15 @@ fn save_field(
             quote!(_vmstate::__private::save_buffer(&self.#ident, __w)#path?;),
             quote!(1u64),
         ),
+        Style::U16Hack => (
+            quote_spanned!(f.ty.span()=> _vmstate::__private::save_u16_hack(self.#ident, __w)#path?;),
+            quote!(1u64),
+        ),
         Style::VArray {
             count,
             max,
             multiply,
+            ..
         } => {
             let count = crate::internals::multiplied(count, *multiply);
             (
@@ -60,7 +65,9 @@ fn save_field(
                 quote!(__n),
             )
         }
-        Style::VBuffer { len, max, multiply } => {
+        Style::VBuffer {
+            len, max, multiply, ..
+        } => {
             let len = crate::internals::multiplied(len, *multiply);
             (
                 quote!(_vmstate::__private::save_vbuffer(&mut self.#ident, #len, #max, __w)#path?;),

@@ -22,7 +22,7 @@ struct Fifo {
 
 /// A small device in the shape of QEMU's: scalars, a nested struct, an array and a subsection.
 #[derive(VmState, Clone, Default, Debug)]
-#[vmstate(name = "scale-dev", version = 2,
+#[vmstate(name = "scale-dev", version = 2, minimum_version = 1,
     subsection(name = "scale-dev/stats", when = prop("x-stats")),
     prop(name = "x-stats", default = true))]
 struct Dev {

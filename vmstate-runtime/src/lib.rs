@@ -14,7 +14,7 @@
 //! use vmstate_runtime::{load_payload, save_payload, MachineCatalog, VmState};
 //!
 //! #[derive(VmState, Clone, Default, Debug, PartialEq)]
-//! #[vmstate(name = "pl031", version = 2)]
+//! #[vmstate(name = "pl031", version = 2, minimum_version = 1)]
 //! struct Pl031 {
 //!     load: u32,
 //!     #[vmstate(since = 2, default)] // absent from version-1 streams

@@ -246,6 +246,31 @@ pub fn load_buffer<B: ByteBuffer, R: Reader + ?Sized>(b: &mut B, r: &mut R) -> R
     Ok(())
 }
 
+/// Saves a `u32` as be16 (QEMU's `VMSTATE_UINT16_HACK`).
+///
+/// # Errors
+/// [`ErrorKind::SaveFailed`] when the value does not fit 16 bits (QEMU never saves such a
+/// field; a value that would be cut is refused rather than truncated); writer errors.
+#[inline]
+pub fn save_u16_hack<W: Writer + ?Sized>(v: u32, w: &mut W) -> Result<()> {
+    let v = u16::try_from(v).map_err(|_| {
+        Error::without_offset(ErrorKind::SaveFailed {
+            message: format!("value {v:#x} does not fit the 16 bits it is sent as (u16_hack)"),
+        })
+    })?;
+    w.write_be16(v)
+}
+
+/// Loads a be16 into a `u32` (QEMU's `get_uint32_as_uint16`: zero-extended; every be16 fits).
+///
+/// # Errors
+/// End of input.
+#[inline]
+pub fn load_u16_hack<R: Reader + ?Sized>(v: &mut u32, r: &mut R) -> Result<()> {
+    *v = u32::from(r.read_be16()?);
+    Ok(())
+}
+
 /// An integer field usable as a count or length of a variable array or buffer.
 pub trait Count {
     /// The value as a count, or `None` if negative.
@@ -304,6 +329,19 @@ impl<T: Default> VarContainer for Vec<T> {
     }
     fn elems_mut(&mut self, n: usize) -> Option<&mut [T]> {
         self.get_mut(..n)
+    }
+}
+
+impl<V: VarContainer + ?Sized> VarContainer for Box<V> {
+    type Elem = V::Elem;
+    fn capacity(&self) -> Option<usize> {
+        (**self).capacity()
+    }
+    fn prepare(&mut self, n: usize) -> &mut [V::Elem] {
+        (**self).prepare(n)
+    }
+    fn elems_mut(&mut self, n: usize) -> Option<&mut [V::Elem]> {
+        (**self).elems_mut(n)
     }
 }
 

@@ -315,6 +315,10 @@ pub enum Kind {
     I64,
     /// be64 expiry in ns, all ones = not armed.
     Timer,
+    /// A `u32` sent as be16 (QEMU's `VMSTATE_UINT16_HACK`, `vmstate_hack_uint32_as_uint16`):
+    /// loads zero-extend; saving a value above 0xffff fails.
+    #[serde(rename = "u32_as_u16")]
+    U32AsU16,
     /// An `f64` as QEMU's `CPU_DoubleU` (`vmstate_info_cpudouble`): be32 upper half, be32 lower
     /// half of its bits, i.e. the be64 of `f64::to_bits`.
     F64,
@@ -347,6 +351,12 @@ pub enum Kind {
         /// 1 (left out of dumps) for a plain variable array.
         #[serde(default = "one", skip_serializing_if = "is_one")]
         multiply: u32,
+        /// The count field is local configuration (`local_count`): not sent before the array
+        /// (not sent at all, or sent after it and checked `equal`), so the count is the
+        /// destination's own value, as QEMU's count fields that are not migrated. False (left
+        /// out of dumps) for a count read from the stream.
+        #[serde(default, skip_serializing_if = "is_false")]
+        local: bool,
     },
     /// Raw bytes whose length is an earlier field (QEMU's VBUFFER).
     VBuffer {
@@ -358,6 +368,10 @@ pub enum Kind {
         /// dumps) for a plain variable buffer.
         #[serde(default = "one", skip_serializing_if = "is_one")]
         multiply: u32,
+        /// The length field is local configuration (`local_count`), as for
+        /// [`Kind::VArray`]'s `local`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        local: bool,
     },
     /// A bitmap (QEMU's `VMSTATE_BITMAP`; Rust `Vec<u64>` or `[u64; N]` with
     /// `#[vmstate(bitmap = nbits, max = N)]`): `ceil(nbits / 64)` be64 words, bit `i` in word
@@ -449,6 +463,7 @@ impl Kind {
             Kind::Bool => "bool",
             Kind::U8 => "u8",
             Kind::U16 => "u16",
+            Kind::U32AsU16 => "u32_as_u16",
             Kind::U32 => "u32",
             Kind::U64 => "u64",
             Kind::I8 => "i8",
@@ -480,6 +495,8 @@ impl Kind {
             Kind::Bool => "bool",
             Kind::U8 => "uint8",
             Kind::U16 => "uint16",
+            // QEMU's VMStateInfo name (QEMU itself never saves the field).
+            Kind::U32AsU16 => "int32_as_uint16",
             Kind::U32 => "uint32",
             Kind::U64 => "uint64",
             Kind::I8 => "int8",
@@ -524,7 +541,7 @@ impl Kind {
     pub fn fixed_size(&self) -> Option<u64> {
         Some(match self {
             Kind::Bool | Kind::U8 | Kind::I8 => 1,
-            Kind::U16 | Kind::I16 => 2,
+            Kind::U16 | Kind::I16 | Kind::U32AsU16 => 2,
             Kind::U32 | Kind::I32 => 4,
             Kind::U64 | Kind::I64 | Kind::Timer | Kind::F64 => 8,
             Kind::Buffer { len } | Kind::Unused { len } => u64::from(*len),
@@ -570,6 +587,13 @@ pub struct FieldSchema {
     /// Present only when the stream version is at least this (0 = always).
     #[serde(default)]
     pub since: u32,
+    /// A declared `since = N` that is a no-op: N is at most the lowest version the field's vmsd
+    /// is ever loaded at (its minimum version; for a nested struct without one below its
+    /// version, its version), so the field is always present and `since` above is 0. It is
+    /// QEMU's `_V(field, N)` at such an N, which QEMU's `-dump-vmstate` shows as the field's
+    /// `version_id`. 0 (left out of dumps) when there is none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub noop_since: u32,
     /// Present only when this gate holds (QEMU's `field_exists`).
     #[serde(default)]
     pub gate: Option<SchemaRef<Gate>>,
@@ -643,6 +667,12 @@ fn range_bounds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<(i128, i128)>,
 #[allow(clippy::trivially_copy_pass_by_ref)]
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// Whether a version is 0 (left out of dumps).
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Whether a multiplier is 1 (left out of dumps).

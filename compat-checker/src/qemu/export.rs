@@ -14,12 +14,15 @@
 //! - **Versions**: a section's `version_id` is the one it writes for MACHINE-TYPE (a `pin` can
 //!   lower it); nested structs and subsections at their own version, as QEMU writes them.
 //! - **Fields**: `version_id` is the field's `since` (0 when always present, like QEMU's fields
-//!   without `_V`); `field_exists` is true when the field has a gate (machine type, property or
+//!   without `_V`), or its `noop_since`: a `since` that never matters because the field's vmsd
+//!   is never loaded below it (QEMU's `_V(field, N)` at such an N); `field_exists` is true when the field has a gate (machine type, property or
 //!   predicate: QEMU would write each as a test function, which the dump shows only as this
 //!   boolean); `size` is the size of one element on the wire — QEMU writes the C `sizeof` there,
 //!   which equals the wire size for every primitive, buffer and `unused` field, and is never
 //!   compared for nested structs (which have no wire size of their own); 0 for a variable
-//!   buffer, as QEMU writes it; the whole field for one with a `vmdesc_type` (a device-level
+//!   buffer, as QEMU writes it (whether its length is a migrated or a local field); 4 for a
+//!   `u16_hack` field (QEMU's VMSTATE_UINT16_HACK: the dump gives the `uint32_t` storage, the
+//!   wire has 2 bytes); the whole field for one with a `vmdesc_type` (a device-level
 //!   codec such as `pci irq state`, one item of 16 bytes). `num` (dumps from QEMU ≥ 8.1) is not written, as QEMU 7.2 does
 //!   not.
 //! - **Subsections** are listed statically, all of them, as QEMU lists them.
@@ -128,7 +131,8 @@ fn field(f: &FieldSchema) -> Value {
     }
     let mut o = Map::new();
     o.insert("field".into(), f.name.as_ref().into());
-    o.insert("version_id".into(), f.since.into());
+    // QEMU's `_V(field, N)`: a real `since`, or one that never matters (`noop_since`).
+    o.insert("version_id".into(), f.since.max(f.noop_since).into());
     o.insert("field_exists".into(), f.gate.is_some().into());
     o.insert("size".into(), size.into());
     if let Some(s) = desc {
@@ -152,6 +156,8 @@ fn element(kind: &Kind) -> (u64, Option<&StructSchema>) {
         // A tree's Description is its value's (QEMU's `VMSTATE_GTREE_V` names the value vmsd).
         Kind::Tree { value, .. } => element(value),
         Kind::VBuffer { .. } => (0, None),
+        // QEMU's VMSTATE_UINT16_HACK writes its C storage, a `uint32_t`, for a be16 on the wire.
+        Kind::U32AsU16 => (4, None),
         other => (other.fixed_size().unwrap_or(0), None),
     }
 }

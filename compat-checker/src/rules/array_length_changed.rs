@@ -42,6 +42,10 @@ fn detect(step: &Step<'_>, hits: &mut Hits<'_>) {
         }
         _ => return,
     };
+    // A fixed length that became a local count (or back) is `array-counted-by-configuration`.
+    if super::array_counted_by_configuration::counted_by_configuration(o, n).is_some() {
+        return;
+    }
     if len.0 != len.1 || count.0 != count.1 {
         hits.push(
             cx.dir,

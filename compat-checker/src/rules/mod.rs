@@ -14,6 +14,7 @@
 
 use std::fmt;
 
+pub mod array_counted_by_configuration;
 pub mod array_length_changed;
 pub mod device_added;
 pub mod device_removed;
@@ -126,6 +127,7 @@ pub const ALL: &[&Rule] = &[
     &field_kind_changed::RULE,
     &field_size_changed::RULE,
     &array_length_changed::RULE,
+    &array_counted_by_configuration::RULE,
     &field_order_changed::RULE,
     &presence_changed_maybe::RULE,
     &subsection_no_longer_understood::RULE,

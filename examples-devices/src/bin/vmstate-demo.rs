@@ -7,6 +7,8 @@
 //! vmstate-demo load vm.mig                      # prints the device state; errors exit non-zero
 //! vmstate-demo reencode qemu.mig --out out.mig  # typed sections (examples_devices::qemu), rest copied
 //! vmstate-demo reencode qemu.mig --out out.mig --rtc-clock vm   # the source ran -rtc clock=vm
+//! vmstate-demo reencode qemu.mig --out out.mig --dimm-slots 4 --max-cpus 4
+//!                                   # the source ran -m …,slots=4,maxmem=… -smp …,maxcpus=4
 //! ```
 
 use std::fs::File;
@@ -66,6 +68,14 @@ enum Cmd {
         /// virtual clock is refused.
         #[arg(long, default_value = "host", value_name = "host|rt|vm")]
         rtc_clock: RtcClock,
+        /// DIMM slots of the source (`-m …,slots=N`): QEMU does not migrate this
+        /// configuration, but its memory hotplug state has one entry per slot.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        dimm_slots: u32,
+        /// Possible CPUs of the source (`-smp …,maxcpus=N`): QEMU does not migrate it, but its
+        /// CPU hotplug state has one entry per possible CPU.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        max_cpus: u32,
     },
     /// List the machine types of the catalog.
     Machines,
@@ -138,8 +148,17 @@ fn main() -> ExitCode {
             out,
             machine,
             rtc_clock,
+            dimm_slots,
+            max_cpus,
         }) => {
-            let options = ReencodeOptions { machine, rtc_clock };
+            let options = ReencodeOptions {
+                machine,
+                rtc_clock,
+                board: examples_devices::qemu::acpi::Board {
+                    dimm_slots,
+                    max_cpus,
+                },
+            };
             reencode_cmd(&catalog, &input, &out, &options)
         }
         Some(Cmd::Machines) => {

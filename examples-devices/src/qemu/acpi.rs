@@ -11,10 +11,11 @@
 //! (`ICH9LPC/rst_cnt`, `ICH9LPC/smi_feat`) are gated on those registers, as `PIIX3/rcr` is.
 //!
 //! Hotplug arrays whose length is local configuration QEMU does not migrate (`devs` of the
-//! memory and CPU hotplug states: the DIMM slots and the possible CPUs) are fixed here to the
-//! default machine's: no DIMM slots and one possible CPU. A stream from a machine configured
-//! with `-m …,slots=N` or `-smp …,maxcpus=N` (N > 1) does not load (the DSL's variable arrays
-//! are counted by a migrated field, not by local configuration).
+//! memory and CPU hotplug states: the DIMM slots of `-m …,slots=N` and the possible CPUs of
+//! `-smp …,maxcpus=N`) are counted by a local field (`local_count = dev_count`), as QEMU counts
+//! them by its unmigrated `dev_count`: the destination is configured like the source
+//! ([`Board`]; the default machine has no DIMM slots and one possible CPU), and the count is
+//! bounded by QEMU's limits ([`MAX_DIMM_SLOTS`], [`MAX_CPUS`]).
 
 use vmstate_runtime::{MachineType, Timer, VmState};
 
@@ -51,8 +52,31 @@ pub struct MemHotplugDev {
     pub ost_status: u32,
 }
 
-/// DIMM slots of the default machine (no `slots=` in `-m`).
-pub const MEM_HOTPLUG_SLOTS: usize = 0;
+/// The most DIMM slots a pc machine has (QEMU's `ACPI_MAX_RAM_SLOTS`).
+pub const MAX_DIMM_SLOTS: u32 = 256;
+
+/// The most possible CPUs of QEMU 7.2's pc and q35 machines (q35's `max_cpus`; i440fx: 255).
+pub const MAX_CPUS: u32 = 288;
+
+/// The board configuration the hotplug arrays are sized by: configuration QEMU does not
+/// migrate, so the destination must be given the source's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Board {
+    /// DIMM slots (`-m …,slots=N`; 0 without).
+    pub dimm_slots: u32,
+    /// Possible CPUs (`-smp …,maxcpus=N`; the CPU count without).
+    pub max_cpus: u32,
+}
+
+impl Default for Board {
+    /// The default machine: no DIMM slots, one CPU.
+    fn default() -> Self {
+        Board {
+            dimm_slots: 0,
+            max_cpus: 1,
+        }
+    }
+}
 
 /// The memory hotplug register block (`memory hotplug state`, nested).
 #[derive(Debug, Clone, Default, PartialEq, Eq, VmState)]
@@ -65,8 +89,25 @@ pub const MEM_HOTPLUG_SLOTS: usize = 0;
 pub struct MemHotplugState {
     /// The slot the guest selected.
     pub selector: u32,
-    /// Per-slot status (QEMU: as many as the machine has DIMM slots).
-    pub devs: [MemHotplugDev; MEM_HOTPLUG_SLOTS],
+    /// Per-slot status: one per DIMM slot (`dev_count`, not sent).
+    #[vmstate(local_count = dev_count, max = 256)]
+    pub devs: Vec<MemHotplugDev>,
+    /// DIMM slots (QEMU's `dev_count`, the machine's `ram_slots`): configuration.
+    #[vmstate(skip)]
+    pub dev_count: u32,
+}
+
+impl MemHotplugState {
+    /// The registers of a machine with `slots` DIMM slots, none plugged.
+    #[must_use]
+    pub fn with_slots(slots: u32) -> Self {
+        let slots = slots.min(MAX_DIMM_SLOTS);
+        MemHotplugState {
+            selector: 0,
+            devs: vec![MemHotplugDev::default(); slots as usize],
+            dev_count: slots,
+        }
+    }
 }
 
 /// One possible CPU's hotplug status (`CPU hotplug device state`, nested).
@@ -88,19 +129,41 @@ pub struct CpuHotplugDev {
     pub ost_status: u32,
 }
 
-/// Possible CPUs of the default machine (`-smp 1`).
-pub const CPU_HOTPLUG_SLOTS: usize = 1;
-
 /// The modern CPU hotplug register block (`CPU hotplug state`, nested).
-#[derive(Debug, Clone, Default, PartialEq, Eq, VmState)]
+#[derive(Debug, Clone, PartialEq, Eq, VmState)]
 #[vmstate(name = "CPU hotplug state", version = 1, minimum_version = 1, nested)]
 pub struct CpuHotplugState {
     /// The CPU the guest selected.
     pub selector: u32,
     /// The last command written.
     pub command: u8,
-    /// Per-CPU status (QEMU: as many as the machine has possible CPUs).
-    pub devs: [CpuHotplugDev; CPU_HOTPLUG_SLOTS],
+    /// Per-CPU status: one per possible CPU (`dev_count`, not sent).
+    #[vmstate(local_count = dev_count, max = 288)]
+    pub devs: Vec<CpuHotplugDev>,
+    /// Possible CPUs (QEMU's `dev_count`, `-smp maxcpus`): configuration.
+    #[vmstate(skip)]
+    pub dev_count: u32,
+}
+
+impl CpuHotplugState {
+    /// The registers of a machine with `cpus` possible CPUs.
+    #[must_use]
+    pub fn with_cpus(cpus: u32) -> Self {
+        let cpus = cpus.min(MAX_CPUS);
+        CpuHotplugState {
+            selector: 0,
+            command: 0,
+            devs: vec![CpuHotplugDev::default(); cpus as usize],
+            dev_count: cpus,
+        }
+    }
+}
+
+impl Default for CpuHotplugState {
+    /// One possible CPU (the default machine).
+    fn default() -> Self {
+        Self::with_cpus(1)
+    }
 }
 
 /// Slot hotplug events of one PCI bus (`acpi_pcihp_pci_status`, nested).
@@ -243,13 +306,13 @@ pub struct Ich9Pm {
     /// SMI status.
     pub smi_sts: u32,
     /// Memory hotplug registers.
-    #[vmstate(subsection = "ich9_pm/memhp", default)]
+    #[vmstate(subsection = "ich9_pm/memhp", since = 1, default)]
     pub acpi_memory_hotplug: MemHotplugState,
     /// TCO watchdog registers.
-    #[vmstate(subsection = "ich9_pm/tco", default)]
+    #[vmstate(subsection = "ich9_pm/tco", since = 1, default)]
     pub tco_regs: TcoRegs,
     /// Modern CPU hotplug registers.
-    #[vmstate(subsection = "ich9_pm/cpuhp", default)]
+    #[vmstate(subsection = "ich9_pm/cpuhp", since = 1, default)]
     pub cpuhp_state: CpuHotplugState,
     /// The PCI bus the guest selected for hotplug.
     #[vmstate(
@@ -262,6 +325,7 @@ pub struct Ich9Pm {
     #[vmstate(
         subsection = "ich9_pm/pcihp",
         rename = "acpi_pci_hotplug.acpi_pcihp_pci_status",
+        since = 1,
         keep
     )]
     pub pcihp_status: [PciHpStatus; PCIHP_BUSES],
@@ -411,7 +475,7 @@ pub struct Piix4Pm {
     /// The APM ports.
     pub apm: ApmState,
     /// The SMBus controller (machine 4.0 on).
-    #[vmstate(when = machine >= "4.0", default)]
+    #[vmstate(when = machine >= "4.0", since = 3, default)]
     pub smb: PmSmb,
     /// The PM timer's overflow timer.
     #[vmstate(rename = "ar.tmr.timer")]
@@ -420,12 +484,13 @@ pub struct Piix4Pm {
     #[vmstate(rename = "ar.tmr.overflow_time")]
     pub tmr_overflow_time: i64,
     /// The GPE block.
-    #[vmstate(rename = "ar.gpe")]
+    #[vmstate(rename = "ar.gpe", since = 2)]
     pub gpe: Piix4Gpe,
     /// The root bus's hotplug events, as machine types up to 1.7 send them.
     #[vmstate(
         rename = "acpi_pci_hotplug.acpi_pcihp_pci_status[0x0]",
         when = machine <= "1.7",
+        since = 2,
         default
     )]
     pub root_pci_status: PciStatus,
@@ -440,6 +505,7 @@ pub struct Piix4Pm {
     #[vmstate(
         rename = "acpi_pci_hotplug.acpi_pcihp_pci_status",
         when = machine >= "2.0",
+        since = 1,
         keep
     )]
     pub pcihp_status: [PciHpStatus; PCIHP_BUSES],
@@ -447,10 +513,10 @@ pub struct Piix4Pm {
     #[vmstate(rename = "acpi_pci_hotplug.acpi_index", when = machine >= "7.0", default)]
     pub acpi_index: u32,
     /// Memory hotplug registers.
-    #[vmstate(subsection = "piix4_pm/memhp", default)]
+    #[vmstate(subsection = "piix4_pm/memhp", since = 1, default)]
     pub acpi_memory_hotplug: MemHotplugState,
     /// Modern CPU hotplug registers.
-    #[vmstate(subsection = "piix4_pm/cpuhp", default)]
+    #[vmstate(subsection = "piix4_pm/cpuhp", since = 1, default)]
     pub cpuhp_state: CpuHotplugState,
     /// Subsections the loaded stream carried (re-sent as received).
     #[vmstate(skip)]
@@ -481,5 +547,27 @@ impl QemuState for Piix4Pm {
             cpuhp_state: CpuHotplugState::default(),
             received: [false; 1],
         }
+    }
+}
+
+impl Ich9Lpc {
+    /// The function as [`QemuState::for_machine`] builds it, on a board configured as `board`.
+    #[must_use]
+    pub fn for_board(machine: &MachineType, board: &Board) -> Self {
+        let mut d = Self::for_machine(machine);
+        d.pm.acpi_memory_hotplug = MemHotplugState::with_slots(board.dimm_slots);
+        d.pm.cpuhp_state = CpuHotplugState::with_cpus(board.max_cpus);
+        d
+    }
+}
+
+impl Piix4Pm {
+    /// The function as [`QemuState::for_machine`] builds it, on a board configured as `board`.
+    #[must_use]
+    pub fn for_board(machine: &MachineType, board: &Board) -> Self {
+        let mut d = Self::for_machine(machine);
+        d.acpi_memory_hotplug = MemHotplugState::with_slots(board.dimm_slots);
+        d.cpuhp_state = CpuHotplugState::with_cpus(board.max_cpus);
+        d
     }
 }

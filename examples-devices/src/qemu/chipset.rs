@@ -78,6 +78,7 @@ pub struct Dma {
     #[vmstate(range = 0..=1)]
     pub dshift: i32,
     /// The four channels.
+    #[vmstate(since = 1)]
     pub regs: [DmaRegs; 4],
 }
 

@@ -111,6 +111,7 @@ pub struct FdcState {
     #[vmstate(equal)]
     pub num_floppies: u8,
     /// The drives.
+    #[vmstate(since = 1)]
     pub drives: [Fdrive; MAX_FD],
     /// Pending SENSE INTERRUPT results after a reset.
     #[vmstate(subsection = "fdc/reset_sensei", default)]

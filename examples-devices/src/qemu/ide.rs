@@ -100,13 +100,26 @@ pub struct IdeDrive {
     pub lba48: u8,
     pub sense_key: u8,
     pub asc: u8,
+    /// QEMU's field version 3, the struct's own version (absent only at an older one).
+    #[vmstate(since = 3, default)]
     pub cdrom_changed: u8,
     /// Sectors per PIO request.
     #[vmstate(subsection = "ide_drive/pio_state", default)]
     pub req_nb_sectors: i32,
-    /// The PIO buffer.
-    #[vmstate(subsection = "ide_drive/pio_state", keep)]
+    /// The PIO buffer: `io_buffer_total_len` bytes (QEMU's `uint8` variable array counted by
+    /// that unmigrated field).
+    #[vmstate(
+        subsection = "ide_drive/pio_state",
+        since = 1,
+        local_count = io_buffer_total_len,
+        max = 131076,
+        keep
+    )]
     pub io_buffer: IoBuffer,
+    /// Bytes of the PIO buffer (QEMU's `io_buffer_total_len`, [`IO_BUFFER_LEN`]):
+    /// configuration, not sent.
+    #[vmstate(skip)]
+    pub io_buffer_total_len: i32,
     #[vmstate(subsection = "ide_drive/pio_state", default)]
     pub cur_io_buffer_offset: i32,
     #[vmstate(subsection = "ide_drive/pio_state", default)]
@@ -186,6 +199,8 @@ impl Default for IdeDrive {
             cdrom_changed: 0,
             req_nb_sectors: 0,
             io_buffer: Box::new([0; IO_BUFFER_LEN]),
+            #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+            io_buffer_total_len: IO_BUFFER_LEN as i32,
             cur_io_buffer_offset: 0,
             cur_io_buffer_len: 0,
             end_transfer_fn_idx: 0,
@@ -318,9 +333,10 @@ pub const AHCI_MAX_CMDS: usize = 32;
 #[vmstate(name = "ahci port", version = 1, minimum_version = 0, nested)]
 pub struct AhciPort {
     /// The port's IDE bus.
+    #[vmstate(since = 1, default)]
     pub port: IdeBus,
     /// The port's drive.
-    #[vmstate(rename = "port.ifs[0]")]
+    #[vmstate(rename = "port.ifs[0]", since = 1, default)]
     pub drive: IdeDrive,
     pub port_state: u32,
     pub finished: u32,
@@ -356,6 +372,7 @@ pub struct AhciPort {
     pub busy_slot: i32,
     pub init_d2h_sent: bool,
     /// The NCQ command slots.
+    #[vmstate(since = 1, default)]
     pub ncq_tfs: [NcqTfs; AHCI_MAX_CMDS],
 }
 
@@ -395,13 +412,14 @@ pub const ICH9_AHCI_PORTS: usize = 6;
 ///
 /// QEMU sends `dev` as a variable array counted by `ports`, which is not on the wire before it
 /// (`ports` comes last and must equal the destination's): the count is the destination's port
-/// count, six on ICH9, so `dev` is a fixed array of six here.
+/// count (`local_count = ports`), six on ICH9.
 #[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, VmState)]
 #[vmstate(name = "ahci", version = 1, minimum_version = 0, nested)]
 pub struct Ahci {
-    /// The ports.
-    pub dev: [AhciPort; ICH9_AHCI_PORTS],
+    /// The ports: as many as the destination's `ports`.
+    #[vmstate(local_count = ports, max = 32)]
+    pub dev: Vec<AhciPort>,
     #[vmstate(rename = "control_regs.cap")]
     pub cap: u32,
     #[vmstate(rename = "control_regs.ghc")]
@@ -443,7 +461,7 @@ impl QemuState for Ich9Ahci {
                 vec![(0x80, 0x05), (0xa8, 0x12)],
             ),
             ahci: Ahci {
-                dev: Default::default(),
+                dev: vec![AhciPort::default(); ICH9_AHCI_PORTS],
                 cap: 0,
                 ghc: 0,
                 irqstatus: 0,

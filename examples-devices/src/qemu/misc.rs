@@ -23,23 +23,36 @@ impl QemuState for TimerState {
     }
 }
 
-/// The firmware configuration device (section `fw_cfg`, v2).
+/// The firmware configuration device (section `fw_cfg`, v2; loads v1).
 ///
 /// The two subsections follow the machine type (measured with QEMU 7.2: `fw_cfg/dma` from
-/// pc-i440fx-2.5 on, `fw_cfg/acpi_mr` from 5.0 on).
+/// pc-i440fx-2.5 on, `fw_cfg/acpi_mr` from 5.0 on). Version 1 sent the read offset as 16 bits
+/// (QEMU's `VMSTATE_UINT16_HACK`, present only in version-1 streams); version 2 as 32 bits.
+/// Both entries are named `cur_offset`, as in QEMU's vmsd (the vmdesc names the second
+/// `cur_offset[1]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, VmState)]
 #[vmstate(
     name = "fw_cfg",
     version = 2,
-    minimum_version = 2,
+    minimum_version = 1,
+    post_load = Self::offset_from_v1,
     subsection(name = "fw_cfg/dma", version = 0, minimum_version = 0, when = machine >= "2.5"),
     subsection(name = "fw_cfg/acpi_mr", version = 1, minimum_version = 1, when = machine >= "5.0")
 )]
 pub struct FwCfg {
     /// The selected item.
     pub cur_entry: u16,
-    /// The read offset in it (the second `cur_offset` entry of QEMU's vmsd; the first is v1's).
-    #[vmstate(rename = "cur_offset[1]")]
+    /// The read offset as a version-1 stream sends it: 16 bits (`post_load` moves it to
+    /// `cur_offset`).
+    #[vmstate(
+        u16_hack,
+        rename = "cur_offset",
+        when = pred(Self::is_version_1),
+        default
+    )]
+    pub cur_offset_v1: u32,
+    /// The read offset in the selected item.
+    #[vmstate(rename = "cur_offset", since = 2, default)]
     pub cur_offset: u32,
     /// The DMA interface's address register.
     #[vmstate(subsection = "fw_cfg/dma", default)]
@@ -53,6 +66,22 @@ pub struct FwCfg {
     /// See `table_mr_size`.
     #[vmstate(subsection = "fw_cfg/acpi_mr", default)]
     pub rsdp_mr_size: u64,
+}
+
+impl FwCfg {
+    /// QEMU's `is_version_1`: the 16-bit offset is in version-1 streams only.
+    fn is_version_1(&self, version: u32) -> bool {
+        version == 1
+    }
+
+    #[allow(clippy::unnecessary_wraps)]
+    fn offset_from_v1(&mut self, version: u32) -> Result<(), std::convert::Infallible> {
+        if version == 1 {
+            self.cur_offset = self.cur_offset_v1;
+        }
+        self.cur_offset_v1 = 0;
+        Ok(())
+    }
 }
 
 impl QemuState for FwCfg {

@@ -173,6 +173,57 @@ fn reencode_as<T: VmState + Clone>(dev: T, cx: &SectionCx<'_>) -> Result<Typed> 
     })
 }
 
+/// The ACPI functions, with the hotplug arrays sized by the board the options describe.
+fn ich9_lpc(cx: &SectionCx<'_>) -> Result<Typed> {
+    let board = &cx.options.board;
+    with_board_hint(
+        reencode_as(acpi::Ich9Lpc::for_board(cx.machine, board), cx),
+        board,
+    )
+}
+
+/// See [`ich9_lpc`].
+fn piix4_pm(cx: &SectionCx<'_>) -> Result<Typed> {
+    let board = &cx.options.board;
+    with_board_hint(
+        reencode_as(acpi::Piix4Pm::for_board(cx.machine, board), cx),
+        board,
+    )
+}
+
+/// A section of the wrong length for this board (bytes left over, or too few) most likely
+/// came from a source configured with other DIMM slots or possible CPUs, which the stream does
+/// not record: the error says so, at the same offset and field.
+fn with_board_hint(r: Result<Typed>, board: &acpi::Board) -> Result<Typed> {
+    r.map_err(|e| {
+        if !matches!(
+            e.kind(),
+            ErrorKind::TrailingBytes { .. } | ErrorKind::UnexpectedEof { .. }
+        ) {
+            return e;
+        }
+        let kind = ErrorKind::ValidationFailed {
+            message: format!(
+                "{}: the hotplug state has one entry per DIMM slot and per possible CPU, which \
+                 the stream does not record; this destination has {} DIMM slots and {} \
+                 possible CPUs: give the source's `-m …,slots=N` and `-smp …,maxcpus=N` \
+                 (`--dimm-slots N --max-cpus N`, `ReencodeOptions::board`)",
+                e.kind(),
+                board.dimm_slots,
+                board.max_cpus
+            ),
+        };
+        let mut n = match e.offset() {
+            Some(o) => Error::new(kind, o),
+            None => Error::without_offset(kind),
+        };
+        if let Some(p) = e.field_path() {
+            n = n.in_field(p);
+        }
+        n
+    })
+}
+
 fn serial(cx: &SectionCx<'_>) -> Result<Typed> {
     let mut dev = SerialSection::new(SerialBackend::default());
     dev.state.set_now_ns(cx.vclock.unwrap_or(0));
@@ -226,7 +277,7 @@ table! {
     "I440FX" => typed::<pcidev::I440fx>,
     "dma" => typed::<chipset::Dma>,
     "PIIX3" => typed::<pcidev::Piix3>,
-    "ICH9LPC" => typed::<acpi::Ich9Lpc>,
+    "ICH9LPC" => ich9_lpc,
     "i8259" => typed::<chipset::I8259>,
     "ioapic" => typed::<irq::IoApic>,
     "hpet" => typed::<irq::Hpet>,
@@ -242,7 +293,7 @@ table! {
     "ide" => typed::<ide::PciIde>,
     "ich9_ahci" => typed::<ide::Ich9Ahci>,
     "i2c_bus" => typed::<misc::I2cBus>,
-    "piix4_pm" => typed::<acpi::Piix4Pm>,
+    "piix4_pm" => piix4_pm,
     "ich9_smb" => typed::<pcidev::Ich9Smb>,
     "serial" => serial,
     "acpi_build" => typed::<misc::AcpiBuild>,

@@ -119,7 +119,8 @@ pub struct PciDevice {
     )]
     pub express_config: [u8; EXPRESS_CONFIG_SIZE],
     /// The level of INTA..INTD as the device drives them (0 or 1).
-    #[vmstate(vmdesc_type = "pci irq state")]
+    /// QEMU's field version 2: the nested struct is always loaded at its own version 2.
+    #[vmstate(vmdesc_type = "pci irq state", since = 2, default)]
     pub irq_state: [i32; 4],
     /// Whether this is a PCI Express function (configuration: the destination's own).
     #[vmstate(skip)]

@@ -163,7 +163,7 @@ pub struct Ich9Smb {
     #[vmstate(when = machine >= "4.0", default)]
     pub irq_enabled: bool,
     /// The SMBus controller's registers.
-    #[vmstate(when = machine >= "4.0", default)]
+    #[vmstate(when = machine >= "4.0", since = 1, default)]
     pub smb: PmSmb,
 }
 

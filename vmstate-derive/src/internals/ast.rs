@@ -14,13 +14,23 @@ pub enum Style {
     /// `#[vmstate(buffer)]` on `[u8; N]`.
     Buffer,
     /// `count = f, max = N` (`multiply = K`): a variable array.
+    /// `local_count = f, max = N`: the same, counted by the destination's own value of `f`.
     VArray {
         count: Ident,
         max: u32,
         multiply: u32,
+        local: bool,
     },
-    /// `buffer, count = f, max = N` (`multiply = K`): a variable byte buffer.
-    VBuffer { len: Ident, max: u32, multiply: u32 },
+    /// `buffer, count = f, max = N` (`multiply = K`): a variable byte buffer; `local_count`
+    /// as for arrays.
+    VBuffer {
+        len: Ident,
+        max: u32,
+        multiply: u32,
+        local: bool,
+    },
+    /// `u16_hack` on a `u32`: sent as be16 (QEMU's `VMSTATE_UINT16_HACK`).
+    U16Hack,
     /// `vstruct = N`: a nested struct held at version N.
     VStruct { version: u32 },
     /// `bitmap = f, max = N`: a bitmap of `f` bits (at most N) in be64 words.
@@ -48,6 +58,10 @@ pub struct Field<'a> {
     pub vmdesc_name: String,
     /// Index into the container's subsections.
     pub sub: Option<usize>,
+    /// `since = N` with N at most the lowest version the field's vmsd is ever loaded at (its
+    /// `minimum_version`; a subsection's own): the field is always present, as with QEMU's
+    /// `_V(field, N)` at such an N. Kept for the schema (QEMU's dump shows it), not a gate.
+    pub noop_since: bool,
     /// `subsection = "…"` names no declared subsection (`check_subsections` reports it). Such a
     /// field's presence is unknown, so the rules about its default skip it.
     pub undeclared_sub: bool,
@@ -58,14 +72,24 @@ impl Field<'_> {
         self.attrs.skip.is_some()
     }
 
+    /// The effective `since`: 0 when the declared one is a no-op (see [`Field::noop_since`]).
     pub fn since(&self) -> u32 {
+        if self.noop_since {
+            0
+        } else {
+            self.declared_since()
+        }
+    }
+
+    /// `since` as written (0 without one).
+    pub fn declared_since(&self) -> u32 {
         self.attrs.since.as_ref().map_or(0, |s| s.value.0)
     }
 
     /// The version a list's or tree's elements are loaded at: QEMU's field version (the `_V`
     /// argument), which is also when the field appears: `since`, or 1.
     pub fn elem_version(&self) -> u32 {
-        self.since().max(1)
+        self.declared_since().max(1)
     }
 
     /// Not always present: needs a default.
@@ -184,18 +208,26 @@ impl<'a> Container<'a> {
                 Style::Tree { max }
             } else {
                 let multiply = fattrs.multiply.as_ref().map_or(1, |m| m.value);
-                match (&fattrs.count, &fattrs.buffer) {
+                let (count, local) = match (&fattrs.count, &fattrs.local_count) {
+                    (Some(c), _) => (Some(c), false),
+                    (None, Some(c)) => (Some(c), true),
+                    (None, None) => (None, false),
+                };
+                match (count, &fattrs.buffer) {
                     (Some(c), Some(_)) => Style::VBuffer {
                         len: c.value.clone(),
                         max: fattrs.max.as_ref().map_or(0, |m| m.value),
                         multiply,
+                        local,
                     },
                     (Some(c), None) => Style::VArray {
                         count: c.value.clone(),
                         max: fattrs.max.as_ref().map_or(0, |m| m.value),
                         multiply,
+                        local,
                     },
                     (None, Some(_)) => Style::Buffer,
+                    (None, None) if fattrs.u16_hack.is_some() => Style::U16Hack,
                     (None, None) => Style::Plain,
                 }
             };
@@ -212,6 +244,15 @@ impl<'a> Container<'a> {
                     .position(|d| d.name.value() == s.value.value())
             });
             let undeclared_sub = fattrs.subsection.is_some() && sub.is_none();
+            let floor = match sub {
+                Some(i) => {
+                    let d = &attrs.subsections[i];
+                    d.min_version.as_ref().map_or(1.min(d.version), |m| m.0)
+                }
+                None => min_version,
+            };
+            let noop_since =
+                fattrs.since.as_ref().is_some_and(|s| s.value.0 <= floor) && !undeclared_sub;
             fields.push(Field {
                 ident,
                 ty: &f.ty,
@@ -221,6 +262,7 @@ impl<'a> Container<'a> {
                 name: fname,
                 vmdesc_name: String::new(),
                 sub,
+                noop_since,
                 undeclared_sub,
             });
         }

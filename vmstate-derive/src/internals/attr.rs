@@ -459,6 +459,11 @@ pub struct Field {
     pub rename: Option<WithTokens<String>>,
     pub buffer: Option<WithTokens<()>>,
     pub count: Option<WithTokens<Ident>>,
+    /// `local_count = f`: the count is the destination's own value of `f`, a field that is not
+    /// sent (`skip`) or is sent later and must equal the local value (`equal`).
+    pub local_count: Option<WithTokens<Ident>>,
+    /// `u16_hack`: a `u32` sent as be16 (QEMU's `VMSTATE_UINT16_HACK`).
+    pub u16_hack: Option<WithTokens<()>>,
     pub max: Option<WithTokens<u32>>,
     pub equal: Option<WithTokens<()>>,
     pub range: Option<WithTokens<(Expr, Expr, bool)>>,
@@ -495,6 +500,8 @@ impl Field {
         let mut rename = Attr::none(cx, RENAME);
         let mut buffer = Attr::none(cx, BUFFER);
         let mut count = Attr::none(cx, COUNT);
+        let mut local_count = Attr::none(cx, LOCAL_COUNT);
+        let mut u16_hack = Attr::none(cx, U16_HACK);
         let mut max = Attr::none(cx, MAX);
         let mut equal = Attr::none(cx, EQUAL);
         let mut range = Attr::none(cx, RANGE);
@@ -555,6 +562,18 @@ impl Field {
                     )
                 })?;
                 count.set(&id, id.clone());
+            } else if p == LOCAL_COUNT {
+                // local_count = capacity: the destination's own value of a local field
+                let id: Ident = meta.value()?.parse().map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "`local_count` expects the name of a local field of this struct, e.g. `local_count = capacity`",
+                    )
+                })?;
+                local_count.set(&id, id.clone());
+            } else if p == U16_HACK {
+                // u16_hack: a u32 sent as be16
+                u16_hack.set(p, ());
             } else if p == MAX {
                 let (v, lit) = lit_u32(meta, "max")?;
                 max.set(&lit, v);
@@ -666,6 +685,8 @@ impl Field {
             rename: rename.get(),
             buffer: buffer.get(),
             count: count.get(),
+            local_count: local_count.get(),
+            u16_hack: u16_hack.get(),
             max: max.get(),
             equal: equal.get(),
             range: range.get(),

@@ -14,8 +14,8 @@ use super::attr::Gate;
 use super::ctxt::Ctxt;
 use super::suggest::did_you_mean;
 use super::symbol::{
-    BUFFER, COUNT, DEFAULT, KEEP, LIST, MAX, MINIMUM_VERSION, NAME, SINCE, SKIP, SUBSECTION, TREE,
-    VERSION, WHEN,
+    BUFFER, COUNT, DEFAULT, KEEP, LIST, LOCAL_COUNT, MAX, MINIMUM_VERSION, NAME, SINCE, SKIP,
+    SUBSECTION, TREE, VERSION, WHEN,
 };
 
 pub fn check(cx: &Ctxt, c: &Container) {
@@ -25,6 +25,7 @@ pub fn check(cx: &Ctxt, c: &Container) {
     check_defaults(cx, c);
     check_skip_conflicts(cx, c);
     check_counts(cx, c);
+    check_u16_hack(cx, c);
     check_lists_and_trees(cx, c);
     check_subsections(cx, c);
     check_props(cx, c);
@@ -46,6 +47,7 @@ fn check_vstruct(cx: &Ctxt, c: &Container) {
         for (name, t) in [
             ("buffer", a.buffer.as_ref().map(|s| &s.tokens)),
             ("count", a.count.as_ref().map(|s| &s.tokens)),
+            ("local_count", a.local_count.as_ref().map(|s| &s.tokens)),
             ("list", a.list.as_ref().map(|s| &s.tokens)),
             ("tree", a.tree.as_ref().map(|s| &s.tokens)),
             ("with", a.with.as_ref().map(|s| &s.tokens)),
@@ -65,7 +67,10 @@ fn check_vstruct(cx: &Ctxt, c: &Container) {
 fn check_bitmaps_and_multipliers(cx: &Ctxt, c: &Container) {
     for (i, f) in c.fields.iter().enumerate().filter(|(_, f)| !f.skipped()) {
         if let Some(m) = &f.attrs.multiply {
-            if f.attrs.count.is_none() && !f.unsure(&[COUNT]) {
+            if f.attrs.count.is_none()
+                && f.attrs.local_count.is_none()
+                && !f.unsure(&[COUNT, LOCAL_COUNT])
+            {
                 cx.error_spanned_by(&m.tokens, "`multiply` scales a count: add `count = <earlier field>` (QEMU's VMS_MULTIPLY: a variable buffer or array of count × multiply)");
             }
         }
@@ -74,6 +79,7 @@ fn check_bitmaps_and_multipliers(cx: &Ctxt, c: &Container) {
         for (name, t) in [
             ("buffer", a.buffer.as_ref().map(|s| &s.tokens)),
             ("count", a.count.as_ref().map(|s| &s.tokens)),
+            ("local_count", a.local_count.as_ref().map(|s| &s.tokens)),
             ("multiply", a.multiply.as_ref().map(|s| &s.tokens)),
             ("list", a.list.as_ref().map(|s| &s.tokens)),
             ("tree", a.tree.as_ref().map(|s| &s.tokens)),
@@ -101,6 +107,7 @@ fn refuse_attrs(cx: &Ctxt, a: &super::attr::Field, names: &[&str], why: impl Fn(
     let given = [
         ("buffer", a.buffer.as_ref().map(|s| &s.tokens)),
         ("count", a.count.as_ref().map(|s| &s.tokens)),
+        ("local_count", a.local_count.as_ref().map(|s| &s.tokens)),
         ("max", a.max.as_ref().map(|s| &s.tokens)),
         ("list", a.list.as_ref().map(|s| &s.tokens)),
         ("tree", a.tree.as_ref().map(|s| &s.tokens)),
@@ -130,6 +137,7 @@ fn check_with(cx: &Ctxt, c: &Container) {
             &[
                 "buffer",
                 "count",
+                "local_count",
                 "max",
                 "list",
                 "tree",
@@ -163,7 +171,15 @@ fn check_tmp(cx: &Ctxt, c: &Container) {
         refuse_attrs(
             cx,
             &f.attrs,
-            &["buffer", "count", "max", "list", "tree", "vmdesc_type"],
+            &[
+                "buffer",
+                "count",
+                "local_count",
+                "max",
+                "list",
+                "tree",
+                "vmdesc_type",
+            ],
             |name| {
                 format!("`{name}` does not apply to a `Tmp<V>` field: it is laid out as its view `V` (QEMU's VMSTATE_WITH_TMP)")
             },
@@ -198,6 +214,10 @@ fn check_since(cx: &Ctxt, c: &Container) {
         .filter(|f| !f.skipped() && !f.unsure(&[SINCE, SUBSECTION]))
     {
         let Some(s) = &f.attrs.since else { continue };
+        if c.nested && f.sub.is_none() && c.min_version == c.version {
+            // `check_nested` explains it for a struct that is always loaded at its version.
+            continue;
+        }
         let (limit, what, settings_ok) = match f.sub {
             Some(i) => (
                 c.attrs.subsections[i].version,
@@ -235,12 +255,22 @@ fn check_nested(cx: &Ctxt, c: &Container) {
     // A nested struct that accepts older versions (`minimum_version < version`) can be held at
     // an explicit version by its parent (`vstruct = N`, QEMU's VMSTATE_VSTRUCT), where `since`
     // takes effect.
+    // Otherwise the struct is always loaded at its own version: `since = N` with N up to it is
+    // QEMU's `_V(field, N)` that never matters (kept for the schema, see `Field::noop_since`);
+    // above it the field would never be sent.
     let versioned = c.min_version < c.version;
-    for f in c.fields.iter().filter(|f| f.sub.is_none() && !versioned) {
+    for f in c
+        .fields
+        .iter()
+        .filter(|f| f.sub.is_none() && !versioned && !f.noop_since)
+    {
         if let Some(s) = &f.attrs.since {
             cx.error_spanned_by(
                 &s.tokens,
-                "`since` has no effect inside a nested struct: QEMU saves and loads nested structs at their own current version, never the stream version; gate the field with `when = ...`, move it into a subsection, or declare `minimum_version` below `version` so a parent can hold it at an explicit version with `vstruct = N`",
+                format!(
+                    "since = {} is above version {}, the version this nested struct is always saved and loaded at (QEMU loads nested structs at their own version, never the stream's), so the field would never be sent; `since` up to {} is allowed and has no effect (QEMU's `_V(field, N)`); to gate the field use `when = ...` or a subsection, or declare `minimum_version` below `version` so a parent can hold it at an explicit version with `vstruct = N`",
+                    s.value.0, c.version, c.version
+                ),
             );
         }
     }
@@ -311,6 +341,8 @@ fn check_skip_conflicts(cx: &Ctxt, c: &Container) {
             ("rename", a.rename.as_ref().map(|s| &s.tokens)),
             ("buffer", a.buffer.as_ref().map(|s| &s.tokens)),
             ("count", a.count.as_ref().map(|s| &s.tokens)),
+            ("local_count", a.local_count.as_ref().map(|s| &s.tokens)),
+            ("u16_hack", a.u16_hack.as_ref().map(|s| &s.tokens)),
             ("max", a.max.as_ref().map(|s| &s.tokens)),
             ("equal", a.equal.as_ref().map(|s| &s.tokens)),
             ("range", a.range.as_ref().map(|s| &s.tokens)),
@@ -345,12 +377,17 @@ fn check_skip_conflicts(cx: &Ctxt, c: &Container) {
 /// A variable array's count must be declared with a maximum, and must be a migrated field that
 /// comes earlier on the wire: QEMU does not repeat the count, the loader reads it first and
 /// checks it against the maximum before any element (CVE-2013-4527 class).
+///
+/// A local count (`local_count = f`) is the destination's own value of `f`: configuration
+/// QEMU does not migrate (a FIFO's capacity, the DIMM slots). So `f` must not be loaded before
+/// the array: either not sent at all (`skip`), or sent after it with `equal` (the stream must
+/// then agree, as QEMU's `ports` of AHCI). It is still bounded by the declared maximum.
 fn check_counts(cx: &Ctxt, c: &Container) {
     for (i, f) in c
         .fields
         .iter()
         .enumerate()
-        .filter(|(_, f)| !f.skipped() && !f.unsure(&[COUNT, MAX, BUFFER, LIST, TREE]))
+        .filter(|(_, f)| !f.skipped() && !f.unsure(&[COUNT, LOCAL_COUNT, MAX, BUFFER, LIST, TREE]))
         .filter(|(_, f)| {
             f.attrs.list.is_none()
                 && f.attrs.tree.is_none()
@@ -358,7 +395,13 @@ fn check_counts(cx: &Ctxt, c: &Container) {
                 && f.attrs.bitmap.is_none()
         })
     {
-        match (&f.attrs.count, &f.attrs.max) {
+        if let (Some(cnt), Some(l)) = (&f.attrs.count, &f.attrs.local_count) {
+            let _ = cnt;
+            cx.error_spanned_by(&l.tokens, "`local_count` cannot be combined with `count`: the count is either read from the stream (`count`) or the destination's own (`local_count`)");
+            continue;
+        }
+        let declared = f.attrs.count.as_ref().or(f.attrs.local_count.as_ref());
+        match (declared, &f.attrs.max) {
             (Some(cnt), None) => cx.error_spanned_by(
                 &cnt.tokens,
                 format!(
@@ -372,26 +415,89 @@ fn check_counts(cx: &Ctxt, c: &Container) {
             ),
             _ => {}
         }
-        let count = match &f.style {
-            Style::VArray { count, .. } => count,
-            Style::VBuffer { len, .. } => len,
+        let (count, local) = match &f.style {
+            Style::VArray { count, local, .. } => (count, *local),
+            Style::VBuffer { len, local, .. } => (len, *local),
             _ => continue,
         };
-        let tokens = &f.attrs.count.as_ref().expect("count set").tokens;
-        match c.fields.iter().position(|g| g.ident == count) {
-            None => cx.error_spanned_by(tokens, format!("count field `{count}` does not exist in this struct")),
-            Some(j) if j >= i => cx.error_spanned_by(
+        let tokens = &declared.expect("count set").tokens;
+        let Some(j) = c.fields.iter().position(|g| g.ident == count) else {
+            cx.error_spanned_by(
+                tokens,
+                format!("count field `{count}` does not exist in this struct"),
+            );
+            continue;
+        };
+        let g = &c.fields[j];
+        if local {
+            if g.skipped() {
+                continue;
+            }
+            if g.attrs.equal.is_some() && j > i && g.sub == f.sub {
+                continue;
+            }
+            let why = if g.attrs.equal.is_some() {
+                format!(
+                    "it is sent before `{}`, so the stream's value is known: use `count = {count}`",
+                    f.ident
+                )
+            } else if j < i && (g.sub.is_none() || g.sub == f.sub) {
+                format!("it is migrated before `{}`, so the stream's value is the count: use `count = {count}`", f.ident)
+            } else {
+                "it is migrated, so loading it would change the count after the array was read; mark it `skip`, or `equal` if the stream sends it after the array".to_owned()
+            };
+            cx.error_spanned_by(
+                tokens,
+                format!("local count field `{count}` must be the destination's own value (a `skip` field, or an `equal` field sent after `{}` in the same vmsd): {why}", f.ident),
+            );
+            continue;
+        }
+        if j >= i {
+            cx.error_spanned_by(
                 tokens,
                 format!("count field `{count}` must be declared before `{}`: the loader reads the count first", f.ident),
-            ),
-            Some(j) => {
-                let g = &c.fields[j];
-                if g.skipped() {
-                    cx.error_spanned_by(tokens, format!("count field `{count}` is `skip`ped, so the destination would not know it; migrate it"));
-                } else if g.sub.is_some() && g.sub != f.sub {
-                    cx.error_spanned_by(tokens, format!("count field `{count}` is in another subsection, so it is not on the wire before `{}`", f.ident));
-                }
-            }
+            );
+        } else if g.skipped() {
+            cx.error_spanned_by(tokens, format!("count field `{count}` is `skip`ped, so the destination would not know it; migrate it, or use `local_count = {count}` if the count is the destination's own configuration"));
+        } else if g.sub.is_some() && g.sub != f.sub {
+            cx.error_spanned_by(tokens, format!("count field `{count}` is in another subsection, so it is not on the wire before `{}`", f.ident));
+        }
+    }
+}
+
+/// `u16_hack` is QEMU's `VMSTATE_UINT16_HACK`: a `uint32_t` sent as be16. It applies to a plain
+/// `u32` field only, and is its own codec.
+fn check_u16_hack(cx: &Ctxt, c: &Container) {
+    for f in c.fields.iter().filter(|f| !f.skipped()) {
+        let Some(h) = &f.attrs.u16_hack else { continue };
+        if !last_ident_is(f.ty, &["u32"]) || matches!(f.ty, Type::Array(_)) {
+            cx.error_spanned_by(&h.tokens, "`u16_hack` applies to `u32` fields: it is QEMU's VMSTATE_UINT16_HACK, a `uint32_t` sent as be16");
+            continue;
+        }
+        refuse_attrs(
+            cx,
+            &f.attrs,
+            &[
+                "buffer",
+                "count",
+                "local_count",
+                "max",
+                "list",
+                "tree",
+                "equal",
+                "range",
+                "le",
+                "vmdesc_type",
+            ],
+            |name| {
+                format!("`{name}` cannot be combined with `u16_hack`: the field is a `u32` sent as be16, its own codec")
+            },
+        );
+        if let Some(w) = &f.attrs.with {
+            cx.error_spanned_by(
+                &w.tokens,
+                "`with` cannot be combined with `u16_hack`: choose one codec",
+            );
         }
     }
 }
@@ -421,6 +527,9 @@ fn check_lists_and_trees(cx: &Ctxt, c: &Container) {
                 tokens,
                 format!("`{what}` `{}` needs a declared maximum number of elements: add `max = N` (the loader refuses more)", f.ident),
             );
+        }
+        if let Some(cnt) = &f.attrs.local_count {
+            cx.error_spanned_by(&cnt.tokens, format!("`local_count` cannot be combined with `{what}`: a {what} has no count field (its elements are marked on the wire)"));
         }
         if let Some(cnt) = &f.attrs.count {
             cx.error_spanned_by(&cnt.tokens, format!("`count` cannot be combined with `{what}`: a {what} has no count field (its elements are marked on the wire)"));
@@ -717,7 +826,9 @@ fn check_field_types(cx: &Ctxt, c: &Container) {
         }
         // With a failed key the style may be wrong: a Vec whose `count` failed to parse is not
         // "missing `count`", and a `buffer` whose `count` failed is not "not an array".
-        if f.unsure(&[COUNT, MAX, BUFFER]) && (is_vec(f.ty) || f.attrs.buffer.is_some()) {
+        if f.unsure(&[COUNT, LOCAL_COUNT, MAX, BUFFER])
+            && (is_vec(f.ty) || f.attrs.buffer.is_some())
+        {
             continue;
         }
         if let Some(msg) = unsupported(f.ty) {
@@ -738,10 +849,11 @@ fn check_field_types(cx: &Ctxt, c: &Container) {
 /// description carries its elements, so it cannot be renamed.
 fn check_value_checks(cx: &Ctxt, c: &Container) {
     // `check_with` reports these on a field with a codec module.
+    // `check_u16_hack` reports them on a `u16_hack` field.
     for f in c
         .fields
         .iter()
-        .filter(|f| !f.skipped() && f.attrs.with.is_none())
+        .filter(|f| !f.skipped() && f.attrs.with.is_none() && f.attrs.u16_hack.is_none())
     {
         if let Some(l) = &f.attrs.le {
             if !matches!(f.style, Style::Plain) || !last_ident_is(f.ty, &["i32"]) {

@@ -34,9 +34,12 @@ pub fn field_codec_of(ty: &syn::Type) -> proc_macro2::TokenStream {
 /// The count argument of a variable array or buffer: `&self.f`, or with a multiplier (QEMU's
 /// `VMS_MULTIPLY`) `&Multiplied(&self.f, K)`.
 pub fn multiplied(count: &syn::Ident, multiply: u32) -> proc_macro2::TokenStream {
+    // Spanned at the count's name: a count field of a type that is not an integer is reported
+    // there.
+    let span = count.span();
     if multiply == 1 {
-        quote::quote!(&self.#count)
+        quote::quote_spanned!(span=> &self.#count)
     } else {
-        quote::quote!(&_vmstate::__private::Multiplied(&self.#count, #multiply))
+        quote::quote_spanned!(span=> &_vmstate::__private::Multiplied(&self.#count, #multiply))
     }
 }

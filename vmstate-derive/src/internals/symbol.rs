@@ -32,6 +32,8 @@ pub const KEEP: Symbol = Symbol("keep");
 pub const RENAME: Symbol = Symbol("rename");
 pub const BUFFER: Symbol = Symbol("buffer");
 pub const COUNT: Symbol = Symbol("count");
+pub const LOCAL_COUNT: Symbol = Symbol("local_count");
+pub const U16_HACK: Symbol = Symbol("u16_hack");
 pub const MAX: Symbol = Symbol("max");
 pub const LIST: Symbol = Symbol("list");
 pub const TREE: Symbol = Symbol("tree");
@@ -78,8 +80,10 @@ pub const FIELD_KEYS: &[Symbol] = &[
     RENAME,
     BUFFER,
     COUNT,
+    LOCAL_COUNT,
     MAX,
     EQUAL,
+    U16_HACK,
     RANGE,
     LE,
     VMDESC_TYPE,

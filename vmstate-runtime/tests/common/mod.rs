@@ -42,6 +42,7 @@ const fn field(name: &'static str, kind: &'static Kind, since: u32) -> FieldSche
         rust_name: Cow::Borrowed(name),
         kind: SchemaRef::Static(kind),
         since,
+        noop_since: 0,
         gate: None,
         equal: false,
         range: None,

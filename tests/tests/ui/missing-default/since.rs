@@ -1,7 +1,7 @@
 use vmstate_runtime::VmState;
 
 #[derive(VmState)]
-#[vmstate(name = "dev", version = 3, prop(name = "x-b", default = true))]
+#[vmstate(name = "dev", version = 3, minimum_version = 1, prop(name = "x-b", default = true))]
 struct Dev {
     a: u8,
     #[vmstate(since = 3)]

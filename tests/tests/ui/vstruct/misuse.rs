@@ -4,8 +4,9 @@ use vmstate_runtime::VmState;
 #[vmstate(name = "inner", version = 2, nested)]
 struct Inner {
     a: u8,
-    // `since` in a nested struct that accepts only its own version never takes effect.
-    #[vmstate(since = 2, default)]
+    // `since` above the version of a nested struct that accepts only its own version would
+    // never be sent.
+    #[vmstate(since = 3, default)]
     b: u8,
 }
 
