@@ -153,6 +153,9 @@ enum Cmd {
         /// Restore this snapshot, run the guest, and record only the pages dirtied since.
         #[arg(long)]
         incremental_from: Option<std::path::PathBuf>,
+        /// Threads writing the pages (0 = up to 4, no more than the host's CPUs).
+        #[arg(long, default_value_t = 0)]
+        write_threads: usize,
         #[command(flatten)]
         mode: ModeArgs,
     },
@@ -250,6 +253,7 @@ fn main() -> ExitCode {
             out,
             run_ms,
             incremental_from,
+            write_threads,
             ..
         } => snapshot::snapshot(
             &snapshot::SnapshotCmd {
@@ -258,6 +262,7 @@ fn main() -> ExitCode {
                 run_ms,
                 out,
                 incremental_from,
+                write_threads,
             },
             &why,
         ),

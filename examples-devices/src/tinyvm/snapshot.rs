@@ -227,6 +227,8 @@ pub struct SnapshotCmd {
     pub out: PathBuf,
     /// Restore this snapshot, run, and write only the pages dirtied since.
     pub incremental_from: Option<PathBuf>,
+    /// Threads writing the pages ([`WriteOptions::threads`]; 0 = the default).
+    pub write_threads: usize,
 }
 
 /// `tinyvm snapshot`: see the module docs. Prints what it wrote; `Ok(true)` when the guest's
@@ -280,13 +282,15 @@ pub fn snapshot(cmd: &SnapshotCmd, why: &str) -> Result<bool, String> {
             (NOTE_VCLOCK.into(), vclock.to_string()),
         ],
         incremental,
+        threads: cmd.write_threads,
     };
     let t0 = Instant::now();
     let r = snap::write(&cmd.out, guest.ram(), &devices, &opts).map_err(|e| e.to_string())?;
     println!(
-        "tinyvm snapshot: {why}: wrote {} in {:.1} ms: {} KiB of guest RAM, {} page{} recorded ({} with data), {} device sections, file length {} bytes, {} bytes stored (sparse), pass {} (+{} pages), {bs} B printed{}",
+        "tinyvm snapshot: {why}: wrote {} in {:.1} ms ({:.1} ms of it in fsync): {} KiB of guest RAM, {} page{} recorded ({} with data), {} device sections, file length {} bytes, {} bytes stored (sparse), pass {} (+{} pages), {bs} B printed{}",
         cmd.out.display(),
         t0.elapsed().as_secs_f64() * 1e3,
+        r.sync_time.as_secs_f64() * 1e3,
         guest.ram().total_bytes() >> 10,
         r.pages,
         if r.pages == 1 { "" } else { "s" },
