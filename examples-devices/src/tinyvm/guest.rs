@@ -588,10 +588,23 @@ impl PatternState {
 /// A pattern that breaks the invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatternError {
-    /// Index in walk order (0 = page 2) of the first counter that breaks it.
+    /// Index in walk order (0 = the first pattern page) of the first counter that breaks it.
     pub index: usize,
     /// What was wrong.
     pub detail: String,
+    /// The page of walk index 0: [`FIRST_PATTERN_PAGE`] from [`check_pattern`],
+    /// [`PatternError::in_ram`] sets the one of a RAM size.
+    pub first_page: usize,
+}
+
+impl PatternError {
+    /// The error with the first pattern page of `ram_size` bytes of RAM
+    /// ([`first_pattern_page`]), so that it names the right page.
+    #[must_use]
+    pub fn in_ram(mut self, ram_size: usize) -> Self {
+        self.first_page = first_pattern_page(ram_size);
+        self
+    }
 }
 
 impl fmt::Display for PatternError {
@@ -599,7 +612,7 @@ impl fmt::Display for PatternError {
         write!(
             f,
             "pattern broken at page {} (walk index {}): {}",
-            self.index + FIRST_PATTERN_PAGE,
+            self.index + self.first_page,
             self.index,
             self.detail
         )
@@ -631,6 +644,7 @@ pub fn check_pattern(v: &[u32]) -> Result<PatternState, PatternError> {
         return Err(PatternError {
             index: 0,
             detail: "no pattern pages".to_owned(),
+            first_page: FIRST_PATTERN_PAGE,
         });
     };
     // k = the number of leading counters at c + 1; every later one must be c.
@@ -647,6 +661,7 @@ pub fn check_pattern(v: &[u32]) -> Result<PatternState, PatternError> {
                  before the pass boundary",
                 u64::from(c) + 1
             ),
+            first_page: FIRST_PATTERN_PAGE,
         });
     }
     Ok(PatternState {
@@ -722,6 +737,17 @@ mod tests {
         let mut v = vec![7; n];
         v[n - 1] = 8; // last above first: not a state the walk reaches
         assert_eq!(check_pattern(&v).unwrap_err().index, 0);
+        // The page named is the RAM's: from page 64 above 3 GiB.
+        let e = check_pattern(&[1, 0, 1]).unwrap_err();
+        assert!(
+            e.to_string().starts_with("pattern broken at page 3 "),
+            "{e}"
+        );
+        let e = e.in_ram(5 << 30);
+        assert!(
+            e.to_string().starts_with("pattern broken at page 65 "),
+            "{e}"
+        );
     }
 
     #[test]

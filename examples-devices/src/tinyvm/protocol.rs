@@ -83,7 +83,7 @@ impl Seen {
                 .get(super::guest::first_pattern_page(len)..)
                 .unwrap_or(&[]),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.in_ram(len).to_string())?;
         Ok(Seen {
             state,
             hash: hasher.finish(),
@@ -105,7 +105,7 @@ impl Seen {
                     .map_err(|e| format!("reading the counter of page {p}: {e}"))
             })
             .collect::<Result<Vec<u32>, String>>()?;
-        let state = check_pattern(&counters).map_err(|e| e.to_string())?;
+        let state = check_pattern(&counters).map_err(|e| e.in_ram(len).to_string())?;
         Ok(Seen { state, hash: 0 })
     }
 

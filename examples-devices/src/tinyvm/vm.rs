@@ -487,18 +487,6 @@ impl Vm {
         }
     }
 
-    /// The vCPU's guest physical address of byte `offset` of guest RAM (the block), as KVM
-    /// maps it: below 3 GiB the same, above it from 4 GiB up.
-    #[must_use]
-    pub fn guest_phys_addr(&self, offset: u64) -> u64 {
-        let (low, _) = guest::ram_layout(self.ram_size);
-        if offset < low as u64 {
-            offset
-        } else {
-            HIGH_RAM_BASE + (offset - low as u64)
-        }
-    }
-
     /// A copy of all guest RAM.
     ///
     /// # Errors
