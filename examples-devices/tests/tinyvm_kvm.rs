@@ -274,6 +274,104 @@ mod needs_kvm {
         let msg = refused(&bad, "bad segment");
         assert!(msg.contains("present"), "{msg}");
     }
+    /// The 64-bit guest (5 GiB: 3 GiB below the hole under 4 GiB, 2 GiB from 4 GiB up, one RAM
+    /// block seen by KVM through two slots) starts in long mode, and walks across the hole and
+    /// around the end of RAM. To touch a few dozen pages only (not 5 GiB), its vCPU state is
+    /// moved to the middle of a pass twice, through the same `KVM_SET_*` path a restore uses:
+    /// RIP at `inner`, RBX 16 pages before the hole, then 16 pages before the end of RAM.
+    #[test]
+    #[ignore = "needs /dev/kvm: --features kvm, on a host where /dev/kvm opens read-write"]
+    fn long_mode_guest_walks_across_the_hole_and_around() {
+        use examples_devices::tinyvm::guest::{
+            ram_layout, HIGH_RAM_BASE, LONG_FIRST_PATTERN_PAGE, PAGE_SIZE, PAGE_TABLES_ADDR,
+        };
+        use vm_memory::{Bytes, GuestAddress};
+        super::tools::require_kvm();
+        const INNER: u64 = 0x100f;
+        let w = Workload {
+            ram_size: 5 << 30,
+            dirty_rate: Some(20_000),
+        };
+        assert!(w.long_mode());
+        let mut vm = Vm::with_workload(w).unwrap();
+        let cpu = vm.save_cpu().unwrap();
+        assert_eq!(cpu.efer & 0x500, 0x500, "EFER.LME|LMA: {:#x}", cpu.efer);
+        assert_eq!((cpu.cs.l, cpu.cs.db), (1, 0), "CS not 64-bit: {:?}", cpu.cs);
+        assert_eq!(cpu.cr3, PAGE_TABLES_ADDR);
+        assert_eq!(cpu.cr4 & 0x20, 0x20, "CR4.PAE: {:#x}", cpu.cr4);
+        assert_eq!(
+            cpu.cr0 & 0x8000_0001,
+            0x8000_0001,
+            "CR0.PG|PE: {:#x}",
+            cpu.cr0
+        );
+        // The long-mode state survives the `tinyvm-cpu` section.
+        let m = machine();
+        let (version, payload, _) = save_payload(&cpu, &m).unwrap();
+        let mut loaded = CpuState::default();
+        load_payload(&mut loaded, &payload, version, &m).unwrap();
+        assert_eq!(loaded, cpu);
+
+        let (low, high) = ram_layout(w.ram_size);
+        let (low_pages, pages) = (low / PAGE_SIZE, w.ram_size / PAGE_SIZE);
+        let counter = |vm: &Vm, page: usize| -> u32 {
+            vm.memory()
+                .read_obj(GuestAddress((page * PAGE_SIZE) as u64))
+                .unwrap()
+        };
+        // Runs until `page`'s counter is set (a bounded number of 20 ms slices; at 20,000
+        // pages/s the 32 pages take about 2 ms).
+        let run_until = |vm: &mut Vm, page: usize| {
+            for _ in 0..250 {
+                if counter(vm, page) != 0 {
+                    return;
+                }
+                vm.run_for(Duration::from_millis(20)).unwrap();
+            }
+            panic!("the guest never reached block page {page}");
+        };
+        let log = vm.dirty_log();
+        let _ = log.take().unwrap();
+
+        // Across the hole: 16 pages below 3 GiB, then on at 4 GiB (block page 3 GiB / 4 KiB).
+        let mut at = cpu.clone();
+        (at.rip, at.rbx, at.rsi) = (INNER, (low - 16 * PAGE_SIZE) as u64, 0);
+        vm.restore_cpu(&at).unwrap();
+        run_until(&mut vm, low_pages + 15);
+        let mid = vm.save_cpu().unwrap();
+        assert!(
+            (HIGH_RAM_BASE + 16 * PAGE_SIZE as u64..HIGH_RAM_BASE + high as u64).contains(&mid.rbx),
+            "RBX {:#x} not past 4 GiB",
+            mid.rbx
+        );
+        let bits = log.take().unwrap();
+        assert_eq!(bits.len(), pages / 64, "one bit per page of the block");
+        let dirty = |p: usize| bits[p / 64] >> (p % 64) & 1 == 1;
+        for p in low_pages - 16..low_pages + 16 {
+            assert_eq!(counter(&vm, p), 1, "block page {p}");
+            assert!(dirty(p), "block page {p} not in the dirty log");
+        }
+        assert!(!dirty(low_pages - 17) && !dirty(LONG_FIRST_PATTERN_PAGE));
+        assert_eq!(counter(&vm, low_pages - 17), 0);
+        assert_eq!(counter(&vm, LONG_FIRST_PATTERN_PAGE), 0);
+
+        // Around the end of RAM: the last 16 pages, `B`, and the next pass from page 64.
+        let mut at = mid;
+        (at.rip, at.rbx, at.rsi) = (INNER, HIGH_RAM_BASE + (high - 16 * PAGE_SIZE) as u64, 0);
+        vm.restore_cpu(&at).unwrap();
+        run_until(&mut vm, LONG_FIRST_PATTERN_PAGE);
+        for p in pages - 16..pages {
+            assert_eq!(counter(&vm, p), 1, "block page {p}");
+        }
+        assert_eq!(vm.serial.state.take_tx_output(), b"B");
+        let end = vm.save_cpu().unwrap();
+        assert!(
+            end.rbx < low as u64,
+            "RBX {:#x}: not back below the hole",
+            end.rbx
+        );
+    }
+
     /// KVM's dirty log sees the guest's writes: after a run, every pattern page is dirty, and
     /// a second read right after (vCPU stopped) is clean.
     #[test]

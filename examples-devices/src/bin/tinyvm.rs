@@ -42,7 +42,7 @@ struct ModeArgs {
     /// Run the software guest.
     #[arg(long)]
     soft: bool,
-    /// Guest RAM: bytes or with K/M/G (1M = the real-mode guest; KVM up to 3G).
+    /// Guest RAM: bytes or with K/M/G (1M = the real-mode guest; KVM: 32-bit up to 3G, 64-bit above, up to 32G).
     #[arg(long, default_value = "1M", value_parser = parse_size)]
     mem: usize,
     /// Pages per second the guest may dirty, or `max` (as fast as it can).
@@ -159,6 +159,9 @@ enum Cmd {
         /// Restore this snapshot, run the guest, and record only the pages dirtied since.
         #[arg(long)]
         incremental_from: Option<std::path::PathBuf>,
+        /// Threads writing the pages (0 = up to 4, no more than the host's CPUs).
+        #[arg(long, default_value_t = 0)]
+        write_threads: usize,
         #[command(flatten)]
         mode: ModeArgs,
     },
@@ -176,6 +179,10 @@ enum Cmd {
         /// With --check: milliseconds the restored guest runs before the checks.
         #[arg(long, default_value_t = 50)]
         run_ms: u64,
+        /// With --check: progress is also ok once the walk advanced by this many pages (default:
+        /// a completed pass is required). For large sparse guests whose pass takes minutes.
+        #[arg(long)]
+        progress_pages: Option<u64>,
     },
     /// Fold an incremental snapshot and its bases into one full snapshot.
     SnapshotMerge {
@@ -206,10 +213,11 @@ fn main() -> ExitCode {
             check,
             prefetch,
             run_ms,
+            progress_pages,
         } => {
             return finish(
                 "restore",
-                snapshot::restore(path, main_at, *check, *prefetch, *run_ms),
+                snapshot::restore(path, main_at, *check, *prefetch, *run_ms, *progress_pages),
             )
         }
         Cmd::SnapshotMerge { inc, out } => {
@@ -251,6 +259,7 @@ fn main() -> ExitCode {
             out,
             run_ms,
             incremental_from,
+            write_threads,
             ..
         } => snapshot::snapshot(
             &snapshot::SnapshotCmd {
@@ -259,6 +268,7 @@ fn main() -> ExitCode {
                 run_ms,
                 out,
                 incremental_from,
+                write_threads,
             },
             &why,
         ),

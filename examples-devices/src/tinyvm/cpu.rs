@@ -6,6 +6,10 @@
 //! value could index with is range-checked on load (segment attribute bits, the MSR count, the
 //! MSR indexes, which must be in [`SAVED_MSRS`]).
 //!
+//! The special registers are all of `kvm_sregs`, so the 64-bit guest's long mode migrates with
+//! no field added: EFER (LME, LMA), CR0 (PG), CR3 (its page tables, which are in guest RAM),
+//! CR4 (PAE) and the segments' `l` and `db` bits (a 64-bit code segment).
+//!
 //! Wire layout (big-endian, in field order): the 18 `kvm_regs` words, 8 [`Segment`]s, 2
 //! [`DTable`]s, the control registers, the interrupt bitmap, the [`Fpu`], `msr_count` (u32)
 //! and that many [`Msr`] entries (at most [`MAX_MSRS`]), then the 1024-byte LAPIC page.

@@ -1,6 +1,7 @@
 //! The tinyvm guest: 45 bytes of hand-assembled 16-bit real-mode code (the default 1 MiB
-//! guest), 75 bytes of 32-bit protected-mode code (any other size, or a dirty-rate limit; see
-//! [`GUEST_CODE32`]), the [`Workload`] (RAM size and dirty rate), the page [`Budget`] that paces
+//! guest), 75 bytes of 32-bit protected-mode code (any other size up to 3 GiB, or a dirty-rate
+//! limit; see [`GUEST_CODE32`]), 86 bytes of 64-bit long-mode code (above 3 GiB, RAM split
+//! around the hole under 4 GiB; see [`GUEST_CODE64`]), the [`Workload`] (RAM size and dirty rate), the page [`Budget`] that paces
 //! the dirty rate, and the check of the memory pattern both programs write.
 //!
 //! # Layout (1 MiB of RAM at guest physical address 0; larger RAM has more pattern pages)
@@ -52,7 +53,8 @@
 //! 32-bit protected mode (CR0.PE, flat 4 GiB code and data segments set through
 //! `KVM_SET_SREGS`, no GDT needed; the migrated vCPU state carries the segment caches and CR0),
 //! with EIP = ESP = 0x1000 and EDI = the RAM size, and [`GUEST_CODE32`] walks the same pattern
-//! over every page up to EDI (so up to 3 GiB: [`MAX_KVM_RAM`]). Before each page it takes one
+//! over every page up to EDI (so up to 3 GiB, [`LOW_RAM_MAX`]; larger guests run the 64-bit
+//! program below). Before each page it takes one
 //! page from its budget (ESI); when that is empty it reads a new budget, a `u32`, from port
 //! [`BUDGET_PORT`]: the number of pages the VMM lets it dirty now ([`Budget::grant`]); 0 means
 //! `pause` and ask again.
@@ -96,10 +98,72 @@
 //! 0x104a  c3                ret
 //! ```
 //!
+//! # The 64-bit program
+//!
+//! Above [`LOW_RAM_MAX`] (3 GiB) RAM is split as on a PC: the first 3 GiB at guest addresses
+//! `0..0xc000_0000`, the rest from [`HIGH_RAM_BASE`] (4 GiB) up, leaving the hole under 4 GiB
+//! (IOAPIC, local APIC, KVM's TSS pages) free ([`ram_layout`]). It is still one RAM block
+//! (`pc.ram`, one host mapping, as QEMU's `pc.ram` seen through its `ram-below-4g` and
+//! `ram-above-4g` aliases) registered as two KVM memory slots, so snapshots, migration streams
+//! and the pattern check see one block in which the walk is ascending. The VMM writes identity
+//! page tables with 2 MiB pages at [`PAGE_TABLES_ADDR`] ([`page_tables`]; pages 2..64 are
+//! reserved, the pattern starts at page [`LONG_FIRST_PATTERN_PAGE`]) and starts the vCPU in
+//! 64-bit long mode through `KVM_SET_SREGS`: CR3 = the PML4, CR4.PAE, EFER.LME|LMA, CR0.PE|PG,
+//! CS a 64-bit code segment (L = 1, D = 0), flat data segments. RIP = RSP = 0x1000, RDI = the
+//! end of the low RAM, R8 = 4 GiB, R9 = the end of the high RAM. [`GUEST_CODE64`] is the 32-bit
+//! walk with 64-bit addresses and one jump over the hole; the budget port and the serial
+//! protocol are the same. All of this (registers, EFER, CR0/CR3/CR4, the segments' L bits)
+//! migrates in the `tinyvm-cpu` section, and the page tables in RAM.
+//!
+//! ```text
+//! 0x1000  fa                    cli
+//! 0x1001  b0 41                 mov  al, 'A'
+//! 0x1003  e8 3b 00 00 00        call putc                  ; 0x1043
+//! 0x1008  31 f6                 xor  esi, esi              ; no budget yet
+//! outer:
+//! 0x100a  bb 00 00 04 00        mov  ebx, 0x40000          ; page 64 (rbx zero-extended)
+//! inner:
+//! 0x100f  85 f6                 test esi, esi
+//! 0x1011  75 0f                 jnz  have                  ; 0x1022
+//! ask:
+//! 0x1013  66 ba f0 07           mov  dx, 0x7f0             ; BUDGET_PORT
+//! 0x1017  ed                    in   eax, dx
+//! 0x1018  89 c6                 mov  esi, eax
+//! 0x101a  85 f6                 test esi, esi
+//! 0x101c  75 04                 jnz  have
+//! 0x101e  f3 90                 pause
+//! 0x1020  eb f1                 jmp  ask                   ; 0x1013
+//! have:
+//! 0x1022  ff 03                 inc  dword [rbx]           ; this page's counter
+//! 0x1024  ff ce                 dec  esi                   ; (0x4e is REX in 64-bit mode)
+//! 0x1026  48 81 c3 00 10 00 00  add  rbx, 0x1000           ; next page
+//! 0x102d  48 39 fb              cmp  rbx, rdi              ; end of the low RAM?
+//! 0x1030  75 03                 jne  same                  ; 0x1035
+//! 0x1032  4c 89 c3              mov  rbx, r8               ; jump the hole: 4 GiB
+//! same:
+//! 0x1035  4c 39 cb              cmp  rbx, r9               ; end of the high RAM
+//! 0x1038  72 d5                 jb   inner                 ; 0x100f
+//! 0x103a  b0 42                 mov  al, 'B'
+//! 0x103c  e8 02 00 00 00        call putc                  ; 0x1043
+//! 0x1041  eb c7                 jmp  outer                 ; 0x100a
+//! putc:                                                    ; al = the byte
+//! 0x1043  88 c4                 mov  ah, al
+//! 0x1045  66 ba fd 03           mov  dx, 0x3fd             ; LSR
+//! 0x1049  ec                    in   al, dx
+//! 0x104a  a8 20                 test al, 0x20              ; THRE
+//! 0x104c  74 fb                 jz   0x1049
+//! 0x104e  66 ba f8 03           mov  dx, 0x3f8             ; THR
+//! 0x1052  88 e0                 mov  al, ah
+//! 0x1054  ee                    out  dx, al
+//! 0x1055  c3                    ret
+//! ```
+//!
+//! (Checked with `objdump -D -b binary -mi386:x86-64 --adjust-vma=0x1000`.)
+//!
 //! # The pattern invariant
 //!
 //! Read the counters `v[0..n]` in walk order (pages 2..=255, `n` = [`PATTERN_PAGES`], or up to
-//! the last page of a larger RAM) while the
+//! the last page of a larger RAM; from page 64 above 3 GiB: [`first_pattern_page`]) while the
 //! vCPU is stopped. Every pass adds 1 to each counter in that order, starting from all zeros,
 //! so there is a `c` (the passes completed) and a `k` in `0..n` (the pages done in the pass
 //! under way) with `v[i] == c + 1` for `i < k` and `v[i] == c` for `i >= k`: neighbours are
@@ -126,9 +190,24 @@ pub const PATTERN_PAGES: usize = RAM_SIZE / PAGE_SIZE - FIRST_PATTERN_PAGE;
 /// The UART's I/O base (COM1).
 pub const COM1_BASE: u16 = 0x3f8;
 
-/// Largest RAM of the KVM guest: the 32-bit walk addresses it flat, below the TSS pages KVM
-/// needs at `0xfffb_d000` and the local APIC at `0xfee0_0000`.
-pub const MAX_KVM_RAM: usize = 3 << 30;
+/// Largest RAM of the KVM guest: up to [`LOW_RAM_MAX`] it all sits below the hole under
+/// 4 GiB (the 32-bit guest); the rest is mapped from [`HIGH_RAM_BASE`] up and walked by the
+/// 64-bit guest, whose page tables ([`page_tables`]) map up to 60 GiB of guest addresses.
+pub const MAX_KVM_RAM: usize = 32 << 30;
+/// RAM below the hole under 4 GiB: guest addresses `0..LOW_RAM_MAX` (at most). The hole
+/// `0xc000_0000..0x1_0000_0000` holds the IOAPIC (`0xfec0_0000`), the local APIC
+/// (`0xfee0_0000`) and the TSS pages KVM needs (`0xfffb_d000`), as on a PC (QEMU's pc machine
+/// also puts 3 GiB below 4 GiB once RAM reaches 3.5 GiB).
+pub const LOW_RAM_MAX: usize = 3 << 30;
+/// Guest physical address where the RAM above [`LOW_RAM_MAX`] is mapped.
+pub const HIGH_RAM_BASE: u64 = 1 << 32;
+/// First pattern page of a guest larger than [`LOW_RAM_MAX`] (the 64-bit guest): pages
+/// 2..64 are reserved for its page tables ([`page_tables`]; the software guest leaves them
+/// zero), so its pattern starts at guest address `0x4_0000`.
+pub const LONG_FIRST_PATTERN_PAGE: usize = 64;
+/// Guest physical address of the 64-bit guest's PML4 (CR3); its PDPT follows, then its page
+/// directories, one page each (see [`page_tables`]).
+pub const PAGE_TABLES_ADDR: u64 = 0x2000;
 /// Largest RAM of the software guest.
 pub const MAX_SOFT_RAM: usize = 64 << 30;
 /// Smallest RAM: the stack page, the code page and 14 pattern pages.
@@ -176,6 +255,126 @@ pub const GUEST_CODE32: [u8; 75] = [
     0xc3, // ret
 ];
 
+/// The first pattern page of a guest with `ram_size` bytes of RAM: [`FIRST_PATTERN_PAGE`], or
+/// [`LONG_FIRST_PATTERN_PAGE`] above [`LOW_RAM_MAX`] (the 64-bit guest's page tables come
+/// first). The pattern runs from there to the last page of RAM.
+#[must_use]
+pub fn first_pattern_page(ram_size: usize) -> usize {
+    if ram_size > LOW_RAM_MAX {
+        LONG_FIRST_PATTERN_PAGE
+    } else {
+        FIRST_PATTERN_PAGE
+    }
+}
+
+/// How `ram_size` bytes of guest RAM are placed in guest physical memory: `(low, high)`, the
+/// bytes at guest addresses `0..low` and at `HIGH_RAM_BASE..HIGH_RAM_BASE + high`
+/// ([`LOW_RAM_MAX`] at most below the hole). The RAM is one block (`pc.ram`, one mapping):
+/// byte `i` of the block is at guest address `i` below `low`, else at
+/// `HIGH_RAM_BASE + (i - low)`, as QEMU maps its one `pc.ram` block through two aliases.
+#[must_use]
+pub fn ram_layout(ram_size: usize) -> (usize, usize) {
+    let low = ram_size.min(LOW_RAM_MAX);
+    (low, ram_size - low)
+}
+
+/// Page directories of the 64-bit guest's identity map for `ram_size` bytes of RAM: enough
+/// 1 GiB directories to cover the highest guest address of RAM.
+fn page_directories(ram_size: usize) -> usize {
+    let (low, high) = ram_layout(ram_size);
+    let top = if high > 0 {
+        HIGH_RAM_BASE + high as u64
+    } else {
+        low as u64
+    };
+    usize::try_from(top.div_ceil(1 << 30)).unwrap_or(usize::MAX)
+}
+
+/// The 64-bit guest's page tables for `ram_size` bytes of RAM, to be written at
+/// [`PAGE_TABLES_ADDR`] (pages 2 onwards, below [`LONG_FIRST_PATTERN_PAGE`]): an identity map of
+/// guest addresses `0..n GiB` (`n` GiB covering the top of RAM above [`HIGH_RAM_BASE`]) with
+/// 2 MiB pages, hole included (nothing there is touched).
+///
+/// | guest address | page | entries (little-endian `u64`) |
+/// |---|---|---|
+/// | `0x2000` | PML4 | `[0] = 0x3000 \| P \| RW` (`0x3003`); the other 511 zero |
+/// | `0x3000` | PDPT | `[i] = (0x4000 + i * 0x1000) \| P \| RW` for `i < n` |
+/// | `0x4000 + i * 0x1000` | directory `i` | `[j] = (i * 512 + j) * 2 MiB \| P \| RW \| PS` (`0x83`) |
+///
+/// # Panics
+///
+/// If more directories are needed than fit below [`LONG_FIRST_PATTERN_PAGE`] (RAM above
+/// [`MAX_KVM_RAM`]; [`Workload::validate`] refuses it first).
+#[must_use]
+pub fn page_tables(ram_size: usize) -> Vec<u8> {
+    const P_RW: u64 = 0x3;
+    const PS: u64 = 0x80;
+    let dirs = page_directories(ram_size);
+    let first_dir = PAGE_TABLES_ADDR + 2 * PAGE_SIZE as u64;
+    assert!(
+        first_dir / PAGE_SIZE as u64 + dirs as u64 <= LONG_FIRST_PATTERN_PAGE as u64,
+        "{ram_size} bytes of RAM need more page directories than are reserved"
+    );
+    let mut t = vec![0u8; (2 + dirs) * PAGE_SIZE];
+    let mut put = |page: usize, entry: usize, v: u64| {
+        let at = page * PAGE_SIZE + entry * 8;
+        t[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    };
+    put(0, 0, (PAGE_TABLES_ADDR + PAGE_SIZE as u64) | P_RW);
+    for i in 0..dirs {
+        put(1, i, (first_dir + (i * PAGE_SIZE) as u64) | P_RW);
+        for j in 0..512 {
+            put(2 + i, j, (((i * 512 + j) as u64) << 21) | P_RW | PS);
+        }
+    }
+    t
+}
+
+/// The 64-bit guest program (see the module documentation for the listing): RDI = the end of
+/// RAM below the hole, R8 = [`HIGH_RAM_BASE`], R9 = the end of RAM above it.
+pub const GUEST_CODE64: [u8; 86] = [
+    0xfa, // cli
+    0xb0, b'A', // mov al, 'A'
+    0xe8, 0x3b, 0x00, 0x00, 0x00, // call putc (rel32 +0x3b from 0x1008)
+    0x31, 0xf6, // xor esi, esi
+    // outer:
+    0xbb, 0x00, 0x00, 0x04, 0x00, // mov ebx, 0x40000 (zero-extended into rbx)
+    // inner:
+    0x85, 0xf6, // test esi, esi
+    0x75, 0x0f, // jnz have
+    // ask:
+    0x66, 0xba, 0xf0, 0x07, // mov dx, BUDGET_PORT
+    0xed, // in eax, dx
+    0x89, 0xc6, // mov esi, eax
+    0x85, 0xf6, // test esi, esi
+    0x75, 0x04, // jnz have
+    0xf3, 0x90, // pause
+    0xeb, 0xf1, // jmp ask
+    // have:
+    0xff, 0x03, // inc dword [rbx]
+    0xff, 0xce, // dec esi (0x4e is a REX prefix in 64-bit mode)
+    0x48, 0x81, 0xc3, 0x00, 0x10, 0x00, 0x00, // add rbx, 0x1000
+    0x48, 0x39, 0xfb, // cmp rbx, rdi
+    0x75, 0x03, // jne same
+    0x4c, 0x89, 0xc3, // mov rbx, r8 (over the hole)
+    // same:
+    0x4c, 0x39, 0xcb, // cmp rbx, r9
+    0x72, 0xd5, // jb inner (rel8 -0x2b from 0x103a)
+    0xb0, b'B', // mov al, 'B'
+    0xe8, 0x02, 0x00, 0x00, 0x00, // call putc
+    0xeb, 0xc7, // jmp outer (rel8 -0x39 from 0x1043)
+    // putc:
+    0x88, 0xc4, // mov ah, al
+    0x66, 0xba, 0xfd, 0x03, // mov dx, 0x3fd
+    0xec, // in al, dx
+    0xa8, 0x20, // test al, 0x20
+    0x74, 0xfb, // jz -5
+    0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+    0x88, 0xe0, // mov al, ah
+    0xee, // out dx, al
+    0xc3, // ret
+];
+
 /// What the guest does: its RAM size and how fast it may dirty pages. Both sides of a
 /// migration get the same workload (a `tinyvm serve` child on its command line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,7 +400,20 @@ impl Workload {
     /// Number of pattern pages (pages 2 to the last).
     #[must_use]
     pub fn pattern_pages(&self) -> usize {
-        self.ram_size / PAGE_SIZE - FIRST_PATTERN_PAGE
+        self.ram_size / PAGE_SIZE - self.first_pattern_page()
+    }
+
+    /// The first pattern page ([`first_pattern_page`]).
+    #[must_use]
+    pub fn first_pattern_page(&self) -> usize {
+        first_pattern_page(self.ram_size)
+    }
+
+    /// Whether the KVM guest is the 64-bit program [`GUEST_CODE64`]: RAM above
+    /// [`LOW_RAM_MAX`], part of it mapped from [`HIGH_RAM_BASE`] up.
+    #[must_use]
+    pub fn long_mode(&self) -> bool {
+        self.ram_size > LOW_RAM_MAX
     }
 
     /// Whether the KVM guest is the 16-bit real-mode program (1 MiB, no rate limit); any other
@@ -376,10 +588,23 @@ impl PatternState {
 /// A pattern that breaks the invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatternError {
-    /// Index in walk order (0 = page 2) of the first counter that breaks it.
+    /// Index in walk order (0 = the first pattern page) of the first counter that breaks it.
     pub index: usize,
     /// What was wrong.
     pub detail: String,
+    /// The page of walk index 0: [`FIRST_PATTERN_PAGE`] from [`check_pattern`],
+    /// [`PatternError::in_ram`] sets the one of a RAM size.
+    pub first_page: usize,
+}
+
+impl PatternError {
+    /// The error with the first pattern page of `ram_size` bytes of RAM
+    /// ([`first_pattern_page`]), so that it names the right page.
+    #[must_use]
+    pub fn in_ram(mut self, ram_size: usize) -> Self {
+        self.first_page = first_pattern_page(ram_size);
+        self
+    }
 }
 
 impl fmt::Display for PatternError {
@@ -387,7 +612,7 @@ impl fmt::Display for PatternError {
         write!(
             f,
             "pattern broken at page {} (walk index {}): {}",
-            self.index + FIRST_PATTERN_PAGE,
+            self.index + self.first_page,
             self.index,
             self.detail
         )
@@ -400,7 +625,7 @@ impl std::error::Error for PatternError {}
 /// to the last whole page of `ram`).
 #[must_use]
 pub fn counters(ram: &[u8]) -> Vec<u32> {
-    (FIRST_PATTERN_PAGE..ram.len() / PAGE_SIZE)
+    (first_pattern_page(ram.len())..ram.len() / PAGE_SIZE)
         .map(|p| {
             let at = p * PAGE_SIZE;
             u32::from_le_bytes([ram[at], ram[at + 1], ram[at + 2], ram[at + 3]])
@@ -419,6 +644,7 @@ pub fn check_pattern(v: &[u32]) -> Result<PatternState, PatternError> {
         return Err(PatternError {
             index: 0,
             detail: "no pattern pages".to_owned(),
+            first_page: FIRST_PATTERN_PAGE,
         });
     };
     // k = the number of leading counters at c + 1; every later one must be c.
@@ -435,6 +661,7 @@ pub fn check_pattern(v: &[u32]) -> Result<PatternState, PatternError> {
                  before the pass boundary",
                 u64::from(c) + 1
             ),
+            first_page: FIRST_PATTERN_PAGE,
         });
     }
     Ok(PatternState {
@@ -510,6 +737,17 @@ mod tests {
         let mut v = vec![7; n];
         v[n - 1] = 8; // last above first: not a state the walk reaches
         assert_eq!(check_pattern(&v).unwrap_err().index, 0);
+        // The page named is the RAM's: from page 64 above 3 GiB.
+        let e = check_pattern(&[1, 0, 1]).unwrap_err();
+        assert!(
+            e.to_string().starts_with("pattern broken at page 3 "),
+            "{e}"
+        );
+        let e = e.in_ram(5 << 30);
+        assert!(
+            e.to_string().starts_with("pattern broken at page 65 "),
+            "{e}"
+        );
     }
 
     #[test]
@@ -526,11 +764,58 @@ mod tests {
         assert!(w.real_mode());
         assert_eq!(w.pattern_pages(), PATTERN_PAGES);
         assert!(Workload {
-            ram_size: 4 << 30,
+            ram_size: 33 << 30,
             dirty_rate: None
         }
         .validate(true)
         .is_err());
+        let big = Workload {
+            ram_size: 5 << 30,
+            dirty_rate: None,
+        };
+        assert!(big.validate(true).is_ok() && big.long_mode());
+        assert_eq!(ram_layout(5 << 30), (3 << 30, 2 << 30));
+        assert_eq!(ram_layout(1 << 30), (1 << 30, 0));
+        assert_eq!(big.first_pattern_page(), LONG_FIRST_PATTERN_PAGE);
+        assert_eq!(big.pattern_pages(), (5 << 18) - LONG_FIRST_PATTERN_PAGE);
+    }
+
+    #[test]
+    fn page_tables_identity_map_both_regions() {
+        let entry = |t: &[u8], page: usize, i: usize| {
+            let at = page * PAGE_SIZE + i * 8;
+            u64::from_le_bytes(t[at..at + 8].try_into().unwrap())
+        };
+        // 5 GiB: 3 GiB low, 2 GiB from 4 GiB, top at 6 GiB: 6 directories.
+        let t = page_tables(5 << 30);
+        assert_eq!(t.len(), 8 * PAGE_SIZE);
+        assert_eq!(entry(&t, 0, 0), 0x3003);
+        assert_eq!(entry(&t, 0, 1), 0);
+        assert_eq!(entry(&t, 1, 5), 0x9003);
+        assert_eq!(entry(&t, 1, 6), 0);
+        // Walk a few addresses through the tables: identity, 2 MiB pages.
+        for addr in [0x4_0000u64, (3 << 30) - 4096, 1 << 32, (6 << 30) - 4096] {
+            let pdpt = entry(&t, 0, 0) & !0xfff;
+            let pd = entry(
+                &t,
+                ((pdpt - PAGE_TABLES_ADDR) / 4096) as usize,
+                (addr >> 30) as usize,
+            );
+            let pde = entry(
+                &t,
+                (((pd & !0xfff) - PAGE_TABLES_ADDR) / 4096) as usize,
+                ((addr >> 21) & 511) as usize,
+            );
+            assert_eq!(pde & 0x83, 0x83, "{addr:#x}: present, writable, 2 MiB");
+            assert_eq!((pde & !0x1f_ffff) | (addr & 0x1f_ffff), addr);
+        }
+        // The largest KVM guest's tables fit below the first pattern page.
+        let t = page_tables(MAX_KVM_RAM);
+        assert!(PAGE_TABLES_ADDR as usize + t.len() <= LONG_FIRST_PATTERN_PAGE * PAGE_SIZE);
+        assert_eq!(
+            GUEST_CODE64[0x0b..0x0f],
+            ((LONG_FIRST_PATTERN_PAGE * PAGE_SIZE) as u32).to_le_bytes()
+        );
     }
 
     #[test]

@@ -6,16 +6,17 @@
 //!
 //! - [`guest`]: the guest programs that walk their pages writing a per-page counter and print
 //!   `A`, then a `B` per pass, to COM1 (16-bit real mode for the default 1 MiB of RAM, 32-bit
-//!   protected mode for any other size up to 3 GiB or a dirty-rate limit); the [`Workload`]
+//!   protected mode for any other size up to 3 GiB or a dirty-rate limit, 64-bit long mode
+//!   above 3 GiB with RAM split around the hole under 4 GiB, up to 32 GiB); the [`Workload`]
 //!   (`--mem`, `--dirty-rate`), the page [`Budget`](guest::Budget) that paces the rate (the
-//!   32-bit guest asks the VMM for it on an I/O port), the pattern invariant and its check, the
-//!   same at every size. Plain code, used by both guests.
+//!   32- and 64-bit guests ask the VMM for it on an I/O port), the pattern invariant and its
+//!   check, the same at every size. Plain code, used by both guests.
 //! - [`soft`]: the software guest, a thread walking vm-memory RAM the same way (runs everywhere).
 //! - With the `kvm` feature, the KVM guest: `Vm` (kvm-ioctls VM with vm-memory RAM and one
 //!   vCPU; `Vm::run_for`, pause/resume, `Vm::save_cpu` / `Vm::restore_cpu`), `CpuState`
 //!   (section `tinyvm-cpu` v1: registers, special registers, FPU, MSRs, LAPIC) and `live`
 //!   (live migration with `vmstate-migration`: the vCPU on its own thread, KVM's dirty log
-//!   (`DirtyLog`, the slot is registered with `KVM_MEM_LOG_DIRTY_PAGES`) feeding the RAM
+//!   (`DirtyLog`, the slots are registered with `KVM_MEM_LOG_DIRTY_PAGES`) feeding the RAM
 //!   passes, `tinyvm-cpu` and `serial` device sections, a destination that restores and starts
 //!   the vCPU only after the acknowledgement).
 //!

@@ -80,10 +80,10 @@ impl Seen {
         }
         let state = check_pattern(
             counters
-                .get(super::guest::FIRST_PATTERN_PAGE..)
+                .get(super::guest::first_pattern_page(len)..)
                 .unwrap_or(&[]),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.in_ram(len).to_string())?;
         Ok(Seen {
             state,
             hash: hasher.finish(),
@@ -98,14 +98,14 @@ impl Seen {
     /// RAM that cannot be read, is too small, or breaks the pattern invariant.
     pub fn inspect_state(ram: &GuestRam) -> Result<Seen, String> {
         let len = ram_len(ram)?;
-        let counters = (super::guest::FIRST_PATTERN_PAGE..len / PAGE_SIZE)
+        let counters = (super::guest::first_pattern_page(len)..len / PAGE_SIZE)
             .map(|p| {
                 ram.memory()
                     .read_obj::<u32>(GuestAddress((p * PAGE_SIZE) as u64))
                     .map_err(|e| format!("reading the counter of page {p}: {e}"))
             })
             .collect::<Result<Vec<u32>, String>>()?;
-        let state = check_pattern(&counters).map_err(|e| e.to_string())?;
+        let state = check_pattern(&counters).map_err(|e| e.in_ram(len).to_string())?;
         Ok(Seen { state, hash: 0 })
     }
 
@@ -154,17 +154,35 @@ impl RamHasher {
     }
 
     fn update(&mut self, bytes: &[u8]) {
-        let words = bytes.chunks_exact(8);
-        let rest = words.remainder();
-        let mut last = [0u8; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        let tail = (!rest.is_empty()).then_some(&last[..]);
-        for c in words.chain(tail) {
-            let w = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
-            self.h = (self.h ^ w)
+        // A plain indexed loop rather than an iterator chain: the same words in the same order,
+        // but several times faster in debug builds, where the tests hash guests of 4 GiB and
+        // more (a 5 GiB check took about 30 s with the iterators).
+        let mut h = self.h;
+        let full = bytes.len() - bytes.len() % 8;
+        let mut i = 0;
+        while i < full {
+            let w = u64::from_le_bytes([
+                bytes[i],
+                bytes[i + 1],
+                bytes[i + 2],
+                bytes[i + 3],
+                bytes[i + 4],
+                bytes[i + 5],
+                bytes[i + 6],
+                bytes[i + 7],
+            ]);
+            h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(17);
+            i += 8;
+        }
+        if full < bytes.len() {
+            // The last partial word, zero-padded.
+            let mut last = [0u8; 8];
+            last[..bytes.len() - full].copy_from_slice(&bytes[full..]);
+            h = (h ^ u64::from_le_bytes(last))
                 .wrapping_mul(0x0000_0100_0000_01b3)
                 .rotate_left(17);
         }
+        self.h = h;
         self.len += bytes.len() as u64;
     }
 

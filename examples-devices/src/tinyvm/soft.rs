@@ -20,7 +20,7 @@ use vm_memory::{Bytes, GuestAddress};
 use vmstate_migration::{GuestRam, MigrationDestination, MigrationSource};
 use vmstate_runtime::{MachineType, Registry};
 
-use super::guest::{Budget, Workload, FIRST_PATTERN_PAGE, PAGE_SIZE};
+use super::guest::{Budget, Workload, PAGE_SIZE};
 use super::monotonic_ns;
 use super::protocol::{devices_hash, Seen};
 use crate::SerialSection;
@@ -132,6 +132,7 @@ impl SoftGuest {
         let (quit, throttle) = (Arc::clone(&self.quit), Arc::clone(&self.throttle));
         let started_at = Arc::clone(&self.started_at);
         let (pages, pos) = (self.workload.pattern_pages(), Arc::clone(&self.pos));
+        let first = self.workload.first_pattern_page();
         let mut budget = Budget::new(self.workload.dirty_rate);
         let limited = self.workload.dirty_rate.is_some();
         self.thread = Some(std::thread::spawn(move || {
@@ -158,7 +159,7 @@ impl SoftGuest {
                             break;
                         }
                     }
-                    let at = GuestAddress(((FIRST_PATTERN_PAGE + k) * PAGE_SIZE) as u64);
+                    let at = GuestAddress(((first + k) * PAGE_SIZE) as u64);
                     let v: u32 = mem.read_obj(at).unwrap_or(0);
                     let _ = mem.write_obj(v.wrapping_add(1), at);
                     allowed -= 1;

@@ -1,5 +1,13 @@
 //! The KVM runner: one VM, vm-memory RAM (1 MiB by default, [`Workload::ram_size`]), one vCPU,
-//! the example 16550A on COM1, and the page-budget port of the 32-bit guest.
+//! the example 16550A on COM1, and the page-budget port of the 32- and 64-bit guests.
+//!
+//! RAM is one vm-memory region at address 0 (the migration's and the snapshot's block
+//! `pc.ram`): its addresses are offsets in the block. KVM sees it through one memory slot at
+//! guest physical address 0 up to 3 GiB, and above that through two ([`guest::ram_layout`]):
+//! slot 0 for the first 3 GiB at 0, slot 1 for the rest at 4 GiB. Two slots over one mapping
+//! rather than two RAM blocks: QEMU's pc machine does the same (one `pc.ram`, two aliases), so
+//! snapshots, migration streams and the pattern check keep one block whatever the size, and a
+//! snapshot maps back with one `mmap`.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +22,10 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vmstate_migration::{GuestMem, GuestRam};
 
 use super::cpu::{CpuState, SAVED_MSRS};
-use super::guest::{self, Budget, Workload, BUDGET_PORT, COM1_BASE, GUEST_CODE, GUEST_CODE32};
+use super::guest::{
+    self, Budget, Workload, BUDGET_PORT, COM1_BASE, GUEST_CODE, GUEST_CODE32, GUEST_CODE64,
+    HIGH_RAM_BASE,
+};
 use crate::serial::{SerialBackend, SerialSection};
 
 /// Most pages the 32-bit guest gets per budget read: it exits at least every this many pages.
@@ -135,6 +146,9 @@ impl Vm {
         if w.real_mode() {
             return Self::real_mode();
         }
+        if w.long_mode() {
+            return Self::long_mode(w);
+        }
         w.validate(true).map_err(Error::Memory)?;
         let vm = Self::new_empty_with(w)?;
         vm.mem
@@ -169,6 +183,64 @@ impl Vm {
         }
         sregs.cr0 |= 1; // PE
         vm.enter_guest(&sregs, Some(w.ram_size as u64))?;
+        Ok(vm)
+    }
+
+    /// The 64-bit guest (RAM above 3 GiB): page tables and [`GUEST_CODE64`] in RAM, the vCPU in
+    /// long mode (see [`guest`](super::guest#the-64-bit-program)).
+    fn long_mode(w: Workload) -> Result<Self, Error> {
+        let vm = Self::new_empty_with(w)?;
+        let write = |bytes: &[u8], at: u64| {
+            vm.mem
+                .write_slice(bytes, GuestAddress(at))
+                .map_err(|e| Error::Memory(e.to_string()))
+        };
+        write(&guest::page_tables(w.ram_size), guest::PAGE_TABLES_ADDR)?;
+        write(&GUEST_CODE64, guest::CODE_ADDR)?;
+        let mut sregs = vm.vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        let flat = |selector: u16, type_: u8, l: u8| kvm_bindings::kvm_segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector,
+            type_,
+            present: 1,
+            dpl: 0,
+            // A 64-bit code segment has L = 1 and D = 0; data segments keep D/B = 1.
+            db: 1 - l,
+            s: 1,
+            l,
+            g: 1,
+            avl: 0,
+            unusable: 0,
+            padding: 0,
+        };
+        sregs.cs = flat(0x08, 0xb, 1); // execute/read, accessed, 64-bit
+        for seg in [
+            &mut sregs.ds,
+            &mut sregs.es,
+            &mut sregs.fs,
+            &mut sregs.gs,
+            &mut sregs.ss,
+        ] {
+            *seg = flat(0x10, 0x3, 0); // read/write, accessed
+        }
+        const CR0_PE: u64 = 1;
+        const CR0_NW: u64 = 1 << 29;
+        const CR0_CD: u64 = 1 << 30;
+        const CR0_PG: u64 = 1 << 31;
+        const CR4_PAE: u64 = 1 << 5;
+        const EFER_LME: u64 = 1 << 8;
+        const EFER_LMA: u64 = 1 << 10;
+        sregs.cr3 = guest::PAGE_TABLES_ADDR;
+        sregs.cr4 |= CR4_PAE;
+        sregs.efer |= EFER_LME | EFER_LMA;
+        sregs.cr0 = (sregs.cr0 | CR0_PE | CR0_PG) & !(CR0_CD | CR0_NW);
+        let (low, high) = guest::ram_layout(w.ram_size);
+        vm.enter_guest(&sregs, Some(low as u64))?;
+        let mut regs = vm.vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+        regs.r8 = HIGH_RAM_BASE;
+        regs.r9 = HIGH_RAM_BASE + high as u64;
+        vm.vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
         Ok(vm)
     }
 
@@ -232,9 +304,9 @@ impl Vm {
     }
 
     /// A VM over existing guest memory `mem` (one region of [`Workload::ram_size`] bytes at
-    /// guest address 0, e.g. mapped from a snapshot file) with a vCPU at reset: a restore
-    /// target, to be filled with [`Vm::restore_cpu`] and the UART. Nothing of `mem` is read or
-    /// faulted in.
+    /// address 0, e.g. mapped from a snapshot file; above 3 GiB KVM sees it at two places, see
+    /// the module docs) with a vCPU at reset: a restore target, to be filled with
+    /// [`Vm::restore_cpu`] and the UART. Nothing of `mem` is read or faulted in.
     ///
     /// # Errors
     ///
@@ -265,23 +337,32 @@ impl Vm {
         let host = mem
             .get_host_address(GuestAddress(0))
             .map_err(|e| Error::Memory(e.to_string()))?;
-        let region = kvm_userspace_memory_region {
-            slot: 0,
-            // KVM's dirty log feeds the precopy passes (see `DirtyLog`).
-            flags: KVM_MEM_LOG_DIRTY_PAGES,
-            guest_phys_addr: 0,
-            memory_size: ram_size as u64,
-            userspace_addr: host as u64,
-        };
-        #[allow(unsafe_code)]
-        // SAFETY: `host` is the start of `mem`'s single mapping of `ram_size` bytes (checked
-        // above: one region at guest address 0), so the region covers exactly memory this process
-        // mapped. `mem` is stored in the returned `Vm` next to the `VmFd`, and fields drop in
-        // declaration order (`vm` before `mem`), so the mapping outlives the VM that uses it;
-        // the only other holder of the `VmFd`, a `DirtyLog`, holds a clone of `mem` (the same
-        // mapping, reference-counted) next to it.
-        unsafe { vm.set_user_memory_region(region) }
-            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        let (low, high) = guest::ram_layout(ram_size);
+        // Slot 0: the block's first `low` bytes at guest address 0; slot 1 (above 3 GiB): the
+        // rest at 4 GiB. KVM's dirty log feeds the precopy passes (see `DirtyLog`).
+        let slots = [(0, 0, 0), (1, HIGH_RAM_BASE, low)];
+        for ((slot, gpa, offset), size) in slots.into_iter().zip([low, high]) {
+            if size == 0 {
+                continue;
+            }
+            let region = kvm_userspace_memory_region {
+                slot,
+                flags: KVM_MEM_LOG_DIRTY_PAGES,
+                guest_phys_addr: gpa,
+                memory_size: size as u64,
+                userspace_addr: host as u64 + offset as u64,
+            };
+            #[allow(unsafe_code)]
+            // SAFETY: `host` is the start of `mem`'s single mapping of `ram_size` bytes (checked
+            // above: one region at guest address 0) and `offset + size <= low + high =
+            // ram_size`, so each slot covers only memory this process mapped. `mem` is stored
+            // in the returned `Vm` next to the `VmFd`, and fields drop in declaration order
+            // (`vm` before `mem`), so the mapping outlives the VM that uses it; the only other
+            // holder of the `VmFd`, a `DirtyLog`, holds a clone of `mem` (the same mapping,
+            // reference-counted) next to it.
+            unsafe { vm.set_user_memory_region(region) }
+                .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        }
         // Memory first: registering the slot before the irqchip exists took 0.5 ms instead of 7
         // on the development host (measured in a loop of VM creations, min of 6).
         vm.set_tss_address(TSS_ADDR)
@@ -629,7 +710,8 @@ impl Vm {
     }
 }
 
-/// KVM's dirty log of a [`Vm`]'s RAM (memory slot 0), from [`Vm::dirty_log`].
+/// KVM's dirty log of a [`Vm`]'s RAM (memory slot 0, and slot 1 above 3 GiB), from
+/// [`Vm::dirty_log`].
 pub struct DirtyLog {
     vm: Arc<VmFd>,
     /// Keeps the slot's mapping alive as long as the VM fd (see `Vm::new_empty`).
@@ -645,15 +727,30 @@ impl fmt::Debug for DirtyLog {
 
 impl DirtyLog {
     /// Pages the guest wrote since the previous call (or since the VM was created), one bit
-    /// per 4 KiB page of guest RAM; reading resets the log.
+    /// per 4 KiB page of guest RAM (the block, in block order: slot 0's bits, then slot 1's);
+    /// reading resets the log.
     ///
     /// # Errors
     ///
     /// A failing `KVM_GET_DIRTY_LOG`.
     pub fn take(&self) -> Result<Vec<u64>, Error> {
-        self.vm
-            .get_dirty_log(0, self.ram_size)
-            .map_err(kvm_err("KVM_GET_DIRTY_LOG"))
+        let (low, high) = guest::ram_layout(self.ram_size);
+        let mut bits = self
+            .vm
+            .get_dirty_log(0, low)
+            .map_err(kvm_err("KVM_GET_DIRTY_LOG"))?;
+        if high > 0 {
+            // Slot 1 starts at page low / 4096 of the block, a multiple of 64 (low = 3 GiB):
+            // its words follow slot 0's.
+            debug_assert_eq!(low % (64 * guest::PAGE_SIZE), 0);
+            bits.truncate(low / guest::PAGE_SIZE / 64);
+            bits.extend(
+                self.vm
+                    .get_dirty_log(1, high)
+                    .map_err(kvm_err("KVM_GET_DIRTY_LOG"))?,
+            );
+        }
+        Ok(bits)
     }
 }
 
