@@ -47,7 +47,7 @@ use crate::memory::{GuestRam, PAGE_SIZE};
 use crate::precopy::{PassProgress, ProgressHook};
 use crate::ram::{ByteSink, PageCounts};
 use crate::sys::{is_zero, readv_pages, writev_all, GuestSlice, Piece};
-use crate::transport::read_line;
+use crate::transport::{read_line, write_error, WAIT_PAGES};
 
 /// Idstr of the main channel's section naming the migration and carrying the sync points.
 pub const CHANNELS_IDSTR: &str = "vmstate/channels";
@@ -504,7 +504,7 @@ fn send_channel(sock: &Socket, index: usize, ctx: &PassCtx<'_>, last: bool) -> R
         let mut pieces = Vec::with_capacity(pages.len() + 1);
         pieces.push(Piece::Bytes(&buf));
         pieces.extend(pages.iter().map(Piece::Guest));
-        writev_all(sock.fd(), &pieces)?;
+        writev_all(sock.fd(), &pieces).map_err(|e| write_error(e, WAIT_PAGES))?;
         sent += len as u64;
         total.bytes += len as u64;
         let b = ctx.bytes.fetch_add(len as u64, Ordering::Relaxed) + len as u64;
@@ -519,7 +519,7 @@ fn send_channel(sock: &Socket, index: usize, ctx: &PassCtx<'_>, last: bool) -> R
     }
     let kind = if last { KIND_FINAL } else { KIND_SYNC };
     packet_header(&mut buf, kind, 0, 0, ctx.pass);
-    (&*sock).write_all(&buf)?;
+    writev_all(sock.fd(), &[Piece::Bytes(&buf)]).map_err(|e| write_error(e, WAIT_PAGES))?;
     total.bytes += HEADER as u64;
     if last {
         sock.shutdown(Shutdown::Write);
@@ -626,7 +626,7 @@ impl Shared {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err("timed out waiting for the page channels".into());
+                return Err("timed out waiting for the source's pages on the other page channels (the source or the network went silent)".into());
             }
             st = self
                 .cv
@@ -907,7 +907,7 @@ fn read_channel(
             e.kind(),
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
         ) {
-            "timed out".to_owned()
+            "timed out waiting for the source's pages (read timeout: the source or the network went silent)".to_owned()
         } else {
             e.to_string()
         };

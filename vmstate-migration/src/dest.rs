@@ -99,6 +99,10 @@ fn source_gone(e: MigrationError, io: Option<std::io::Error>) -> MigrationError 
                 detail: io.to_string(),
             }
         }
+        // The read timeout: a source or network that went silent (no FIN, no RST).
+        Some(io) if matches!(io.kind(), K::WouldBlock | K::TimedOut) => {
+            MigrationError::Timeout(crate::transport::WAIT_SOURCE)
+        }
         Some(io) => MigrationError::from(io),
         None if matches!(se.kind(), vmstate_runtime::ErrorKind::UnexpectedEof { .. }) => {
             MigrationError::SourceGone {

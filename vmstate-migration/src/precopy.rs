@@ -78,6 +78,13 @@ pub struct Settings {
     pub throttle_trigger_percent: u8,
     /// How long to wait for the destination's acknowledgement.
     pub ack_timeout: Duration,
+    /// How long a write may block (not zero): the stream, every page channel and `GO`. A
+    /// destination or network that goes silent (a partition: no FIN, no RST) fills the socket
+    /// buffer; the write then fails with [`MigrationError::Timeout`] after this long instead of
+    /// blocking forever, and the guest resumes ([`Transport::set_send_timeout`]: a write
+    /// fails once the kernel took no byte of it for this long). Together with
+    /// [`ack_timeout`](Self::ack_timeout) every blocking point of the source is bounded.
+    pub write_timeout: Duration,
     /// Set to cancel the migration; checked between buffers.
     pub cancel: Arc<AtomicBool>,
     /// Called during the iterative passes after every buffer written (a progress display for
@@ -147,6 +154,7 @@ impl Default for Settings {
             throttle_step: 10,
             throttle_trigger_percent: 50,
             ack_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             cancel: Arc::new(AtomicBool::new(false)),
             progress: None,
             channels: 1,
@@ -330,7 +338,10 @@ impl<T: Transport + ?Sized> Throttled<'_, T> {
     /// Writes `data` now, past any staging.
     fn write_now(&mut self, data: &[u8]) -> Result<()> {
         self.admit(data.len())?;
-        self.t.write_all(data)?;
+        // Through write_pieces: sockets bound it by the write timeout.
+        self.t
+            .write_pieces(&[Piece::Bytes(data)])
+            .map_err(|e| crate::transport::write_error(e, crate::transport::WAIT_STREAM))?;
         self.sent(data.len());
         Ok(())
     }
@@ -380,7 +391,9 @@ impl<T: Transport + ?Sized> ByteSink for Throttled<'_, T> {
         }
         let len: usize = pieces.iter().map(Piece::len).sum();
         self.admit(len)?;
-        self.t.write_pieces(pieces)?;
+        self.t
+            .write_pieces(pieces)
+            .map_err(|e| crate::transport::write_error(e, crate::transport::WAIT_STREAM))?;
         self.sent(len);
         Ok(())
     }
@@ -589,6 +602,8 @@ where
                 .into(),
         ));
     }
+    // Every write below (and the page channels' connects and writes) is bounded.
+    transport.set_send_timeout(Some(settings.write_timeout))?;
     let mut report = Report::default();
     // Without a return path (a file) the manifest is stored in the vmdesc instead.
     let stored_manifest = match &settings.preflight {

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crate::channels::Socket;
 use crate::error::{MigrationError, Result};
-use crate::sys::{writev_all, Piece};
+use crate::sys::{writev_all, Piece, WRITE_SLICES};
 
 /// A byte channel a migration runs over.
 pub trait Transport: Read + Write + Send {
@@ -41,6 +41,28 @@ pub trait Transport: Read + Write + Send {
     /// I/O errors.
     fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
 
+    /// Bounds the blocking writes of the source (its stream, its page channels, `GO`): a write
+    /// to a peer that took no byte for `timeout` fails with a timeout
+    /// ([`MigrationError::Timeout`] from [`migrate`](crate::migrate)) instead of blocking forever
+    /// on a full socket buffer whose peer went silent (a partition sends no FIN and no RST).
+    /// Sockets set `SO_SNDTIMEO` to a quarter of `timeout`, and
+    /// [`write_pieces`](Self::write_pieces) looks at the socket's send queue (`SIOCOUTQ`) each
+    /// time a `writev` returns short: it goes on while the peer acknowledges (TCP) or reads
+    /// (Unix socket) bytes and fails once it took none for `timeout`. (One `SO_SNDTIMEO` of the
+    /// whole timeout is no bound: measured after a silent partition, every `writev` still copied
+    /// a few bytes before its timeout elapsed, returned short, and the next one waited again.)
+    /// Page channels opened with [`open_channel`](Self::open_channel) take the same timeout.
+    /// [`migrate`](crate::migrate) calls it with
+    /// [`Settings::write_timeout`](crate::Settings::write_timeout). The default does nothing (a
+    /// file). Not `TcpStream::set_write_timeout`, which sets the whole timeout as `SO_SNDTIMEO`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn set_send_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let _ = timeout;
+        Ok(())
+    }
+
     /// Whether the peer answers over a return path.
     fn has_return_path(&self) -> bool {
         true
@@ -53,6 +75,9 @@ pub trait Transport: Read + Write + Send {
     /// # Errors
     /// I/O errors.
     fn write_pieces(&mut self, pieces: &[Piece<'_>]) -> io::Result<()> {
+        if let [Piece::Bytes(b)] = pieces {
+            return self.write_all(b);
+        }
         let mut v = Vec::with_capacity(pieces.iter().map(Piece::len).sum());
         for p in pieces {
             p.append_to(&mut v);
@@ -87,7 +112,7 @@ pub trait Transport: Read + Write + Send {
 
 /// A socket: the stream ends with a write shutdown, and the peer answers on the same socket.
 macro_rules! socket_transport {
-    ($($socket:ty => $dial:ident),+) => {$(
+    ($($socket:ty => $dial:ident, $write_timeout:ident),+) => {$(
         impl Transport for $socket {
             fn finish_stream(&mut self) -> io::Result<()> {
                 self.flush()?;
@@ -95,6 +120,9 @@ macro_rules! socket_transport {
             }
             fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
                 self.set_read_timeout(timeout)
+            }
+            fn set_send_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+                $write_timeout(self, timeout)
             }
             fn write_pieces(&mut self, pieces: &[Piece<'_>]) -> io::Result<()> {
                 writev_all(self.as_fd(), pieces)
@@ -106,12 +134,42 @@ macro_rules! socket_transport {
     )+};
 }
 
-socket_transport!(TcpStream => dial_tcp, UnixStream => dial_unix);
+socket_transport!(
+    TcpStream => dial_tcp, tcp_write_timeout,
+    UnixStream => dial_unix, unix_write_timeout
+);
 
-/// Page channels of a TCP migration connect to the main connection's peer address.
+/// One slice of the write timeout as `SO_SNDTIMEO` (see [`Transport::set_send_timeout`]).
+fn write_slice(timeout: Option<Duration>) -> Option<Duration> {
+    timeout.map(|t| (t / WRITE_SLICES).max(Duration::from_millis(1)))
+}
+
+/// `SO_SNDTIMEO` of one slice (see [`Transport::set_send_timeout`]).
+fn tcp_write_timeout(s: &TcpStream, timeout: Option<Duration>) -> io::Result<()> {
+    s.set_write_timeout(write_slice(timeout))
+}
+
+/// `SO_SNDTIMEO` of one slice (a Unix socket has no partition, only a peer that stops reading).
+fn unix_write_timeout(s: &UnixStream, timeout: Option<Duration>) -> io::Result<()> {
+    s.set_write_timeout(write_slice(timeout))
+}
+
+/// The write timeout of a socket whose `SO_SNDTIMEO` is one slice of it.
+fn whole(slice: Option<Duration>) -> Option<Duration> {
+    slice.map(|s| s * WRITE_SLICES)
+}
+
+/// Page channels of a TCP migration connect to the main connection's peer address, within the
+/// main connection's write timeout, and take that timeout.
 pub(crate) fn dial_tcp(main: &TcpStream) -> io::Result<Socket> {
-    let s = TcpStream::connect(main.peer_addr()?)?;
+    let addr = main.peer_addr()?;
+    let timeout = whole(main.write_timeout()?);
+    let s = match timeout {
+        Some(t) => TcpStream::connect_timeout(&addr, t)?,
+        None => TcpStream::connect(addr)?,
+    };
     let _ = s.set_nodelay(true);
+    tcp_write_timeout(&s, timeout)?;
     Ok(Socket::Tcp(s))
 }
 
@@ -124,8 +182,33 @@ pub(crate) fn dial_unix(main: &UnixStream) -> io::Result<Socket> {
             "the peer socket has no path to open page channels to",
         )
     })?;
-    Ok(Socket::Unix(UnixStream::connect(path)?))
+    let s = UnixStream::connect(path)?;
+    unix_write_timeout(&s, whole(main.write_timeout()?))?;
+    Ok(Socket::Unix(s))
 }
+
+/// A failed write: a timeout ([`Transport::set_send_timeout`]) is [`MigrationError::Timeout`]
+/// naming `what` the writer waited for; anything else is [`MigrationError::Io`].
+pub(crate) fn write_error(e: io::Error, what: &'static str) -> MigrationError {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
+        MigrationError::Timeout(what)
+    } else {
+        MigrationError::Io(e)
+    }
+}
+
+/// What a source that timed out writing its stream waited for.
+pub(crate) const WAIT_STREAM: &str =
+    "the destination to take more of the stream (write timeout: the destination or the network went silent)";
+/// What a destination that timed out reading the stream waited for.
+pub(crate) const WAIT_SOURCE: &str =
+    "the source's stream (read timeout: the source or the network went silent; nothing was applied here)";
+/// What a source that timed out writing a page channel waited for.
+pub(crate) const WAIT_PAGES: &str =
+    "the destination to take more pages on a page channel (write timeout: the destination or the network went silent)";
 
 /// A stream file (a savevm-style file with RAM): write on the source, read on the destination.
 #[derive(Debug)]
