@@ -177,11 +177,17 @@ impl Stall {
     }
 
     /// After a partial write or a timed-out slice: `false` once the peer took nothing for the
-    /// write timeout — TCP: no ACK for that long; a Unix socket: nothing read from the send queue
-    /// during this call for that long; no socket: at a timed-out slice.
+    /// write timeout. Two signals, either ends the write: TCP — no ACK at all for that long (a
+    /// silent partition; the kernel's clock spans every write call); any socket — none of this
+    /// call's bytes left the send queue for that long (also a peer whose kernel still answers
+    /// but whose process stopped reading: its zero-window ACKs keep the first signal fresh).
+    /// No socket: at a timed-out slice.
     fn alive(&mut self, timed_out: bool) -> bool {
-        if let (Some(ms), Some(limit)) = (self.since_last_ack(), self.limit()) {
-            return u128::from(ms) < limit.as_millis();
+        let limit = self.limit();
+        if let (Some(ms), Some(limit)) = (self.since_last_ack(), limit) {
+            if u128::from(ms) >= limit.as_millis() {
+                return false;
+            }
         }
         let Some(q) = self.queued() else {
             return !timed_out;
@@ -191,7 +197,7 @@ impl Stall {
             self.since = std::time::Instant::now();
         }
         self.taken = Some(taken);
-        match self.limit() {
+        match limit {
             Some(limit) => self.since.elapsed() < limit,
             None => !timed_out,
         }

@@ -131,3 +131,69 @@ fn cancel_leaves_the_guest_running() {
     }
     check_pattern(&src.ram);
 }
+
+/// Migrates a running 32 MiB source (more than the socket buffers hold) into `conn`, whose peer
+/// never reads, with a 500 ms write timeout; on its own thread so that a hang fails the test
+/// instead of hanging it.
+fn migrate_into_a_peer_that_never_reads<T>(conn: T) -> (SourceVm, common::TestDev, MigrationError)
+where
+    T: vmstate_migration::Transport + 'static,
+{
+    let src = SourceVm::new(32, false);
+    src.wait_progress(500);
+    let before = src.dev.lock().unwrap().clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut src = src;
+        let mut conn = conn;
+        let s = Settings {
+            write_timeout: Duration::from_millis(500),
+            ..settings()
+        };
+        let r = migrate(&mut src, &mut conn, &s);
+        let _ = tx.send((src, r));
+    });
+    let (src, r) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the source hangs writing to a peer that never reads");
+    (src, before, r.expect_err("nobody read the stream"))
+}
+
+fn assert_write_timeout(err: &MigrationError) {
+    assert!(
+        matches!(err, MigrationError::Timeout(w) if w.contains("take more of the stream")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("destination"), "{err}");
+}
+
+/// A destination process that stops reading (its kernel still acknowledges: zero window): the
+/// source's write times out (`Settings::write_timeout`) and its guest resumes unchanged.
+#[test]
+fn destination_that_stops_reading_is_a_write_timeout_tcp() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+    let peer = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        // Holds the connection open without reading until the source gave up.
+        let _ = hold_rx.recv();
+        drop(s);
+    });
+    let conn = std::net::TcpStream::connect(addr).unwrap();
+    let (src, before, err) = migrate_into_a_peer_that_never_reads(conn);
+    assert_write_timeout(&err);
+    drop(hold_tx);
+    peer.join().unwrap();
+    assert_source_running_unchanged(&src, &before);
+}
+
+/// The same over a Unix socket.
+#[test]
+fn destination_that_stops_reading_is_a_write_timeout_unix() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let (src, before, err) = migrate_into_a_peer_that_never_reads(a);
+    assert_write_timeout(&err);
+    drop(b);
+    assert_source_running_unchanged(&src, &before);
+}
