@@ -46,11 +46,12 @@ pub trait Transport: Read + Write + Send {
     /// ([`MigrationError::Timeout`] from [`migrate`](crate::migrate)) instead of blocking forever
     /// on a full socket buffer whose peer went silent (a partition sends no FIN and no RST).
     /// Sockets set `SO_SNDTIMEO` to a quarter of `timeout`, and
-    /// [`write_pieces`](Self::write_pieces) looks at the socket's send queue (`SIOCOUTQ`) each
-    /// time a `writev` returns short: it goes on while the peer acknowledges (TCP) or reads
-    /// (Unix socket) bytes and fails once it took none for `timeout`. (One `SO_SNDTIMEO` of the
-    /// whole timeout is no bound: measured after a silent partition, every `writev` still copied
-    /// a few bytes before its timeout elapsed, returned short, and the next one waited again.)
+    /// [`write_pieces`](Self::write_pieces) looks at the socket each time a `writev` returns
+    /// short: it fails when a TCP peer sent no ACK at all for `timeout` (`TCP_INFO`: a silent
+    /// partition), or when none of the write's bytes left the send queue (`SIOCOUTQ`) for that
+    /// long (a peer whose process stopped reading). (One `SO_SNDTIMEO` of the whole timeout is
+    /// no bound: measured after a silent partition, a `writev` that copied some bytes returns
+    /// short when its timeout elapses, and the next one waits a whole timeout again.)
     /// Page channels opened with [`open_channel`](Self::open_channel) take the same timeout.
     /// [`migrate`](crate::migrate) calls it with
     /// [`Settings::write_timeout`](crate::Settings::write_timeout). The default does nothing (a
