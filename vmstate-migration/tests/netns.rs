@@ -83,6 +83,27 @@ mod needs_root {
         );
     }
 
+    /// Deletes the namespaces of earlier runs whose process is gone (killed before its `Drop`
+    /// guards ran).
+    fn remove_stale_namespaces() {
+        let Ok(dir) = std::fs::read_dir("/run/netns") else {
+            return;
+        };
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("vms")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = Command::new("ip").args(["netns", "del", &name]).status();
+            }
+        }
+    }
+
     impl Net {
         fn new(index: u8) -> Arc<Net> {
             let pid = std::process::id();
@@ -94,6 +115,7 @@ mod needs_root {
                 ip: [format!("10.213.{index}.1"), format!("10.213.{index}.2")],
                 cut_at: Mutex::new(None),
             };
+            remove_stale_namespaces();
             // From here on, Drop deletes whatever was created.
             let net = Arc::new(net);
             for ns in &net.ns {
@@ -456,7 +478,7 @@ mod needs_root {
                             ) =>
                         {
                             panic!(
-                                "the stale connection is still open 5 s after the link came \
+                                "the stale connection is still open 15 s after the link came \
                                  back (read {:?})",
                                 String::from_utf8_lossy(&got)
                             )
