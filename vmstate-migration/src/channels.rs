@@ -75,6 +75,24 @@ const HEADER: usize = 16;
 /// Dirty-bitmap words per packet (64 pages each).
 const BATCH_WORDS: usize = MAX_BATCH / 64;
 
+/// A page channel's read timeout, as its failure says it.
+const WAIT_CHANNEL: &str =
+    "timed out waiting for the source's pages (read timeout: the source or the network went silent)";
+/// A sync point's timeout, as its failure says it.
+const WAIT_OTHER_CHANNELS: &str = "timed out waiting for the source's pages on the other page \
+     channels (the source or the network went silent)";
+
+/// The kind of error a page channel's failure (`cause`, as [`RecvChannels`] keeps it) is: a
+/// timeout ([`io::ErrorKind::TimedOut`], so that [`MigrationError::origin`] says
+/// [`Silent`](crate::Origin::Silent)) or anything else.
+pub(crate) fn cause_kind(cause: &str) -> io::ErrorKind {
+    if cause.contains(WAIT_CHANNEL) || cause.contains(WAIT_OTHER_CHANNELS) {
+        io::ErrorKind::TimedOut
+    } else {
+        io::ErrorKind::Other
+    }
+}
+
 /// A connected socket that can be a page channel.
 #[derive(Debug)]
 pub enum Socket {
@@ -626,7 +644,7 @@ impl Shared {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err("timed out waiting for the source's pages on the other page channels (the source or the network went silent)".into());
+                return Err(WAIT_OTHER_CHANNELS.into());
             }
             st = self
                 .cv
@@ -907,7 +925,7 @@ fn read_channel(
             e.kind(),
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
         ) {
-            "timed out waiting for the source's pages (read timeout: the source or the network went silent)".to_owned()
+            WAIT_CHANNEL.to_owned()
         } else {
             e.to_string()
         };

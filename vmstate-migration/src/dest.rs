@@ -164,9 +164,10 @@ where
             let cause = chans.error();
             chans.abort();
             return Err(match cause {
-                Some(c) => MigrationError::Io(std::io::Error::other(format!(
-                    "{c} (then, on the main channel: {e})"
-                ))),
+                Some(c) => MigrationError::Io(std::io::Error::new(
+                    crate::channels::cause_kind(&c),
+                    format!("{c} (then, on the main channel: {e})"),
+                )),
                 None => e.into(),
             });
         }

@@ -165,6 +165,7 @@ fn assert_write_timeout(err: &MigrationError) {
         "{err}"
     );
     assert!(err.to_string().contains("destination"), "{err}");
+    assert_eq!(err.origin(), vmstate_migration::Origin::Silent, "{err}");
 }
 
 /// A destination process that stops reading (its kernel still acknowledges: zero window): the
