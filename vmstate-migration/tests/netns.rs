@@ -1,18 +1,19 @@
 //! A network that fails silently: source and destination run as two hosts — two network
 //! namespaces joined by a veth pair, with addresses that exist only on that pair — and the link
-//! goes down (`ip link set … down`: no FIN, no RST, the peer just goes quiet) at 13 points of a
+//! goes down (`ip link set … down`: no FIN, no RST, the peer just goes quiet) at 15 points of a
 //! migration: during pre-copy (pass 0 and pass 1, by bytes sent, one channel and two page
-//! channels), before the device sections, while the source waits for `LOADED` (the destination
-//! still loading), with `LOADED` on its way, after `LOADED` before `GO`, and between `LOADED` and
-//! the verification digests. Each time both sides return within their configured timeouts (2 s)
-//! plus 1 s, measured from the cut, with a timeout that says what it waited for and from which
-//! side. The source's guest runs again unchanged (device state equal, memory one consistent
-//! sweep), except after it read `LOADED`: then it committed and the VM stays paused on both
-//! sides. The destination never starts, and applies no device state before its load completed.
-//! Then the link comes back: the stale connection ends (reset or closed; a `LOADED` or `ERR`
-//! line the destination sent before the cut may arrive first, to a source that returned long
-//! ago), the old destination's listener is gone (connection refused) and a new migration over
-//! the same link succeeds.
+//! channels, and with the stream's integrity check), before the device sections (also with the
+//! integrity check), while the source waits for `LOADED` (the destination still loading), with
+//! `LOADED` on its way, after `LOADED` before `GO`, and between `LOADED` and the verification
+//! digests. Each time both sides return within their configured timeouts (2 s) plus 1 s,
+//! measured from the cut, with a timeout that says what it waited for and from which side
+//! (`MigrationError::origin` is `Silent`). The source's guest runs again unchanged (device state
+//! equal, memory one consistent sweep), except after it read `LOADED`: then it committed and the
+//! VM stays paused on both sides. The destination never starts, and applies no device state
+//! before its load completed. Then the link comes back: the stale connection ends (reset or
+//! closed; a `LOADED` or `ERR` line the destination sent before the cut may arrive first, to a
+//! source that returned long ago), the old destination's listener is gone (connection refused)
+//! and a new migration over the same link succeeds.
 //!
 //! How the two hosts are made: each test creates its own pair of namespaces (`ip netns add`,
 //! names with the process id and the test's index, cleaned up by a `Drop` guard even when the
@@ -338,6 +339,7 @@ mod needs_root {
         side: Side,
         channels: u32,
         verify: bool,
+        integrity: bool,
     }
 
     fn settings(case: &Case, net: &Arc<Net>) -> Settings {
@@ -361,6 +363,7 @@ mod needs_root {
             write_timeout: TIMEOUT,
             channels: case.channels,
             verify: case.verify,
+            integrity: case.integrity,
             progress,
             ..Settings::default()
         }
@@ -606,6 +609,7 @@ mod needs_root {
                     side: Side::$side,
                     channels: $channels,
                     verify: $verify,
+                    integrity: false,
                 });
             }
         )+};
@@ -627,6 +631,38 @@ mod needs_root {
         loaded_lost_two_channels: 11, Cut::LoseLoaded, Source, 2, false;
         after_loaded_before_go: 12, Cut::BeforeGo, Source, 1, false;
         digests_lost_before_go: 13, Cut::LoseDigests, Dest, 1, true;
+    }
+
+    /// With the stream's integrity check (`Settings::integrity`: staged units, each written
+    /// with its checksum): a cut in pre-copy and one before the device sections.
+    #[test]
+    #[ignore = "needs root (network namespaces)"]
+    fn precopy_with_integrity_check() {
+        run(Case {
+            index: 15,
+            cut: Cut::Precopy {
+                pass: 0,
+                at: 3 * MIB,
+            },
+            side: Side::Dest,
+            channels: 1,
+            verify: false,
+            integrity: true,
+        });
+    }
+
+    /// See [`precopy_with_integrity_check`].
+    #[test]
+    #[ignore = "needs root (network namespaces)"]
+    fn device_sections_with_integrity_check() {
+        run(Case {
+            index: 16,
+            cut: Cut::Devices,
+            side: Side::Source,
+            channels: 1,
+            verify: false,
+            integrity: true,
+        });
     }
 
     /// Without a cut the same harness migrates (the taps change nothing).
