@@ -164,10 +164,23 @@ where
             let cause = chans.error();
             chans.abort();
             return Err(match cause {
-                Some(c) => MigrationError::Io(std::io::Error::new(
-                    crate::channels::cause_kind(&c),
-                    format!("{c} (then, on the main channel: {e})"),
-                )),
+                Some(c) => {
+                    let silent = matches!(
+                        e.kind(),
+                        vmstate_runtime::ErrorKind::Io(
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        )
+                    );
+                    let then = if silent {
+                        "the main channel went silent too".to_owned()
+                    } else {
+                        format!("then, on the main channel: {e}")
+                    };
+                    MigrationError::Io(std::io::Error::new(
+                        crate::channels::cause_kind(&c),
+                        format!("{c} ({then})"),
+                    ))
+                }
                 None => e.into(),
             });
         }
