@@ -53,6 +53,11 @@ use crate::transport::{read_line, write_error, WAIT_PAGES};
 pub const CHANNELS_IDSTR: &str = "vmstate/channels";
 /// Its version.
 pub const CHANNELS_VERSION: u32 = 1;
+/// Its version with a flags byte after the channel count (written when a flag is set).
+pub const CHANNELS_VERSION_FLAGS: u32 = 2;
+/// Flag: every page-channel packet ends with a CRC-32 of its bytes (the stream's integrity
+/// check, [`crate::integrity`]).
+pub const FLAG_INTEGRITY: u8 = 1;
 /// Its section id (the `ram` section is 2, devices follow from 3).
 pub const CHANNELS_SECTION_ID: u32 = 1;
 /// First 8 bytes a page channel sends.
@@ -259,6 +264,8 @@ pub fn check_handshake(
 pub(crate) struct SendChannels {
     socks: Vec<Socket>,
     rate: Option<u64>,
+    /// Every packet ends with a CRC-32 of its bytes (the stream's integrity check).
+    integrity: bool,
 }
 
 /// One packet's worth of dirty-bitmap words of one block.
@@ -274,6 +281,7 @@ impl SendChannels {
         count: u32,
         id: &[u8; 16],
         rate: Option<u64>,
+        integrity: bool,
         mut open: impl FnMut() -> io::Result<Socket>,
     ) -> Result<Self> {
         let mut socks = Vec::with_capacity(count as usize);
@@ -283,7 +291,11 @@ impl SendChannels {
                 .map_err(|e| chan_io(i, "sending the handshake", &e))?;
             socks.push(s);
         }
-        Ok(SendChannels { socks, rate })
+        Ok(SendChannels {
+            socks,
+            rate,
+            integrity,
+        })
     }
 
     /// Waits for every channel's `OK`.
@@ -313,10 +325,12 @@ impl SendChannels {
         Ok(())
     }
 
-    /// Shuts every channel down (on failure: blocked writers return at once).
+    /// Shuts every channel's sending side down (on failure: blocked writers return at once);
+    /// the receiving side stays open, for the destination's `ERR` line on the channel that
+    /// failed there ([`channel_reason`]). The sockets close when the migration ends.
     pub(crate) fn abort(&self) {
         for s in &self.socks {
-            s.shutdown(Shutdown::Both);
+            s.shutdown(Shutdown::Write);
         }
     }
 
@@ -362,6 +376,7 @@ impl SendChannels {
             pages_in_pass,
             t0,
             rate: self.rate.map(|r| (r / n as u64).max(1)),
+            integrity: self.integrity,
         };
         let results: Vec<Result<PageCounts>> = std::thread::scope(|s| {
             let handles: Vec<_> = self
@@ -372,7 +387,13 @@ impl SendChannels {
                     let ctx = &ctx;
                     let first = &first;
                     s.spawn(move || {
-                        let r = send_channel(sock, i, ctx, last);
+                        let r = send_channel(sock, i, ctx, last).map_err(|e| match e {
+                            // The destination may have said why on this channel.
+                            MigrationError::Io(io) => {
+                                channel_reason(sock).unwrap_or(MigrationError::Io(io))
+                            }
+                            e => e,
+                        });
                         if r.is_err() && !ctx.failed.swap(true, Ordering::SeqCst) {
                             // The first failure is the cause; the others follow from the abort.
                             first.store(i, Ordering::SeqCst);
@@ -410,8 +431,14 @@ impl SendChannels {
                     total.zero_pages += c.zero_pages;
                     total.bytes += c.bytes;
                 }
-                // Cancel wins over the I/O errors it causes on the other channels.
+                // Cancel wins over the I/O errors it causes on the other channels, and the
+                // destination's own reason over the errors its shutdown caused here.
                 Err(MigrationError::Cancelled) => first_err = Some(MigrationError::Cancelled),
+                Err(e @ MigrationError::Remote(_))
+                    if !matches!(first_err, Some(MigrationError::Cancelled)) =>
+                {
+                    first_err = Some(e);
+                }
                 Err(e) => {
                     if first_err.is_none() {
                         first_err = Some(e);
@@ -448,6 +475,29 @@ struct PassCtx<'a> {
     pages_in_pass: u64,
     t0: Instant,
     rate: Option<u64>,
+    integrity: bool,
+}
+
+/// The destination's `ERR` line on a page channel (read for at most 200 ms after a failed
+/// write), as its reason.
+fn channel_reason(sock: &Socket) -> Option<MigrationError> {
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .ok()?;
+    let mut r = sock;
+    match read_line(&mut r, &[], "the destination's reason") {
+        Ok(Some(line)) => line
+            .strip_prefix("ERR ")
+            .map(|why| MigrationError::Remote(why.to_owned())),
+        _ => None,
+    }
+}
+
+/// Appends the CRC-32 of the packet's bytes (the integrity check).
+fn seal_packet(packet: &mut Vec<u8>) {
+    let mut h = crc32fast::Hasher::new();
+    h.update(packet);
+    let crc = h.finalize();
+    packet.extend_from_slice(&crc.to_be_bytes());
 }
 
 fn packet_header(buf: &mut Vec<u8>, kind: u32, block: u32, count: u32, pass: u32) {
@@ -519,10 +569,25 @@ fn send_channel(sock: &Socket, index: usize, ctx: &PassCtx<'_>, last: bool) -> R
                 std::thread::sleep(due - elapsed);
             }
         }
-        let mut pieces = Vec::with_capacity(pages.len() + 1);
-        pieces.push(Piece::Bytes(&buf));
-        pieces.extend(pages.iter().map(Piece::Guest));
-        writev_all(sock.fd(), &pieces).map_err(|e| write_error(e, WAIT_PAGES))?;
+        let len = if ctx.integrity {
+            // The bytes summed must be the bytes sent: the pages are copied first (the guest
+            // may change them meanwhile).
+            let mut packet = Vec::with_capacity(len + 4);
+            packet.extend_from_slice(&buf);
+            for p in &pages {
+                Piece::Guest(p).append_to(&mut packet);
+            }
+            seal_packet(&mut packet);
+            writev_all(sock.fd(), &[Piece::Bytes(&packet)])
+                .map_err(|e| write_error(e, WAIT_PAGES))?;
+            packet.len()
+        } else {
+            let mut pieces = Vec::with_capacity(pages.len() + 1);
+            pieces.push(Piece::Bytes(&buf));
+            pieces.extend(pages.iter().map(Piece::Guest));
+            writev_all(sock.fd(), &pieces).map_err(|e| write_error(e, WAIT_PAGES))?;
+            len
+        };
         sent += len as u64;
         total.bytes += len as u64;
         let b = ctx.bytes.fetch_add(len as u64, Ordering::Relaxed) + len as u64;
@@ -537,8 +602,11 @@ fn send_channel(sock: &Socket, index: usize, ctx: &PassCtx<'_>, last: bool) -> R
     }
     let kind = if last { KIND_FINAL } else { KIND_SYNC };
     packet_header(&mut buf, kind, 0, 0, ctx.pass);
+    if ctx.integrity {
+        seal_packet(&mut buf);
+    }
     writev_all(sock.fd(), &[Piece::Bytes(&buf)]).map_err(|e| write_error(e, WAIT_PAGES))?;
-    total.bytes += HEADER as u64;
+    total.bytes += buf.len() as u64;
     if last {
         sock.shutdown(Shutdown::Write);
     }
@@ -551,11 +619,21 @@ pub(crate) fn write_start<S: ByteSink + ?Sized>(
     framing: vmstate_runtime::machine::Framing,
     id: &[u8; 16],
     count: u32,
+    integrity: bool,
 ) -> Result<()> {
     let mut s = StreamWriter::new(Vec::new(), framing);
-    s.start_header(CHANNELS_SECTION_ID, CHANNELS_IDSTR, 0, CHANNELS_VERSION)?;
+    // Version 2 adds a flags byte; the packets then end with their CRC-32.
+    let version = if integrity {
+        CHANNELS_VERSION_FLAGS
+    } else {
+        CHANNELS_VERSION
+    };
+    s.start_header(CHANNELS_SECTION_ID, CHANNELS_IDSTR, 0, version)?;
     s.payload().extend_from_slice(id);
     s.payload().extend_from_slice(&count.to_be_bytes());
+    if integrity {
+        s.payload().push(FLAG_INTEGRITY);
+    }
     s.footer(CHANNELS_SECTION_ID)?;
     sink.send(&s.into_inner())
 }
@@ -592,6 +670,8 @@ struct Shared {
     state: Mutex<State>,
     cv: Condvar,
     abort: AtomicBool,
+    /// Packets end with a CRC-32 (set from the START before any channel is read).
+    integrity: AtomicBool,
     socks: Mutex<Vec<Arc<Socket>>>,
 }
 
@@ -722,7 +802,11 @@ impl<'scope, 'env> RecvChannels<'scope, 'env> {
         meta: &SectionMeta<'_>,
         r: &mut dyn ErasedReader,
     ) -> vmstate_runtime::Result<()> {
-        crate::integrity::check_start(meta, self.started, CHANNELS_VERSION)?;
+        crate::integrity::check_start(
+            meta,
+            self.started,
+            CHANNELS_VERSION..=CHANNELS_VERSION_FLAGS,
+        )?;
         let pos = r.position();
         let id: [u8; 16] = r.read_array()?;
         let count = r.read_be32()?;
@@ -731,6 +815,20 @@ impl<'scope, 'env> RecvChannels<'scope, 'env> {
                 format!("page channel count {count} outside 1..={MAX_CHANNELS}"),
                 pos + 16,
             ));
+        }
+        if meta.version >= CHANNELS_VERSION_FLAGS {
+            let flags = r.read_u8()?;
+            if flags & !FLAG_INTEGRITY != 0 {
+                return Err(invalid(
+                    format!(
+                        "page channel flags {flags:#04x} (this build knows {FLAG_INTEGRITY:#04x})"
+                    ),
+                    pos + 20,
+                ));
+            }
+            self.shared
+                .integrity
+                .store(flags & FLAG_INTEGRITY != 0, Ordering::SeqCst);
         }
         let Some(listener) = self.listener.clone() else {
             return Err(invalid(
@@ -896,6 +994,10 @@ fn accept_channels<'scope, 'env>(
                 let shared = Arc::clone(shared);
                 scope.spawn(move || {
                     if let Err(e) = read_channel(i, &sock, ram, &shared, timeout) {
+                        // Tell the source why, on this channel, before every channel is shut
+                        // down: its write then fails and it reads this line.
+                        let _ = (&*sock)
+                            .write_all(format!("ERR {}\n", e.replace('\n', " ")).as_bytes());
                         shared.fail(e);
                     }
                 });
@@ -907,6 +1009,54 @@ fn accept_channels<'scope, 'env>(
 }
 
 /// Reads one page channel until its `FINAL`, writing pages straight into guest memory.
+/// CRC-32 of `parts` in order.
+fn crc32(parts: &[&[u8]]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize()
+}
+
+/// Reads a packet's trailing CRC-32 (the integrity check), advancing `pos`.
+fn read_crc(sock: &Socket, pos: &mut u64) -> io::Result<u32> {
+    let mut c = [0u8; 4];
+    (&*sock).read_exact(&mut c)?;
+    *pos += 4;
+    Ok(u32::from_be_bytes(c))
+}
+
+/// The name of block `block`, or what the damaged index says.
+fn name_of(regions: &[(&str, &GuestRegionMmap<AtomicBitmap>)], block: u32) -> String {
+    regions.get(block as usize).map_or_else(
+        || format!("(block index {block}, out of range)"),
+        |(n, _)| (*n).to_owned(),
+    )
+}
+
+/// "RAM block `name` pages a..=b (n records)" from a packet's offset list.
+fn describe_run(name: String, list: &[u8]) -> String {
+    let offs = list.chunks_exact(8).map(|b| {
+        u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) & !(PAGE_SIZE - 1)
+    });
+    let (lo, hi) = offs.fold((u64::MAX, 0), |(lo, hi), o| (lo.min(o), hi.max(o)));
+    format!(
+        "RAM block `{name}` pages {:#x}..={:#x} ({} records)",
+        lo / PAGE_SIZE,
+        hi / PAGE_SIZE,
+        list.len() / 8
+    )
+}
+
+/// The error of a packet whose CRC-32 differs.
+fn damaged(i: u32, at: u64, what: String, got: u32, sent: u32) -> String {
+    let kind = ErrorKind::IntegrityMismatch {
+        what,
+        detail: format!("CRC-32 {got:#010x} of the bytes received, {sent:#010x} of those sent"),
+    };
+    format!("page channel {i}, byte {at}: {kind}")
+}
+
 fn read_channel(
     i: u32,
     sock: &Socket,
@@ -931,6 +1081,10 @@ fn read_channel(
         };
         format!("page channel {i}, byte {pos}: {what}")
     };
+    let integrity = shared.integrity.load(Ordering::SeqCst);
+    // With the integrity check, a packet's page data is read here first and checked, then
+    // copied into guest memory.
+    let mut stage: Vec<u8> = Vec::new();
     let result = loop {
         let mut h = [0u8; HEADER];
         (&*sock).read_exact(&mut h).map_err(|e| io_err(pos, &e))?;
@@ -938,6 +1092,13 @@ fn read_channel(
         let (kind, block, count, their_pass) = (be(0), be(4), be(8), be(12));
         let at = pos;
         pos += HEADER as u64;
+        if integrity && kind != KIND_PAGES {
+            let sent = read_crc(sock, &mut pos).map_err(|e| io_err(pos, &e))?;
+            let got = crc32(&[&h]);
+            if got != sent {
+                break Err(damaged(i, at, "a sync packet".into(), got, sent));
+            }
+        }
         if their_pass != pass {
             break Err(format!(
                 "page channel {i}, byte {at}: packet of pass {their_pass} during pass {pass}"
@@ -958,6 +1119,25 @@ fn read_channel(
                 }
                 let list = &mut offsets[..8 * count as usize];
                 (&*sock).read_exact(list).map_err(|e| io_err(pos, &e))?;
+                if integrity {
+                    // Page data (entries without the zero bit), then the CRC, checked before
+                    // any of it is used.
+                    let data = list
+                        .chunks_exact(8)
+                        .filter(|b| b[7] & ZERO_BIT as u8 == 0)
+                        .count();
+                    stage.resize(data * PAGE, 0);
+                    (&*sock)
+                        .read_exact(&mut stage)
+                        .map_err(|e| io_err(pos, &e))?;
+                    let mut end = pos + (list.len() + stage.len()) as u64;
+                    let sent = read_crc(sock, &mut end).map_err(|e| io_err(end, &e))?;
+                    let got = crc32(&[&h, list, &stage]);
+                    if got != sent {
+                        let what = describe_run(name_of(&regions, block), list);
+                        break Err(damaged(i, at, what, got, sent));
+                    }
+                }
                 pages.clear();
                 let mut zeros = 0u64;
                 for (k, b) in list.chunks_exact(8).enumerate() {
@@ -993,7 +1173,14 @@ fn read_channel(
                     }
                 }
                 pos += 8 * u64::from(count);
-                readv_pages(sock.fd(), &pages).map_err(|e| io_err(pos, &e))?;
+                if integrity {
+                    for (page, data) in pages.iter().zip(stage.chunks_exact(PAGE)) {
+                        page.copy_from(data);
+                    }
+                    pos += 4;
+                } else {
+                    readv_pages(sock.fd(), &pages).map_err(|e| io_err(pos, &e))?;
+                }
                 pos += (pages.len() * PAGE) as u64;
                 counts.pages += pages.len() as u64;
                 counts.zero_pages += zeros;

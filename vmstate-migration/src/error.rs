@@ -175,6 +175,8 @@ impl MigrationError {
                 vmstate_runtime::ErrorKind::UnexpectedEof { .. } => Origin::Closed,
                 _ => Origin::Local,
             },
+            // A page channel's integrity failure comes as its reader's message.
+            MigrationError::Io(e) if e.to_string().contains(INTEGRITY_FAILED) => Origin::Damage,
             MigrationError::Io(e) => io_origin(e.kind()),
             MigrationError::Timeout(_) => Origin::Silent,
             // The destination's own error, as it displayed it: a failure there caused by the

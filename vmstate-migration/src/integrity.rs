@@ -42,8 +42,14 @@
 //! staging buffer (pages are copied out of guest memory, which a running guest may change during
 //! the send: such a page is dirty and sent again, but the bytes on the wire must match their
 //! checksum) and written after its record. That copy and CRC-32 on both sides are the cost
-//! (measured in docs/benchmarks.md). Page channels (`channels > 1`) are not covered: the
-//! combination is refused.
+//! (measured in docs/benchmarks.md).
+//!
+//! **Page channels** (`channels > 1`): the main connection is checked as above, and every
+//! packet of every page channel ends with a CRC-32 of its bytes (the channels section's START
+//! says so, version 2 with a flags byte; see [`crate::channels`]). A channel reader reads a
+//! packet's pages into a buffer, checks them, and only then copies them into guest memory; a
+//! damaged packet is named by channel, byte offset, block and page range, and the destination
+//! says why on that channel, so the source reports the same.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -322,16 +328,19 @@ impl<R: Reader> Reader for TapReader<R> {
 pub(crate) fn check_start(
     meta: &SectionMeta<'_>,
     started: bool,
-    version: u32,
+    versions: std::ops::RangeInclusive<u32>,
 ) -> vmstate_runtime::Result<()> {
     if started || meta.instance_id != 0 {
         return Err(meta.unknown());
     }
-    if meta.version != version {
+    if !versions.contains(&meta.version) {
         return Err(bad(
             format!(
-                "`{}` version {} (this build reads {version})",
-                meta.idstr, meta.version
+                "`{}` version {} (this build reads {}..={})",
+                meta.idstr,
+                meta.version,
+                versions.start(),
+                versions.end()
             ),
             meta.offset,
         ));
@@ -433,7 +442,7 @@ impl IntegrityLoader {
         meta: &SectionMeta<'_>,
         r: &mut dyn ErasedReader,
     ) -> vmstate_runtime::Result<()> {
-        check_start(meta, self.started, INTEGRITY_VERSION)?;
+        check_start(meta, self.started, INTEGRITY_VERSION..=INTEGRITY_VERSION)?;
         let alg = r.read_u8()?;
         if alg != ALG_CRC32 {
             return Err(bad(

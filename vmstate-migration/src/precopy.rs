@@ -115,8 +115,9 @@ pub struct Settings {
     /// The stream's integrity check: CRC-32 checksums inside the stream ahead of every run of
     /// RAM pages and every device section ([`crate::integrity`]), so a transport that damages
     /// bytes is caught as they arrive and the damaged block/page range or section is named.
-    /// Every destination of this crate checks them; QEMU refuses such a stream. Not with page
-    /// channels (`channels > 1`). Costs a copy of every page and CRC-32 on both sides.
+    /// Every destination of this crate checks them; QEMU refuses such a stream. With page
+    /// channels every packet carries its own CRC-32 too. Costs a copy of every page and CRC-32
+    /// on both sides.
     pub integrity: bool,
 }
 
@@ -595,13 +596,6 @@ where
             "the handshake needs a machine type that sends the vmdesc".into(),
         ));
     }
-    if settings.integrity && settings.channels > 1 {
-        return Err(MigrationError::Unsupported(
-            "the stream's integrity check with page channels (it covers the main connection): \
-             use one channel, or verification"
-                .into(),
-        ));
-    }
     // Every write below (and the page channels' connects and writes) is bounded.
     transport.set_send_timeout(Some(settings.write_timeout))?;
     let mut report = Report::default();
@@ -647,12 +641,23 @@ where
         }
         let id = channels::random_id();
         w.finish(&mut sink)?;
-        channels::write_start(&mut sink, framing, &id, settings.channels)?;
+        channels::write_start(
+            &mut sink,
+            framing,
+            &id,
+            settings.channels,
+            settings.integrity,
+        )?;
+        sink.seal(&crate::integrity::Unit::Bytes("page channels START"))?;
         sink.t.flush()?;
         let t = &*sink.t;
-        let c = SendChannels::open(settings.channels, &id, settings.bandwidth_limit, || {
-            t.open_channel()
-        })?;
+        let c = SendChannels::open(
+            settings.channels,
+            &id,
+            settings.bandwidth_limit,
+            settings.integrity,
+            || t.open_channel(),
+        )?;
         c.confirm(settings.ack_timeout)?;
         Some(c)
     } else {
@@ -689,6 +694,7 @@ where
             )?;
             sink.bytes += c.bytes;
             channels::write_sync(&mut sink, framing, pass, false)?;
+            sink.seal(&crate::integrity::Unit::Bytes("page channels sync point"))?;
             c
         } else {
             w.begin_chunk(&mut sink, false)?;
@@ -760,6 +766,7 @@ where
         )?;
         sink.bytes += report.final_pages.bytes;
         channels::write_sync(&mut sink, framing, pass, true)?;
+        sink.seal(&crate::integrity::Unit::Bytes("page channels sync point"))?;
         // The `ram` section ends with an empty END chunk: its pages went over the channels.
         w.begin_chunk(&mut sink, true)?;
         w.end_chunk(&mut sink)?;

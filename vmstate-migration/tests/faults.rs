@@ -577,3 +577,83 @@ fn hostile_page_channel_packets_are_refused() {
         src.wait_progress(200);
     }
 }
+
+/// The stream's integrity check over page channels: every packet ends with a CRC-32, so a byte
+/// changed inside a page on a page channel (the packet stays well-formed) is caught there,
+/// named by channel, block and page range, before the page is used; a clean attempt with the
+/// check on then migrates exactly.
+#[test]
+fn integrity_check_names_a_damaged_page_channel_packet() {
+    let mut src = SourceVm::new(4, false);
+    src.wait_progress(500);
+    let dev_before = src.dev.lock().unwrap().clone();
+    let settings = Settings {
+        channels: 2,
+        integrity: true,
+        ack_timeout: Duration::from_secs(2),
+        ..Settings::default()
+    };
+    // Page channel 0 (connection 1): 32 handshake bytes, the first packet's 16-byte header and
+    // 128 page offsets (1,024 bytes), then its pages, each holding one 8-byte counter and
+    // zeros: byte 2,000 of the third page's zeros becomes 0xff.
+    let at = 32 + 16 + 1024 + 2 * 4096 + 2000;
+    for patch in [Some((at, vec![0xffu8])), None] {
+        // A fresh proxy listener per attempt (see the cut test above).
+        let proxy_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy_addr = proxy_listener.local_addr().unwrap();
+        let dst_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dst_addr = dst_listener.local_addr().unwrap();
+        let dest = spawn_receive_accepting(dst_listener, 4, Duration::from_secs(5));
+        let stop = Arc::new(AtomicBool::new(false));
+        let p = multi_proxy_patching(
+            proxy_listener,
+            dst_addr,
+            // Connection 1 is patched; the clean attempt's proxy touches none.
+            if patch.is_some() { 1 } else { usize::MAX },
+            0,
+            false,
+            Arc::clone(&stop),
+            patch.clone(),
+        );
+        let mut t = TcpStream::connect(proxy_addr).unwrap();
+        let res = migrate(&mut src, &mut t, &settings);
+        drop(t);
+        let (dst, dres) = dest.join().unwrap();
+        stop.store(true, AtomicOrdering::SeqCst);
+        p.join().unwrap();
+        if patch.is_none() {
+            if let Err(e) = &res {
+                panic!(
+                    "clean attempt: source {e}; destination {:?}",
+                    dres.as_ref().err().map(ToString::to_string)
+                );
+            }
+            let r = res.unwrap();
+            assert!(r.integrity_units > 0);
+            dres.expect("the destination of the clean attempt");
+            assert!(dst.resumed);
+            assert_eq!(dst.ram.snapshot().unwrap(), src.ram.snapshot().unwrap());
+            assert_eq!(*dst.dev.lock().unwrap(), dev_before);
+            continue;
+        }
+        let derr = dres.expect_err("a damaged page");
+        let msg = derr.to_string();
+        assert!(
+            msg.contains("page channel 0, byte 0: integrity check failed: RAM block `pc.ram` pages 0x0..=0x7f (128 records) arrived damaged"),
+            "{msg}"
+        );
+        assert_eq!(derr.origin(), Origin::Damage, "{msg}");
+        // The source shows the destination's reason, read from the damaged channel.
+        let err = res.expect_err("the source of a damaged attempt");
+        eprintln!("source: {err}\ndestination: {msg}");
+        assert!(
+            matches!(&err, MigrationError::Remote(m) if m.contains("integrity check failed: RAM block `pc.ram`")),
+            "{err}"
+        );
+        assert_eq!(err.origin(), Origin::Damage, "{err}");
+        assert!(!dst.resumed);
+        assert_eq!(*dst.dev.lock().unwrap(), dest_sentinel());
+        assert_eq!(src.resumes, src.stops);
+        src.wait_progress(200);
+    }
+}

@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 
-use common::{bios_signature, migrate_damaged, Damage, Outcome, SourceVm};
-use vmstate_migration::{migrate, MigrationError, Origin, ReceiveSettings, Settings};
+use common::{bios_signature, migrate_damaged, Damage, Outcome};
+use vmstate_migration::{MigrationError, Origin, ReceiveSettings, Settings};
 use vmstate_runtime::ErrorKind;
 
 fn run(integrity: bool, require: bool, damage: Option<(Vec<u8>, Damage)>) -> Outcome {
@@ -148,18 +147,4 @@ fn a_destination_that_requires_the_check_refuses_before_the_first_page() {
         .iter()
         .all(|(_, b)| b.iter().all(|&x| x == 0)));
     assert_source_runs(&o);
-}
-
-#[test]
-fn the_check_with_page_channels_is_refused_up_front() {
-    let (mut a, _b) = UnixStream::pair().unwrap();
-    let mut src = SourceVm::new(1, false);
-    let settings = Settings {
-        integrity: true,
-        channels: 2,
-        ..Settings::default()
-    };
-    let err = migrate(&mut src, &mut a, &settings).unwrap_err();
-    assert!(matches!(err, MigrationError::Unsupported(_)), "{err}");
-    assert_eq!((src.stops, src.resumes), (0, 0));
 }

@@ -77,7 +77,7 @@ struct ModeArgs {
     verify: bool,
     /// The stream's integrity check: CRC-32 checksums inside the stream ahead of every run of
     /// RAM pages and every device section; the destination requires them and names any damaged
-    /// block/page range or section as it arrives. Not with `--channels` > 1.
+    /// block/page range or section as it arrives (with `--channels`, every packet too).
     #[arg(long)]
     integrity: bool,
 }
