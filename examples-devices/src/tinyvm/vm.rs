@@ -156,31 +156,7 @@ impl Vm {
             .map_err(|e| Error::Memory(e.to_string()))?;
         let mut sregs = vm.vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
         // Flat 4 GiB segments straight into the caches: no GDT is read to get there.
-        let flat = |selector: u16, type_: u8| kvm_bindings::kvm_segment {
-            base: 0,
-            limit: 0xffff_ffff,
-            selector,
-            type_,
-            present: 1,
-            dpl: 0,
-            db: 1,
-            s: 1,
-            l: 0,
-            g: 1,
-            avl: 0,
-            unusable: 0,
-            padding: 0,
-        };
-        sregs.cs = flat(0x08, 0xb); // execute/read, accessed
-        for seg in [
-            &mut sregs.ds,
-            &mut sregs.es,
-            &mut sregs.fs,
-            &mut sregs.gs,
-            &mut sregs.ss,
-        ] {
-            *seg = flat(0x10, 0x3); // read/write, accessed
-        }
+        flat_segments(&mut sregs, false);
         sregs.cr0 |= 1; // PE
         vm.enter_guest(&sregs, Some(w.ram_size as u64))?;
         Ok(vm)
@@ -198,32 +174,7 @@ impl Vm {
         write(&guest::page_tables(w.ram_size), guest::PAGE_TABLES_ADDR)?;
         write(&GUEST_CODE64, guest::CODE_ADDR)?;
         let mut sregs = vm.vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
-        let flat = |selector: u16, type_: u8, l: u8| kvm_bindings::kvm_segment {
-            base: 0,
-            limit: 0xffff_ffff,
-            selector,
-            type_,
-            present: 1,
-            dpl: 0,
-            // A 64-bit code segment has L = 1 and D = 0; data segments keep D/B = 1.
-            db: 1 - l,
-            s: 1,
-            l,
-            g: 1,
-            avl: 0,
-            unusable: 0,
-            padding: 0,
-        };
-        sregs.cs = flat(0x08, 0xb, 1); // execute/read, accessed, 64-bit
-        for seg in [
-            &mut sregs.ds,
-            &mut sregs.es,
-            &mut sregs.fs,
-            &mut sregs.gs,
-            &mut sregs.ss,
-        ] {
-            *seg = flat(0x10, 0x3, 0); // read/write, accessed
-        }
+        flat_segments(&mut sregs, true);
         const CR0_PE: u64 = 1;
         const CR0_NW: u64 = 1 << 29;
         const CR0_CD: u64 = 1 << 30;
@@ -765,4 +716,35 @@ const fn libc_eintr() -> i32 {
 
 const fn libc_eagain() -> i32 {
     11 // EAGAIN on Linux
+}
+
+/// Flat 4 GiB code (selector 0x08) and data (0x10) segments straight into the segment caches of
+/// `sregs` (no GDT is read to get there); with `long`, a 64-bit code segment (L = 1, D = 0).
+fn flat_segments(sregs: &mut kvm_bindings::kvm_sregs, long: bool) {
+    let flat = |selector: u16, type_: u8, l: u8| kvm_bindings::kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector,
+        type_,
+        present: 1,
+        dpl: 0,
+        // A 64-bit code segment has L = 1 and D = 0; data segments keep D/B = 1.
+        db: 1 - l,
+        s: 1,
+        l,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    sregs.cs = flat(0x08, 0xb, u8::from(long)); // execute/read, accessed
+    for seg in [
+        &mut sregs.ds,
+        &mut sregs.es,
+        &mut sregs.fs,
+        &mut sregs.gs,
+        &mut sregs.ss,
+    ] {
+        *seg = flat(0x10, 0x3, 0); // read/write, accessed
+    }
 }

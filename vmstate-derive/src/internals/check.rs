@@ -103,6 +103,21 @@ fn check_bitmaps_and_multipliers(cx: &Ctxt, c: &Container) {
 }
 
 /// Reports each of the attributes `names` that `a` has, with `why(name)` at its tokens.
+/// The attributes that choose a field's codec, layout or load check: a field with its own codec
+/// (`with = module`, `u16_hack`) takes none of them.
+const CODEC_ATTRS: &[&str] = &[
+    "buffer",
+    "count",
+    "local_count",
+    "max",
+    "list",
+    "tree",
+    "equal",
+    "range",
+    "le",
+    "vmdesc_type",
+];
+
 fn refuse_attrs(cx: &Ctxt, a: &super::attr::Field, names: &[&str], why: impl Fn(&str) -> String) {
     let given = [
         ("buffer", a.buffer.as_ref().map(|s| &s.tokens)),
@@ -131,25 +146,9 @@ fn check_with(cx: &Ctxt, c: &Container) {
         .iter()
         .filter(|f| !f.skipped() && f.attrs.with.is_some())
     {
-        refuse_attrs(
-            cx,
-            &f.attrs,
-            &[
-                "buffer",
-                "count",
-                "local_count",
-                "max",
-                "list",
-                "tree",
-                "equal",
-                "range",
-                "le",
-                "vmdesc_type",
-            ],
-            |name| {
-                format!("`{name}` cannot be combined with `with`: the codec module writes, checks and describes the field (its `DESCRIPTION` names the vmdesc type)")
-            },
-        );
+        refuse_attrs(cx, &f.attrs, CODEC_ATTRS, |name| {
+            format!("`{name}` cannot be combined with `with`: the codec module writes, checks and describes the field (its `DESCRIPTION` names the vmdesc type)")
+        });
         if matches!(f.ty, syn::Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Tmp"))
         {
             cx.error_spanned_by(
@@ -474,25 +473,9 @@ fn check_u16_hack(cx: &Ctxt, c: &Container) {
             cx.error_spanned_by(&h.tokens, "`u16_hack` applies to `u32` fields: it is QEMU's VMSTATE_UINT16_HACK, a `uint32_t` sent as be16");
             continue;
         }
-        refuse_attrs(
-            cx,
-            &f.attrs,
-            &[
-                "buffer",
-                "count",
-                "local_count",
-                "max",
-                "list",
-                "tree",
-                "equal",
-                "range",
-                "le",
-                "vmdesc_type",
-            ],
-            |name| {
-                format!("`{name}` cannot be combined with `u16_hack`: the field is a `u32` sent as be16, its own codec")
-            },
-        );
+        refuse_attrs(cx, &f.attrs, CODEC_ATTRS, |name| {
+            format!("`{name}` cannot be combined with `u16_hack`: the field is a `u32` sent as be16, its own codec")
+        });
         if let Some(w) = &f.attrs.with {
             cx.error_spanned_by(
                 &w.tokens,
