@@ -102,7 +102,6 @@ fn check_bitmaps_and_multipliers(cx: &Ctxt, c: &Container) {
     }
 }
 
-/// Reports each of the attributes `names` that `a` has, with `why(name)` at its tokens.
 /// The attributes that choose a field's codec, layout or load check: a field with its own codec
 /// (`with = module`, `u16_hack`) takes none of them.
 const CODEC_ATTRS: &[&str] = &[
@@ -118,6 +117,7 @@ const CODEC_ATTRS: &[&str] = &[
     "vmdesc_type",
 ];
 
+/// Reports each of the attributes `names` that `a` has, with `why(name)` at its tokens.
 fn refuse_attrs(cx: &Ctxt, a: &super::attr::Field, names: &[&str], why: impl Fn(&str) -> String) {
     let given = [
         ("buffer", a.buffer.as_ref().map(|s| &s.tokens)),
