@@ -194,6 +194,33 @@ fn pingpong_soft_preflight_refuses_a_ram_mismatch() {
     );
 }
 
+/// `--mismatch device`: the first destination has a second UART (COM2) the source lacks; the
+/// preflight refuses it (an extra section), the source's guest keeps running, the hops follow.
+#[test]
+fn pingpong_soft_preflight_refuses_a_device_mismatch() {
+    let out = pingpong(&[
+        "--soft",
+        "--count",
+        "3",
+        "--preflight",
+        "--mismatch",
+        "device",
+    ]);
+    assert!(
+        out.contains("preflight (--mismatch device): refused after ")
+            && out.contains(
+                "section `serial` instance 1: the destination has this device, the source sends \
+                 no state for it"
+            ),
+        "{out}"
+    );
+    assert!(out.contains("preflight: A's guest kept running"), "{out}");
+    assert!(
+        out.contains("summary: mode soft hops 3/3 inconsistencies 0"),
+        "{out}"
+    );
+}
+
 /// With `--verify` every hop commits only after the destination's digests of what it loaded
 /// equal the source's; the critical path shows the step.
 #[test]

@@ -124,8 +124,9 @@ enum Cmd {
         #[arg(long)]
         stall_hop: Option<u32>,
         /// With --preflight: first migrate into a destination built differently on purpose
-        /// (`ram`: 1 MiB more guest RAM; `cpu:FEATURE[,…]`: the KVM vCPU lacks those CPUID
-        /// features), which the preflight must refuse with the source still running.
+        /// (`ram`: 1 MiB more guest RAM; `device`: a second UART, COM2, the source lacks;
+        /// `cpu:FEATURE[,…]`: the KVM vCPU lacks those CPUID features), which the preflight must
+        /// refuse with the source still running.
         #[arg(long, value_parser = child::Mismatch::parse)]
         mismatch: Option<child::Mismatch>,
         /// Print each hop's critical path step by step (source: stop, last pages, devices,

@@ -49,10 +49,12 @@ pub enum Mismatch {
     Ram,
     /// The vCPU lacks these CPUID features (KVM only).
     Cpu(Vec<String>),
+    /// A second UART (COM2, `serial` instance 1) the source does not have.
+    Device,
 }
 
 impl Mismatch {
-    /// Parses `ram` or `cpu:FEATURE[,FEATURE…]`.
+    /// Parses `ram`, `device` or `cpu:FEATURE[,FEATURE…]`.
     ///
     /// # Errors
     ///
@@ -60,11 +62,12 @@ impl Mismatch {
     pub fn parse(s: &str) -> Result<Self, String> {
         match s.split_once(':') {
             None if s == "ram" => Ok(Mismatch::Ram),
+            None if s == "device" => Ok(Mismatch::Device),
             Some(("cpu", f)) if !f.is_empty() => {
                 Ok(Mismatch::Cpu(f.split(',').map(str::to_owned).collect()))
             }
             _ => Err(format!(
-                "`{s}` is not a mismatch: `ram` or `cpu:FEATURE[,FEATURE…]` (e.g. cpu:avx2)"
+                "`{s}` is not a mismatch: `ram`, `device` or `cpu:FEATURE[,FEATURE…]` (e.g. cpu:avx2)"
             )),
         }
     }
@@ -74,6 +77,7 @@ impl Mismatch {
     pub fn word(&self) -> String {
         match self {
             Mismatch::Ram => "ram".into(),
+            Mismatch::Device => "device".into(),
             Mismatch::Cpu(f) => format!("cpu:{}", f.join(",")),
         }
     }
@@ -288,7 +292,13 @@ impl Child {
             Mode::Soft if matches!(mismatch, Some(Mismatch::Cpu(_))) => {
                 return Err("a CPU mismatch needs the KVM guest".into())
             }
-            Mode::Soft => Prepared::Soft(SoftDest::new(corrupt, stall, workload)?),
+            Mode::Soft => {
+                let mut d = SoftDest::new(corrupt, stall, workload)?;
+                if mismatch == Some(&Mismatch::Device) {
+                    d.add_com2()?;
+                }
+                Prepared::Soft(d)
+            }
             // A KVM guest runs from the moment its vCPU starts; it cannot be held back without
             // racing it, so stall injection is for the software guest.
             Mode::Kvm if stall => return Err("`stall` needs the software guest (--soft)".into()),
@@ -309,8 +319,10 @@ impl Child {
 
         let mut d = super::live::KvmDest::with_workload(super::machine(), workload)
             .map_err(|e| e.to_string())?;
-        if let Some(Mismatch::Cpu(hide)) = mismatch {
-            d.hide_cpu_features(hide).map_err(|e| e.to_string())?;
+        match mismatch {
+            Some(Mismatch::Cpu(hide)) => d.hide_cpu_features(hide).map_err(|e| e.to_string())?,
+            Some(Mismatch::Device) => d.add_com2().map_err(|e| e.to_string())?,
+            _ => {}
         }
         let seen: SeenCell = Arc::new(Mutex::new(None));
         let (s2, ram) = (Arc::clone(&seen), d.ram().clone());

@@ -444,6 +444,20 @@ impl KvmDest {
         self.sections.cpu_model = vm.cpu_model();
         Ok(())
     }
+
+    /// Gives this destination a second UART (`serial` instance 1, COM2) that the source does
+    /// not have: a device mismatch for the preflight to find (`--mismatch device`).
+    ///
+    /// # Errors
+    ///
+    /// Registry errors.
+    pub fn add_com2(&mut self) -> Result<(), Error> {
+        self.sections
+            .registry
+            .register(Arc::new(Mutex::new(SerialSection::default())))
+            .map(|_| ())
+            .map_err(|e| Error::State(e.to_string()))
+    }
 }
 
 impl MigrationDestination for KvmDest {

@@ -266,6 +266,20 @@ pub struct SoftDest {
 }
 
 impl SoftDest {
+    /// Gives this destination a second UART (`serial` instance 1, COM2) that the source does
+    /// not have: a device mismatch for the preflight to find (`--mismatch device`).
+    ///
+    /// # Errors
+    ///
+    /// Registry errors.
+    pub fn add_com2(&mut self) -> Result<(), String> {
+        self.guest
+            .registry
+            .register(Arc::new(Mutex::new(SerialSection::default())))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     /// A destination whose RAM exists, faulted in, before the source connects (no setup in
     /// the downtime). Fault injection: `corrupt`: [`corrupt`] the loaded RAM before the check;
     /// `stall`: `resume` does not start the guest.
