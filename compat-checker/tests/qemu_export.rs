@@ -147,7 +147,7 @@ mod needs_qemu {
 /// QEMU's dump.
 #[test]
 fn nested_vmsds_of_vstruct_and_tmp_fields_are_described() {
-    use vmstate_runtime::{MachineCatalog, Tmp, TmpView, VmState};
+    use vmstate_runtime::{Tmp, TmpView, VmState};
 
     #[derive(VmState, Clone, Default, Debug)]
     #[vmstate(name = "regs", version = 2, minimum_version = 1, nested)]
@@ -179,13 +179,7 @@ fn nested_vmsds_of_vstruct_and_tmp_fields_are_described() {
             Ok(())
         }
     }
-    let catalog = MachineCatalog::qemu_pc();
-    let export =
-        compat_checker::schema::Export::from_schemas("t", &catalog, &[<Dev as VmState>::SCHEMA])
-            .unwrap();
-    let dump =
-        compat_checker::qemu::export::qemu_dump(&export, "pc-i440fx-7.2", &Default::default())
-            .unwrap();
+    let dump = dump_of(<Dev as VmState>::SCHEMA);
     let fields = &dump["dev"]["Description"]["Fields"];
     assert_eq!(fields[0]["field"], "regs");
     assert_eq!(fields[0]["Description"]["name"], "regs");
@@ -200,7 +194,7 @@ fn nested_vmsds_of_vstruct_and_tmp_fields_are_described() {
 /// (`u16_hack`: `size` 4, QEMU's storage, as VMSTATE_UINT16_HACK).
 #[test]
 fn noop_since_local_counts_and_u16_hack_are_exported_as_qemu_writes_them() {
-    use vmstate_runtime::{MachineCatalog, VmState};
+    use vmstate_runtime::VmState;
 
     #[derive(VmState, Clone, Debug)]
     #[vmstate(name = "fifo", version = 1, nested)]
@@ -226,13 +220,7 @@ fn noop_since_local_counts_and_u16_hack_are_exported_as_qemu_writes_them() {
             version == 1
         }
     }
-    let catalog = MachineCatalog::qemu_pc();
-    let export =
-        compat_checker::schema::Export::from_schemas("t", &catalog, &[<Dev as VmState>::SCHEMA])
-            .unwrap();
-    let dump =
-        compat_checker::qemu::export::qemu_dump(&export, "pc-i440fx-7.2", &Default::default())
-            .unwrap();
+    let dump = dump_of(<Dev as VmState>::SCHEMA);
     let fields = &dump["dev"]["Description"]["Fields"];
     assert_eq!(fields[0]["field"], "old_offset");
     assert_eq!(fields[0]["size"], 4);
@@ -248,4 +236,11 @@ fn noop_since_local_counts_and_u16_hack_are_exported_as_qemu_writes_them() {
     assert_eq!((f.since, f.noop_since), (0, 1));
     let dev = &<Dev as VmState>::SCHEMA.fields[2];
     assert_eq!((dev.since, dev.noop_since), (0, 1));
+}
+
+/// Our `-dump-vmstate` export of one device schema for pc-i440fx-7.2.
+fn dump_of(schema: &vmstate_runtime::schema::StructSchema) -> serde_json::Value {
+    let catalog = vmstate_runtime::MachineCatalog::qemu_pc();
+    let export = compat_checker::schema::Export::from_schemas("t", &catalog, &[schema]).unwrap();
+    compat_checker::qemu::export::qemu_dump(&export, "pc-i440fx-7.2", &Default::default()).unwrap()
 }

@@ -178,19 +178,10 @@ fn pingpong_soft_large_guest_with_dirty_rate() {
 /// follow (with preflight, into matching destinations) pass every check.
 #[test]
 fn pingpong_soft_preflight_refuses_a_ram_mismatch() {
-    let out = pingpong(&["--soft", "--count", "3", "--preflight", "--mismatch", "ram"]);
-    assert!(
-        out.contains("preflight (--mismatch ram): refused after ")
-            && out.contains(
-                "RAM block `pc.ram`: source 0x100000 bytes, destination 0x200000 — start the \
-             destination with the same memory size (-m) and devices"
-            ),
-        "{out}"
-    );
-    assert!(out.contains("preflight: A's guest kept running"), "{out}");
-    assert!(
-        out.contains("summary: mode soft hops 3/3 inconsistencies 0"),
-        "{out}"
+    assert_preflight_refuses(
+        "ram",
+        "RAM block `pc.ram`: source 0x100000 bytes, destination 0x200000 — start the \
+         destination with the same memory size (-m) and devices",
     );
 }
 
@@ -198,20 +189,20 @@ fn pingpong_soft_preflight_refuses_a_ram_mismatch() {
 /// preflight refuses it (an extra section), the source's guest keeps running, the hops follow.
 #[test]
 fn pingpong_soft_preflight_refuses_a_device_mismatch() {
-    let out = pingpong(&[
-        "--soft",
-        "--count",
-        "3",
-        "--preflight",
-        "--mismatch",
+    assert_preflight_refuses(
         "device",
-    ]);
+        "section `serial` instance 1: the destination has this device, the source sends no \
+         state for it",
+    );
+}
+
+/// A soft ping-pong of 3 hops whose first destination is built with `--mismatch kind`: the
+/// preflight refuses it saying `why`, the source's guest keeps running, every hop then passes.
+fn assert_preflight_refuses(kind: &str, why: &str) {
+    let out = pingpong(&["--soft", "--count", "3", "--preflight", "--mismatch", kind]);
     assert!(
-        out.contains("preflight (--mismatch device): refused after ")
-            && out.contains(
-                "section `serial` instance 1: the destination has this device, the source sends \
-                 no state for it"
-            ),
+        out.contains(&format!("preflight (--mismatch {kind}): refused after "))
+            && out.contains(why),
         "{out}"
     );
     assert!(out.contains("preflight: A's guest kept running"), "{out}");

@@ -37,6 +37,15 @@ enum Cut {
     Never,
 }
 
+/// How much of `n` bytes read after `sent` a proxy relays before a cut at stream offset
+/// `limit`, and whether the cut falls here.
+fn clip(sent: u64, n: usize, limit: Option<u64>) -> (usize, bool) {
+    match limit {
+        Some(l) if sent + n as u64 >= l => (usize::try_from(l.saturating_sub(sent)).unwrap(), true),
+        _ => (n, false),
+    }
+}
+
 /// Finds the stream offset of the first [`MARKER`] in a stream fed chunk by chunk (a marker may
 /// straddle two chunks).
 #[derive(Default)]
@@ -117,14 +126,8 @@ fn proxy(
                 Cut::AfterMarker(k) => marker_at.map(|m| m + k),
                 Cut::Loaded | Cut::Go | Cut::Never => None,
             };
-            let mut take = n as u64;
-            if let Some(l) = limit {
-                if sent + take >= l {
-                    take = l.saturating_sub(sent);
-                    cut_done = true;
-                }
-            }
-            let take = usize::try_from(take).unwrap();
+            let (take, now) = clip(sent, n, limit);
+            cut_done |= now;
             if to_dst.write_all(&buf[..take]).is_err() {
                 break;
             }
@@ -378,15 +381,7 @@ fn multi_proxy_patching(
                         (true, false) => Some(at),
                         (true, true) => marker_at.map(|m| m + at),
                     };
-                    let mut take = n as u64;
-                    let mut now = false;
-                    if let Some(l) = limit {
-                        if sent + take >= l {
-                            take = l.saturating_sub(sent);
-                            now = true;
-                        }
-                    }
-                    let take = usize::try_from(take).unwrap();
+                    let (take, now) = clip(sent, n, limit);
                     if to_dst.write_all(&buf[..take]).is_err() {
                         break;
                     }

@@ -149,8 +149,7 @@ fn check_with(cx: &Ctxt, c: &Container) {
         refuse_attrs(cx, &f.attrs, CODEC_ATTRS, |name| {
             format!("`{name}` cannot be combined with `with`: the codec module writes, checks and describes the field (its `DESCRIPTION` names the vmdesc type)")
         });
-        if matches!(f.ty, syn::Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Tmp"))
-        {
+        if last_ident_is(f.ty, &["Tmp"]) {
             cx.error_spanned_by(
                 f.ty,
                 "a `Tmp<V>` field is laid out as its view; it cannot have a codec module",
