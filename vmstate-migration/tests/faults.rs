@@ -295,21 +295,10 @@ fn cut_connections_leave_both_sides_unchanged_then_a_clean_attempt_succeeds() {
 /// Relays every connection made to `listener` to `dest_addr` (the first is the main channel,
 /// the next ones the page channels in index order) until `stop`; connection `conn` is cut after
 /// `at` bytes from the source (or, for the main channel with `after_marker`, `at` bytes after
-/// the device section's idstr). Returns whether the cut happened.
+/// the device section's idstr); with `patch`, the bytes of connection `conn` at stream offset
+/// `patch.0` are replaced by `patch.1` (a hostile source) instead of a cut. Returns whether the
+/// cut happened.
 fn multi_proxy(
-    listener: TcpListener,
-    dest_addr: std::net::SocketAddr,
-    conn: usize,
-    at: u64,
-    after_marker: bool,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<bool> {
-    multi_proxy_patching(listener, dest_addr, conn, at, after_marker, stop, None)
-}
-
-/// [`multi_proxy`], and on connection `conn` the bytes at stream offset `patch.0` are replaced
-/// by `patch.1` (a hostile source) instead of a cut.
-fn multi_proxy_patching(
     listener: TcpListener,
     dest_addr: std::net::SocketAddr,
     conn: usize,
@@ -454,31 +443,9 @@ fn cuts_on_every_channel_of_a_two_channel_migration() {
     };
     let never = (usize::MAX, 0, false);
     for (i, (conn, at, after_marker)) in cuts.iter().copied().chain([never]).enumerate() {
-        // A fresh proxy listener per attempt too: a page channel a failed attempt opened late
-        // must not be taken as the next attempt's main connection (its connection 0).
-        let proxy_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let proxy_addr = proxy_listener.local_addr().unwrap();
-        // A fresh destination listener per attempt: page channels of a failed attempt that were
-        // never accepted are refused with it, never taken by the next attempt.
-        let dst_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let dst_addr = dst_listener.local_addr().unwrap();
-        let dest = spawn_receive_accepting(dst_listener, 4, Duration::from_secs(5));
-        let stop = Arc::new(AtomicBool::new(false));
-        let p = multi_proxy(
-            proxy_listener,
-            dst_addr,
-            conn,
-            at,
-            after_marker,
-            Arc::clone(&stop),
-        );
-        let mut t = TcpStream::connect(proxy_addr).unwrap();
         let stops = src.stops;
-        let res = migrate(&mut src, &mut t, &settings);
-        drop(t);
-        let (dst, dres) = dest.join().unwrap();
-        stop.store(true, AtomicOrdering::SeqCst);
-        let cut_happened = p.join().unwrap();
+        let (res, dst, dres, cut_happened) =
+            channel_attempt(&mut src, &settings, conn, at, after_marker, None);
         let what =
             format!("attempt {i}: connection {conn} cut at {at} (after marker: {after_marker})");
         if conn == usize::MAX {
@@ -517,8 +484,6 @@ fn hostile_page_channel_packets_are_refused() {
         ack_timeout: Duration::from_secs(2),
         ..Settings::default()
     };
-    let proxy_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy_addr = proxy_listener.local_addr().unwrap();
     // Page channel 1 (connection 2): 32 handshake bytes, then the first packet's header
     // (kind, block, count, pass) and its first page offset.
     let cases: [(u64, Vec<u8>, &str); 5] = [
@@ -541,25 +506,8 @@ fn hostile_page_channel_packets_are_refused() {
         (32, 9u32.to_be_bytes().to_vec(), "unknown packet kind 9"),
     ];
     for (at, bytes, want) in cases {
-        let dst_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let dst_addr = dst_listener.local_addr().unwrap();
-        let dest = spawn_receive_accepting(dst_listener, 4, Duration::from_secs(5));
-        let stop = Arc::new(AtomicBool::new(false));
-        let p = multi_proxy_patching(
-            proxy_listener.try_clone().unwrap(),
-            dst_addr,
-            2,
-            0,
-            false,
-            Arc::clone(&stop),
-            Some((at, bytes)),
-        );
-        let mut t = TcpStream::connect(proxy_addr).unwrap();
-        let res = migrate(&mut src, &mut t, &settings);
-        drop(t);
-        let (dst, dres) = dest.join().unwrap();
-        stop.store(true, AtomicOrdering::SeqCst);
-        p.join().unwrap();
+        let (res, dst, dres, _) =
+            channel_attempt(&mut src, &settings, 2, 0, false, Some((at, bytes)));
         let derr = dres.expect_err(want).to_string();
         assert!(
             derr.contains(want) && derr.contains("page channel 1, byte"),
@@ -593,37 +541,12 @@ fn integrity_check_names_a_damaged_page_channel_packet() {
     // zeros: byte 2,000 of the third page's zeros becomes 0xff.
     let at = 32 + 16 + 1024 + 2 * 4096 + 2000;
     for patch in [Some((at, vec![0xffu8])), None] {
-        // A fresh proxy listener per attempt (see the cut test above).
-        let proxy_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let proxy_addr = proxy_listener.local_addr().unwrap();
-        let dst_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let dst_addr = dst_listener.local_addr().unwrap();
-        let dest = spawn_receive_accepting(dst_listener, 4, Duration::from_secs(5));
-        let stop = Arc::new(AtomicBool::new(false));
-        let p = multi_proxy_patching(
-            proxy_listener,
-            dst_addr,
-            // Connection 1 is patched; the clean attempt's proxy touches none.
-            if patch.is_some() { 1 } else { usize::MAX },
-            0,
-            false,
-            Arc::clone(&stop),
-            patch.clone(),
-        );
-        let mut t = TcpStream::connect(proxy_addr).unwrap();
-        let res = migrate(&mut src, &mut t, &settings);
-        drop(t);
-        let (dst, dres) = dest.join().unwrap();
-        stop.store(true, AtomicOrdering::SeqCst);
-        p.join().unwrap();
+        // Connection 1 is patched; the clean attempt's proxy touches none.
+        let conn = if patch.is_some() { 1 } else { usize::MAX };
+        let (res, dst, dres, _) =
+            channel_attempt(&mut src, &settings, conn, 0, false, patch.clone());
         if patch.is_none() {
-            if let Err(e) = &res {
-                panic!(
-                    "clean attempt: source {e}; destination {:?}",
-                    dres.as_ref().err().map(ToString::to_string)
-                );
-            }
-            let r = res.unwrap();
+            let r = res.expect("a clean attempt with the check on");
             assert!(r.integrity_units > 0);
             dres.expect("the destination of the clean attempt");
             assert!(dst.resumed);
@@ -651,4 +574,47 @@ fn integrity_check_names_a_damaged_page_channel_packet() {
         assert_eq!(src.resumes, src.stops);
         src.wait_progress(200);
     }
+}
+
+/// One migration of `src` with `settings` into a fresh 4 MiB destination (its own listener:
+/// page channels of a failed attempt that were never accepted are refused with it) through a
+/// fresh proxy (its own listener too: a page channel a failed attempt opened late is never
+/// taken as this attempt's main connection). The proxy cuts connection `conn` after `at` bytes
+/// (counted from the device section's idstr with `after_marker`), or patches it with `patch`.
+/// Returns the source's result, the destination and its result, and whether the cut happened.
+fn channel_attempt(
+    src: &mut SourceVm,
+    settings: &Settings,
+    conn: usize,
+    at: u64,
+    after_marker: bool,
+    patch: Option<(u64, Vec<u8>)>,
+) -> (
+    vmstate_migration::Result<vmstate_migration::Report>,
+    common::DestVm,
+    vmstate_migration::Result<vmstate_migration::Report>,
+    bool,
+) {
+    let proxy_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = proxy_listener.local_addr().unwrap();
+    let dst_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dst_addr = dst_listener.local_addr().unwrap();
+    let dest = spawn_receive_accepting(dst_listener, 4, Duration::from_secs(5));
+    let stop = Arc::new(AtomicBool::new(false));
+    let p = multi_proxy(
+        proxy_listener,
+        dst_addr,
+        conn,
+        at,
+        after_marker,
+        Arc::clone(&stop),
+        patch,
+    );
+    let mut t = TcpStream::connect(proxy_addr).unwrap();
+    let res = migrate(src, &mut t, settings);
+    drop(t);
+    let (dst, dres) = dest.join().unwrap();
+    stop.store(true, AtomicOrdering::SeqCst);
+    let cut_happened = p.join().unwrap();
+    (res, dst, dres, cut_happened)
 }
