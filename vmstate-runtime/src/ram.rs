@@ -263,6 +263,32 @@ impl RamStepper {
         R: Reader + ?Sized,
         F: FnMut(&mut R, usize, &RamBlock, u64, PageRecord) -> Result<()>,
     {
+        self.step_core(r, start, &mut |r: &mut R,
+                                       idx,
+                                       block: &RamBlock,
+                                       addr,
+                                       rec| {
+            f(r, idx, block, addr, rec).map(|()| 0)
+        })
+    }
+
+    /// Like [`step_into`](Self::step_into), but for a [`PageRecord::Page`] at `offset`, `f` may
+    /// also consume the `n` records that follow it, returning `n`, when each of them is exactly
+    /// a `PAGE | CONTINUE` record of the next page of the same block (`offset + page_size`,
+    /// `offset + 2 * page_size`, …) with its page: `f` compared their headers with those values
+    /// (e.g. after [`Reader::read_into_ahead`] put them next to the pages in guest memory). The
+    /// stepper checks that those pages lie inside the block and that `f` consumed exactly
+    /// `page_size + n * (8 + page_size)` bytes, and counts the records.
+    ///
+    /// # Errors
+    /// As [`step_into`](Self::step_into); [`ErrorKind::ValidationFailed`] when `f` consumed
+    /// other than that, [`ErrorKind::RamPageOutOfRange`] when the last page `f` claims lies
+    /// outside the block.
+    pub fn step_into_ahead<R, F>(&mut self, r: &mut R, start: bool, mut f: F) -> Result<RamCounts>
+    where
+        R: Reader + ?Sized,
+        F: FnMut(&mut R, usize, &RamBlock, u64, PageRecord) -> Result<u64>,
+    {
         self.step_core(r, start, &mut f)
     }
 
@@ -294,13 +320,14 @@ impl RamStepper {
                 PageRecord::Fill(_) => Ok(()),
                 PageRecord::Page => r.skip(page_size),
             }
+            .map(|()| 0)
         })
     }
 
     fn step_core<R, F>(&mut self, r: &mut R, start: bool, f: &mut F) -> Result<RamCounts>
     where
         R: Reader + ?Sized,
-        F: FnMut(&mut R, usize, &RamBlock, u64, PageRecord) -> Result<()>,
+        F: FnMut(&mut R, usize, &RamBlock, u64, PageRecord) -> Result<u64>,
     {
         let invalid = |what: &'static str, found: u64, pos: u64| {
             Error::new(
@@ -374,23 +401,59 @@ impl RamStepper {
                     if flags & !FLAG_CONTINUE == FLAG_ZERO {
                         let fill = r.read_u8()?;
                         counts.zero_pages += 1;
-                        f(r, idx, block, addr, PageRecord::Fill(fill))?;
-                    } else {
-                        counts.pages += 1;
-                        let data_at = r.position();
-                        f(r, idx, block, addr, PageRecord::Page)?;
-                        if r.position().checked_sub(data_at) != Some(self.page_size) {
+                        if f(r, idx, block, addr, PageRecord::Fill(fill))? != 0 {
                             return Err(Error::new(
                                 ErrorKind::ValidationFailed {
                                     message: format!(
-                                        "the page handler of RAM block `{}` consumed {} bytes instead of one page",
+                                        "the page handler of RAM block `{}` claimed records after a ZERO record",
+                                        block.idstr
+                                    ),
+                                },
+                                pos,
+                            ));
+                        }
+                    } else {
+                        let data_at = r.position();
+                        let more = f(r, idx, block, addr, PageRecord::Page)?;
+                        // The records `f` consumed after this one: whole PAGE | CONTINUE
+                        // records of the following pages of the same block.
+                        let consumed = more
+                            .checked_mul(8 + self.page_size)
+                            .and_then(|m| m.checked_add(self.page_size));
+                        if consumed.is_none() || r.position().checked_sub(data_at) != consumed {
+                            return Err(Error::new(
+                                ErrorKind::ValidationFailed {
+                                    message: format!(
+                                        "the page handler of RAM block `{}` consumed {} bytes instead of one page{}",
                                         block.idstr,
-                                        r.position().wrapping_sub(data_at)
+                                        r.position().wrapping_sub(data_at),
+                                        if more == 0 {
+                                            String::new()
+                                        } else {
+                                            format!(" and the {more} page records after it")
+                                        }
                                     ),
                                 },
                                 data_at,
                             ));
                         }
+                        let last = more
+                            .checked_mul(self.page_size)
+                            .and_then(|m| m.checked_add(addr))
+                            .and_then(|a| a.checked_add(self.page_size));
+                        if last.is_none_or(|e| e > block.used_length) {
+                            return Err(Error::new(
+                                ErrorKind::RamPageOutOfRange {
+                                    block: block.idstr.clone(),
+                                    offset: addr
+                                        .saturating_add(more.saturating_mul(self.page_size)),
+                                    used_length: block.used_length,
+                                },
+                                data_at,
+                            ));
+                        }
+                        counts.pages += 1 + more;
+                        counts.records += more;
                     }
                 }
                 FLAG_EOS => return Ok(counts),

@@ -101,6 +101,55 @@ pub trait Reader {
         Ok(())
     }
 
+    /// How many bytes the reader holds in memory, readable without I/O. The default,
+    /// `usize::MAX`, says "plenty" (a caller then has no reason to
+    /// [`read_into_ahead`](Self::read_into_ahead)).
+    fn available(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Reads `dst` in full like [`read_into`](Self::read_into); a reader that has to go to its
+    /// source for (the rest of) `dst` may, in that same call, read the bytes that follow into
+    /// `ahead` (in order, as far as the source has them) instead of into a buffer of its own.
+    /// Returns how many bytes landed in `ahead`; they count as read (the position is past them).
+    /// A caller that guessed wrong about what follows gives bytes back with
+    /// [`unread`](Self::unread). The default reads `dst` only and returns 0, and so does an
+    /// [`IoReader`] that still had all of `dst` buffered.
+    ///
+    /// This is how a RAM loader reads a run of pages straight into guest memory although every
+    /// page is preceded by a record header it has not seen yet.
+    ///
+    /// # Errors
+    /// As [`read_into`](Self::read_into).
+    fn read_into_ahead(
+        &mut self,
+        dst: &mut [u8],
+        ahead: &mut [std::io::IoSliceMut<'_>],
+    ) -> Result<usize> {
+        let _ = ahead;
+        self.read_into(dst)?;
+        Ok(0)
+    }
+
+    /// Gives back the last bytes read: `parts`, concatenated, must be exactly the last bytes
+    /// consumed (e.g. the tail of what [`read_into_ahead`](Self::read_into_ahead) put into
+    /// `ahead`); they will be read again and the position moves back by their length. The
+    /// default accepts nothing but an empty give-back.
+    ///
+    /// # Errors
+    /// [`ErrorKind::ValidationFailed`] from a reader that cannot give bytes back.
+    fn unread(&mut self, parts: &[&[u8]]) -> Result<()> {
+        if parts.iter().all(|p| p.is_empty()) {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::ValidationFailed {
+                message: "this reader cannot give bytes back".into(),
+            },
+            self.position(),
+        ))
+    }
+
     /// Skips `n` bytes in bounded chunks (no allocation sized by `n`).
     ///
     /// # Errors
@@ -373,6 +422,99 @@ impl<R: std::io::Read> Reader for IoReader<R> {
         self.pos += done as u64;
         Ok(())
     }
+
+    fn available(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Copies the buffered part of `dst`; if that was not all of it, reads the rest with
+    /// `read_vectored` into `dst` *and* `ahead` (not into the buffer), until `dst` is full.
+    fn read_into_ahead(
+        &mut self,
+        dst: &mut [u8],
+        ahead: &mut [std::io::IoSliceMut<'_>],
+    ) -> Result<usize> {
+        let have = (self.end - self.start).min(dst.len());
+        dst[..have].copy_from_slice(&self.buf[self.start..self.start + have]);
+        self.start += have;
+        let mut done = have;
+        if done == dst.len() {
+            self.pos += done as u64;
+            return Ok(0);
+        }
+        // The buffer is empty now.
+        self.start = 0;
+        self.end = 0;
+        let mut extra = 0;
+        while done < dst.len() {
+            if self.eof {
+                self.pos += done as u64;
+                return Err(Error::new(
+                    ErrorKind::UnexpectedEof {
+                        needed: (dst.len() - done) as u64,
+                        available: 0,
+                    },
+                    self.pos,
+                ));
+            }
+            let want = dst.len() - done;
+            let mut iov = Vec::with_capacity(ahead.len() + 1);
+            iov.push(std::io::IoSliceMut::new(&mut dst[done..]));
+            iov.extend(ahead.iter_mut().map(|a| std::io::IoSliceMut::new(a)));
+            match self.inner.read_vectored(&mut iov) {
+                Ok(0) => self.eof = true,
+                Ok(k) if k <= want => done += k,
+                Ok(k) => {
+                    done += want;
+                    extra = k - want;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let kind = e.kind();
+                    self.io_error = Some(e);
+                    self.pos += done as u64;
+                    return Err(Error::new(ErrorKind::Io(kind), self.pos));
+                }
+            }
+        }
+        self.pos += (done + extra) as u64;
+        Ok(extra)
+    }
+
+    /// Puts `parts` back in front of the buffered bytes (growing the buffer if they do not fit
+    /// before them).
+    fn unread(&mut self, parts: &[&[u8]]) -> Result<()> {
+        let n: usize = parts.iter().map(|p| p.len()).sum();
+        if n == 0 {
+            return Ok(());
+        }
+        if n as u64 > self.pos {
+            return Err(Error::new(
+                ErrorKind::ValidationFailed {
+                    message: format!("cannot give back {n} bytes at stream offset {}", self.pos),
+                },
+                self.pos,
+            ));
+        }
+        if self.start < n {
+            // Move the buffered bytes up to make room in front of them.
+            let held = self.end - self.start;
+            if self.buf.len() < n + held {
+                self.buf.resize(n + held, 0);
+            }
+            self.buf.copy_within(self.start..self.end, n);
+            self.start = n;
+            self.end = n + held;
+        }
+        let mut at = self.start - n;
+        self.start = at;
+        for p in parts {
+            self.buf[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        self.pos -= n as u64;
+        Ok(())
+    }
 }
 
 /// An object-safe view of a [`Reader`], so that handlers ([`SectionHandle`](crate::registry::SectionHandle), [`SectionHandler`](crate::stream::SectionHandler)) can be trait objects.
@@ -400,6 +542,22 @@ pub trait ErasedReader {
     /// # Errors
     /// As [`Reader::read_into`].
     fn erased_read_into(&mut self, dst: &mut [u8]) -> Result<()>;
+    /// [`Reader::read_into_ahead`].
+    ///
+    /// # Errors
+    /// As [`Reader::read_into_ahead`].
+    fn erased_read_into_ahead(
+        &mut self,
+        dst: &mut [u8],
+        ahead: &mut [std::io::IoSliceMut<'_>],
+    ) -> Result<usize>;
+    /// [`Reader::unread`].
+    ///
+    /// # Errors
+    /// As [`Reader::unread`].
+    fn erased_unread(&mut self, parts: &[&[u8]]) -> Result<()>;
+    /// [`Reader::available`].
+    fn erased_available(&self) -> usize;
 }
 
 impl<R: Reader> ErasedReader for R {
@@ -418,6 +576,19 @@ impl<R: Reader> ErasedReader for R {
     fn erased_read_into(&mut self, dst: &mut [u8]) -> Result<()> {
         self.read_into(dst)
     }
+    fn erased_read_into_ahead(
+        &mut self,
+        dst: &mut [u8],
+        ahead: &mut [std::io::IoSliceMut<'_>],
+    ) -> Result<usize> {
+        self.read_into_ahead(dst, ahead)
+    }
+    fn erased_unread(&mut self, parts: &[&[u8]]) -> Result<()> {
+        self.unread(parts)
+    }
+    fn erased_available(&self) -> usize {
+        self.available()
+    }
 }
 
 impl Reader for dyn ErasedReader + '_ {
@@ -435,5 +606,18 @@ impl Reader for dyn ErasedReader + '_ {
     }
     fn read_into(&mut self, dst: &mut [u8]) -> Result<()> {
         self.erased_read_into(dst)
+    }
+    fn read_into_ahead(
+        &mut self,
+        dst: &mut [u8],
+        ahead: &mut [std::io::IoSliceMut<'_>],
+    ) -> Result<usize> {
+        self.erased_read_into_ahead(dst, ahead)
+    }
+    fn unread(&mut self, parts: &[&[u8]]) -> Result<()> {
+        self.erased_unread(parts)
+    }
+    fn available(&self) -> usize {
+        self.erased_available()
     }
 }
