@@ -161,13 +161,19 @@ pub fn ram_machine() -> MachineType {
 }
 
 /// An in-memory, file-like [`Transport`]: reads `input`, collects what is written, no return
-/// path.
+/// path. Like a socket, a read returns only part of what was asked (sizes from [`READ_SIZES`] in
+/// turn, spread over a vectored read's slices), so a receive meets reads that end anywhere: in a
+/// record header, a page, the RAM loader's read-ahead.
 pub struct MemTransport {
     /// What the peer sent.
     pub input: Cursor<Vec<u8>>,
     /// What was written.
     pub output: Vec<u8>,
+    reads: usize,
 }
+
+/// The most bytes successive reads of a [`MemTransport`] return, in turn.
+pub const READ_SIZES: [usize; 7] = [65_536, 4_103, 1, 9_000, 37, 300_000, 4_096];
 
 impl MemTransport {
     /// A transport that reads `data`.
@@ -176,13 +182,30 @@ impl MemTransport {
         MemTransport {
             input: Cursor::new(data.to_vec()),
             output: Vec::new(),
+            reads: 0,
         }
     }
 }
 
 impl Read for MemTransport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.input.read(buf)
+        self.read_vectored(&mut [io::IoSliceMut::new(buf)])
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        let mut left = READ_SIZES[self.reads % READ_SIZES.len()];
+        self.reads += 1;
+        let mut n = 0;
+        for b in bufs {
+            let want = b.len().min(left);
+            let k = self.input.read(&mut b[..want])?;
+            n += k;
+            left -= k;
+            if k < want || left == 0 {
+                break;
+            }
+        }
+        Ok(n)
     }
 }
 

@@ -741,6 +741,8 @@ impl Shared {
 pub(crate) struct RecvChannels<'scope, 'env> {
     scope: &'scope Scope<'scope, 'env>,
     ram: &'env GuestRam,
+    /// The main-channel RAM loader's read-ahead switch (set when the channels start).
+    read_ahead_off: std::rc::Rc<std::cell::Cell<bool>>,
     listener: Option<ChannelListener>,
     timeout: Duration,
     shared: Arc<Shared>,
@@ -768,10 +770,12 @@ impl<'scope, 'env> RecvChannels<'scope, 'env> {
         ram: &'env GuestRam,
         listener: Option<ChannelListener>,
         timeout: Option<Duration>,
+        read_ahead_off: std::rc::Rc<std::cell::Cell<bool>>,
     ) -> Self {
         RecvChannels {
             scope,
             ram,
+            read_ahead_off,
             listener,
             timeout: timeout.unwrap_or(Duration::from_secs(3600)),
             shared: Arc::new(Shared::default()),
@@ -838,6 +842,8 @@ impl<'scope, 'env> RecvChannels<'scope, 'env> {
         };
         self.count = count;
         self.started = true;
+        // The channels' threads store pages of this load from now on.
+        self.read_ahead_off.set(true);
         {
             let mut st = self.shared.lock();
             st.connected = vec![false; count as usize];

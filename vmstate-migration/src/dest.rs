@@ -135,12 +135,15 @@ where
     R: Reader,
 {
     let require = settings.require_integrity;
-    let mut ram = RequireIntegrity::new(RamLoader::new(dest.ram())?, tap.clone(), require);
+    let loader = RamLoader::new(dest.ram())?;
+    let read_ahead_off = loader.read_ahead_off();
+    let mut ram = RequireIntegrity::new(loader, tap.clone(), require);
     let mut chans = RecvChannels::new(
         scope,
         dest.ram(),
         settings.channels.clone(),
         settings.read_timeout,
+        read_ahead_off,
     );
     let mut integrity =
         IntegrityLoader::new(tap.clone(), dest.machine().framing().footers, require);
@@ -192,6 +195,7 @@ where
     report.final_pages.zero_pages = ram.counts().zero_pages + c.zero_pages;
     report.bytes = loaded.total_bytes + c.bytes;
     report.integrity_units = integrity.units();
+    report.pages_read_ahead = ram.read_ahead_pages();
     Ok(())
 }
 

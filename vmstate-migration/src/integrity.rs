@@ -321,6 +321,31 @@ impl<R: Reader> Reader for TapReader<R> {
         self.inner.read_into(dst)?;
         self.tap.0.borrow_mut().feed(pos, dst)
     }
+
+    /// Reads ahead only while no integrity check is under way (a stream without the check, or
+    /// before its START): checked bytes are hashed once, in order, and never given back.
+    fn read_into_ahead(
+        &mut self,
+        dst: &mut [u8],
+        ahead: &mut [std::io::IoSliceMut<'_>],
+    ) -> vmstate_runtime::Result<usize> {
+        let state = self.tap.0.borrow();
+        if state.started || state.expect.is_some() {
+            drop(state);
+            self.read_into(dst)?;
+            return Ok(0);
+        }
+        drop(state);
+        self.inner.read_into_ahead(dst, ahead)
+    }
+
+    fn unread(&mut self, parts: &[&[u8]]) -> vmstate_runtime::Result<()> {
+        self.inner.unread(parts)
+    }
+
+    fn available(&self) -> usize {
+        self.inner.available()
+    }
 }
 
 /// The START chunk of one of our own iterative sections (`vmstate/…`): once per stream,

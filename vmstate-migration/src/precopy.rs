@@ -227,6 +227,9 @@ pub struct Report {
     /// With the stream's integrity check: the units (page runs, sections, …) sent with a
     /// checksum (source) or checked (destination); 0 without it.
     pub integrity_units: u32,
+    /// Destination only: pages of the main connection that arrived by the RAM loader's
+    /// read-ahead, straight into guest memory (see [`RamLoader`](crate::RamLoader)).
+    pub pages_read_ahead: u64,
 }
 
 /// One timed step of a migration's critical path (see [`Report::critical_path`]).

@@ -386,6 +386,7 @@ impl RamWriter {
                 self.put(name.as_bytes());
             }
             let mut flags = if cont { FLAG_CONTINUE } else { 0 };
+            crate::sys::prefetch(region, offset + crate::sys::PREFETCH_PAGES * PAGE_SIZE);
             if crate::sys::is_zero(&page) {
                 flags |= FLAG_ZERO;
                 self.put(&[0]);
@@ -441,13 +442,23 @@ impl RamWriter {
 /// The destination's handler of the RAM section (routed to it by the stream loader): writes
 /// every page into guest memory, validating every record.
 ///
-/// Page data is read from the stream straight into the target page ([`Reader::read_into`]: an
-/// [`IoReader`](vmstate_runtime::IoReader) copies only what it has already buffered and reads the
-/// rest of the page from the socket directly into guest memory). Blocks are resolved by the
-/// index the stepper gives them, once per block and section, not by name per page. While it
-/// exists, a loader of a large guest (at least [`PREFAULT_MIN`] bytes) keeps a background thread
-/// faulting the destination's memory in ahead of the pages
-/// ([`GuestRam::prefault_in_background`]).
+/// Page data is read from the stream straight into guest memory. A page whose data the reader
+/// has buffered is copied from there; when the reader has to go to the socket for it, one
+/// `readv` ([`Reader::read_into_ahead`]) reads the rest of the page into it *and* the records that
+/// would follow a run of pages: their 8-byte headers into a small array, their pages into the
+/// next pages of guest memory, for up to [`AHEAD_MAX`] pages no record of this load has stored
+/// yet. The records that arrived whole and exactly as guessed (`PAGE | CONTINUE` of the next
+/// page) are stored without another copy; everything else is given back to the reader
+/// ([`Reader::unread`]) and parsed as usual, and a page it had landed in is zeroed again (a page
+/// no record has stored is assumed zero, as QEMU assumes of a destination's memory). The window
+/// adapts: it doubles while guesses hold, shrinks to the run it saw when one fails, and pauses
+/// when one fails at once (a guest with many zero pages). Nothing is read ahead while the
+/// stream's integrity check runs or once page channels store pages of the same load.
+///
+/// Blocks are resolved by the index the stepper gives them, once per block and section, not by
+/// name per page. The loader starts no prefault thread: with transparent huge pages the
+/// receiving thread's own faults were faster (see docs/benchmarks.md); a VMM that wants one has
+/// [`GuestRam::prefault_in_background`].
 #[derive(Debug)]
 pub struct RamLoader<'a> {
     ram: &'a GuestRam,
@@ -459,11 +470,33 @@ pub struct RamLoader<'a> {
     section_id: Option<u32>,
     ended: bool,
     counts: RamCounts,
-    _prefault: Option<crate::memory::Prefault>,
+    /// Per region (migration order): bit `i % 64` of word `i / 64` is set once a record of this
+    /// load stored page `i`. Sized by the destination's own blocks.
+    received: Vec<Vec<u64>>,
+    /// How far the next page read from the socket reads ahead.
+    ahead: ReadAhead,
+    /// Set once other writers (page channels) store pages of this load too: no read-ahead then
+    /// (a page this loader has not stored may be theirs).
+    shared: std::rc::Rc<std::cell::Cell<bool>>,
+    /// Pages stored by read-ahead.
+    read_ahead: u64,
 }
 
-/// Smallest guest for which a [`RamLoader`] starts a prefault thread.
-pub const PREFAULT_MIN: u64 = 64 << 20;
+/// Most pages a [`RamLoader`] reads ahead of a page (one `readv` of `2 × AHEAD_MAX + 2` slices,
+/// 513 KiB).
+pub const AHEAD_MAX: usize = 128;
+
+/// PAGE records read the plain way after a read-ahead found something else right after its page.
+const AHEAD_PAUSE: u32 = 256;
+
+/// The read-ahead window of a [`RamLoader`]: it doubles while the pages that follow are what it
+/// guessed, shrinks to the run it saw when they are not, and pauses when a guess failed at once
+/// (a guest with many zero pages: every guess would cost a give-back).
+#[derive(Debug, Clone, Copy)]
+struct ReadAhead {
+    pages: usize,
+    pause: u32,
+}
 
 fn invalid(message: String, pos: u64) -> vmstate_runtime::Error {
     vmstate_runtime::Error::new(ErrorKind::ValidationFailed { message }, pos)
@@ -475,7 +508,6 @@ impl<'a> RamLoader<'a> {
     /// # Errors
     /// Never for the fixed 4096-byte page size (kept fallible for other target page sizes).
     pub fn new(ram: &'a GuestRam) -> Result<Self> {
-        let prefault = (ram.total_bytes() >= PREFAULT_MIN).then(|| ram.prefault_in_background());
         Ok(RamLoader {
             ram,
             regions: vm_memory::GuestMemoryBackend::iter(ram.memory()).collect(),
@@ -484,8 +516,29 @@ impl<'a> RamLoader<'a> {
             section_id: None,
             ended: false,
             counts: RamCounts::default(),
-            _prefault: prefault,
+            received: vm_memory::GuestMemoryBackend::iter(ram.memory())
+                .map(|r| vec![0u64; (r.len() / PAGE_SIZE).div_ceil(64) as usize])
+                .collect(),
+            ahead: ReadAhead {
+                pages: AHEAD_MAX,
+                pause: 0,
+            },
+            shared: std::rc::Rc::default(),
+            read_ahead: 0,
         })
+    }
+
+    /// A switch that, once set, stops this loader's read-ahead for good: for page channels,
+    /// which store pages of the same load on their own threads.
+    pub(crate) fn read_ahead_off(&self) -> std::rc::Rc<std::cell::Cell<bool>> {
+        self.shared.clone()
+    }
+
+    /// Pages whose data arrived by read-ahead, straight into guest memory (the others were
+    /// copied from the reader's buffer, or read into their page alone).
+    #[must_use]
+    pub fn read_ahead_pages(&self) -> u64 {
+        self.read_ahead
     }
 
     /// Whether the END chunk has been loaded.
@@ -554,12 +607,36 @@ impl<'a> RamLoader<'a> {
             map,
             stepper,
             counts,
+            received,
+            ahead,
+            shared,
+            read_ahead,
             ..
         } = self;
+        let shared = shared.get();
         let names = ram.names();
-        *counts += stepper.step_into(r, start, |r, idx, block, offset, rec| {
-            let region = resolve(names, regions, map, idx, &block.idstr, pos)?;
-            store_page(region, &block.idstr, offset, rec, r, pos)
+        *counts += stepper.step_into_ahead(r, start, |r, idx, block, offset, rec| {
+            let i = resolve(names, regions.len(), map, idx, &block.idstr, pos)?;
+            let (region, got) = (regions[i], &mut received[i]);
+            let more = match rec {
+                PageRecord::Page if shared => {
+                    store_page(region, &block.idstr, offset, rec, r, pos)?;
+                    0
+                }
+                PageRecord::Page => store_run(region, &block.idstr, offset, r, pos, got, ahead)?,
+                PageRecord::Fill(_) => {
+                    store_page(region, &block.idstr, offset, rec, r, pos)?;
+                    0
+                }
+            };
+            *read_ahead += more;
+            let first = offset / PAGE_SIZE;
+            for p in first..=first + more {
+                if let Some(w) = usize::try_from(p / 64).ok().and_then(|w| got.get_mut(w)) {
+                    *w |= 1 << (p % 64);
+                }
+            }
+            Ok(more)
         })?;
         Ok(())
     }
@@ -645,16 +722,16 @@ impl SectionHandler for RamLoader<'_> {
     }
 }
 
-/// The region of stepper block `idx` (named `name`): looked up by name on its first use in the
-/// section, by index afterwards.
-fn resolve<'r>(
+/// The region index of stepper block `idx` (named `name`): looked up by name on its first use in
+/// the section, by index afterwards.
+fn resolve(
     names: &[String],
-    regions: &[&'r GuestRegionMmap<AtomicBitmap>],
+    regions: usize,
     map: &mut Vec<Option<usize>>,
     idx: usize,
     name: &str,
     pos: u64,
-) -> vmstate_runtime::Result<&'r GuestRegionMmap<AtomicBitmap>> {
+) -> vmstate_runtime::Result<usize> {
     let unknown = || {
         vmstate_runtime::Error::new(
             ErrorKind::UnknownRamBlock {
@@ -675,7 +752,123 @@ fn resolve<'r>(
             i
         }
     };
-    regions.get(region).copied().ok_or_else(unknown)
+    if region < regions {
+        Ok(region)
+    } else {
+        Err(unknown())
+    }
+}
+
+/// Whether page `p` is marked in `bits`.
+fn is_set(bits: &[u64], p: u64) -> bool {
+    usize::try_from(p / 64)
+        .ok()
+        .and_then(|w| bits.get(w))
+        .is_some_and(|w| w & (1 << (p % 64)) != 0)
+}
+
+/// Stores the `PAGE` record at `offset` and, when the reader has to go to the socket for its
+/// data, reads ahead in the same `readv`: the record headers that would follow a run of pages
+/// into a small array, and their pages straight into guest memory, for the pages after this one
+/// that no record of this load has stored yet (`received`). Returns how many of those records
+/// arrived whole and exactly as guessed (`PAGE | CONTINUE` of the next page); they count as
+/// stored. Whatever else arrived is given back to the reader, and a page it landed in is zeroed
+/// again: a page no record has stored is assumed zero, as QEMU assumes of a destination's
+/// memory.
+fn store_run<R: Reader + ?Sized>(
+    region: &GuestRegionMmap<AtomicBitmap>,
+    block: &str,
+    offset: u64,
+    r: &mut R,
+    pos: u64,
+    received: &[u64],
+    ahead: &mut ReadAhead,
+) -> vmstate_runtime::Result<u64> {
+    const REC: usize = 8 + PAGE;
+    let first = offset / PAGE_SIZE;
+    let pages = region.len() / PAGE_SIZE;
+    let mut n = 0usize;
+    if ahead.pause > 0 {
+        ahead.pause -= 1;
+    } else if r.available() < PAGE && offset % PAGE_SIZE == 0 {
+        while n < ahead.pages
+            && first + 1 + (n as u64) < pages
+            && !is_set(received, first + 1 + n as u64)
+        {
+            n += 1;
+        }
+    }
+    if n == 0 {
+        store_page(region, block, offset, PageRecord::Page, r, pos)?;
+        return Ok(0);
+    }
+    let expect = |i: usize| {
+        ((offset + (i as u64 + 1) * PAGE_SIZE) | FLAG_PAGE | FLAG_CONTINUE).to_be_bytes()
+    };
+    // Inside the region: `first + n < pages`.
+    let run = region
+        .get_slice(MemoryRegionAddress(offset), (n + 1) * PAGE)
+        .map_err(|e| invalid(format!("cannot write guest memory: {e}"), pos))?;
+    crate::sys::page_mut(&run, |mem| {
+        let (dst, rest) = mem.split_at_mut(PAGE);
+        let mut heads = [[0u8; 8]; AHEAD_MAX + 1];
+        let got = {
+            let (lead, tail) = heads.split_at_mut(n);
+            let mut iov = Vec::with_capacity(2 * n + 1);
+            for (h, p) in lead.iter_mut().zip(rest.chunks_exact_mut(PAGE)) {
+                iov.push(std::io::IoSliceMut::new(h));
+                iov.push(std::io::IoSliceMut::new(p));
+            }
+            iov.push(std::io::IoSliceMut::new(&mut tail[0]));
+            r.read_into_ahead(dst, &mut iov)?
+        };
+        let mut c = 0;
+        while c < n && got >= (c + 1) * REC && heads[c] == expect(c) {
+            c += 1;
+        }
+        let used = c * REC;
+        let guessed = got >= used + 8 && (c == n || heads[c] == expect(c));
+        if got > used {
+            // Give back what follows the last whole record guessed right.
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * (n - c) + 1);
+            let mut left = got - used;
+            for i in c..=n {
+                let h = left.min(8);
+                parts.push(&heads[i][..h]);
+                left -= h;
+                if i < n && left > 0 {
+                    let d = left.min(PAGE);
+                    parts.push(&rest[i * PAGE..i * PAGE + d]);
+                    left -= d;
+                }
+                if left == 0 {
+                    break;
+                }
+            }
+            r.unread(&parts)?;
+            // Pages that received bytes of other records: zero again. A record guessed right
+            // but cut short keeps its bytes (they are its page's, and it is read again).
+            for i in c..n {
+                if got <= used + (i - c) * REC + 8 {
+                    break;
+                }
+                if !(i == c && guessed) {
+                    rest[i * PAGE..(i + 1) * PAGE].fill(0);
+                }
+            }
+        }
+        if got > 0 {
+            if c == n {
+                ahead.pages = (ahead.pages * 2).min(AHEAD_MAX);
+            } else if !guessed && got >= used + 8 {
+                ahead.pages = c.max(1);
+                if c == 0 {
+                    ahead.pause = AHEAD_PAUSE;
+                }
+            }
+        }
+        Ok(c as u64)
+    })
 }
 
 /// Writes one validated record into guest memory, re-checking the bounds against the
@@ -824,5 +1017,279 @@ mod tests {
             assert!(is_zero(&page(PAGE as u64)), "byte {i} cleared");
         }
         assert!(is_zero(&page(0)));
+    }
+
+    /// A socket stand-in: at most `step` bytes per read, spread over a `readv`'s slices; the
+    /// step changes from read to read (xorshift) so reads end everywhere: inside headers, pages
+    /// and the give-back tails.
+    struct Socket {
+        data: Vec<u8>,
+        at: usize,
+        x: u64,
+        max: usize,
+    }
+
+    impl std::io::Read for Socket {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.read_vectored(&mut [std::io::IoSliceMut::new(buf)])
+        }
+        fn read_vectored(
+            &mut self,
+            bufs: &mut [std::io::IoSliceMut<'_>],
+        ) -> std::io::Result<usize> {
+            self.x ^= self.x << 13;
+            self.x ^= self.x >> 7;
+            self.x ^= self.x << 17;
+            let mut left = (1 + self.x as usize % self.max).min(self.data.len() - self.at);
+            let mut n = 0;
+            for b in bufs {
+                let k = b.len().min(left);
+                b[..k].copy_from_slice(&self.data[self.at..self.at + k]);
+                self.at += k;
+                n += k;
+                left -= k;
+            }
+            Ok(n)
+        }
+    }
+
+    const BLOCKS: [(&str, usize); 3] = [("pc.ram", 300), ("vga.vram", 70), ("rom", 3)];
+
+    /// A START chunk and three PART chunks of a pseudo-random RAM section over [`BLOCKS`]: runs
+    /// of consecutive pages (data, zero and fill records), gaps, block switches, pages sent
+    /// again in later chunks, multifd flush records; the offsets where each chunk starts.
+    fn section(seed: u64) -> (Vec<u8>, Vec<usize>) {
+        let mut x = seed | 1;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut out = Vec::new();
+        let total: usize = BLOCKS.iter().map(|(_, p)| p * PAGE).sum();
+        out.extend_from_slice(&(total as u64 | FLAG_MEM_SIZE).to_be_bytes());
+        for (name, pages) in BLOCKS {
+            out.push(name.len() as u8);
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&((pages * PAGE) as u64).to_be_bytes());
+        }
+        out.extend_from_slice(&FLAG_EOS.to_be_bytes());
+        let mut starts = vec![0];
+        for chunk in 0..3 {
+            starts.push(out.len());
+            let mut last = None;
+            for _ in 0..(if chunk == 0 { 12 } else { 6 }) {
+                let b = rnd(BLOCKS.len() as u64) as usize;
+                let pages = BLOCKS[b].1 as u64;
+                let first = rnd(pages);
+                let span = if rnd(4) == 0 { pages } else { 40 };
+                let len = 1 + rnd(span);
+                let zeros = rnd(4); // 0: none; else one in 2^k
+                for p in first..(first + len).min(pages) {
+                    if rnd(50) == 0 {
+                        out.extend_from_slice(&0x200u64.to_be_bytes());
+                    }
+                    if rnd(30) == 0 {
+                        continue; // a gap
+                    }
+                    let zero = zeros > 0 && rnd(1 << zeros) == 0;
+                    let mut flags = if zero { FLAG_ZERO } else { FLAG_PAGE };
+                    if last == Some(b) {
+                        flags |= FLAG_CONTINUE;
+                    }
+                    out.extend_from_slice(&((p * PAGE as u64) | flags).to_be_bytes());
+                    if last != Some(b) {
+                        out.push(BLOCKS[b].0.len() as u8);
+                        out.extend_from_slice(BLOCKS[b].0.as_bytes());
+                    }
+                    last = Some(b);
+                    if zero {
+                        out.push(if rnd(8) == 0 { 0x5c } else { 0 });
+                    } else {
+                        let tag = rnd(u64::MAX);
+                        for w in 0..PAGE / 8 {
+                            out.extend_from_slice(&(tag ^ w as u64).to_le_bytes());
+                        }
+                    }
+                }
+            }
+            out.extend_from_slice(&FLAG_EOS.to_be_bytes());
+        }
+        (out, starts)
+    }
+
+    fn fresh() -> GuestRam {
+        let mut at = 0u64;
+        let blocks: Vec<(&str, u64, usize)> = BLOCKS
+            .iter()
+            .map(|&(n, p)| {
+                let b = (n, at, p * PAGE);
+                at += 0x100_0000;
+                b
+            })
+            .collect();
+        GuestRam::new(&blocks).unwrap()
+    }
+
+    /// Loads the chunks of `stream` into `ram`; the counts, the pages read ahead, or the error.
+    fn load_chunks<R: Reader>(
+        ram: &GuestRam,
+        r: &mut R,
+        chunks: usize,
+    ) -> std::result::Result<(RamCounts, u64), (String, Option<u64>)> {
+        let mut l = RamLoader::new(ram).unwrap();
+        for c in 0..chunks {
+            let pos = r.position();
+            if let Err(e) = l.step(r as &mut dyn ErasedReader, c == 0, pos) {
+                return Err((format!("{:?}", e.kind()), e.offset()));
+            }
+        }
+        Ok((l.counts(), l.read_ahead_pages()))
+    }
+
+    /// The loader reads a RAM section the same with read-ahead (a socket-like reader, reads of
+    /// every size) as without it (a slice): same memory, same counts — and, for damaged or cut
+    /// streams, the same error at the same offset. Most pages of data-heavy streams arrive by
+    /// read-ahead.
+    #[test]
+    fn read_ahead_changes_nothing_but_the_copies() {
+        use vmstate_runtime::{IoReader, SliceReader};
+        let mut ahead_total = 0;
+        for seed in 1..=12u64 {
+            let (stream, starts) = section(seed * 0x9e37_79b9);
+            let chunks = starts.len();
+            let plain = fresh();
+            let want = load_chunks(&plain, &mut SliceReader::new(&stream), chunks).unwrap();
+            assert_eq!(want.1, 0, "a slice reads nothing ahead");
+            for (max, cap) in [
+                (1 << 20, 1 << 18),
+                (70_000, 4096),
+                (5000, 1 << 16),
+                (300, 64),
+            ] {
+                let ram = fresh();
+                let mut r = IoReader::with_capacity(
+                    cap,
+                    Socket {
+                        data: stream.clone(),
+                        at: 0,
+                        x: seed,
+                        max,
+                    },
+                );
+                let got = load_chunks(&ram, &mut r, chunks).unwrap();
+                assert_eq!(got.0, want.0, "seed {seed} reads of ≤{max}: counts");
+                assert_eq!(
+                    ram.snapshot().unwrap(),
+                    plain.snapshot().unwrap(),
+                    "seed {seed} reads of ≤{max}: memory"
+                );
+                ahead_total += got.1;
+            }
+            // Damage: a flipped byte, or the stream cut short.
+            for k in 0..8u64 {
+                let mut bad = stream.clone();
+                let at = (seed * 7919 + k * 104_729) as usize % bad.len();
+                if k % 2 == 0 {
+                    bad[at] ^= 1 << (k % 8);
+                } else {
+                    bad.truncate(at);
+                }
+                let plain = fresh();
+                let want = load_chunks(&plain, &mut SliceReader::new(&bad), chunks);
+                let ram = fresh();
+                let mut r = IoReader::with_capacity(
+                    4096,
+                    Socket {
+                        data: bad.clone(),
+                        at: 0,
+                        x: seed + k,
+                        max: 40_000,
+                    },
+                );
+                let got = load_chunks(&ram, &mut r, chunks);
+                match (&want, &got) {
+                    (Ok(w), Ok(g)) => {
+                        assert_eq!(w.0, g.0, "seed {seed} damage {k}");
+                        assert_eq!(ram.snapshot().unwrap(), plain.snapshot().unwrap());
+                    }
+                    (Err(w), Err(g)) => {
+                        // A cut stream ends with an end-of-input error whose "available" part
+                        // depends on how much was buffered; kind name and offset must agree.
+                        let kind = |s: &str| s.split([' ', '{', '(']).next().unwrap().to_owned();
+                        assert_eq!(
+                            kind(&w.0),
+                            kind(&g.0),
+                            "seed {seed} damage {k}: {w:?} / {g:?}"
+                        );
+                        if !w.0.starts_with("UnexpectedEof") {
+                            assert_eq!(w, g, "seed {seed} damage {k}");
+                        }
+                    }
+                    _ => panic!("seed {seed} damage {k}: {want:?} / {got:?}"),
+                }
+            }
+        }
+        assert!(
+            ahead_total > 100,
+            "read-ahead stored only {ahead_total} pages"
+        );
+    }
+
+    /// A destination that held other data: every page the stream sends replaces it (read-ahead
+    /// zeroes a page it guessed wrong about, and the page's own record then fills it).
+    #[test]
+    fn read_ahead_into_a_used_destination() {
+        use vmstate_runtime::IoReader;
+        let (stream, starts) = section(0x51);
+        // Every page of every block, in order, then the section's pages.
+        let mut full = stream[..starts[1]].to_vec();
+        for (b, &(name, pages)) in BLOCKS.iter().enumerate() {
+            for p in 0..pages {
+                let flags = if p == 0 {
+                    FLAG_PAGE
+                } else {
+                    FLAG_PAGE | FLAG_CONTINUE
+                };
+                full.extend_from_slice(&(((p * PAGE) as u64) | flags).to_be_bytes());
+                if p == 0 {
+                    full.push(name.len() as u8);
+                    full.extend_from_slice(name.as_bytes());
+                }
+                // Every third page of a block is a zero page sent as data.
+                let byte = if p % 3 == 0 {
+                    0
+                } else {
+                    (b * 50 + p % 200) as u8 + 1
+                };
+                full.extend_from_slice(&[byte; PAGE]);
+            }
+        }
+        full.extend_from_slice(&FLAG_EOS.to_be_bytes());
+        let first = full.len();
+        full.extend_from_slice(&stream[starts[1]..]);
+        let chunks = starts.len() + 1;
+        let _ = first;
+        let want = fresh();
+        load_chunks(&want, &mut vmstate_runtime::SliceReader::new(&full), chunks).unwrap();
+        let used = fresh();
+        for r in used.memory().iter() {
+            let len = r.len() as usize;
+            r.write_slice(&vec![0xee; len], MemoryRegionAddress(0))
+                .unwrap();
+        }
+        let mut r = IoReader::with_capacity(
+            4096,
+            Socket {
+                data: full.clone(),
+                at: 0,
+                x: 3,
+                max: 30_000,
+            },
+        );
+        let (_, ahead) = load_chunks(&used, &mut r, chunks).unwrap();
+        assert!(ahead > 100, "{ahead}");
+        assert_eq!(used.snapshot().unwrap(), want.snapshot().unwrap());
     }
 }

@@ -51,6 +51,33 @@ pub(crate) fn is_zero(page: &GuestSlice<'_>) -> bool {
     true
 }
 
+/// Pages ahead of the one being zero-checked whose first cache line is prefetched: the check
+/// of a non-zero page reads little more than that line, so without it every page costs a full
+/// memory latency (hardware prefetchers stop at page boundaries).
+pub(crate) const PREFETCH_PAGES: u64 = 8;
+
+/// Hints the CPU to fetch the cache line at `offset` of `region` (no-op outside the region or
+/// off x86_64).
+#[inline]
+pub(crate) fn prefetch(
+    region: &vm_memory::GuestRegionMmap<vm_memory::bitmap::AtomicBitmap>,
+    offset: u64,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let Ok(p) = vm_memory::GuestMemoryRegion::get_host_address(
+        region,
+        vm_memory::MemoryRegionAddress(offset),
+    ) {
+        // SAFETY: a prefetch is a hint: it never faults, has no architectural effect and does
+        // not access memory in the Rust sense; `p` lies inside the region's mapping anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (region, offset);
+}
+
 /// One piece of a vectored write: bytes of the writer, or guest memory.
 #[derive(Debug, Clone, Copy)]
 pub enum Piece<'a> {
@@ -307,14 +334,18 @@ pub(crate) fn writev_all(fd: BorrowedFd<'_>, pieces: &[Piece<'_>]) -> io::Result
     Ok(())
 }
 
-/// Gives the destination page `page` as a byte slice, so that a reader can fill it (one
-/// `read`/`readv` from the socket straight into guest memory).
+/// Gives the destination memory `page` (one page, or the run of pages a RAM loader reads ahead
+/// into) as a byte slice, so that a reader can fill it (one `read`/`readv` from the socket
+/// straight into guest memory), and marks it dirty.
 ///
 /// Soundness: the slice is used only for the duration of `f`, on the thread receiving the
 /// migration. The destination guest does not run during [`receive`](crate::receive) (it starts
-/// only on `GO`, after the stream was loaded), and the crate's only other concurrent user of that
-/// memory during a receive is the prefault thread, which touches it through `madvise` only (no
-/// user-space access: the kernel populates page tables, content is unchanged). The contract of
+/// only on `GO`, after the stream was loaded). The crate's other writers of that memory during a
+/// receive are the page channels' threads, which write the pages their packets name (never one
+/// the main stream also sends, in a stream of ours; the main channel's loader stops reading
+/// ahead once channels start), and a VMM's prefault thread
+/// ([`GuestRam::prefault_in_background`](crate::GuestRam::prefault_in_background)) touches it
+/// through `madvise` only (content unchanged). The contract of
 /// [`MigrationDestination`](crate::MigrationDestination) states that nothing else reads or
 /// writes the destination's guest memory during a receive.
 pub(crate) fn page_mut<T>(page: &GuestSlice<'_>, f: impl FnOnce(&mut [u8]) -> T) -> T {
