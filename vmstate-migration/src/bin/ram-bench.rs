@@ -8,8 +8,8 @@
 //!   *populated* one;
 //! - where `qemu-system-x86_64` is installed, QEMU itself migrating the same amount of random
 //!   RAM over loopback TCP between two processes (guest RAM is a `memory-backend-file` with
-//!   `share=on` on a file of random bytes in /dev/shm; the destination's RAM is fresh), plain and
-//!   with multifd on 2 channels;
+//!   `share=on,prealloc=on` on a file of random bytes in /dev/shm, mapped before the clock starts;
+//!   the destination's RAM is fresh), plain and with multifd on 2 channels;
 //! - the same into the populated destination with the stream's integrity check
 //!   ([`Settings::integrity`]: pages copied and CRC-32 summed on both sides);
 //! - our migration over N page channels ([`Settings::channels`]; `--channels 2,4`, default 2)
@@ -17,8 +17,17 @@
 //!
 //! Each is run `--runs` times (default 5); min and median are printed.
 //!
+//! Before every run into a cold destination (ours and QEMU's alike) the bench populates and frees
+//! `size` + 256 MiB of memory (untimed), unless `--no-warm` is given. A cold destination's
+//! memory is fresh to its process (page faults and zeroing are timed); the warm step makes the
+//! *host* under it present too. In a VM whose balloon has free page reporting, memory the guest
+//! kernel freed is handed back to the host within seconds, and touching it again costs a host
+//! fault per page: populating 1 GiB then takes 0.4–0.8 s instead of 0.1 s (measured on the 2-core
+//! VM of docs/benchmarks.md), and which runs meet such memory is luck. The warm step takes that
+//! luck out for both sides; `--no-warm` shows it.
+//!
 //! Usage: `cargo run --release -p vmstate-migration --bin ram-bench -- [--size MIB] [--runs N]
-//! [--channels N,M,…] [--no-qemu]`.
+//! [--channels N,M,…] [--no-qemu] [--no-warm]`.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -107,7 +116,13 @@ fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
     (v[0], v[v.len() / 2])
 }
 
-fn line(what: &str, bytes: u64, runs: Vec<Duration>, reference: Option<Duration>) -> Duration {
+/// Prints one row; returns its (min, median).
+fn line(
+    what: &str,
+    bytes: u64,
+    runs: Vec<Duration>,
+    reference: Option<Duration>,
+) -> (Duration, Duration) {
     let n = runs.len();
     let (min, med) = stats(runs);
     let rel = reference.map_or(String::new(), |r| {
@@ -123,13 +138,14 @@ fn line(what: &str, bytes: u64, runs: Vec<Duration>, reference: Option<Duration>
         med,
         gbps(bytes, med),
     );
-    med
+    (min, med)
 }
 
 fn main() {
     let mut size_mib = 1024usize;
     let mut runs = 5usize;
     let mut qemu = true;
+    let mut warm = true;
     let mut channel_counts = vec![2u32];
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -158,9 +174,10 @@ fn main() {
                     .expect("--channels N,M,… (each at least 2)");
             }
             "--no-qemu" => qemu = false,
+            "--no-warm" => warm = false,
             _ => {
                 eprintln!(
-                    "usage: ram-bench [--size MIB] [--runs N] [--channels N,M,…] [--no-qemu]"
+                    "usage: ram-bench [--size MIB] [--runs N] [--channels N,M,…] [--no-qemu] [--no-warm]"
                 );
                 std::process::exit(2);
             }
@@ -174,6 +191,24 @@ fn main() {
             .unwrap_or_default()
             .trim()
     );
+    let reported = reported_kib();
+    println!(
+        "host memory before each cold run: {}; free page reporting: {}",
+        if warm {
+            "warmed (populated and freed, untimed)"
+        } else {
+            "as it comes (--no-warm)"
+        },
+        reported.map_or("unknown".to_owned(), |k| format!(
+            "on ({} MiB handed back to the host since boot)",
+            k >> 10
+        )),
+    );
+    let warm_for = |size: usize| {
+        if warm {
+            warm_host(size);
+        }
+    };
 
     // 1. One RAM pass (zero check + framing, page data handed out as pieces, not copied).
     let src = vm(size, false);
@@ -199,7 +234,7 @@ fn main() {
 
     // 2. Bare loopback TCP into a reused, populated buffer.
     let raw: Vec<Duration> = (0..runs).map(|_| raw_tcp(bytes)).collect();
-    let raw_med = line("bare loopback TCP", bytes, raw, None);
+    let (_, raw_med) = line("bare loopback TCP", bytes, raw, None);
 
     // 3. Migration into a cold destination (fresh memory each run) ...
     let mut src = src;
@@ -207,11 +242,16 @@ fn main() {
     let mut same = true;
     for _ in 0..runs {
         src.ram.clear_dirty();
+        warm_for(size);
         let (d, report) = migrate_once(&mut src, vm(size, false), 1, false);
         cold.push(report.total_time);
         same &= d.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
     }
-    line("migration, cold destination", bytes, cold, Some(raw_med));
+    let mut ours_cold = vec![(
+        "1 channel".to_owned(),
+        line("migration, cold destination", bytes, cold, Some(raw_med)),
+    )];
+    println!("  ({})", read_ahead(bytes / 4096, runs));
     // ... and into a populated one (populated at creation, before the source connects).
     let mut dst = vm(size, true);
     let mut populated = Vec::new();
@@ -227,6 +267,7 @@ fn main() {
         populated,
         Some(raw_med),
     );
+    println!("  ({})", read_ahead(bytes / 4096, runs));
     same &= dst.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
     // ... and with the stream's integrity check (a copy of every page, CRC-32 on both sides).
     let mut checked = Vec::new();
@@ -242,22 +283,25 @@ fn main() {
         checked,
         Some(raw_med),
     );
+    READ_AHEAD.store(0, std::sync::atomic::Ordering::Relaxed);
     same &= dst.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
     // ... and over N page channels, cold and populated.
     for &n in &channel_counts {
         let mut cold = Vec::new();
         for _ in 0..runs {
             src.ram.clear_dirty();
+            warm_for(size);
             let (d, report) = migrate_once(&mut src, vm(size, false), n, false);
             cold.push(report.total_time);
             same &= d.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
         }
-        line(
+        let row = line(
             &format!("migration {n}ch, cold destination"),
             bytes,
             cold,
             Some(raw_med),
         );
+        ours_cold.push((format!("{n} channels"), row));
         let mut populated = Vec::new();
         for _ in 0..runs {
             src.ram.clear_dirty();
@@ -278,8 +322,16 @@ fn main() {
 
     // 4. QEMU 7.2 itself, where installed.
     if qemu {
-        match qemu_bench(size_mib, runs) {
-            Ok(()) => {}
+        match qemu_bench(size_mib, runs, &warm_for) {
+            Ok((qmin, qmed)) => {
+                for (what, (min, med)) in &ours_cold {
+                    println!(
+                        "cold destination, ours ({what}) against QEMU multifd 2ch: {:.2}x faster by minimum, {:.2}x by median",
+                        qmin.as_secs_f64() / min.as_secs_f64(),
+                        qmed.as_secs_f64() / med.as_secs_f64(),
+                    );
+                }
+            }
             Err(e) => println!("QEMU: not measured ({e})"),
         }
     }
@@ -332,6 +384,36 @@ fn raw_tcp(bytes: u64) -> Duration {
     took
 }
 
+/// Populates and frees `size` + 256 MiB of memory, so that the next cold destination's memory
+/// is present on the host (see the module documentation).
+fn warm_host(size: usize) {
+    drop(GuestRam::new_populated(&[("warm", 0, size + (256 << 20))]).expect("warm-up memory"));
+}
+
+/// KiB of freed guest memory the balloon's free page reporting handed back to the host, where the
+/// kernel has it.
+fn reported_kib() -> Option<u64> {
+    std::fs::read_to_string("/sys/module/page_reporting/parameters/reported_kib")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Pages the destinations read ahead straight into guest memory
+/// ([`vmstate_migration::Report::pages_read_ahead`]), summed since the last [`read_ahead`].
+static READ_AHEAD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The share of `pages` pages per run over `runs` runs that arrived by read-ahead (and resets
+/// the count).
+fn read_ahead(pages: u64, runs: usize) -> String {
+    let n = READ_AHEAD.swap(0, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "{:.1}% of pages read ahead into guest memory",
+        100.0 * n as f64 / (pages * runs as u64) as f64
+    )
+}
+
 fn migrate_once(
     src: &mut Vm,
     dst: Vm,
@@ -349,7 +431,11 @@ fn migrate_once(
             )),
             ..ReceiveSettings::default()
         };
-        receive(&mut d, &mut s, &settings).expect("destination");
+        let report = receive(&mut d, &mut s, &settings).expect("destination");
+        READ_AHEAD.fetch_add(
+            report.pages_read_ahead,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         d
     });
     let mut s = TcpStream::connect(addr).expect("connect");
@@ -444,6 +530,7 @@ fn qemu_once(
     file: &std::path::Path,
     multifd: bool,
     dir: &std::path::Path,
+    warm: &dyn Fn(usize),
 ) -> Result<Duration, String> {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -482,8 +569,9 @@ fn qemu_once(
     let sargs = common(
         &sq,
         format!(
-            "memory-backend-file,id=ram0,size={size_mib}M,mem-path={},share=on",
-            file.display()
+            // prealloc: mapped before the clock starts, as our source's guest memory is.
+            "memory-backend-file,id=ram0,size={size_mib}M,mem-path={},share=on,prealloc=on",
+            file.display(),
         ),
     );
     let _src = qemu(&sargs)?;
@@ -500,6 +588,7 @@ fn qemu_once(
     d.cmd(&format!(
         r#"{{"execute":"migrate-incoming","arguments":{{"uri":"tcp:127.0.0.1:{port}"}}}}"#
     ))?;
+    warm(size_mib << 20);
     let t = Instant::now();
     s.cmd(&format!(
         r#"{{"execute":"migrate","arguments":{{"uri":"tcp:127.0.0.1:{port}"}}}}"#
@@ -522,7 +611,12 @@ fn qemu_once(
     }
 }
 
-fn qemu_bench(size_mib: usize, runs: usize) -> Result<(), String> {
+/// Runs QEMU's rows; returns the (min, median) of multifd with 2 channels.
+fn qemu_bench(
+    size_mib: usize,
+    runs: usize,
+    warm: &dyn Fn(usize),
+) -> Result<(Duration, Duration), String> {
     let version = std::process::Command::new("qemu-system-x86_64")
         .arg("--version")
         .output()
@@ -553,16 +647,17 @@ fn qemu_bench(size_mib: usize, runs: usize) -> Result<(), String> {
         }
         drop(f);
         let bytes = (size_mib as u64) << 20;
+        let mut multifd_row = (Duration::ZERO, Duration::ZERO);
         for (what, multifd) in [
             ("QEMU, cold destination", false),
             ("QEMU multifd 2ch, cold destination", true),
         ] {
             let times = (0..runs)
-                .map(|_| qemu_once(size_mib, &file, multifd, &dir))
+                .map(|_| qemu_once(size_mib, &file, multifd, &dir, warm))
                 .collect::<Result<Vec<_>, _>>()?;
-            line(what, bytes, times, None);
+            multifd_row = line(what, bytes, times, None);
         }
-        Ok(())
+        Ok(multifd_row)
     })();
     let _ = std::fs::remove_file(&file);
     let _ = std::fs::remove_dir_all(&dir);
