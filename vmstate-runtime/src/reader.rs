@@ -306,6 +306,69 @@ impl<R: std::io::Read> IoReader<R> {
         self.io_error.take()
     }
 
+    /// Copies the buffered part of `dst`, then reads the rest from the source with
+    /// `read_vectored` into `dst` and, in the same calls, into `ahead` or (without it) the emptied
+    /// buffer. Returns how many bytes went to `ahead`.
+    fn read_into_then(
+        &mut self,
+        dst: &mut [u8],
+        mut ahead: Option<&mut [std::io::IoSliceMut<'_>]>,
+    ) -> Result<usize> {
+        let have = (self.end - self.start).min(dst.len());
+        dst[..have].copy_from_slice(&self.buf[self.start..self.start + have]);
+        self.start += have;
+        let mut done = have;
+        if done == dst.len() {
+            self.pos += done as u64;
+            return Ok(0);
+        }
+        // The buffer is empty now.
+        self.start = 0;
+        self.end = 0;
+        let into_ahead = ahead.is_some();
+        let mut extra = 0;
+        while done < dst.len() {
+            if self.eof {
+                self.pos += done as u64;
+                return Err(Error::new(
+                    ErrorKind::UnexpectedEof {
+                        needed: (dst.len() - done) as u64,
+                        available: 0,
+                    },
+                    self.pos,
+                ));
+            }
+            let want = dst.len() - done;
+            let mut iov = Vec::with_capacity(2 + ahead.as_ref().map_or(0, |a| a.len()));
+            iov.push(std::io::IoSliceMut::new(&mut dst[done..]));
+            match ahead.as_deref_mut() {
+                Some(a) => iov.extend(a.iter_mut().map(|s| std::io::IoSliceMut::new(s))),
+                None => iov.push(std::io::IoSliceMut::new(&mut self.buf[..])),
+            }
+            match self.inner.read_vectored(&mut iov) {
+                Ok(0) => self.eof = true,
+                Ok(k) if k <= want => done += k,
+                Ok(k) if into_ahead => {
+                    done += want;
+                    extra = k - want;
+                }
+                Ok(k) => {
+                    done += want;
+                    self.end = k - want;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let kind = e.kind();
+                    self.io_error = Some(e);
+                    self.pos += done as u64;
+                    return Err(Error::new(ErrorKind::Io(kind), self.pos));
+                }
+            }
+        }
+        self.pos += (done + extra) as u64;
+        Ok(extra)
+    }
+
     /// Makes at least `n` bytes available in the buffer if the source has them.
     fn fill(&mut self, n: usize) -> Result<usize> {
         if n > limits::MAX_TAKE {
@@ -378,49 +441,7 @@ impl<R: std::io::Read> Reader for IoReader<R> {
     /// (then empty) buffer: the payload lands in `dst` without passing through the buffer, and
     /// what follows it is read ahead in the same call.
     fn read_into(&mut self, dst: &mut [u8]) -> Result<()> {
-        let have = (self.end - self.start).min(dst.len());
-        dst[..have].copy_from_slice(&self.buf[self.start..self.start + have]);
-        self.start += have;
-        let mut done = have;
-        if done < dst.len() {
-            // The buffer is empty now.
-            self.start = 0;
-            self.end = 0;
-        }
-        while done < dst.len() {
-            if self.eof {
-                self.pos += done as u64;
-                return Err(Error::new(
-                    ErrorKind::UnexpectedEof {
-                        needed: (dst.len() - done) as u64,
-                        available: 0,
-                    },
-                    self.pos,
-                ));
-            }
-            let want = dst.len() - done;
-            let mut iov = [
-                std::io::IoSliceMut::new(&mut dst[done..]),
-                std::io::IoSliceMut::new(&mut self.buf[..]),
-            ];
-            match self.inner.read_vectored(&mut iov) {
-                Ok(0) => self.eof = true,
-                Ok(k) if k <= want => done += k,
-                Ok(k) => {
-                    done += want;
-                    self.end = k - want;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let kind = e.kind();
-                    self.io_error = Some(e);
-                    self.pos += done as u64;
-                    return Err(Error::new(ErrorKind::Io(kind), self.pos));
-                }
-            }
-        }
-        self.pos += done as u64;
-        Ok(())
+        self.read_into_then(dst, None).map(|_| ())
     }
 
     fn available(&self) -> usize {
@@ -434,51 +455,7 @@ impl<R: std::io::Read> Reader for IoReader<R> {
         dst: &mut [u8],
         ahead: &mut [std::io::IoSliceMut<'_>],
     ) -> Result<usize> {
-        let have = (self.end - self.start).min(dst.len());
-        dst[..have].copy_from_slice(&self.buf[self.start..self.start + have]);
-        self.start += have;
-        let mut done = have;
-        if done == dst.len() {
-            self.pos += done as u64;
-            return Ok(0);
-        }
-        // The buffer is empty now.
-        self.start = 0;
-        self.end = 0;
-        let mut extra = 0;
-        while done < dst.len() {
-            if self.eof {
-                self.pos += done as u64;
-                return Err(Error::new(
-                    ErrorKind::UnexpectedEof {
-                        needed: (dst.len() - done) as u64,
-                        available: 0,
-                    },
-                    self.pos,
-                ));
-            }
-            let want = dst.len() - done;
-            let mut iov = Vec::with_capacity(ahead.len() + 1);
-            iov.push(std::io::IoSliceMut::new(&mut dst[done..]));
-            iov.extend(ahead.iter_mut().map(|a| std::io::IoSliceMut::new(a)));
-            match self.inner.read_vectored(&mut iov) {
-                Ok(0) => self.eof = true,
-                Ok(k) if k <= want => done += k,
-                Ok(k) => {
-                    done += want;
-                    extra = k - want;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let kind = e.kind();
-                    self.io_error = Some(e);
-                    self.pos += done as u64;
-                    return Err(Error::new(ErrorKind::Io(kind), self.pos));
-                }
-            }
-        }
-        self.pos += (done + extra) as u64;
-        Ok(extra)
+        self.read_into_then(dst, Some(ahead))
     }
 
     /// Puts `parts` back in front of the buffered bytes (growing the buffer if they do not fit

@@ -76,8 +76,8 @@ fn start_chunk() -> Vec<u8> {
     v
 }
 
-#[test]
-fn step_into_gives_block_indexes_and_checks_consumption() {
+/// A PART chunk: pages 0 (all 1s) and 0x1000 (all 2s) of block `b`.
+fn two_pages_of_b() -> Vec<u8> {
     let mut part = Vec::new();
     part.extend_from_slice(&FLAG_PAGE.to_be_bytes());
     part.extend_from_slice(b"\x01b");
@@ -85,6 +85,12 @@ fn step_into_gives_block_indexes_and_checks_consumption() {
     part.extend_from_slice(&(0x1000 | FLAG_PAGE | FLAG_CONTINUE).to_be_bytes());
     part.extend_from_slice(&[2; 4096]);
     part.extend_from_slice(&FLAG_EOS.to_be_bytes());
+    part
+}
+
+#[test]
+fn step_into_gives_block_indexes_and_checks_consumption() {
+    let part = two_pages_of_b();
 
     let mut s = RamStepper::new(4096).unwrap();
     s.step_start(&mut SliceReader::new(&start_chunk())).unwrap();
@@ -251,13 +257,7 @@ fn slice_reader_reads_nothing_ahead() {
 #[test]
 fn step_into_ahead_counts_claimed_records_and_checks_them() {
     // Block `b` is 0x2000 bytes: two pages.
-    let mut part = Vec::new();
-    part.extend_from_slice(&FLAG_PAGE.to_be_bytes());
-    part.extend_from_slice(b"\x01b");
-    part.extend_from_slice(&[1; 4096]);
-    part.extend_from_slice(&(0x1000 | FLAG_PAGE | FLAG_CONTINUE).to_be_bytes());
-    part.extend_from_slice(&[2; 4096]);
-    part.extend_from_slice(&FLAG_EOS.to_be_bytes());
+    let part = two_pages_of_b();
     let stepper = || {
         let mut s = RamStepper::new(4096).unwrap();
         s.step_start(&mut SliceReader::new(&start_chunk())).unwrap();
