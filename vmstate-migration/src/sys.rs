@@ -52,8 +52,9 @@ pub(crate) fn is_zero(page: &GuestSlice<'_>) -> bool {
 }
 
 /// Pages ahead of the one being zero-checked whose first cache line is prefetched: the check
-/// of a non-zero page reads little more than that line, so without it every page costs a full
-/// memory latency (hardware prefetchers stop at page boundaries).
+/// of a non-zero page reads little more than that line, and hardware prefetchers stop at page
+/// boundaries. A small gain, measured: a cold 1 GiB migration took 0.261 / 0.290 s (min / median
+/// of 32) with it against 0.266 / 0.303 s without.
 pub(crate) const PREFETCH_PAGES: u64 = 8;
 
 /// Hints the CPU to fetch the cache line at `offset` of `region` (no-op outside the region or

@@ -15,16 +15,18 @@
 //! - our migration over N page channels ([`Settings::channels`]; `--channels 2,4`, default 2)
 //!   into a cold and into a populated destination.
 //!
-//! Each is run `--runs` times (default 5); min and median are printed.
+//! Each is run `--runs` times (default 5); min and median are printed, then our cold rows as a
+//! ratio against QEMU multifd, and the share of pages our destinations read ahead
+//! ([`vmstate_migration::Report::pages_read_ahead`]).
 //!
 //! Before every run into a cold destination (ours and QEMU's alike) the bench populates and frees
 //! `size` + 256 MiB of memory (untimed), unless `--no-warm` is given. A cold destination's
 //! memory is fresh to its process (page faults and zeroing are timed); the warm step makes the
 //! *host* under it present too. In a VM whose balloon has free page reporting, memory the guest
 //! kernel freed is handed back to the host within seconds, and touching it again costs a host
-//! fault per page: populating 1 GiB then takes 0.4–0.8 s instead of 0.1 s (measured on the 2-core
-//! VM of docs/benchmarks.md), and which runs meet such memory is luck. The warm step takes that
-//! luck out for both sides; `--no-warm` shows it.
+//! fault per page: populating 1 GiB then took up to 0.77 s instead of 0.09–0.12 s (0.4 s or more
+//! in 7 of 10 tries, on the 2-core VM of docs/benchmarks.md), and which runs meet such memory is
+//! luck. The warm step takes that luck out for both sides; `--no-warm` shows it.
 //!
 //! Usage: `cargo run --release -p vmstate-migration --bin ram-bench -- [--size MIB] [--runs N]
 //! [--channels N,M,…] [--no-qemu] [--no-warm]`.
@@ -240,26 +242,30 @@ fn main() {
     let mut src = src;
     let mut cold = Vec::new();
     let mut same = true;
+    let mut ahead = 0;
     for _ in 0..runs {
         src.ram.clear_dirty();
         warm_for(size);
-        let (d, report) = migrate_once(&mut src, vm(size, false), 1, false);
-        cold.push(report.total_time);
+        let (d, took, a) = migrate_once(&mut src, vm(size, false), 1, false);
+        cold.push(took);
+        ahead += a;
         same &= d.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
     }
     let mut ours_cold = vec![(
         "1 channel".to_owned(),
         line("migration, cold destination", bytes, cold, Some(raw_med)),
     )];
-    println!("  ({})", read_ahead(bytes / 4096, runs));
+    println!("  ({})", read_ahead(ahead, bytes / 4096, runs));
     // ... and into a populated one (populated at creation, before the source connects).
     let mut dst = vm(size, true);
     let mut populated = Vec::new();
+    let mut ahead = 0;
     for _ in 0..runs {
         src.ram.clear_dirty();
-        let (d, report) = migrate_once(&mut src, dst, 1, false);
+        let (d, took, a) = migrate_once(&mut src, dst, 1, false);
         dst = d;
-        populated.push(report.total_time);
+        populated.push(took);
+        ahead += a;
     }
     line(
         "migration, populated destination",
@@ -267,15 +273,15 @@ fn main() {
         populated,
         Some(raw_med),
     );
-    println!("  ({})", read_ahead(bytes / 4096, runs));
+    println!("  ({})", read_ahead(ahead, bytes / 4096, runs));
     same &= dst.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
     // ... and with the stream's integrity check (a copy of every page, CRC-32 on both sides).
     let mut checked = Vec::new();
     for _ in 0..runs {
         src.ram.clear_dirty();
-        let (d, report) = migrate_once(&mut src, dst, 1, true);
+        let (d, took, _) = migrate_once(&mut src, dst, 1, true);
         dst = d;
-        checked.push(report.total_time);
+        checked.push(took);
     }
     line(
         "migration + integrity check, populated",
@@ -283,7 +289,6 @@ fn main() {
         checked,
         Some(raw_med),
     );
-    READ_AHEAD.store(0, std::sync::atomic::Ordering::Relaxed);
     same &= dst.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
     // ... and over N page channels, cold and populated.
     for &n in &channel_counts {
@@ -291,8 +296,8 @@ fn main() {
         for _ in 0..runs {
             src.ram.clear_dirty();
             warm_for(size);
-            let (d, report) = migrate_once(&mut src, vm(size, false), n, false);
-            cold.push(report.total_time);
+            let (d, took, _) = migrate_once(&mut src, vm(size, false), n, false);
+            cold.push(took);
             same &= d.ram.snapshot().expect("snapshot") == src.ram.snapshot().expect("snapshot");
         }
         let row = line(
@@ -305,9 +310,9 @@ fn main() {
         let mut populated = Vec::new();
         for _ in 0..runs {
             src.ram.clear_dirty();
-            let (d, report) = migrate_once(&mut src, dst, n, false);
+            let (d, took, _) = migrate_once(&mut src, dst, n, false);
             dst = d;
-            populated.push(report.total_time);
+            populated.push(took);
         }
         line(
             &format!("migration {n}ch, populated dest."),
@@ -400,26 +405,18 @@ fn reported_kib() -> Option<u64> {
         .ok()
 }
 
-/// Pages the destinations read ahead straight into guest memory
-/// ([`vmstate_migration::Report::pages_read_ahead`]), summed since the last [`read_ahead`].
-static READ_AHEAD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// The share of `pages` pages per run over `runs` runs that arrived by read-ahead (and resets
-/// the count).
-fn read_ahead(pages: u64, runs: usize) -> String {
-    let n = READ_AHEAD.swap(0, std::sync::atomic::Ordering::Relaxed);
+/// The share of `runs` runs of `pages` pages each that arrived by read-ahead, from the sum of
+/// the destinations' [`vmstate_migration::Report::pages_read_ahead`].
+fn read_ahead(read_ahead: u64, pages: u64, runs: usize) -> String {
     format!(
         "{:.1}% of pages read ahead into guest memory",
-        100.0 * n as f64 / (pages * runs as u64) as f64
+        100.0 * read_ahead as f64 / (pages * runs as u64) as f64
     )
 }
 
-fn migrate_once(
-    src: &mut Vm,
-    dst: Vm,
-    channels: u32,
-    integrity: bool,
-) -> (Vm, vmstate_migration::Report) {
+/// One migration of `src` into `dst`: the destination, the source's total time and the pages
+/// the destination read ahead.
+fn migrate_once(src: &mut Vm, dst: Vm, channels: u32, integrity: bool) -> (Vm, Duration, u64) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
     let rx = std::thread::spawn(move || {
@@ -432,11 +429,7 @@ fn migrate_once(
             ..ReceiveSettings::default()
         };
         let report = receive(&mut d, &mut s, &settings).expect("destination");
-        READ_AHEAD.fetch_add(
-            report.pages_read_ahead,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        d
+        (d, report.pages_read_ahead)
     });
     let mut s = TcpStream::connect(addr).expect("connect");
     let settings = Settings {
@@ -446,7 +439,8 @@ fn migrate_once(
         ..Settings::default()
     };
     let report = migrate(src, &mut s, &settings).expect("migration");
-    (rx.join().expect("rx"), report)
+    let (d, ahead) = rx.join().expect("rx");
+    (d, report.total_time, ahead)
 }
 
 /// A QMP connection (one JSON object per line).
